@@ -1,0 +1,68 @@
+# sparsetrain: every target runs `setup` first, so a fresh machine needs nothing but make.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV     ?= .venv
+PY       := $(VENV)/bin/python
+PIP      := $(VENV)/bin/pip
+ST       := $(VENV)/bin/sparsetrain
+PYTEST   := $(VENV)/bin/pytest
+APT_PKGS := verilator iverilog yosys dataset-fashion-mnist nextpnr-ice40 fpga-icestorm
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+STAMP    := $(VENV)/.sparsetrain-installed
+JOBS     ?= 2
+OUT      ?= out
+
+.PHONY: help setup apt test demo verilog regress synth perf lint clean
+
+help:
+	@echo "make test     run the test suite (installs everything it needs first)"
+	@echo "make demo     train, export, simulate one layer on the RTL and report"
+	@echo "make verilog  emit the Verilog of every block into $(OUT)/verilog"
+	@echo "make regress  long regressions (100k random operations per PE mode, every conv layer)"
+	@echo "make synth    Yosys area estimates of every block into $(OUT)/synth"
+	@echo "make perf     performance model of the papers' networks into $(OUT)/perf"
+	@echo "make lint     verilator --lint-only -Wall on the emitted Verilog"
+
+# Idempotent: apt-installs only what is missing, builds the venv once, reinstalls the
+# package only when pyproject.toml changed.
+setup: apt $(STAMP)
+
+apt:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: apt-installing$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml | apt
+	@[ -x $(PY) ] || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	@touch $@
+
+test: setup
+	$(PYTEST) -n $(JOBS) -q tests
+
+demo: setup
+	$(ST) demo --out $(OUT)/demo
+
+verilog: setup
+	$(ST) verilog --block pe -o $(OUT)/verilog/pe
+	$(ST) verilog --block ppu -o $(OUT)/verilog/ppu
+
+lint: verilog
+	$(PY) -m sparsetrain.hw.lint $(OUT)/verilog
+
+regress: setup
+	$(PYTEST) -n $(JOBS) -q -m regress tests
+
+synth: setup
+	$(ST) synth --all --out $(OUT)/synth
+
+perf: setup
+	$(ST) perf --all --out $(OUT)/perf
+
+clean:
+	rm -rf $(OUT) build sim_build .pytest_cache

@@ -1,0 +1,83 @@
+"""Payload layouts of docs/architecture.md section 4: the one definition used by every block."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth.hdl import signed, unsigned
+from amaranth.lib import data
+
+from ..golden.fixedpoint import check_acc_w, check_param, off_end, off_width
+
+
+def bits_for(n: int) -> int:
+    """Bits of an unsigned field that holds 0 .. n."""
+    return max(1, int(n).bit_length())
+
+
+@dataclass(frozen=True)
+class HwParams:
+    """Elaboration parameters shared by PE, PPU and core (section 1), validated on creation."""
+
+    dw: int = 16
+    k_max: int = 11
+    w_max: int = 64
+    acc_w: int | None = None
+
+    def __post_init__(self) -> None:
+        check_param("DW", self.dw)
+        check_param("K_MAX", self.k_max)
+        check_param("W_MAX", self.w_max)
+        if self.acc_w is None:
+            object.__setattr__(self, "acc_w", min(64, 2 * self.dw + 8))
+        check_acc_w(self.acc_w, self.dw)
+        if self.w_max < self.k_max:
+            raise ValueError(f"W_MAX = {self.w_max} is out of range; allowed: >= K_MAX ({self.k_max})")
+
+    @property
+    def off_w(self) -> int:
+        return off_width(self.w_max)
+
+    @property
+    def off_end(self) -> int:
+        return off_end(self.w_max)
+
+    @property
+    def k_w(self) -> int:
+        return bits_for(self.k_max)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"DW": self.dw, "K_MAX": self.k_max, "W_MAX": self.w_max, "ACC_W": self.acc_w}
+
+
+def entry_layout(p: HwParams) -> data.StructLayout:
+    """One element of the sparse row format (section 3)."""
+    return data.StructLayout({
+        "value": signed(p.dw),
+        "offset": unsigned(p.off_w),
+        "last": unsigned(1),
+    })
+
+
+def pe_cfg_layout(p: HwParams) -> data.StructLayout:
+    return data.StructLayout({
+        "mode": unsigned(2),
+        "k": unsigned(p.k_w),
+        "stride2": unsigned(1),
+        "pad": unsigned(p.k_w),
+        "in_len": unsigned(p.off_w),
+        "out_len": unsigned(p.off_w),
+    })
+
+
+def mask_layout(p: HwParams) -> data.StructLayout:
+    return data.StructLayout({"bits": unsigned(p.w_max)})
+
+
+def beat_layout(p: HwParams) -> data.StructLayout:
+    """K_MAX-lane result beat of a PE (section 4)."""
+    return data.StructLayout({
+        "base": unsigned(p.off_w),
+        "count": unsigned(p.k_w),
+        "lanes": data.ArrayLayout(signed(p.acc_w), p.k_max),
+        "last": unsigned(1),
+    })

@@ -1,0 +1,105 @@
+"""Build-once, run-many wrapper around cocotb 1.9's Python runner.
+
+Each (simulator, top module, Verilog text, build options) is compiled once into a
+content-addressed folder under ``build/sim``; pytest-xdist workers that ask for the same
+configuration wait on a file lock instead of compiling it again. Waveforms only when
+``WAVES=1``; Verilator line/toggle coverage when ``COVERAGE_HDL=1`` (never ``COVERAGE``,
+which cocotb reserves for Python coverage).
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from cocotb.runner import get_results, get_runner
+
+SIMULATORS = ("verilator", "icarus")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def build_root() -> Path:
+    return Path(os.environ.get("SPARSETRAIN_BUILD_DIR", REPO_ROOT / "build")) / "sim"
+
+
+def waves_requested() -> bool:
+    return os.environ.get("WAVES", "0") not in ("", "0")
+
+
+def coverage_requested() -> bool:
+    return os.environ.get("COVERAGE_HDL", "0") not in ("", "0")
+
+
+@dataclass(frozen=True)
+class Build:
+    sim: str
+    toplevel: str
+    build_dir: Path
+    waves: bool
+    coverage: bool
+
+
+def _build_args(sim: str, waves: bool, coverage: bool) -> list[str]:
+    if sim == "verilator":
+        # Amaranth's output trips WIDTH/CASEINCOMPLETE style warnings that Verilator would
+        # treat as fatal; the lint target (make lint) reviews them with -Wall instead.
+        args = ["-Wno-fatal", "-O3"]
+        if waves:
+            args += ["--trace-fst", "--trace-structs"]
+        if coverage:
+            args += ["--coverage-line", "--coverage-toggle"]
+        return args
+    # Icarus: -g2005 so that yosys' `always @*` initial trigger fires (toolchain notes).
+    return ["-g2005"]
+
+
+def build(verilog: str, toplevel: str, sim: str = "verilator", *, name: str | None = None) -> Build:
+    """Compile ``verilog`` (the text of one file) for ``sim`` once; return where it lives."""
+    if sim not in SIMULATORS:
+        raise ValueError(f"sim = {sim!r} is out of range; allowed: {', '.join(SIMULATORS)}")
+    waves, coverage = waves_requested(), coverage_requested() and sim == "verilator"
+    args = _build_args(sim, waves, coverage)
+    key = hashlib.sha256(json.dumps([verilog, toplevel, sim, args]).encode()).hexdigest()[:16]
+    bdir = build_root() / sim / f"{name or toplevel}-{key}"
+    bdir.parent.mkdir(parents=True, exist_ok=True)
+    done = bdir / ".built"
+    with open(bdir.parent / f".{bdir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            if bdir.exists():
+                shutil.rmtree(bdir)
+            bdir.mkdir(parents=True)
+            src = bdir / f"{toplevel}.v"
+            src.write_text(verilog)
+            runner = get_runner(sim)
+            runner.build(verilog_sources=[src], hdl_toplevel=toplevel, build_dir=bdir,
+                         build_args=args, waves=waves, always=True, timescale=("1ns", "1ps"),
+                         log_file=bdir / "build.log")
+            done.write_text(key)
+    return Build(sim, toplevel, bdir, waves, coverage)
+
+
+def run(b: Build, test_module: str, *, testcase: str | None = None, seed: int | None = None,
+        env: Mapping[str, str] | None = None, test_dir: Path | None = None) -> tuple[int, int]:
+    """Run cocotb ``test_module`` on a build; returns (tests, failures) and raises on failure.
+
+    Each run gets its own working folder so parallel runs never share result or coverage
+    files.
+    """
+    tdir = Path(test_dir) if test_dir else Path(tempfile.mkdtemp(prefix="tb-", dir=b.build_dir))
+    tdir.mkdir(parents=True, exist_ok=True)
+    runner = get_runner(b.sim)
+    xml = runner.test(test_module=test_module, hdl_toplevel=b.toplevel, hdl_toplevel_lang="verilog",
+                      build_dir=b.build_dir,
+                      test_dir=tdir, testcase=testcase, seed=seed, extra_env=dict(env or {}),
+                      waves=b.waves, results_xml=None if os.getenv("PYTEST_CURRENT_TEST") else "results.xml")
+    tests, fails = get_results(Path(xml))
+    if fails or not tests:
+        raise AssertionError(f"{test_module}: {fails} of {tests} cocotb tests failed (log in {tdir})")
+    return tests, fails

@@ -1,0 +1,1 @@
+"""Subcommands of the `sparsetrain` command, discovered by sparsetrain.cli."""
