@@ -1,0 +1,316 @@
+"""Convolution back-propagation that exploits sparse output gradients (Ye et al. 2019, section 5.2).
+
+The pruned output gradient dO is the only sparse operand of the backward pass, and MKL (through
+torch's sparse CSR matrix product) multiplies only `sparse x dense`. So both gradients are
+written as a product whose left factor is dO:
+
+* weights (WGC):       dW   = dO_mat @ im2col_trans(I)      dO_mat: (F, N*L), im2col_trans(I): (N*L, C/G*K*K)
+* activations (AGBP):  dcol = dO_mat^T @ W_mat              dO_mat^T: (N*L, F), W_mat: (F, C/G*K*K)
+                       dI   = col2im_trans(dcol)
+
+(L = H_out * W_out.) The second line is the paper's trick: the textbook `W^T @ dO` would need
+`dense x sparse`, its transpose `(dO^T W)^T` does not. Grouped and depthwise convolutions stay a
+single product each: the groups are laid out block-diagonally in the sparse factor (block g
+holds the rows / columns of the output channels of group g), so no zero block is ever
+multiplied and the dense factor is not replicated.
+
+The products use `torch.sparse.mm` on CSR tensors, chosen over scipy.sparse by measurement
+(docs/performance-cpu.md): torch's CSR product calls MKL's sparse BLAS and uses the torch thread
+pool; scipy's is single-threaded and needs a float64/float32 copy across the numpy boundary.
+
+Public API: `sparse_conv2d_backward` (the two gradients, plain tensors in and out),
+`dense_conv2d_backward` (the same im2col formulation with dense GEMMs, the paper's baseline),
+`SparseBackwardConv2d` (a drop-in nn.Conv2d) and `convert_model`.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from sparsetrain.golden.fixedpoint import check_param
+
+Pair = tuple[int, int]
+
+# torch flags all CSR use as "beta"; the operations used here (to_sparse_csr, sparse.mm) are the
+# long-standing MKL-backed ones and are checked against the dense backward by the tests.
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Everything the backward pass needs to know about one convolution, validated once."""
+
+    batch: int
+    in_channels: int
+    in_size: Pair
+    out_channels: int
+    kernel: Pair
+    stride: Pair
+    padding: Pair
+    dilation: Pair
+    groups: int
+    out_size: Pair
+
+    @property
+    def positions(self) -> int:
+        """L = H_out * W_out, the number of sliding-window positions per image."""
+        return self.out_size[0] * self.out_size[1]
+
+    @property
+    def col_width(self) -> int:
+        """Columns of one group's im2col matrix: C/G * kh * kw."""
+        return self.in_channels // self.groups * self.kernel[0] * self.kernel[1]
+
+
+def _pair(name: str, value: int | tuple[int, ...], low: int) -> Pair:
+    items = (value, value) if isinstance(value, int) else tuple(value)
+    if len(items) != 2:
+        raise ValueError(f"{name} = {value!r} is out of range; allowed: an int or a pair of ints")
+    return (check_param(name, items[0], low, 1 << 20, allowed=f">= {low}"),
+            check_param(name, items[1], low, 1 << 20, allowed=f">= {low}"))
+
+
+def conv_geometry(input_shape: tuple[int, ...] | torch.Size, weight_shape: tuple[int, ...] | torch.Size,
+                  stride: int | tuple[int, ...] = 1, padding: int | tuple[int, ...] = 0,
+                  dilation: int | tuple[int, ...] = 1, groups: int = 1,
+                  grad_output_shape: tuple[int, ...] | torch.Size | None = None) -> ConvGeometry:
+    """Check the shapes of a conv2d (NCHW input, FCKK weight) and derive its output size.
+
+    Raises ValueError naming the parameter whose value is wrong and what is allowed.
+    """
+    if len(input_shape) != 4:
+        raise ValueError(f"input shape = {tuple(input_shape)} is out of range; allowed: 4-D (N, C, H, W)")
+    if len(weight_shape) != 4:
+        raise ValueError(f"weight shape = {tuple(weight_shape)} is out of range; allowed: 4-D (F, C/groups, kh, kw)")
+    n, c, h, w = (int(s) for s in input_shape)
+    f, c_per_group, kh, kw = (int(s) for s in weight_shape)
+    stride_p = _pair("stride", stride, 1)
+    padding_p = _pair("padding", padding, 0)
+    dilation_p = _pair("dilation", dilation, 1)
+    groups = check_param("groups", groups, 1, max(1, c), allowed=f"1 .. {c}, dividing C = {c} and F = {f}")
+    if c % groups or f % groups:
+        raise ValueError(f"groups = {groups} is out of range; allowed: a divisor of C = {c} and of F = {f}")
+    if c_per_group != c // groups:
+        raise ValueError(f"weight shape = {tuple(weight_shape)} is out of range; allowed: dimension 1 equal to "
+                         f"C/groups = {c // groups}")
+    if min(n, c, h, w, f, kh, kw) < 1:
+        raise ValueError(f"input shape = {tuple(input_shape)}, weight shape = {tuple(weight_shape)} is out of "
+                         "range; allowed: every dimension >= 1")
+    out = []
+    for axis, size, k in ((0, h, kh), (1, w, kw)):
+        span = dilation_p[axis] * (k - 1) + 1
+        padded = size + 2 * padding_p[axis]
+        if span > padded:
+            raise ValueError(f"kernel size = {(kh, kw)} is out of range; allowed: dilated kernel extent <= padded "
+                             f"input size {padded} along axis {axis + 2}")
+        out.append((padded - span) // stride_p[axis] + 1)
+    geometry = ConvGeometry(n, c, (h, w), f, (kh, kw), stride_p, padding_p, dilation_p, groups, (out[0], out[1]))
+    if grad_output_shape is not None:
+        expected = (n, f, out[0], out[1])
+        if tuple(int(s) for s in grad_output_shape) != expected:
+            raise ValueError(f"grad_output shape = {tuple(grad_output_shape)} is out of range; allowed: {expected} "
+                             "(N, F, H_out, W_out of this convolution)")
+    return geometry
+
+
+# ---------------------------------------------------------------------------------------------
+# im2col / col2im in the transposed layout: rows are (group, image, position), columns are
+# (channel within the group, kernel row, kernel column).
+
+def im2col_trans(inp: torch.Tensor, g: ConvGeometry) -> torch.Tensor:
+    """(G*N*L, C/G*kh*kw): the transposed im2col matrix of every group, stacked by group."""
+    cols = F.unfold(inp, g.kernel, dilation=g.dilation, padding=g.padding, stride=g.stride)  # (N, C*kk, L)
+    cols = cols.view(g.batch, g.groups, g.col_width, g.positions)
+    return cols.permute(1, 0, 3, 2).reshape(g.groups * g.batch * g.positions, g.col_width)
+
+
+def col2im_trans(dcol: torch.Tensor, g: ConvGeometry) -> torch.Tensor:
+    """Inverse layout of im2col_trans, summing overlapping windows: (G*N*L, C/G*kh*kw) -> (N, C, H, W)."""
+    cols = dcol.view(g.groups, g.batch, g.positions, g.col_width).permute(1, 0, 3, 2)
+    cols = cols.reshape(g.batch, g.groups * g.col_width, g.positions)
+    return F.fold(cols, g.in_size, g.kernel, dilation=g.dilation, padding=g.padding, stride=g.stride)
+
+
+def _offset_columns(csr: torch.Tensor, row_block: int, column_step: int, shape: Pair) -> torch.Tensor:
+    """Shift the column indices of rows in block b (rows b*row_block ..) by b*column_step.
+
+    That turns G stacked (row_block x w) matrices into one block-diagonal CSR matrix.
+    """
+    crow, col = csr.crow_indices(), csr.col_indices()
+    counts = crow[1:] - crow[:-1]
+    block_of_row = torch.arange(counts.numel(), dtype=col.dtype) // row_block
+    col = col + torch.repeat_interleave(block_of_row * column_step, counts)
+    # the indices come from a valid CSR tensor and stay sorted within each row, so the (costly)
+    # invariant check is skipped on purpose
+    return torch.sparse_csr_tensor(crow, col, csr.values(), size=shape, check_invariants=False)
+
+
+def _sparse_dO_by_channel(grad_output: torch.Tensor, g: ConvGeometry) -> torch.Tensor:
+    """dO as CSR (F, G*N*L): row f holds its N*L gradients in column block group(f)."""
+    m = g.batch * g.positions
+    dense = grad_output.transpose(0, 1).reshape(g.out_channels, m)
+    csr = dense.to_sparse_csr()
+    if g.groups == 1:
+        return csr
+    return _offset_columns(csr, g.out_channels // g.groups, m, (g.out_channels, g.groups * m))
+
+
+def _sparse_dO_by_position(grad_output: torch.Tensor, g: ConvGeometry) -> torch.Tensor:
+    """dO^T as CSR (G*N*L, F): row (group, image, position) holds that group's F/G gradients."""
+    m, f_per_group = g.batch * g.positions, g.out_channels // g.groups
+    by_position = grad_output.view(g.batch, g.groups, f_per_group, g.positions)
+    dense = by_position.permute(1, 0, 3, 2).reshape(g.groups * m, f_per_group)
+    csr = dense.to_sparse_csr()
+    if g.groups == 1:
+        return csr
+    return _offset_columns(csr, m, f_per_group, (g.groups * m, g.out_channels))
+
+
+# ---------------------------------------------------------------------------------------------
+# The backward passes.
+
+@dataclass
+class ConvGradients:
+    """Gradients of a conv2d; a field is None when it was not asked for."""
+
+    grad_input: torch.Tensor | None
+    grad_weight: torch.Tensor | None
+    grad_bias: torch.Tensor | None
+
+
+def _prepare(inp: torch.Tensor, weight: torch.Tensor, grad_output: torch.Tensor, stride, padding, dilation,
+             groups) -> ConvGeometry:
+    for name, t in (("input", inp), ("weight", weight), ("grad_output", grad_output)):
+        if t.layout != torch.strided or t.device.type != "cpu" or not t.is_floating_point():
+            raise ValueError(f"{name} = {t.layout}/{t.device}/{t.dtype} tensor is out of range; allowed: a dense "
+                             "floating-point CPU tensor")
+    if not inp.dtype == weight.dtype == grad_output.dtype:
+        raise ValueError(f"dtype = {inp.dtype}/{weight.dtype}/{grad_output.dtype} (input/weight/grad_output) is out of "
+                         "range; allowed: one dtype for all three")
+    return conv_geometry(inp.shape, weight.shape, stride, padding, dilation, groups, grad_output.shape)
+
+
+def sparse_conv2d_backward(inp: torch.Tensor, weight: torch.Tensor, grad_output: torch.Tensor,
+                           stride: int | tuple[int, ...] = 1, padding: int | tuple[int, ...] = 0,
+                           dilation: int | tuple[int, ...] = 1, groups: int = 1,
+                           need_input: bool = True, need_weight: bool = True,
+                           need_bias: bool = False) -> ConvGradients:
+    """dI, dW (and db) of `F.conv2d(inp, weight, stride=..., ...)` with sparse x dense products on dO.
+
+    Equal to the dense backward within float rounding. An all-zero dO gives zero gradients.
+    """
+    g = _prepare(inp, weight, grad_output, stride, padding, dilation, groups)
+    grad_output = grad_output.contiguous()
+    grad_input = grad_weight = grad_bias = None
+    if need_weight:
+        d_w = torch.sparse.mm(_sparse_dO_by_channel(grad_output, g), im2col_trans(inp, g))
+        grad_weight = d_w.view(weight.shape)
+    if need_input:
+        w_mat = weight.reshape(g.out_channels, g.col_width)
+        dcol = torch.sparse.mm(_sparse_dO_by_position(grad_output, g), w_mat)
+        grad_input = col2im_trans(dcol, g)
+    if need_bias:
+        grad_bias = grad_output.sum(dim=(0, 2, 3))
+    return ConvGradients(grad_input, grad_weight, grad_bias)
+
+
+def dense_conv2d_backward(inp: torch.Tensor, weight: torch.Tensor, grad_output: torch.Tensor,
+                          stride: int | tuple[int, ...] = 1, padding: int | tuple[int, ...] = 0,
+                          dilation: int | tuple[int, ...] = 1, groups: int = 1,
+                          need_input: bool = True, need_weight: bool = True,
+                          need_bias: bool = False) -> ConvGradients:
+    """The same im2col formulation with dense GEMMs (the paper's Caffe baseline), per group."""
+    g = _prepare(inp, weight, grad_output, stride, padding, dilation, groups)
+    m, f_per_group = g.batch * g.positions, g.out_channels // g.groups
+    # (G, F/G, N*L): the dense dO matrix of every group
+    d_o = grad_output.view(g.batch, g.groups, f_per_group, g.positions).permute(1, 2, 0, 3).reshape(
+        g.groups, f_per_group, m)
+    w_mat = weight.reshape(g.groups, f_per_group, g.col_width)
+    grad_input = grad_weight = grad_bias = None
+    if need_weight:
+        cols = im2col_trans(inp, g).view(g.groups, m, g.col_width)
+        grad_weight = torch.bmm(d_o, cols).view(weight.shape)
+    if need_input:
+        dcol = torch.bmm(d_o.transpose(1, 2), w_mat).view(g.groups * m, g.col_width)
+        grad_input = col2im_trans(dcol, g)
+    if need_bias:
+        grad_bias = grad_output.sum(dim=(0, 2, 3))
+    return ConvGradients(grad_input, grad_weight, grad_bias)
+
+
+def native_conv2d_backward(inp: torch.Tensor, weight: torch.Tensor, grad_output: torch.Tensor,
+                           stride: int | tuple[int, ...] = 1, padding: int | tuple[int, ...] = 0,
+                           dilation: int | tuple[int, ...] = 1, groups: int = 1,
+                           need_input: bool = True, need_weight: bool = True,
+                           need_bias: bool = False) -> ConvGradients:
+    """torch's own dense convolution backward (oneDNN/MKL-DNN on CPU): the strongest dense baseline."""
+    g = _prepare(inp, weight, grad_output, stride, padding, dilation, groups)
+    grad_input, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+        grad_output, inp, weight, [g.out_channels] if need_bias else None, list(g.stride), list(g.padding),
+        list(g.dilation), False, [0, 0], g.groups, [need_input, need_weight, need_bias])
+    return ConvGradients(grad_input, grad_weight, grad_bias)
+
+
+# ---------------------------------------------------------------------------------------------
+# Drop-in module.
+
+class _SparseBackwardConv2dFunction(torch.autograd.Function):
+    """Forward exactly as F.conv2d; backward through sparse_conv2d_backward."""
+
+    @staticmethod
+    def forward(ctx, inp: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: Pair,
+                padding: Pair, dilation: Pair, groups: int) -> torch.Tensor:
+        ctx.save_for_backward(inp, weight)
+        ctx.conv_args = (stride, padding, dilation, groups)
+        ctx.has_bias = bias is not None
+        return F.conv2d(inp, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output: torch.Tensor):
+        inp, weight = ctx.saved_tensors
+        need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
+        grads = sparse_conv2d_backward(inp, weight, grad_output, *ctx.conv_args, need_input=need_input,
+                                       need_weight=need_weight, need_bias=need_bias and ctx.has_bias)
+        return grads.grad_input, grads.grad_weight, grads.grad_bias, None, None, None, None
+
+
+class SparseBackwardConv2d(nn.Conv2d):
+    """nn.Conv2d with the same parameters and forward, whose backward exploits sparse dO.
+
+    It adds no state, so `convert_model` can turn an existing nn.Conv2d into one in place.
+    """
+
+    def forward(self, inp: torch.Tensor) -> torch.Tensor:
+        check_supported(self)
+        return _SparseBackwardConv2dFunction.apply(inp, self.weight, self.bias, self.stride, self.padding,
+                                                   self.dilation, self.groups)
+
+
+def check_supported(conv: nn.Conv2d, name: str = "conv") -> None:
+    """Raise ValueError unless the sparse backward handles this layer exactly."""
+    if conv.padding_mode != "zeros":
+        raise ValueError(f"{name}.padding_mode = {conv.padding_mode!r} is out of range; allowed: 'zeros'")
+    if isinstance(conv.padding, str):
+        raise ValueError(f"{name}.padding = {conv.padding!r} is out of range; allowed: integers (explicit padding)")
+
+
+def convert_model(model: nn.Module) -> nn.Module:
+    """Make every nn.Conv2d of `model` (itself included) a SparseBackwardConv2d, in place; returns `model`.
+
+    The modules keep their identity, so weights, bias, stride, padding, groups, hooks, optimizer
+    state and references held elsewhere (prune layers, conv_layers lists) all stay valid. Only
+    exact nn.Conv2d instances change class; subclasses with their own forward are left alone.
+    Raises ValueError (before changing anything) if a conv uses a mode the sparse backward lacks.
+    """
+    targets = [(name or "model", m) for name, m in model.named_modules() if type(m) is nn.Conv2d]
+    for name, conv in targets:
+        check_supported(conv, name)
+    for _name, conv in targets:
+        conv.__class__ = SparseBackwardConv2d
+    return model
