@@ -1,0 +1,268 @@
+"""Stochastic activation-gradient pruning (Ye et al. 2019; SparseTrain Algorithm 1).
+
+Float reference of the algorithm that the PPU implements in integers (docs/architecture.md
+section 7). Three pieces:
+
+* DBTD threshold determination: ``tau = c_p * mean|g|`` with
+  ``c_p = Phi^-1((1 + p) / 2) * k_est`` where ``k_est = sqrt(pi/2)`` for the unbiased
+  estimator of sigma (default) and ``sqrt(2/pi)`` for the papers' printed one
+  (/work/shared/design-notes.md explains both corrections).
+* stochastic pruning: ``|g| >= tau`` kept, otherwise ``sign(g) * tau`` with probability
+  ``|g| / tau`` and 0 otherwise, so the expectation is unchanged.
+* threshold prediction: a FIFO of depth N_F of past batch thresholds per layer; a batch is
+  pruned with the FIFO mean only once the FIFO is full, and the batch's own threshold (from
+  its unpruned gradient) is pushed at the end of the batch.
+
+The random source is a seedable ``torch.Generator`` per layer; the bit-accurate hardware
+sequence (xorshift32) lives in ``golden.ppu_model``.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .fixedpoint import check_param
+
+ESTIMATORS = ("unbiased", "paper")
+# sigma_hat = ESTIMATOR_SCALE[name] * mean|g|
+ESTIMATOR_SCALE = {"unbiased": math.sqrt(math.pi / 2.0), "paper": math.sqrt(2.0 / math.pi)}
+PRUNE_TARGETS = {"conv_relu": "dI", "conv_bn_relu": "dO"}
+
+
+def check_rate(p: float) -> float:
+    """Target pruning rate p must be a finite float in [0, 1)."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or not 0.0 <= p < 1.0:
+        raise ValueError(f"p = {p!r} is out of range; allowed: 0 <= p < 1")
+    return float(p)
+
+
+def check_estimator(estimator: str) -> str:
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator = {estimator!r} is out of range; allowed: {', '.join(ESTIMATORS)}")
+    return estimator
+
+
+def threshold_coefficient(p: float, estimator: str = "unbiased") -> float:
+    """c_p such that the DBTD threshold is ``tau = c_p * mean|g|`` (mean over all n gradients).
+
+    ``c_p = Phi^-1((1 + p) / 2) * sqrt(pi/2)`` ("unbiased") or ``* sqrt(2/pi)`` ("paper").
+    The PPU's threshold constant is ``c_p / n`` applied to the accumulated ``sum |g|``.
+    """
+    p = check_rate(p)
+    return NormalDist().inv_cdf((1.0 + p) / 2.0) * ESTIMATOR_SCALE[check_estimator(estimator)]
+
+
+def dbtd_threshold(g: Tensor, p: float, estimator: str = "unbiased") -> float:
+    """Distribution-based threshold of gradient ``g``: ``Phi^-1((1+p)/2) * sigma_hat``."""
+    c_p = threshold_coefficient(p, estimator)
+    if g.numel() == 0:
+        raise ValueError("g has 0 elements; allowed: a non-empty gradient tensor")
+    return c_p * float(g.detach().abs().mean(dtype=torch.float64))
+
+
+def stochastic_prune(g: Tensor, tau: float, generator: torch.Generator | None = None) -> Tensor:
+    """Keep ``|g| >= tau``; map smaller values to ``sign(g)*tau`` w.p. ``|g|/tau``, else 0.
+
+    One uniform ``r`` in [0, 1) is drawn per element; an element becomes ``sign(g)*tau`` when
+    ``|g| > r * tau`` (Algorithm 1 of Ye et al.). Zeros stay zero. ``tau <= 0`` is a no-op.
+    """
+    if not math.isfinite(tau):
+        raise ValueError(f"tau = {tau!r} is out of range; allowed: a finite float")
+    if tau <= 0.0:
+        return g
+    mag = g.abs()
+    r = torch.rand(g.shape, generator=generator, dtype=g.dtype, device=g.device)
+    small = mag < tau
+    rounded_up = torch.where(mag > r * tau, torch.sign(g) * tau, torch.zeros((), dtype=g.dtype))
+    return torch.where(small, rounded_up, g)
+
+
+class ThresholdFIFO:
+    """Threshold FIFO of SparseTrain Algorithm 1: depth N_F, oldest entry dropped on push."""
+
+    def __init__(self, depth: int) -> None:
+        self.depth = check_param("N_F", depth)
+        self._entries: deque[float] = deque(maxlen=self.depth)
+
+    @property
+    def full(self) -> bool:
+        return len(self._entries) == self.depth
+
+    @property
+    def entries(self) -> list[float]:
+        """Contents, oldest first."""
+        return list(self._entries)
+
+    def mean(self) -> float:
+        if not self._entries:
+            raise ValueError("ThresholdFIFO is empty; mean needs at least one pushed threshold")
+        return sum(self._entries) / len(self._entries)
+
+    def predicted(self) -> float | None:
+        """The threshold to prune the next batch with: mean of the FIFO once full, else None."""
+        return self.mean() if self.full else None
+
+    def push(self, tau: float) -> None:
+        if not math.isfinite(tau) or tau < 0.0:
+            raise ValueError(f"tau = {tau!r} is out of range; allowed: a finite float >= 0")
+        self._entries.append(float(tau))
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """How every pruning layer of a model behaves.
+
+    p: target pruning rate in [0, 1); n_f: FIFO depth (architecture section 1: 1 .. 64);
+    estimator: "unbiased" or "paper"; two_pass: prune each batch with its own threshold
+    instead of the FIFO prediction; seed: base seed of the per-layer generators (layer i
+    uses ``seed + i``).
+    """
+
+    p: float = 0.9
+    n_f: int = 4
+    estimator: str = "unbiased"
+    two_pass: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_rate(self.p)
+        check_param("N_F", self.n_f)
+        check_estimator(self.estimator)
+        check_param("seed", self.seed, 0, 2**63 - 1)
+
+
+@dataclass
+class PruneStats:
+    """Running counts of one pruning layer since the last reset (for per-epoch metrics)."""
+
+    batches: int = 0
+    pruned_batches: int = 0
+    elements: int = 0
+    nonzero_before: int = 0
+    nonzero_after: int = 0
+    tau_applied: list[float] = field(default_factory=list)
+
+    @property
+    def density_before(self) -> float | None:
+        return self.nonzero_before / self.elements if self.elements else None
+
+    @property
+    def density_after(self) -> float | None:
+        return self.nonzero_after / self.elements if self.elements else None
+
+
+@dataclass
+class PruneRecord:
+    """What one backward pass through a pruning layer did (kept when ``record`` is set)."""
+
+    grad_in: Tensor  # unpruned gradient
+    grad_out: Tensor  # pruned gradient, passed on
+    tau: float | None  # threshold applied, None while pruning is off
+    tau_batch: float  # this batch's own DBTD threshold (pushed into the FIFO)
+    fifo: list[float]  # FIFO contents used for this batch, oldest first (before the push)
+    fifo_full: bool
+
+
+class _PruneGrad(torch.autograd.Function):
+    """Straight-through: identity forward, ``layer.prune_gradient`` backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, layer: "GradientPruner") -> Tensor:
+        ctx.layer = layer
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return ctx.layer.prune_gradient(grad), None
+
+
+def prune_grad(x: Tensor, layer: "GradientPruner") -> Tensor:
+    """Apply the straight-through pruning Function (identity now, prunes the gradient later)."""
+    return _PruneGrad.apply(x, layer)
+
+
+class GradientPruner(nn.Module):
+    """Pruning layer with per-layer state: FIFO, last thresholds, densities, generator.
+
+    ``target`` says which gradient it prunes: "dI" (placed at a Conv-ReLU conv's input) or
+    "dO" (between a conv and its BatchNorm). Forward is the identity.
+    """
+
+    def __init__(self, config: PruneConfig, *, layer_name: str = "", target: str = "dO",
+                 layer_index: int = 0) -> None:
+        super().__init__()
+        if target not in ("dI", "dO"):
+            raise ValueError(f"target = {target!r} is out of range; allowed: dI, dO")
+        self.config = config
+        self.layer_name = layer_name
+        self.target = target
+        self.seed = config.seed + layer_index
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self.fifo = ThresholdFIFO(config.n_f)
+        self.enabled = True
+        self.record = False
+        self.last: PruneRecord | None = None
+        self.last_tau: float | None = None
+        self.last_tau_batch: float | None = None
+        self.stats = PruneStats()
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return f"{self.layer_name or '?'}: prunes {self.target}, p={c.p}, N_F={c.n_f}, {c.estimator}" + (
+            ", two-pass" if c.two_pass else "")
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.enabled or not x.requires_grad:
+            return x
+        return prune_grad(x, self)
+
+    def prune_gradient(self, g: Tensor) -> Tensor:
+        """One batch of Algorithm 1: prune with the predicted (or own) threshold, then push."""
+        cfg = self.config
+        tau_batch = dbtd_threshold(g, cfg.p, cfg.estimator)
+        fifo_before, fifo_full = self.fifo.entries, self.fifo.full
+        tau = tau_batch if cfg.two_pass else self.fifo.predicted()
+        out = stochastic_prune(g, tau, self.generator) if tau is not None else g
+        self.fifo.push(tau_batch)
+        self.last_tau, self.last_tau_batch = tau, tau_batch
+        s = self.stats
+        s.batches += 1
+        s.elements += g.numel()
+        nnz_before = int(torch.count_nonzero(g))
+        s.nonzero_before += nnz_before
+        s.nonzero_after += int(torch.count_nonzero(out)) if tau is not None else nnz_before
+        if tau is not None:
+            s.pruned_batches += 1
+            s.tau_applied.append(tau)
+        if self.record:
+            self.last = PruneRecord(g.detach().clone(), out.detach().clone(), tau, tau_batch, fifo_before, fifo_full)
+        return out
+
+    def reset_stats(self) -> PruneStats:
+        """Return the stats gathered so far and start new ones (called once per epoch)."""
+        old, self.stats = self.stats, PruneStats()
+        return old
+
+    def reset_state(self) -> None:
+        """Forget the FIFO and reseed the generator (a fresh training run)."""
+        self.fifo.clear()
+        self.generator.manual_seed(self.seed)
+        self.last = self.last_tau = self.last_tau_batch = None
+        self.stats = PruneStats()
+
+
+def pruners(model: nn.Module) -> dict[str, GradientPruner]:
+    """Every pruning layer of ``model`` keyed by the qualified name of the conv it serves."""
+    return {m.layer_name: m for m in model.modules() if isinstance(m, GradientPruner)}
