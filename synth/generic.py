@@ -1,0 +1,87 @@
+"""Generic ASIC-style flow: Yosys `synth` to gates, counts, NAND2-equivalents, CMOS transistors.
+
+The script is ``generic.ys`` next to this module. The report is a plain dict (JSON-ready):
+cells by type, flip-flops, latches, memory bits (counted before Yosys maps memories to
+flip-flops; their flip-flops are then included in the area), the area from the unit-area table
+of ``unit_area.json``, and Yosys' own `stat -tech cmos` transistor estimate.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .unit_area import estimate_area, is_flip_flop, is_latch, load_table
+from .yosys_tool import run_yosys, yosys_version
+
+SCRIPT_TEMPLATE = Path(__file__).with_name("generic.ys")
+
+
+def design_stats(stat_json: dict[str, Any]) -> dict[str, Any]:
+    """The whole-design section of a `stat -json` report (the only module of a flat design)."""
+    if "design" in stat_json:
+        return stat_json["design"]
+    modules = stat_json.get("modules", {})
+    if len(modules) != 1:
+        raise ValueError(f"stat report has {len(modules)} modules and no design total; flatten first")
+    return next(iter(modules.values()))
+
+
+def parse_transistors(value: str | int) -> tuple[int, bool]:
+    """Yosys writes the estimate as a string, with a trailing '+' when some cells had no cost."""
+    text = str(value).strip()
+    exact = not text.endswith("+")
+    return int(text.rstrip("+")), exact
+
+
+def parse_reports(memories: dict[str, Any], gates: dict[str, Any], cmos: dict[str, Any]) -> dict[str, Any]:
+    """Turn the three `stat -json` reports of generic.ys into the flow's report dict."""
+    pre, post, tech = design_stats(memories), design_stats(gates), design_stats(cmos)
+    by_type = {k: int(v) for k, v in sorted(post["num_cells_by_type"].items())}
+    table = load_table()
+    area = estimate_area(by_type, table)
+    transistors, exact = parse_transistors(tech.get("estimated_num_transistors", "0+"))
+    return {
+        "cells": int(post["num_cells"]),
+        "cells_by_type": by_type,
+        "flip_flops": sum(n for t, n in by_type.items() if is_flip_flop(t)),
+        "latches": sum(n for t, n in by_type.items() if is_latch(t)),
+        "memories": int(pre.get("num_memories", 0)),
+        "memory_bits": int(pre.get("num_memory_bits", 0)),
+        "area_um2": round(area.um2, 3),
+        "nand2_eq": round(area.nand2_eq, 1),
+        "nand2_eq_combinational": round(area.combinational_nand2_eq, 1),
+        "nand2_eq_sequential": round(area.sequential_nand2_eq, 1),
+        "unit_area_table": table.name,
+        "unit_area_source": table.source,
+        "cmos_transistors": transistors,
+        "cmos_transistors_exact": exact,
+    }
+
+
+def synth_generic(verilog: str, top: str, *, yosys: str = "debian", workdir: Path | None = None) -> dict[str, Any]:
+    """Synthesise one Verilog text with the generic flow; returns the report dict.
+
+    ``workdir`` keeps the script, log and raw reports; by default a temporary folder is used
+    and removed.
+    """
+    if not top.isidentifier():
+        raise ValueError(f"top = {top!r} is out of range; allowed: a Verilog identifier")
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="sparsetrain-synth-") as tmp:
+            return synth_generic(verilog, top, yosys=yosys, workdir=Path(tmp))
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / f"{top}.v").write_text(verilog)
+    script = workdir / f"{top}.generic.ys"
+    script.write_text(SCRIPT_TEMPLATE.read_text().format(verilog=f"{top}.v", top=top, prefix=top))
+    start = time.monotonic()
+    run_yosys(script, workdir, yosys)
+    elapsed = time.monotonic() - start
+    reports = [json.loads((workdir / f"{top}.{kind}.json").read_text()) for kind in ("memories", "gates", "cmos")]
+    report = {"flow": "generic", "top": top, "tool": yosys_version(yosys)}
+    report.update(parse_reports(*reports))
+    report["synth_seconds"] = round(elapsed, 2)
+    return report
