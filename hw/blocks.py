@@ -1,0 +1,114 @@
+"""Registry of the generated blocks: name -> how to build it from NAME=VALUE parameters.
+
+Each block module in ``hw/`` defines ``BLOCK = BlockSpec(...)``; ``BLOCKS`` discovers them
+on first use, so adding a block never means editing this file. Used by
+``sparsetrain verilog`` and by synthesis.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Callable
+
+from amaranth.back import verilog
+from amaranth.lib import wiring
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One elaboration parameter: default (None = derived by the block) and help text."""
+
+    default: int | None
+    help: str
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    name: str
+    help: str
+    params: dict[str, ParamSpec]
+    # (validated parameter dict) -> (component, every parameter actually used)
+    build: Callable[[dict[str, int | None]], tuple[wiring.Component, dict[str, int]]]
+    toplevel: str = field(default="")
+
+    @property
+    def top(self) -> str:
+        return self.toplevel or self.name
+
+
+def parse_overrides(spec: BlockSpec, items: Mapping[str, str | int] | list[str] | None) -> dict[str, int | None]:
+    """``["DW=8", ...]`` or ``{"DW": "8"}`` -> full parameter dict; unknown names rejected."""
+    if items is None:
+        items = {}
+    if not isinstance(items, Mapping):
+        pairs: dict[str, str] = {}
+        for item in items:
+            if "=" not in item:
+                raise ValueError(f"param = {item!r} is not NAME=VALUE; allowed names: {', '.join(spec.params)}")
+            name, value = item.split("=", 1)
+            pairs[name.strip()] = value.strip()
+        items = pairs
+    values: dict[str, int | None] = {name: ps.default for name, ps in spec.params.items()}
+    for name, raw in items.items():
+        if name not in spec.params:
+            raise ValueError(f"param = {name!r} is unknown for block {spec.name}; allowed: {', '.join(spec.params)}")
+        try:
+            values[name] = raw if isinstance(raw, int) else int(str(raw), 0)
+        except ValueError:
+            raise ValueError(f"{name} = {raw!r} is not an integer; allowed: an integer") from None
+    return values
+
+
+def elaborate(name: str, overrides: Mapping[str, str | int] | list[str] | None = None
+              ) -> tuple[wiring.Component, dict[str, int], BlockSpec]:
+    spec = get_block(name)
+    component, used = spec.build(parse_overrides(spec, overrides))
+    return component, used, spec
+
+
+def to_verilog(name: str, overrides: Mapping[str, str | int] | list[str] | None = None) -> tuple[str, dict[str, int]]:
+    """Verilog text of a block (top module named after the block) and the parameters used."""
+    component, used, spec = elaborate(name, overrides)
+    return verilog.convert(component, name=spec.top, emit_src=False), used
+
+
+class _Registry(Mapping[str, BlockSpec]):
+    """Lazily filled from every ``hw`` module that defines ``BLOCK``."""
+
+    def __init__(self) -> None:
+        self._blocks: dict[str, BlockSpec] | None = None
+
+    def _load(self) -> dict[str, BlockSpec]:
+        if self._blocks is None:
+            from .. import hw
+
+            found: dict[str, BlockSpec] = {}
+            for info in sorted(pkgutil.iter_modules(hw.__path__), key=lambda i: i.name):
+                if info.name.startswith("_") or info.name in ("blocks", "lint"):
+                    continue
+                mod = importlib.import_module(f"{hw.__name__}.{info.name}")
+                spec = getattr(mod, "BLOCK", None)
+                if isinstance(spec, BlockSpec):
+                    found[spec.name] = spec
+            self._blocks = found
+        return self._blocks
+
+    def __getitem__(self, key: str) -> BlockSpec:
+        return self._load()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
+BLOCKS: Mapping[str, BlockSpec] = _Registry()
+
+
+def get_block(name: str) -> BlockSpec:
+    if name not in BLOCKS:
+        raise ValueError(f"block = {name!r} is unknown; allowed: {', '.join(sorted(BLOCKS))}")
+    return BLOCKS[name]
