@@ -1,0 +1,207 @@
+"""Per-layer densities (fraction of non-zeros) that drive the analytic model, and their sources.
+
+Sources, in the order the command tries them: a run directory's ``metrics.json`` (measured in
+our own golden training run), a user table (JSON or CSV), or the densities the papers report
+(gradients only; activations then use a documented assumption). Exact non-zero patterns of
+golden tensors go through ``golden_patterns`` and the exact model instead.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from . import paper
+from .shapes import LayerShape
+
+
+@dataclass(frozen=True)
+class LayerDensity:
+    """act: I (SRC Port-1, OSRC Port-1); grad: dO after pruning (MSRC Port-1, OSRC Port-2);
+    mask: wanted dI columns (ReLU mask, defaults to act); out_act / out_grad: written O and dI."""
+
+    act: float = 1.0
+    grad: float = 1.0
+    mask: float | None = None
+    out_act: float = 1.0
+    out_grad: float | None = None
+
+    def __post_init__(self) -> None:
+        for nm in ("act", "grad", "mask", "out_act", "out_grad"):
+            v = getattr(self, nm)
+            if v is not None and not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0 and math.isfinite(v)):
+                raise ValueError(f"density {nm} = {v!r} is out of range; allowed: 0.0 .. 1.0")
+
+    @property
+    def mask_density(self) -> float:
+        return self.act if self.mask is None else self.mask
+
+    @property
+    def out_grad_density(self) -> float:
+        return self.grad if self.out_grad is None else self.out_grad
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+DENSE = LayerDensity()
+
+
+@dataclass
+class DensityTable:
+    """Densities for every layer of a network, and a line saying where they come from."""
+
+    per_layer: dict[str, LayerDensity]
+    default: LayerDensity | None
+    source: str
+    notes: list[str]
+
+    def for_layer(self, shape: LayerShape) -> LayerDensity:
+        d = self.per_layer.get(shape.name, self.default)
+        if d is None:
+            raise ValueError(f"densities: layer {shape.name!r} is missing from {self.source}; "
+                             f"allowed: a table with every conv layer or a '*' default")
+        if shape.first and shape.name not in self.per_layer:
+            d = replace(d, act=1.0, mask=1.0)  # the image itself is dense
+        return d
+
+
+def paper_table(model: str, input_kind: str) -> DensityTable:
+    """The papers' reported gradient density for the network, activations assumed (see paper.py)."""
+    grad, note = paper.reported_grad_density(model, input_kind)
+    act = paper.ASSUMED_ACT_DENSITY
+    notes = [note, f"activation density not reported in the papers: assumed {act} for every conv input "
+                   f"after a ReLU and 1.0 for the image"]
+    return DensityTable({}, LayerDensity(act=act, grad=grad, out_act=1.0, out_grad=grad), "paper", notes)
+
+
+_ACT_KEYS = ("act", "i", "density_i", "act_density", "activation", "activations", "input", "input_density")
+_GRAD_KEYS = ("grad", "do_pruned", "density_do_pruned", "grad_density", "pruned", "do", "density_do",
+              "gradient", "gradients")
+_MASK_KEYS = ("mask", "relu_mask", "density_mask")
+
+
+def _pick(entry: dict, keys: tuple[str, ...]) -> float | None:
+    low = {str(k).lower(): v for k, v in entry.items()}
+    for k in keys:
+        if k in low:
+            v = low[k]
+            if isinstance(v, list):  # a history: the last value is the trained state
+                v = v[-1] if v else None
+            if isinstance(v, dict) and "density" in v:
+                v = v["density"]
+            if v is not None:
+                return float(v)
+    return None
+
+
+def _entry_density(entry: dict, where: str) -> LayerDensity:
+    flat = dict(entry)
+    for nested in ("density", "densities"):
+        if isinstance(entry.get(nested), dict):
+            flat.update(entry[nested])
+    act, grad, mask = _pick(flat, _ACT_KEYS), _pick(flat, _GRAD_KEYS), _pick(flat, _MASK_KEYS)
+    if act is None and grad is None:
+        raise ValueError(f"densities: {where} has none of the keys {_ACT_KEYS[:3]} or {_GRAD_KEYS[:3]}")
+    return LayerDensity(act=1.0 if act is None else act, grad=1.0 if grad is None else grad, mask=mask,
+                        out_grad=None)
+
+
+def _layers_of(obj) -> dict[str, dict]:
+    """{layer: entry} from either {'layers': {...}} / {'layers': [{'name': ...}]} / a flat mapping."""
+    if isinstance(obj, dict) and "layers" in obj:
+        obj = obj["layers"]
+    elif isinstance(obj, dict) and "densities" in obj and isinstance(obj["densities"], (dict, list)):
+        obj = obj["densities"]
+    if isinstance(obj, list):
+        out = {}
+        for i, e in enumerate(obj):
+            if not isinstance(e, dict) or "name" not in e and "layer" not in e:
+                raise ValueError(f"densities: list entry {i} has no 'name'/'layer' key")
+            out[str(e.get("name", e.get("layer")))] = e
+        return out
+    if isinstance(obj, dict):
+        return {str(k): v for k, v in obj.items() if isinstance(v, dict)}
+    raise ValueError("densities: expected a mapping of layer -> densities or a list of layers")
+
+
+def table_from_mapping(obj, source: str) -> DensityTable:
+    layers = _layers_of(obj)
+    if not layers:
+        raise ValueError(f"densities: {source} holds no per-layer densities")
+    per = {name: _entry_density(e, f"{source}: layer {name!r}") for name, e in layers.items()}
+    default = per.pop("*", None)
+    return DensityTable(per, default, source, [f"densities from {source}"])
+
+
+def load_table(path: str | Path) -> DensityTable:
+    """A user table: JSON (see table_from_mapping) or CSV with columns layer, act, grad[, mask]."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"densities = {str(path)!r} is out of range; allowed: an existing JSON/CSV file or run dir")
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        mapping = {}
+        for i, r in enumerate(rows):
+            name = r.get("layer") or r.get("name")
+            if not name:
+                raise ValueError(f"densities: {path} row {i + 2} has no 'layer' column")
+            mapping[name] = {k: float(v) for k, v in r.items() if k not in ("layer", "name") and v not in ("", None)}
+        return table_from_mapping(mapping, str(path))
+    return table_from_mapping(json.loads(path.read_text()), str(path))
+
+
+def load_run_dir(run_dir: str | Path) -> DensityTable:
+    """Measured per-layer densities from a golden training run's metrics.json."""
+    run_dir = Path(run_dir)
+    if run_dir.is_file():
+        return load_table(run_dir)
+    f = run_dir / "metrics.json"
+    if not f.is_file():
+        raise ValueError(f"densities = {str(run_dir)!r} is out of range; allowed: a run dir with metrics.json")
+    t = table_from_mapping(json.loads(f.read_text()), str(f))
+    t.source, t.notes = "run", [f"densities measured in the training run {run_dir} (metrics.json)"]
+    return t
+
+
+def golden_patterns(run_dir: str | Path) -> list[tuple[LayerShape, dict[str, np.ndarray]]]:
+    """Exact non-zero patterns of exported golden tensors (section 9), with each layer's shape."""
+    run_dir = Path(run_dir)
+    try:
+        from ..golden.tensors import load_golden  # verifies format, checksums and shapes
+        loaded = load_golden(run_dir)
+        arrays, manifest = (loaded if isinstance(loaded, tuple) else (loaded.arrays, loaded.manifest))
+    except ImportError:
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        with np.load(run_dir / "golden.npz") as z:
+            arrays = {k: z[k] for k in z.files}
+    out = []
+    for i, (name, meta) in enumerate(manifest["layers"].items()):
+        i_arr = np.asarray(arrays[f"{name}/I"])
+        g_arr = np.asarray(arrays.get(f"{name}/dO_pruned", arrays.get(f"{name}/dO")))
+        w = np.asarray(arrays[f"{name}/W"])
+        stride, pad = meta.get("stride", 1), meta.get("padding", 0)
+        stride = stride[0] if isinstance(stride, (list, tuple)) else stride
+        pad = pad[0] if isinstance(pad, (list, tuple)) else pad
+        shape = LayerShape(name, i_arr.shape[1], g_arr.shape[1], i_arr.shape[2], i_arr.shape[3],
+                           g_arr.shape[2], g_arr.shape[3], int(w.shape[2]), int(stride), int(pad),
+                           int(meta.get("groups", 1)), first=i == 0)
+        pats = {"in": i_arr != 0, "grad": g_arr != 0}
+        if f"{name}/relu_mask" in arrays:
+            pats["out"] = np.asarray(arrays[f"{name}/relu_mask"]) != 0
+        if f"{name}/dI_pruned" in arrays:
+            pats["out_grad"] = np.asarray(arrays[f"{name}/dI_pruned"]) != 0
+        out.append((shape, pats))
+    return out
+
+
+def densities_of_patterns(pats: dict[str, np.ndarray]) -> LayerDensity:
+    """Measured densities of exact patterns (for the analytic model and the report)."""
+    return LayerDensity(act=float(pats["in"].mean()), grad=float(pats["grad"].mean()),
+                        out_act=float(pats["out"].mean()) if "out" in pats else 1.0,
+                        out_grad=float(pats["out_grad"].mean()) if "out_grad" in pats else None)
