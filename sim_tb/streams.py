@@ -93,6 +93,7 @@ class _Endpoint:
         self.ready = getattr(dut, f"{name}__ready")
         self.payload = getattr(dut, f"{name}__payload", None)
         self.transfers = 0
+        self.hold = False  # while True the endpoint neither offers nor accepts (e.g. in reset)
 
     def handshake(self) -> bool:
         return bool(signal_int(self.valid) and signal_int(self.ready))
@@ -118,7 +119,9 @@ class StreamSource(_Endpoint):
         self.queue.extend(items)
 
     def drive(self) -> None:
-        if not self.offering and self.queue and self.rng.random() < self.probability:
+        if self.hold:
+            self.offering = False
+        elif not self.offering and self.queue and self.rng.random() < self.probability:
             self.offering = True
             if self.payload is not None:
                 item = self.queue[0]
@@ -153,7 +156,7 @@ class StreamSink(_Endpoint):
         self.ready.value = 0
 
     def drive(self) -> None:
-        self.accepting = self.rng.random() < self.probability
+        self.accepting = not self.hold and self.rng.random() < self.probability
         self.ready.value = int(self.accepting)
 
     def sample(self, cycle: int) -> Any:
@@ -187,6 +190,7 @@ class ClockedBench:
         self._falling, self._readonly = FallingEdge(clk), ReadOnly()
         self.endpoints: list[_Endpoint] = list(endpoints)
         self.hooks: list[Callable[[int], None]] = []
+        self.before_drive: list[Callable[[int], None]] = []  # may write DUT inputs (e.g. rst)
         self.cycle = 0
 
     def add(self, endpoint: _Endpoint) -> _Endpoint:
@@ -198,6 +202,8 @@ class ClockedBench:
 
     async def step(self) -> int:
         await self._falling
+        for h in self.before_drive:
+            h(self.cycle + 1)
         for e in self.endpoints:
             e.drive()
         await self._readonly

@@ -1,0 +1,256 @@
+"""Run PE operations on the RTL from plain Python: ``run_pe_ops(ops, params, sim=...)``.
+
+Everything that needs numpy-heavy work (golden results, packing) happens here, outside the
+simulator; the cocotb process (``sim_tb.pe_tb``) only reads the stimulus file, drives the
+ports, compares with the expected beats and cycle counts and writes what it saw.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..golden.fixedpoint import SparseRow, check_param
+from ..golden.rowops import Beat, RowOpResult, conv_out_len, msrc, osrc, src
+from ..golden.timing import Mode
+from ..hw.layouts import HwParams
+from . import runner
+
+TB_MODULE = "sparsetrain.sim_tb.pe_tb"
+CFG_FIELDS = ("mode", "k", "stride2", "pad", "in_len", "out_len")
+
+
+@dataclass
+class PeOp:
+    """One PE operation (docs/architecture.md section 5).
+
+    ``row`` is the Port-1 row (I for SRC/OSRC, dO for MSRC); ``grad`` the Port-2 dO row
+    (OSRC); ``weights`` the K weights (SRC/MSRC); ``mask`` the dI mask (MSRC, its length is
+    the dI row length). ``raw_cfg`` sends these cfg fields as they are and expects the PE
+    to refuse the operation (used to test out-of-range run-time values).
+    """
+
+    mode: Mode
+    k: int
+    stride: int = 1
+    pad: int = 0
+    weights: Sequence[int] | None = None
+    row: SparseRow | None = None
+    grad: SparseRow | None = None
+    mask: Sequence[int] | None = None
+    out_len: int | None = None
+    raw_cfg: dict | None = None
+
+    @classmethod
+    def src(cls, weights: Sequence[int], row: SparseRow, stride: int = 1, pad: int = 0,
+            out_len: int | None = None) -> "PeOp":
+        return cls(Mode.SRC, len(weights), stride, pad, weights=list(weights), row=row, out_len=out_len)
+
+    @classmethod
+    def msrc(cls, weights: Sequence[int], grad: SparseRow, mask: Sequence[int], stride: int = 1,
+             pad: int = 0) -> "PeOp":
+        return cls(Mode.MSRC, len(weights), stride, pad, weights=list(weights), row=grad, mask=list(mask))
+
+    @classmethod
+    def osrc(cls, row: SparseRow, grad: SparseRow, k: int, stride: int = 1, pad: int = 0) -> "PeOp":
+        return cls(Mode.OSRC, k, stride, pad, row=row, grad=grad)
+
+    @classmethod
+    def refused(cls, **cfg: int) -> "PeOp":
+        return cls(Mode.SRC, 1, raw_cfg=cfg)
+
+    def cfg(self) -> dict[str, int]:
+        if self.raw_cfg is not None:
+            return {f: int(self.raw_cfg.get(f, 0)) for f in CFG_FIELDS}
+        if self.mode is Mode.SRC:
+            out_len = self.out_len or conv_out_len(self.row.length, self.k, self.stride, self.pad)
+            in_len = self.row.length
+        elif self.mode is Mode.MSRC:
+            in_len, out_len = self.row.length, len(self.mask)
+        else:
+            in_len, out_len = self.row.length, self.grad.length
+        return {"mode": int(self.mode), "k": self.k, "stride2": int(self.stride == 2), "pad": self.pad,
+                "in_len": in_len, "out_len": out_len}
+
+    def golden(self, acc_w: int) -> RowOpResult | None:
+        """The bit-accurate reference, or None for a refused operation."""
+        if self.raw_cfg is not None:
+            return None
+        if self.mode is Mode.SRC:
+            return src(self.weights, self.row, stride=self.stride, pad=self.pad, out_len=self.out_len, acc_w=acc_w)
+        if self.mode is Mode.MSRC:
+            return msrc(self.weights, self.row, self.mask, stride=self.stride, pad=self.pad, acc_w=acc_w)
+        return osrc(self.row, self.grad, self.k, stride=self.stride, pad=self.pad, acc_w=acc_w)
+
+
+@dataclass
+class PeOpResult:
+    """What the RTL did for one operation."""
+
+    beats: list[Beat]
+    cycles: int          # cfg handshake to final-beat handshake, inclusive
+    stalls: int          # cycles in that span in which the PE made no progress
+    cfg_error: bool      # the cfg_error output when the final beat left
+    expected: RowOpResult | None = None
+    aborted: bool = False  # the op was cut short by a reset (no beats/cycles checked)
+
+    @property
+    def dense(self) -> np.ndarray:
+        return _beats_dense(self.beats, len(self.expected.dense) if self.expected is not None else 0)
+
+
+def _beats_dense(beats: Iterable[Beat], n: int) -> np.ndarray:
+    out = np.zeros(n, dtype=np.int64)
+    for b in beats:
+        out[b.base:b.base + b.count] = b.lanes[:b.count]
+    return out
+
+
+def _pack_entries(entries: list[tuple[int, int, int]], p: HwParams) -> list[int]:
+    vmask = (1 << p.dw) - 1
+    return [(v & vmask) | (o << p.dw) | (last << (p.dw + p.off_w)) for v, o, last in entries]
+
+
+def _pack_cfg(cfg: dict[str, int], p: HwParams) -> int:
+    widths = {"mode": 2, "k": p.k_w, "stride2": 1, "pad": p.k_w, "in_len": p.off_w, "out_len": p.off_w}
+    out, pos = 0, 0
+    for f in CFG_FIELDS:
+        val = cfg[f]
+        if not 0 <= val < (1 << widths[f]):
+            raise ValueError(f"cfg.{f} = {val} is out of range; allowed: 0 .. {(1 << widths[f]) - 1}")
+        out |= val << pos
+        pos += widths[f]
+    return out
+
+
+def check_op(op: PeOp, p: HwParams) -> None:
+    """Reject operations the PE instance cannot represent (ValueError naming the field)."""
+    if op.raw_cfg is not None:
+        return
+    check_param("K", op.k, 1, p.k_max)
+    check_param("stride", op.stride)
+    check_param("pad", op.pad, 0, op.k - 1)
+    cfg = op.cfg()
+    check_param("in_len", cfg["in_len"], 1, p.w_max)
+    check_param("out_len", cfg["out_len"], 1, p.w_max)
+    if op.mode is not Mode.OSRC:
+        if op.weights is None or len(op.weights) != op.k:
+            raise ValueError(f"weights = {op.weights!r} is out of range; allowed: exactly K = {op.k} values")
+
+
+def write_stimulus(ops: Sequence[PeOp], p: HwParams, path: Path, *, check: bool = True) -> list[RowOpResult | None]:
+    """Pack ``ops`` and their golden results into ``path`` (npz); returns the golden results."""
+    cfg, p1, p1_op, p2, p2_op, masks, mask_op = [], [], [], [], [], [], []
+    exp_cycles, exp_error, beats = [], [], []
+    goldens = []
+    lim = (1 << (p.dw - 1))
+    for i, op in enumerate(ops):
+        check_op(op, p)
+        cfg.append(_pack_cfg(op.cfg(), p))
+        g = op.golden(p.acc_w)
+        goldens.append(g)
+        if g is None:
+            exp_cycles.append(2)  # cfg + the refusing final beat
+            exp_error.append(1)
+            beats.append([i, 0, 0, 1] + [0] * p.k_max)
+            continue
+        exp_cycles.append(g.cycles)
+        exp_error.append(0)
+        for b in g.beats:
+            beats.append([i, b.base, b.count, int(b.last)] + list(b.lanes) + [0] * (p.k_max - b.count))
+        row_entries = op.row.stream(p.w_max)
+        if any(not -lim < v < lim for v, _, _ in row_entries):
+            raise ValueError(f"row value is out of range; allowed: +-{lim - 1} (DW = {p.dw})")
+        e1 = _pack_entries(row_entries, p)
+        p1 += e1
+        p1_op += [i] * len(e1)
+        if op.mode is Mode.OSRC:
+            e2 = _pack_entries(op.grad.stream(p.w_max), p)
+        else:
+            e2 = _pack_entries([(int(w), j, int(j == op.k - 1)) for j, w in enumerate(op.weights)], p)
+        p2 += e2
+        p2_op += [i] * len(e2)
+        if op.mode is Mode.MSRC:
+            bits = np.zeros(p.w_max, dtype=np.uint8)
+            bits[:len(op.mask)] = np.asarray(op.mask, dtype=bool)
+            masks.append(bits)
+            mask_op.append(i)
+    np.savez(path,
+             cfg=np.asarray(cfg, dtype=np.uint64), p1=np.asarray(p1, dtype=np.uint64),
+             p1_op=np.asarray(p1_op, dtype=np.int64), p2=np.asarray(p2, dtype=np.uint64),
+             p2_op=np.asarray(p2_op, dtype=np.int64),
+             masks=np.asarray(masks, dtype=np.uint8).reshape(-1, p.w_max),
+             mask_op=np.asarray(mask_op, dtype=np.int64),
+             exp_cycles=np.asarray(exp_cycles, dtype=np.int64), exp_error=np.asarray(exp_error, dtype=np.int64),
+             beats=np.asarray(beats, dtype=np.int64).reshape(-1, 4 + p.k_max),
+             check=np.asarray(int(check)))
+    return goldens
+
+
+def pe_verilog(p: HwParams) -> str:
+    from amaranth.back import verilog
+
+    from ..hw.pe import PE
+    return verilog.convert(PE(p), name="pe", emit_src=False)
+
+
+_BUILDS: dict[tuple, runner.Build] = {}
+
+
+def pe_build(p: HwParams, sim: str = "verilator") -> runner.Build:
+    """Compile the PE of ``p`` for ``sim`` once per process (and once on disk, see runner)."""
+    key = (p, sim, runner.coverage_requested(), runner.waves_requested())
+    if key not in _BUILDS:
+        _BUILDS[key] = runner.build(pe_verilog(p), "pe", sim, name=f"pe-d{p.dw}k{p.k_max}w{p.w_max}a{p.acc_w}")
+    return _BUILDS[key]
+
+
+def default_seed() -> int:
+    return int(os.environ.get("SPARSETRAIN_SEED", "12345"))
+
+
+def run_pe_ops(ops: Sequence[PeOp], params: HwParams, sim: str = "verilator", *, seed: int | None = None,
+               p_valid: float = 1.0, p_ready: float = 1.0, resets: Sequence[tuple[int, int]] = (),
+               check: bool = True, workdir: Path | None = None) -> list[PeOpResult]:
+    """Run ``ops`` back to back on the RTL; return the beats and measured cycles of each.
+
+    p_valid / p_ready: per-cycle probability that a source offers / the sink accepts (1.0 =
+    no back-pressure, where the cycle count must equal the contract exactly). resets:
+    (op index, cycles after its cfg handshake) at which rst is pulsed; that op is abandoned
+    and its remaining input dropped. check: the testbench compares every beat with the
+    golden model and every cycle count with golden.timing and fails (AssertionError) on any
+    difference.
+    """
+    if seed is None:
+        seed = default_seed()
+    for name, prob in (("p_valid", p_valid), ("p_ready", p_ready)):
+        if not 0.0 < prob <= 1.0:
+            raise ValueError(f"{name} = {prob} is out of range; allowed: (0, 1]")
+    b = pe_build(params, sim)
+    wdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="pe-ops-", dir=b.build_dir))
+    wdir.mkdir(parents=True, exist_ok=True)
+    stim, result = wdir / "stim.npz", wdir / "result.npz"
+    goldens = write_stimulus(ops, params, stim, check=check)
+    cfg = {"p_valid": p_valid, "p_ready": p_ready, "resets": [list(r) for r in resets],
+           "params": params.as_dict(), "seed": seed}
+    env = {"PE_STIM": str(stim), "PE_RESULT": str(result), "PE_TB_CFG": json.dumps(cfg)}
+    runner.run(b, TB_MODULE, seed=seed, env=env, test_dir=wdir / "tb")
+    return read_results(result, goldens, params)
+
+
+def read_results(path: Path, goldens: Sequence[RowOpResult | None], p: HwParams) -> list[PeOpResult]:
+    r = np.load(path)
+    out: list[PeOpResult] = []
+    beats = r["beats"]
+    for i, g in enumerate(goldens):
+        mine = beats[beats[:, 0] == i]
+        bl = [Beat(int(row[1]), int(row[2]), tuple(int(x) for x in row[4:4 + int(row[2])]), bool(row[3]))
+              for row in mine]
+        out.append(PeOpResult(bl, int(r["cycles"][i]), int(r["stalls"][i]), bool(r["cfg_error"][i]), g,
+                              bool(r["aborted"][i])))
+    return out
