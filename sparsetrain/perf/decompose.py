@@ -90,14 +90,26 @@ class Unit:
     out_nnz: int         # non-zeros the PPU writes back (compressed; dense length for GTW)
 
 
+def conv_shape(shape, batch: int = 1):
+    """The shared decomposition's geometry (golden.rowconv.ConvShape) of a LayerShape."""
+    from ..golden.rowconv import ConvShape
+    return ConvShape(batch, shape.c_in, shape.c_out, shape.h_in, shape.w_in, shape.k, shape.stride,
+                     shape.pad, shape.groups)
+
+
 def exact_units(step: str, shape, nz_in: np.ndarray, nz_grad: np.ndarray,
                 nz_out: np.ndarray | None = None, mask: np.ndarray | None = None) -> list[Unit]:
     """The units of one step in issue order, from boolean non-zero patterns.
 
+    The op list is golden.rowconv.layer_row_ops (the one decomposition of section 8); its
+    consecutive ops that accumulate into the same row form a unit (section 10.1).
     nz_in: (N, C, H_in, W_in) non-zeros of I; nz_grad: (N, F, H_out, W_out) of dO (pruned);
     mask: (N, C, H_in, W_in) wanted dI columns (default: nz_in, the ReLU mask);
     nz_out: non-zeros of the written result (O for forward, dI pruned for GTA); default dense.
     """
+    from ..golden.rowconv import Step, layer_row_ops
+    if step not in STEPS:
+        raise ValueError(f"step = {step!r} is out of range; allowed: {', '.join(STEPS)}")
     s = shape
     nz_in = np.asarray(nz_in, dtype=bool)
     nz_grad = np.asarray(nz_grad, dtype=bool)
@@ -108,52 +120,48 @@ def exact_units(step: str, shape, nz_in: np.ndarray, nz_grad: np.ndarray,
         raise ValueError(f"{s.name}: pattern shapes {nz_in.shape}, {nz_grad.shape} do not match the layer "
                          f"(N, {want_in}) and (N, {want_gr})")
     mask = nz_in if mask is None else np.asarray(mask, dtype=bool)
-    k, st, p = s.k, s.stride, s.pad
+    k = s.k
     ent_in = np.maximum(1, nz_in.sum(axis=3))     # (N, C, H_in) entries per input row
     ent_gr = np.maximum(1, nz_grad.sum(axis=3))   # (N, F, H_out)
-    tw = tap_matrix(s.w_in, s.w_out, k, st, p)    # (W_out, W_in)
+    tw = tap_matrix(s.w_in, s.w_out, k, s.stride, s.pad)    # (W_out, W_in)
     law = CycleLaw.of(STEP_MODE[step], k)
-    cg, fg = s.c_per_group, s.f_per_group
+    lanes = tw.sum(axis=0)                        # SRC products of one input column
+    macs_src = nz_in.astype(np.int64) @ lanes     # (N, C, H_in)
+    wanted = mask.astype(np.int64) @ tw.T         # (N, C, H_in, W_out): wanted targets per dO column
+    gi, gg = nz_in.astype(np.int64), nz_grad.astype(np.int64)
+
+    def unit_key(op) -> tuple:
+        if step == "forward":
+            return (op.n, op.f, op.out_row)
+        if step == "gta":
+            return (op.n, op.c, op.in_row)
+        return (op.f, op.c, op.kr)
+
     units: list[Unit] = []
-    if step == "forward":
-        lanes = tw.sum(axis=0)                     # products of one input column
-        macs_in = nz_in.astype(np.int64) @ lanes   # (N, C, H_in)
-        for n in range(n_batch):
-            for f in range(s.c_out):
-                g = f // fg
-                for y in range(s.h_out):
-                    ops = [(c, y * st + kr - p) for c in range(g * cg, (g + 1) * cg) for kr in range(k)
-                           if 0 <= y * st + kr - p < s.h_in]
-                    n1 = np.array([ent_in[n, c, r] for c, r in ops], dtype=np.int64)
-                    macs = np.array([macs_in[n, c, r] for c, r in ops], dtype=np.int64)
-                    out = s.w_out if nz_out is None else int(np.count_nonzero(nz_out[n, f, y]))
-                    units.append(Unit(("forward", n, f, y), law(n1), n1, np.full(len(ops), k), macs,
-                                      s.w_out, out))
-    elif step == "gta":
-        for n in range(n_batch):
-            for c in range(s.c_in):
-                g = c // cg
-                for r in range(s.h_in):
-                    wanted = mask[n, c, r].astype(np.int64) @ tw.T       # (W_out,) targets wanted per dO column
-                    ops = [(f, y) for f in range(g * fg, (g + 1) * fg) for y in range(s.h_out)
-                           for kr in range(k) if y * st + kr - p == r]
-                    n1 = np.array([ent_gr[n, f, y] for f, y in ops], dtype=np.int64)
-                    macs = np.array([int(nz_grad[n, f, y].astype(np.int64) @ wanted) for f, y in ops],
-                                    dtype=np.int64)
-                    out = s.w_in if nz_out is None else int(np.count_nonzero(nz_out[n, c, r]))
-                    units.append(Unit(("gta", n, c, r), law(n1), n1, np.full(len(ops), k), macs, s.w_in, out))
-    elif step == "gtw":
-        for f in range(s.c_out):
-            g = f // fg
-            for c in range(g * cg, (g + 1) * cg):
-                for kr in range(k):
-                    ops = [(n, y, y * st + kr - p) for n in range(n_batch) for y in range(s.h_out)
-                           if 0 <= y * st + kr - p < s.h_in]
-                    n1 = np.array([ent_in[n, c, r] for n, _y, r in ops], dtype=np.int64)
-                    n2 = np.array([ent_gr[n, f, y] for n, y, _r in ops], dtype=np.int64)
-                    macs = np.array([int(nz_grad[n, f, y].astype(np.int64) @ tw @ nz_in[n, c, r].astype(np.int64))
-                                     for n, y, r in ops], dtype=np.int64)
-                    units.append(Unit(("gtw", f, c, kr), law(n1, n2), n1, n2, macs, k, k))
-    else:
-        raise ValueError(f"step = {step!r} is out of range; allowed: {', '.join(STEPS)}")
+    groups: dict[tuple, list] = {}
+    for op in layer_row_ops(conv_shape(s, n_batch), Step(step)):
+        groups.setdefault(unit_key(op), []).append(op)  # ops of a unit are consecutive; dict keeps order
+    for key, ops in groups.items():
+        if step == "forward":
+            n1 = np.array([ent_in[o.n, o.c, o.in_row] for o in ops], dtype=np.int64)
+            n2 = np.full(len(ops), k, dtype=np.int64)
+            macs = np.array([macs_src[o.n, o.c, o.in_row] for o in ops], dtype=np.int64)
+            n, f, y = key
+            row_len = s.w_out
+            out = row_len if nz_out is None else int(np.count_nonzero(nz_out[n, f, y]))
+        elif step == "gta":
+            n1 = np.array([ent_gr[o.n, o.f, o.out_row] for o in ops], dtype=np.int64)
+            n2 = np.full(len(ops), k, dtype=np.int64)
+            macs = np.array([int(gg[o.n, o.f, o.out_row] @ wanted[o.n, o.c, o.in_row]) for o in ops],
+                            dtype=np.int64)
+            n, c, r = key
+            row_len = s.w_in
+            out = row_len if nz_out is None else int(np.count_nonzero(nz_out[n, c, r]))
+        else:
+            n1 = np.array([ent_in[o.n, o.c, o.in_row] for o in ops], dtype=np.int64)
+            n2 = np.array([ent_gr[o.n, o.f, o.out_row] for o in ops], dtype=np.int64)
+            macs = np.array([int(gg[o.n, o.f, o.out_row] @ tw @ gi[o.n, o.c, o.in_row]) for o in ops],
+                            dtype=np.int64)
+            row_len = out = k
+        units.append(Unit((step, *key), law(n1, n2), n1, n2, macs, row_len, out))
     return units
