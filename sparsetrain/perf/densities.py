@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +60,10 @@ class DensityTable:
     source: str
     notes: list[str]
 
+    # layers whose measured gradient is their pruned dI (Conv-ReLU, prune target dI): their own
+    # dO is the next layer's pruned dI through this layer's ReLU (section "Densities" of the docs)
+    di_target: dict[str, float] = field(default_factory=dict)
+
     def for_layer(self, shape: LayerShape) -> LayerDensity:
         d = self.per_layer.get(shape.name, self.default)
         if d is None:
@@ -68,6 +72,21 @@ class DensityTable:
         if shape.first and shape.name not in self.per_layer:
             d = replace(d, act=1.0, mask=1.0)  # the image itself is dense
         return d
+
+    def for_network(self, shapes: list[LayerShape]) -> list[LayerDensity]:
+        """Per-layer densities in execution order, with dI-target layers resolved."""
+        out = [self.for_layer(s) for s in shapes]
+        for i, s in enumerate(shapes):
+            if s.name not in self.di_target:
+                continue
+            out[i] = replace(out[i], out_grad=self.di_target[s.name])
+            nxt = shapes[i + 1] if i + 1 < len(shapes) else None
+            if nxt is not None and nxt.name in self.di_target:
+                relu = out[i + 1].act  # this layer's ReLU mask is (about) the next layer's input
+                out[i] = replace(out[i], grad=min(1.0, self.di_target[nxt.name] * relu), out_act=relu)
+            else:  # fed by layers without pruning (the classifier): the ReLU mask bounds it
+                out[i] = replace(out[i], grad=out[i + 1].act if nxt is not None else out[i].act)
+        return out
 
 
 def paper_table(model: str, input_kind: str) -> DensityTable:
@@ -156,6 +175,26 @@ def load_table(path: str | Path) -> DensityTable:
     return table_from_mapping(json.loads(path.read_text()), str(path))
 
 
+def table_from_metrics(metrics: dict, source: str) -> DensityTable:
+    """metrics.json of golden.train: the last epoch's per-layer activation_density and
+    grad_density (after pruning), with each layer's prune ``target`` (dO or dI)."""
+    epochs = metrics.get("epochs") or []
+    if not epochs or not isinstance(epochs[-1].get("layers"), dict):
+        return table_from_mapping(metrics, source)
+    per, di = {}, {}
+    for name, e in epochs[-1]["layers"].items():
+        act = e.get("activation_density")
+        grad = e.get("grad_density")
+        target = e.get("target", "dO")
+        if target == "dI" and grad is not None:
+            di[name] = float(grad)
+            grad = None
+        per[name] = LayerDensity(act=1.0 if act is None else float(act), grad=1.0 if grad is None else float(grad))
+    if not per:
+        raise ValueError(f"densities: {source} has no per-layer densities in its last epoch")
+    return DensityTable(per, None, "run", [f"densities measured in the training run ({source}, last epoch)"], di)
+
+
 def load_run_dir(run_dir: str | Path) -> DensityTable:
     """Measured per-layer densities from a golden training run's metrics.json."""
     run_dir = Path(run_dir)
@@ -164,38 +203,30 @@ def load_run_dir(run_dir: str | Path) -> DensityTable:
     f = run_dir / "metrics.json"
     if not f.is_file():
         raise ValueError(f"densities = {str(run_dir)!r} is out of range; allowed: a run dir with metrics.json")
-    t = table_from_mapping(json.loads(f.read_text()), str(f))
-    t.source, t.notes = "run", [f"densities measured in the training run {run_dir} (metrics.json)"]
-    return t
+    return table_from_metrics(json.loads(f.read_text()), str(f))
 
 
 def golden_patterns(run_dir: str | Path) -> list[tuple[LayerShape, dict[str, np.ndarray]]]:
-    """Exact non-zero patterns of exported golden tensors (section 9), with each layer's shape."""
-    run_dir = Path(run_dir)
-    try:
-        from ..golden.tensors import load_golden  # verifies format, checksums and shapes
-        loaded = load_golden(run_dir)
-        arrays, manifest = (loaded if isinstance(loaded, tuple) else (loaded.arrays, loaded.manifest))
-    except ImportError:
-        manifest = json.loads((run_dir / "manifest.json").read_text())
-        with np.load(run_dir / "golden.npz") as z:
-            arrays = {k: z[k] for k in z.files}
+    """Exact non-zero patterns of exported golden tensors (section 9), with each layer's shape.
+
+    The gradient a layer's backward consumes is dO_pruned where the layer prunes dO
+    (Conv-BN-ReLU) and dO otherwise; the written results are O's ReLU mask and dI_pruned.
+    """
+    from ..golden.tensors import load_golden  # verifies format, checksums and shapes
+    run = load_golden(run_dir)
     out = []
-    for i, (name, meta) in enumerate(manifest["layers"].items()):
-        i_arr = np.asarray(arrays[f"{name}/I"])
-        g_arr = np.asarray(arrays.get(f"{name}/dO_pruned", arrays.get(f"{name}/dO")))
-        w = np.asarray(arrays[f"{name}/W"])
-        stride, pad = meta.get("stride", 1), meta.get("padding", 0)
-        stride = stride[0] if isinstance(stride, (list, tuple)) else stride
-        pad = pad[0] if isinstance(pad, (list, tuple)) else pad
+    for i, name in enumerate(run.layers):
+        meta, arrs = run.layer(name), run.arrays[name]
+        grad_name = "dO_pruned" if meta.get("prune_target") == "dO" and "dO_pruned" in arrs else "dO"
+        i_arr, g_arr, w = arrs["I"], arrs[grad_name], arrs["W"]
         shape = LayerShape(name, i_arr.shape[1], g_arr.shape[1], i_arr.shape[2], i_arr.shape[3],
-                           g_arr.shape[2], g_arr.shape[3], int(w.shape[2]), int(stride), int(pad),
-                           int(meta.get("groups", 1)), first=i == 0)
+                           g_arr.shape[2], g_arr.shape[3], int(w.shape[2]), int(meta.get("stride", 1)),
+                           int(meta.get("padding", 0)), int(meta.get("groups", 1)), first=i == 0 and i_arr.shape[1] <= 3)
         pats = {"in": i_arr != 0, "grad": g_arr != 0}
-        if f"{name}/relu_mask" in arrays:
-            pats["out"] = np.asarray(arrays[f"{name}/relu_mask"]) != 0
-        if f"{name}/dI_pruned" in arrays:
-            pats["out_grad"] = np.asarray(arrays[f"{name}/dI_pruned"]) != 0
+        if "relu_mask" in arrs:
+            pats["out"] = arrs["relu_mask"] != 0
+        if "dI_pruned" in arrs:
+            pats["out_grad"] = arrs["dI_pruned"] != 0
         out.append((shape, pats))
     return out
 

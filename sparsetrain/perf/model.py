@@ -258,6 +258,6 @@ def evaluate(shapes: list[LayerShape], densities, arch: ArchParams | None = None
     arch, energy = arch or ArchParams(), energy or EnergyTable()
     if isinstance(densities, LayerDensity):
         densities = DensityTable({}, densities, "given", ["one density for every layer (the image is dense)"])
-    layers = [analytic_layer(s, densities.for_layer(s), arch, energy) for s in shapes]
+    layers = [analytic_layer(s, d, arch, energy) for s, d in zip(shapes, densities.for_network(shapes))]
     source, notes = densities.source, list(densities.notes)
     return NetworkResult(model, input_kind, arch, layers, source, notes)
