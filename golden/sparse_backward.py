@@ -25,7 +25,7 @@ Public API: `sparse_conv2d_backward` (the two gradients, plain tensors in and ou
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -195,6 +195,62 @@ def _prepare(inp: torch.Tensor, weight: torch.Tensor, grad_output: torch.Tensor,
     return conv_geometry(inp.shape, weight.shape, stride, padding, dilation, groups, grad_output.shape)
 
 
+# Images are processed in chunks whose im2col matrix is about this many elements. Like Caffe's
+# per-image loop, that keeps the im2col/col2im buffers in cache and lets the allocator reuse them;
+# whole-batch buffers (tens of MB) cost more in page faults and memory traffic than the products.
+CHUNK_ELEMENTS = 1 << 19
+
+
+def _chunk_size(g: ConvGeometry) -> int:
+    per_image = g.groups * g.positions * g.col_width
+    return max(1, min(g.batch, CHUNK_ELEMENTS // max(1, per_image)))
+
+
+def _sparse_weight_product(d_o: torch.Tensor, inp: torch.Tensor, g: ConvGeometry) -> torch.Tensor:
+    return torch.sparse.mm(_sparse_dO_by_channel(d_o, g), im2col_trans(inp, g))
+
+
+def _sparse_column_product(d_o: torch.Tensor, w_mat: torch.Tensor, g: ConvGeometry) -> torch.Tensor:
+    return torch.sparse.mm(_sparse_dO_by_position(d_o, g), w_mat)
+
+
+def _dense_by_group(d_o: torch.Tensor, g: ConvGeometry) -> torch.Tensor:
+    """(G, F/G, N*L): the dense dO matrix of every group."""
+    f_per_group = g.out_channels // g.groups
+    return d_o.view(g.batch, g.groups, f_per_group, g.positions).permute(1, 2, 0, 3).reshape(
+        g.groups, f_per_group, g.batch * g.positions)
+
+
+def _dense_weight_product(d_o: torch.Tensor, inp: torch.Tensor, g: ConvGeometry) -> torch.Tensor:
+    cols = im2col_trans(inp, g).view(g.groups, g.batch * g.positions, g.col_width)
+    return torch.bmm(_dense_by_group(d_o, g), cols).view(g.out_channels, g.col_width)
+
+
+def _dense_column_product(d_o: torch.Tensor, w_mat: torch.Tensor, g: ConvGeometry) -> torch.Tensor:
+    w_groups = w_mat.view(g.groups, g.out_channels // g.groups, g.col_width)
+    return torch.bmm(_dense_by_group(d_o, g).transpose(1, 2), w_groups).view(-1, g.col_width)
+
+
+def _im2col_backward(inp, weight, grad_output, stride, padding, dilation, groups, need_input, need_weight,
+                     need_bias, weight_product, column_product) -> ConvGradients:
+    """The transposed-im2col backward pass, chunked over images, with the given matrix products."""
+    g = _prepare(inp, weight, grad_output, stride, padding, dilation, groups)
+    grad_output = grad_output.contiguous()
+    w_mat = weight.reshape(g.out_channels, g.col_width)
+    grad_input = torch.empty_like(inp) if need_input else None
+    grad_weight = torch.zeros_like(w_mat) if need_weight else None
+    step = _chunk_size(g)
+    for first in range(0, g.batch, step):
+        d_o, x = grad_output[first:first + step], inp[first:first + step]
+        chunk = replace(g, batch=d_o.shape[0])
+        if grad_weight is not None:
+            grad_weight += weight_product(d_o, x, chunk)
+        if grad_input is not None:
+            grad_input[first:first + step] = col2im_trans(column_product(d_o, w_mat, chunk), chunk)
+    grad_bias = grad_output.sum(dim=(0, 2, 3)) if need_bias else None
+    return ConvGradients(grad_input, None if grad_weight is None else grad_weight.view(weight.shape), grad_bias)
+
+
 def sparse_conv2d_backward(inp: torch.Tensor, weight: torch.Tensor, grad_output: torch.Tensor,
                            stride: int | tuple[int, ...] = 1, padding: int | tuple[int, ...] = 0,
                            dilation: int | tuple[int, ...] = 1, groups: int = 1,
@@ -204,19 +260,8 @@ def sparse_conv2d_backward(inp: torch.Tensor, weight: torch.Tensor, grad_output:
 
     Equal to the dense backward within float rounding. An all-zero dO gives zero gradients.
     """
-    g = _prepare(inp, weight, grad_output, stride, padding, dilation, groups)
-    grad_output = grad_output.contiguous()
-    grad_input = grad_weight = grad_bias = None
-    if need_weight:
-        d_w = torch.sparse.mm(_sparse_dO_by_channel(grad_output, g), im2col_trans(inp, g))
-        grad_weight = d_w.view(weight.shape)
-    if need_input:
-        w_mat = weight.reshape(g.out_channels, g.col_width)
-        dcol = torch.sparse.mm(_sparse_dO_by_position(grad_output, g), w_mat)
-        grad_input = col2im_trans(dcol, g)
-    if need_bias:
-        grad_bias = grad_output.sum(dim=(0, 2, 3))
-    return ConvGradients(grad_input, grad_weight, grad_bias)
+    return _im2col_backward(inp, weight, grad_output, stride, padding, dilation, groups, need_input, need_weight,
+                            need_bias, _sparse_weight_product, _sparse_column_product)
 
 
 def dense_conv2d_backward(inp: torch.Tensor, weight: torch.Tensor, grad_output: torch.Tensor,
@@ -224,23 +269,9 @@ def dense_conv2d_backward(inp: torch.Tensor, weight: torch.Tensor, grad_output: 
                           dilation: int | tuple[int, ...] = 1, groups: int = 1,
                           need_input: bool = True, need_weight: bool = True,
                           need_bias: bool = False) -> ConvGradients:
-    """The same im2col formulation with dense GEMMs (the paper's Caffe baseline), per group."""
-    g = _prepare(inp, weight, grad_output, stride, padding, dilation, groups)
-    m, f_per_group = g.batch * g.positions, g.out_channels // g.groups
-    # (G, F/G, N*L): the dense dO matrix of every group
-    d_o = grad_output.view(g.batch, g.groups, f_per_group, g.positions).permute(1, 2, 0, 3).reshape(
-        g.groups, f_per_group, m)
-    w_mat = weight.reshape(g.groups, f_per_group, g.col_width)
-    grad_input = grad_weight = grad_bias = None
-    if need_weight:
-        cols = im2col_trans(inp, g).view(g.groups, m, g.col_width)
-        grad_weight = torch.bmm(d_o, cols).view(weight.shape)
-    if need_input:
-        dcol = torch.bmm(d_o.transpose(1, 2), w_mat).view(g.groups * m, g.col_width)
-        grad_input = col2im_trans(dcol, g)
-    if need_bias:
-        grad_bias = grad_output.sum(dim=(0, 2, 3))
-    return ConvGradients(grad_input, grad_weight, grad_bias)
+    """The same chunked im2col formulation with dense GEMMs: the paper's Caffe-style baseline."""
+    return _im2col_backward(inp, weight, grad_output, stride, padding, dilation, groups, need_input, need_weight,
+                            need_bias, _dense_weight_product, _dense_column_product)
 
 
 def native_conv2d_backward(inp: torch.Tensor, weight: torch.Tensor, grad_output: torch.Tensor,
