@@ -1,0 +1,63 @@
+"""Synthesis of one registered block (hw.blocks.BLOCKS) with one flow: the plain Python API.
+
+    from sparsetrain.synth.flows import synth_block
+    report = synth_block("pe", {"DW": "8"}, flow="generic")
+
+Block names and parameters are checked by the registry, so an unknown block or parameter
+raises ValueError listing the allowed ones.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+from amaranth.back import verilog
+
+from ..hw import blocks
+from .generic import synth_generic
+from .ice40 import synth_ice40
+from .yosys_tool import YOSYS_CHOICES
+
+FLOWS = ("generic", "ice40")
+
+
+def check_flow(flow: str) -> str:
+    if flow not in FLOWS:
+        raise ValueError(f"flow = {flow!r} is out of range; allowed: {', '.join(FLOWS)}")
+    return flow
+
+
+def check_yosys(yosys: str) -> str:
+    if yosys not in YOSYS_CHOICES:
+        raise ValueError(f"yosys = {yosys!r} is out of range; allowed: {', '.join(YOSYS_CHOICES)}")
+    return yosys
+
+
+def registered_blocks() -> list[str]:
+    return sorted(blocks.BLOCKS)
+
+
+def synth_block(name: str, params: Mapping[str, str | int] | list[str] | None = None, *, flow: str = "generic",
+                yosys: str = "debian", workdir: Path | None = None) -> dict[str, Any]:
+    """Elaborate block ``name`` with ``params`` (NAME -> value, or ["NAME=VALUE", ...]) and synthesise it.
+
+    Returns the flow's report with ``block`` and ``params`` (every parameter used) added.
+    """
+    check_flow(flow)
+    check_yosys(yosys)
+    component, used, spec = blocks.elaborate(name, params)
+    head = {"block": name, "params": dict(used)}
+    if flow == "generic":
+        text = verilog.convert(component, name=spec.top, emit_src=False)
+        report = synth_generic(text, spec.top, yosys=yosys, workdir=workdir)
+    else:
+        report = synth_ice40(component, tools=yosys, workdir=workdir)
+    return {**head, **report}
+
+
+def write_json(report: Mapping[str, Any] | list, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return path
