@@ -345,3 +345,56 @@ def convert_model(model: nn.Module) -> nn.Module:
     for _name, conv in targets:
         conv.__class__ = SparseBackwardConv2d
     return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Real output gradients for checks and benchmarks.
+
+@dataclass
+class ConvCapture:
+    """One conv layer's backward inputs from a training step: I, W, the dO it received, its geometry."""
+
+    name: str
+    inp: torch.Tensor
+    weight: torch.Tensor
+    grad_output: torch.Tensor
+    stride: Pair
+    padding: Pair
+    dilation: Pair
+    groups: int
+
+    @property
+    def density(self) -> float:
+        return float(torch.count_nonzero(self.grad_output)) / max(1, self.grad_output.numel())
+
+
+def capture_conv_gradients(model: nn.Module, batches, steps: int, lr: float = 0.01) -> list[ConvCapture]:
+    """Train `model` (SGD, cross-entropy) for `steps` batches; return every conv's I, W, dO of the last one.
+
+    With the golden model's pruning layers in `model`, dO is the pruned gradient exactly as
+    training produced it. `batches` yields (images, labels); it must provide `steps` batches.
+    """
+    check_param("steps", steps, 1, 1 << 20)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    store: dict[str, dict[str, torch.Tensor]] = {}
+
+    def hook_for(name: str):
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            store[name] = {"inp": inputs[0].detach().clone(), "weight": module.weight.detach().clone()}
+            if output.requires_grad:
+                output.register_hook(lambda grad: store[name].__setitem__("grad_output", grad.detach().clone()))
+        return hook
+
+    model.train()
+    batch_iter = iter(batches)
+    for step in range(steps):
+        images, labels = next(batch_iter)
+        handles = [m.register_forward_hook(hook_for(n)) for n, m in convs] if step == steps - 1 else []
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(images), labels).backward()
+        for h in handles:
+            h.remove()
+        opt.step()
+    return [ConvCapture(n, store[n]["inp"], store[n]["weight"], store[n]["grad_output"], m.stride, m.padding,
+                        m.dilation, m.groups) for n, m in convs if "grad_output" in store.get(n, {})]
