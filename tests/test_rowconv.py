@@ -247,6 +247,21 @@ def test_accumulator_saturates_instead_of_wrapping() -> None:
     assert np.all(res.value > 0)
 
 
+def test_wide_accumulator_saturates_without_int64_overflow() -> None:
+    """DW = 31 with ACC_W = 64: partial sums beyond int64 clamp at the 64-bit limit."""
+    dw, acc_w = 31, 64
+    shape = rc.ConvShape(1, 2, 2, 3, 3, 3, 1, 0)
+    lim = sat_limit(dw)
+    xq = np.full(shape.input_shape, lim, np.int64)
+    wq = np.full(shape.weight_shape, lim, np.int64)
+    wq[1] = -lim
+    assert 2 * 9 * lim * lim > sat_limit(acc_w)  # the exact sums do not fit in 64 bits
+    res = rc.forward_int(shape, xq, wq, frac_in=20, frac_w=20, frac_out=0, dw=dw, acc_w=acc_w)
+    expect = requantize(np.array([sat_limit(acc_w), -sat_limit(acc_w)], np.int64), 40, dw)
+    assert np.all(res.value[0, 0] == expect[0]) and np.all(res.value[0, 1] == expect[1])
+    assert expect[0] > 0 > expect[1]
+
+
 def test_bound_holds_with_all_zero_tensors_and_no_bias() -> None:
     shape = rc.ConvShape(1, 2, 2, 5, 5, 3, 1, 1)
     z = np.zeros(shape.input_shape)
