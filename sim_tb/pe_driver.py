@@ -239,7 +239,10 @@ def run_pe_ops(ops: Sequence[PeOp], params: HwParams, sim: str = "verilator", *,
     cfg = {"p_valid": p_valid, "p_ready": p_ready, "resets": [list(r) for r in resets],
            "params": params.as_dict(), "seed": seed}
     env = {"PE_STIM": str(stim), "PE_RESULT": str(result), "PE_TB_CFG": json.dumps(cfg)}
-    runner.run(b, TB_MODULE, seed=seed, env=env, test_dir=wdir / "tb")
+    try:
+        runner.run(b, TB_MODULE, seed=seed, env=env, test_dir=wdir / "tb")
+    except SystemExit as exc:  # cocotb's runner exits on a failed test; callers want an exception
+        raise AssertionError(f"PE testbench failed (seed {seed}); log and data in {wdir}") from exc
     return read_results(result, goldens, params)
 
 

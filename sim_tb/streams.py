@@ -114,6 +114,7 @@ class StreamSource(_Endpoint):
         self.offering = False
         self.on_transfer = on_transfer
         self.valid.value = 0
+        self._driven = False
 
     def send(self, items: Iterable[Any]) -> None:
         self.queue.extend(items)
@@ -126,7 +127,9 @@ class StreamSource(_Endpoint):
             if self.payload is not None:
                 item = self.queue[0]
                 self.payload.value = item if isinstance(item, int) else pack(self.layout, item)
-        self.valid.value = int(self.offering)
+        if self.offering != self._driven:  # simulator writes are the expensive part
+            self.valid.value = int(self.offering)
+            self._driven = self.offering
 
     def sample(self, cycle: int) -> Any:
         if self.offering and signal_int(self.ready):
@@ -154,10 +157,13 @@ class StreamSink(_Endpoint):
         self.raw = raw
         self.accepting = False
         self.ready.value = 0
+        self._driven = False
 
     def drive(self) -> None:
-        self.accepting = not self.hold and self.rng.random() < self.probability
-        self.ready.value = int(self.accepting)
+        self.accepting = not self.hold and (self.probability >= 1.0 or self.rng.random() < self.probability)
+        if self.accepting != self._driven:
+            self.ready.value = int(self.accepting)
+            self._driven = self.accepting
 
     def sample(self, cycle: int) -> Any:
         if self.accepting and signal_int(self.valid):
