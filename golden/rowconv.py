@@ -353,6 +353,37 @@ def grad_bias_f64(shape: ConvShape, grad_output: np.ndarray) -> np.ndarray:
     return _as_f64("dO", grad_output, shape.output_shape).sum(axis=(0, 2, 3))
 
 
+@dataclass
+class FloatLayer:
+    """All steps of a layer in float64: per-step results, db, and the cycles of each step."""
+
+    shape: ConvShape
+    steps: dict[Step, StepResult]
+    grad_bias: np.ndarray | None
+
+    @property
+    def cycles(self) -> dict[Step, int]:
+        return {step: res.cycles for step, res in self.steps.items()}
+
+    @property
+    def total_cycles(self) -> int:
+        return sum(self.cycles.values())
+
+
+def float_layer(inputs: np.ndarray, weights: np.ndarray, bias: np.ndarray | None = None,
+                grad_output: np.ndarray | None = None, mask: np.ndarray | None = None, *, stride: int = 1,
+                pad: int = 0, groups: int = 1) -> FloatLayer:
+    """Forward, and GTA, GTW and db when grad_output is given, over the row decomposition."""
+    shape = ConvShape.from_tensors(np.shape(inputs), np.shape(weights), stride=stride, pad=pad, groups=groups)
+    steps = {Step.FORWARD: forward_f64(shape, inputs, weights, bias)}
+    db = None
+    if grad_output is not None:
+        steps[Step.GTA] = grad_input_f64(shape, grad_output, weights, mask)
+        steps[Step.GTW] = grad_weight_f64(shape, inputs, grad_output)
+        db = grad_bias_f64(shape, grad_output)
+    return FloatLayer(shape, steps, db)
+
+
 # ---------------------------------------------------------------- bit-accurate integer steps
 
 def _as_int(name: str, q: np.ndarray, expected: tuple[int, ...], dw: int) -> np.ndarray:
@@ -656,6 +687,6 @@ def quantized_layer(inputs: np.ndarray, weights: np.ndarray, bias: np.ndarray | 
 __all__ = [
     "Step", "ConvShape", "RowOp", "StepResult", "layer_row_ops", "row_op_cycles",
     "src_f64", "msrc_f64", "osrc_f64", "forward_f64", "grad_input_f64", "grad_weight_f64", "grad_bias_f64",
-    "forward_int", "grad_input_int", "grad_weight_int", "grad_bias_int", "bias_preload",
+    "FloatLayer", "float_layer", "forward_int", "grad_input_int", "grad_weight_int", "grad_bias_int", "bias_preload",
     "QuantizedOutput", "QuantizedLayer", "quantized_layer", "required_acc_w", "error_bound",
 ]

@@ -159,6 +159,13 @@ def test_float_cycles_follow_the_timing_contract() -> None:
                                 max(1, np.count_nonzero(g[op.n, op.f, op.out_row])))
     assert fwd.cycles == sum(fwd.op_cycles) and len(fwd.op_cycles) == len(fwd.ops)
     assert any(c == 1 + shape.kernel + 1 + 1 for c in fwd.op_cycles)
+    layer = rc.float_layer(x, w, None, g, stride=1, pad=1)
+    assert layer.cycles == {rc.Step.FORWARD: fwd.cycles, rc.Step.GTA: gta.cycles, rc.Step.GTW: gtw.cycles}
+    assert layer.total_cycles == fwd.cycles + gta.cycles + gtw.cycles
+    np.testing.assert_array_equal(layer.steps[rc.Step.GTW].value, gtw.value)
+    np.testing.assert_array_equal(layer.grad_bias, g.sum(axis=(0, 2, 3)))
+    only_forward = rc.float_layer(x, w, stride=1, pad=1)
+    assert set(only_forward.steps) == {rc.Step.FORWARD} and only_forward.grad_bias is None
 
 
 # ------------------------------------------------------------------ bit-accurate integer path
