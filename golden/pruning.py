@@ -76,11 +76,12 @@ def stochastic_prune(g: Tensor, tau: float, generator: torch.Generator | None = 
         raise ValueError(f"tau = {tau!r} is out of range; allowed: a finite float")
     if tau <= 0.0:
         return g
+    # For |g| >= tau the test |g| > r*tau always passes (r < 1), so one comparison decides
+    # keep-or-zero for every element, and the kept ones are sign(g) * max(|g|, tau).
+    r = torch.rand(g.shape, generator=generator, dtype=g.dtype, device=g.device).mul_(tau)
     mag = g.abs()
-    r = torch.rand(g.shape, generator=generator, dtype=g.dtype, device=g.device)
-    small = mag < tau
-    rounded_up = torch.where(mag > r * tau, torch.sign(g) * tau, torch.zeros((), dtype=g.dtype))
-    return torch.where(small, rounded_up, g)
+    keep = mag > r
+    return mag.clamp_(min=tau).copysign_(g).mul_(keep)
 
 
 class ThresholdFIFO:
@@ -211,7 +212,8 @@ class GradientPruner(nn.Module):
         self.seed = config.seed + layer_index
         self.generator = torch.Generator().manual_seed(self.seed)
         self.fifo = ThresholdFIFO(config.n_f)
-        self.enabled = True
+        self.enabled = True  # False: not even in the graph (forward returns x untouched)
+        self.active = True  # False: observe only (densities, thresholds), never prune
         self.record = False
         self.last: PruneRecord | None = None
         self.last_tau: float | None = None
@@ -234,6 +236,8 @@ class GradientPruner(nn.Module):
         tau_batch = dbtd_threshold(g, cfg.p, cfg.estimator)
         fifo_before, fifo_full = self.fifo.entries, self.fifo.full
         tau = tau_batch if cfg.two_pass else self.fifo.predicted()
+        if not self.active:
+            tau = None
         out = stochastic_prune(g, tau, self.generator) if tau is not None else g
         self.fifo.push(tau_batch)
         self.last_tau, self.last_tau_batch = tau, tau_batch
