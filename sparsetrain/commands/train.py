@@ -1,0 +1,90 @@
+"""`sparsetrain train`: train a network on Fashion-MNIST with stochastic gradient pruning."""
+from __future__ import annotations
+
+import argparse
+
+NAME = "train"
+HELP = "train a network on Fashion-MNIST with stochastic activation-gradient pruning; write metrics.json and a plot"
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from sparsetrain.golden.networks import MODEL_NAMES
+    from sparsetrain.golden.pruning import ESTIMATORS
+
+    p.add_argument("--model", required=True, choices=MODEL_NAMES)
+    p.add_argument("--p", type=float, default=0.9, help="target pruning rate, 0 <= p < 1 (default 0.9)")
+    p.add_argument("--no-prune", action="store_true", help="unpruned baseline (densities are still measured)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=None, help="default: 0.05 for alexnet, 0.1 otherwise (papers)")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--lr-decay-epochs", type=int, default=100, help="lr x 0.1 every this many epochs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-f", "--N_F", dest="n_f", type=int, default=4, help="threshold FIFO depth")
+    p.add_argument("--estimator", choices=ESTIMATORS, default="unbiased")
+    p.add_argument("--two-pass", action="store_true", help="prune each batch with its own threshold (no FIFO)")
+    p.add_argument("--train-samples", type=int, default=None, help="train on a random subset of this size")
+    p.add_argument("--test-samples", type=int, default=None, help="evaluate on a random test subset of this size")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
+    p.add_argument("--width-mult", type=float, default=1.0, help="scale every channel count")
+    p.add_argument("--input-size", type=int, default=32, help="pad 28x28 images to this size (default 32)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--dump-tensors", action="store_true", help="write golden tensors (docs/architecture.md section 9)")
+    p.add_argument("--dump-layers", default=None, help="comma-separated conv names to dump (default: all)")
+    p.add_argument("--dump-steps", type=_int_list, default=None,
+                   help="comma-separated 0-based step indices to dump (default: the last step)")
+    p.add_argument("--sparse-backward", action="store_true",
+                   help="use sparsetrain.golden.sparse_backward's sparse convolution backward")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--force", action="store_true", help="overwrite an existing run directory's files")
+
+
+def config_from_args(args: argparse.Namespace):
+    """The TrainConfig an argument namespace asks for (shared with `sparsetrain golden export`)."""
+    import math
+
+    from sparsetrain.golden.data import SPLIT_SIZES
+    from sparsetrain.golden.train import TrainConfig
+
+    dump_steps: list[int] = []
+    if args.dump_tensors:
+        if args.dump_steps:
+            dump_steps = args.dump_steps
+        else:
+            n = args.train_samples or SPLIT_SIZES["train"]
+            total = math.ceil(n / args.batch_size) * args.epochs
+            dump_steps = [min(total, args.max_steps or total) - 1]
+    return TrainConfig(
+        model=args.model, p=args.p, prune=not args.no_prune, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, lr_decay_epochs=args.lr_decay_epochs,
+        seed=args.seed, n_f=args.n_f, estimator=args.estimator, two_pass=args.two_pass,
+        train_samples=args.train_samples, test_samples=args.test_samples, max_steps=args.max_steps,
+        width_mult=args.width_mult, input_size=args.input_size, threads=args.threads,
+        dump_layers=args.dump_layers.split(",") if args.dump_layers else None, dump_steps=dump_steps,
+        progress=not args.no_progress, sparse_backward=args.sparse_backward)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sparsetrain.golden.train import train
+
+    cfg = config_from_args(args)
+    try:
+        metrics = train(cfg, args.out, overwrite=args.force)
+    except (FileExistsError, FileNotFoundError) as exc:
+        raise ValueError(str(exc)) from None
+    s = metrics["summary"]
+    dens = "n/a" if s["grad_density"] is None else f"{s['grad_density']:.3f}"
+    print(f"{cfg.model} p={cfg.p if cfg.prune else 'off'}: test acc {s['test_acc']:.2f}%, "
+          f"gradient density {dens}, {metrics['steps']} steps in {metrics['wall_s']:.0f} s -> {args.out}")
+    for g in metrics["golden"]:
+        print(f"golden tensors: {args.out}/{g}")
+    return 0
