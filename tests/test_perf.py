@@ -277,3 +277,21 @@ def test_every_paper_model_has_a_density():
         for kind in ("cifar", "imagenet"):
             d, note = paper.reported_grad_density(m, kind)
             assert 0.0 < d <= 1.0 and note
+
+
+def test_golden_tensors_exact_patterns(tmp_path, rng):
+    """Exported golden tensors: the exact model reads their non-zero patterns (dO_pruned for a dO target)."""
+    from sparsetrain.golden.tensors import LayerTensors, export_golden
+    sh = shape(c=3, f=4, h=6, w=7, k=3, s=1, p=1, name="c1")
+    i = np.maximum(rng.standard_normal((1, 3, 6, 7)), 0)
+    do = rng.standard_normal((1, 4, 6, 7))
+    pruned = do * (rng.random(do.shape) < 0.25)
+    lt = LayerTensors("c1", "conv_bn_relu", 1, 1, 1, 3, True, 0.1, 0.1, [0.1] * 4, True, 1,
+                      {"I": i, "W": rng.standard_normal((4, 3, 3, 3)), "dO": do, "dO_pruned": pruned})
+    export_golden(tmp_path, [lt], {"model": "test"})
+    res = api.perf_golden(tmp_path, ArchParams(groups=2))
+    ref = exact_layer(sh, {"in": i != 0, "grad": pruned != 0}, ArchParams(groups=2))
+    got = res.layers[0]
+    assert got.density.grad == pytest.approx(float((pruned != 0).mean()))
+    for step in got.steps:
+        assert got.steps[step].sparse.cycles == ref.steps[step].sparse.cycles
