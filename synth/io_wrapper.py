@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from amaranth.hdl import Cat, Elaboratable, Module, Signal, Value
-from amaranth.lib import wiring
+from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In
 
 TREE_FANIN = 4  # one iCE40 LUT4 per tree node
@@ -85,10 +85,12 @@ class SerialIoWrapper(Elaboratable):
     def elaborate(self, platform) -> Module:
         m = Module()
         m.submodules.block = self.block
-        io = platform.request(self.pins, 0)
+        pins = platform.request(self.pins, 0, dir="-")
+        m.submodules.serial_in = serial_in = io.Buffer("i", pins.rx)
+        m.submodules.serial_out = serial_out = io.Buffer("o", pins.tx)
 
         chain = Signal(self.ports.input_width)
-        m.d.sync += chain.eq(Cat(io.rx.i, chain[:-1]))
+        m.d.sync += chain.eq(Cat(serial_in.i, chain[:-1]))
         offset = 0
         for _, value in self.ports.inputs:
             m.d.comb += value.eq(chain[offset:offset + len(value)])
@@ -104,5 +106,5 @@ class SerialIoWrapper(Elaboratable):
             for i in range(len(nodes)):
                 m.d.sync += nodes[i].eq(level[i * TREE_FANIN:(i + 1) * TREE_FANIN].xor())
             level = nodes
-        m.d.comb += io.tx.o.eq(level)
+        m.d.comb += serial_out.o.eq(level)
         return m

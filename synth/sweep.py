@@ -16,11 +16,12 @@ DEFAULT_BLOCKS = ("pe", "ppu")
 
 
 def sweep(block_names: Iterable[str] = DEFAULT_BLOCKS, axes: Mapping[str, Iterable[int]] = DEFAULT_AXES,
-          yosys: str = "debian", log=None) -> dict[str, Any]:
+          yosys: str = "debian", log=None, base: Mapping[str, int] | None = None) -> dict[str, Any]:
     """Generic-flow area for every (block, axis, value); returns {"points": [...], "missing_axes": {...}}.
 
     An axis that a block does not have as a parameter is listed in ``missing_axes`` rather
-    than swept, and reported by the caller.
+    than swept, and reported by the caller. ``base`` overrides the defaults of the parameters
+    that are held fixed (only those a block has).
     """
     points: list[dict[str, Any]] = []
     missing: dict[str, list[str]] = {}
@@ -32,7 +33,8 @@ def sweep(block_names: Iterable[str] = DEFAULT_BLOCKS, axes: Mapping[str, Iterab
                 missing.setdefault(name, []).append(axis)
                 continue
             for value in values:
-                report = _synth_cached(name, {axis: value}, yosys, cache, log)
+                fixed = {k: v for k, v in (base or {}).items() if k in spec.params and k != axis}
+                report = _synth_cached(name, {**fixed, axis: value}, yosys, cache, log)
                 points.append({"block": name, "axis": axis, "value": value, "params": report["params"],
                                "nand2_eq": report["nand2_eq"], "nand2_eq_combinational": report["nand2_eq_combinational"],
                                "nand2_eq_sequential": report["nand2_eq_sequential"],
@@ -84,9 +86,9 @@ def plot(result: Mapping[str, Any], path: Path) -> Path:
 
 
 def run_sweep(out_dir: Path, block_names: Iterable[str] = DEFAULT_BLOCKS, axes: Mapping[str, Iterable[int]] = DEFAULT_AXES,
-              yosys: str = "debian", log=None) -> dict[str, Any]:
+              yosys: str = "debian", log=None, base: Mapping[str, int] | None = None) -> dict[str, Any]:
     """Sweep, then write ``sweep.json`` and ``area-sweep.png`` under ``out_dir``."""
-    result = sweep(block_names, axes, yosys, log)
+    result = sweep(block_names, axes, yosys, log, base)
     write_json(result, Path(out_dir) / "sweep.json")
     plot(result, Path(out_dir) / "area-sweep.png")
     return result

@@ -79,7 +79,10 @@ def run(args: argparse.Namespace) -> int:
     if args.sweep:
         if args.param or args.flow:
             raise ValueError("--sweep takes no --param or --flow; allowed: --out DIR [--yosys]")
-        result = sweep.run_sweep(args.out, yosys=args.yosys, log=log)
+        present = [b for b in sweep.DEFAULT_BLOCKS if b in flows.registered_blocks()]
+        for name in sorted(set(sweep.DEFAULT_BLOCKS) - set(present)):
+            print(f"{name}: not in the block registry yet; not swept")
+        result = sweep.run_sweep(args.out, present, yosys=args.yosys, log=log)
         for name, axes in result["missing_axes"].items():
             print(f"{name}: no parameter {', '.join(axes)}; that axis was not swept")
         print(f"wrote {args.out / 'sweep.json'} and {args.out / 'area-sweep.png'}")
