@@ -63,6 +63,9 @@ class DensityTable:
     # layers whose measured gradient is their pruned dI (Conv-ReLU, prune target dI): their own
     # dO is the next layer's pruned dI through this layer's ReLU (section "Densities" of the docs)
     di_target: dict[str, float] = field(default_factory=dict)
+    # layers with no gradient measurement of their own (the first conv has no pruner): their
+    # dO is resolved from the next layer the same way
+    grad_from_next: set[str] = field(default_factory=set)
 
     def for_layer(self, shape: LayerShape) -> LayerDensity:
         d = self.per_layer.get(shape.name, self.default)
@@ -77,9 +80,10 @@ class DensityTable:
         """Per-layer densities in execution order, with dI-target layers resolved."""
         out = [self.for_layer(s) for s in shapes]
         for i, s in enumerate(shapes):
-            if s.name not in self.di_target:
+            if s.name not in self.di_target and s.name not in self.grad_from_next:
                 continue
-            out[i] = replace(out[i], out_grad=self.di_target[s.name])
+            if s.name in self.di_target:
+                out[i] = replace(out[i], out_grad=self.di_target[s.name])
             nxt = shapes[i + 1] if i + 1 < len(shapes) else None
             if nxt is not None and nxt.name in self.di_target:
                 relu = out[i + 1].act  # this layer's ReLU mask is (about) the next layer's input
@@ -181,7 +185,7 @@ def table_from_metrics(metrics: dict, source: str) -> DensityTable:
     epochs = metrics.get("epochs") or []
     if not epochs or not isinstance(epochs[-1].get("layers"), dict):
         return table_from_mapping(metrics, source)
-    per, di = {}, {}
+    per, di, missing = {}, {}, set()
     for name, e in epochs[-1]["layers"].items():
         act = e.get("activation_density")
         grad = e.get("grad_density")
@@ -189,10 +193,12 @@ def table_from_metrics(metrics: dict, source: str) -> DensityTable:
         if target == "dI" and grad is not None:
             di[name] = float(grad)
             grad = None
+        elif grad is None:
+            missing.add(name)
         per[name] = LayerDensity(act=1.0 if act is None else float(act), grad=1.0 if grad is None else float(grad))
     if not per:
         raise ValueError(f"densities: {source} has no per-layer densities in its last epoch")
-    return DensityTable(per, None, "run", [f"densities measured in the training run ({source}, last epoch)"], di)
+    return DensityTable(per, None, "run", [f"densities measured in the training run ({source}, last epoch)"], di, missing)
 
 
 def load_run_dir(run_dir: str | Path) -> DensityTable:
