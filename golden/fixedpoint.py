@@ -15,7 +15,7 @@ FRAC_MIN, FRAC_MAX = -32, 62
 
 # Parameter ranges of docs/architecture.md section 1: name -> (low, high), inclusive.
 PARAM_RANGES: dict[str, tuple[int, int]] = {
-    "DW": (4, 32),
+    "DW": (4, 31),  # ACC_W <= 64 must hold 2*DW + 1
     "K_MAX": (1, 16),
     "W_MAX": (2, 4096),
     "ACC_W": (9, 64),  # further bounded below by 2*DW + 1, see check_acc_w
@@ -133,12 +133,18 @@ class SparseRow:
         self.offsets = np.asarray(self.offsets, dtype=np.int64)
         self.values = np.asarray(self.values, dtype=np.int64)
         if self.offsets.shape != self.values.shape or self.offsets.ndim != 1:
-            raise ValueError("offsets and values must be 1-D arrays of the same length")
+            raise ValueError(f"offsets (shape {self.offsets.shape}) and values (shape {self.values.shape}) "
+                             "must be 1-D arrays of the same length")
         if self.offsets.size:
-            if self.offsets[0] < 0 or self.offsets[-1] >= self.length:
-                raise ValueError(f"offsets must lie in 0 .. {self.length - 1}")
-            if np.any(np.diff(self.offsets) <= 0):
-                raise ValueError("offsets must be strictly increasing")
+            bad = self.offsets[(self.offsets < 0) | (self.offsets >= self.length)]
+            if bad.size:
+                raise ValueError(f"offset = {int(bad[0])} is out of range; allowed: 0 .. {self.length - 1} "
+                                 f"(row length {self.length})")
+            steps = np.flatnonzero(np.diff(self.offsets) <= 0)
+            if steps.size:
+                i = int(steps[0])
+                raise ValueError(f"offsets must be strictly increasing; offset[{i + 1}] = "
+                                 f"{int(self.offsets[i + 1])} follows offset[{i}] = {int(self.offsets[i])}")
 
     @classmethod
     def from_dense(cls, row: Sequence[int] | np.ndarray, keep_zeros: bool = False) -> "SparseRow":
