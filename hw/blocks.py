@@ -112,3 +112,19 @@ def get_block(name: str) -> BlockSpec:
     if name not in BLOCKS:
         raise ValueError(f"block = {name!r} is unknown; allowed: {', '.join(sorted(BLOCKS))}")
     return BLOCKS[name]
+
+
+def write_block(name: str, overrides: Mapping[str, str | int] | list[str] | None, out_dir) -> tuple:
+    """Write ``<out_dir>/<block>.v`` and ``<block>.json`` (every parameter used); return both paths."""
+    import json
+    from importlib import metadata
+    from pathlib import Path
+
+    text, used = to_verilog(name, overrides)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    vpath, jpath = out / f"{name}.v", out / f"{name}.json"
+    vpath.write_text(text)
+    jpath.write_text(json.dumps({"block": name, "toplevel": get_block(name).top, "params": used,
+                                 "amaranth": metadata.version("amaranth")}, indent=2) + "\n")
+    return vpath, jpath

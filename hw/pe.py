@@ -189,7 +189,9 @@ class PE(wiring.Component):
         # ---- control -----------------------------------------------------------------------
         c = self.cfg.payload
         cfg_ok = Signal()
-        m.d.comb += cfg_ok.eq((c.mode != 3) & (c.k >= 1) & (c.k <= km) & (c.pad < c.k) &
+        # (k <= K_MAX is only checked when the field can hold more: no constant comparisons)
+        k_fits = (c.k <= km) if km < (1 << kw) - 1 else 1
+        m.d.comb += cfg_ok.eq((c.mode != 3) & (c.k >= 1) & k_fits & (c.pad < c.k) &
                               (c.in_len >= 1) & (c.in_len <= p.w_max) &
                               (c.out_len >= 1) & (c.out_len <= p.w_max))
         with m.Switch(state):

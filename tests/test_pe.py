@@ -178,6 +178,8 @@ def test_regress_random_ops(mode):
         seed = SEED * 1000 + int(mode) * 100 + chunk
         print(f"mode {mode.name} chunk {chunk}: seed {seed}, {n} ops")
         ops = random_ops(seed, SMALL, (mode,), n)
+        if chunk == 0:  # the directed cases too, so that coverage includes them
+            ops = [op for group in directed_ops(SMALL).values() for op in group] + ops
         bp = chunk % 2 == 1
         results = run_pe_ops(ops, SMALL, seed=seed, p_valid=0.7 if bp else 1.0, p_ready=0.7 if bp else 1.0)
         assert_matches_golden(ops, results, exact_cycles=not bp)
