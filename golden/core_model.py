@@ -1,0 +1,283 @@
+"""Transaction-level, bit-accurate model of the core running a program (architecture s.11).
+
+``run_program`` executes the instructions with ``golden.rowops`` (the PE) and
+``golden.ppu_model.PPUModel`` (one per group), dispatching units and ops exactly as the
+controller does (s.10.2 plus the unit dispatch latency of s.11.4), so the result rows, the
+directory, the counters and ``cycles`` are what the RTL must produce. ``cycles_contract`` is
+the prediction of ``sparsetrain.perf.schedule`` (section 10) for the same units.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ..hw.core_isa import (FIELDS, N_STEPS, CoreParams, ErrorCode, Opcode, decode, dir_decode, dir_encode,
+                           entry_decode, entry_encode)
+from .fixedpoint import SparseRow, sat_unsigned
+from .ppu_model import N_PE, Op, PPUCommand, PPUModel, command_cycles, tau_batch
+from .rowops import msrc, osrc, src
+from .timing import Mode, pe_cycles
+
+PPU_LAT = 3  # section 10.3
+
+
+class ProgramError(Exception):
+    def __init__(self, code: ErrorCode, message: str):
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+
+
+@dataclass
+class UnitTrace:
+    group: int
+    dispatch: int          # cycle the UNIT was handed to the group
+    end: int               # cycle its last result entry was written
+    op_cycles: list[int]
+    length: int
+    step: int
+
+
+@dataclass
+class CoreRun:
+    buffer: np.ndarray                 # buffer words after the run
+    directory: np.ndarray              # directory words after the run
+    error: int = 0
+    error_message: str = ""
+    cycles: int = 0                    # the RTL's cycle counter (s.11.4)
+    cycles_contract: int = 0           # sparsetrain.perf.schedule (section 10)
+    step_nnz: list[int] = field(default_factory=lambda: [0] * N_STEPS)
+    step_rows: list[int] = field(default_factory=lambda: [0] * N_STEPS)
+    step_elems: list[int] = field(default_factory=lambda: [0] * N_STEPS)
+    units: list[UnitTrace] = field(default_factory=list)
+    ppus: list[PPUModel] = field(default_factory=list)
+    masks: list[int] = field(default_factory=list)
+
+    def row_entries(self, index: int, p: CoreParams) -> list[tuple[int, int, int]]:
+        d = dir_decode(int(self.directory[index]))
+        if not d["written"]:
+            raise ValueError(f"dir = {index} is out of range; allowed: a directory entry written by the program")
+        return [entry_decode(int(w), p) for w in self.buffer[d["start"]:d["start"] + d["entries"]]]
+
+    def row(self, index: int, length: int, p: CoreParams) -> np.ndarray:
+        out = np.zeros(length, np.int64)
+        for v, o, _ in self.row_entries(index, p):
+            if o != p.off_end:
+                out[o] = v
+        return out
+
+
+class _Unit:
+    def __init__(self, cycles: list[int], row_len: int):
+        self.cycles = np.asarray(cycles, dtype=np.int64)
+        self.row_len = row_len
+
+
+def read_row(buffer: np.ndarray, addr: int, p: CoreParams, count: int | None = None) -> list[tuple[int, int, int]]:
+    """Entries from ``addr`` until the first ``last`` (or exactly ``count`` words)."""
+    out = []
+    a = addr
+    while True:
+        if a >= p.buf_depth:
+            raise ProgramError(ErrorCode.ADDRESS, f"row at {addr} runs past BUF_DEPTH = {p.buf_depth}")
+        e = entry_decode(int(buffer[a]), p)
+        out.append(e)
+        a += 1
+        if (count is not None and len(out) == count) or (count is None and e[2]):
+            return out
+
+
+def _sparse(entries, length: int, p: CoreParams) -> SparseRow:
+    pairs = [(o, v) for v, o, _ in entries if o != p.off_end]
+    return SparseRow(length, [o for o, _ in pairs], [v for _, v in pairs])
+
+
+def check_op(f: Mapping[str, int], p: CoreParams) -> None:
+    ok = (f["mode"] != 3 and 1 <= f["k"] <= p.k_max and f["pad"] < f["k"]
+          and 1 <= f["in_len"] <= p.w_max and 1 <= f["out_len"] <= p.w_max)
+    if not ok:
+        raise ProgramError(ErrorCode.BAD_OP, f"op configuration {dict(f)} is out of range (section 11.3)")
+    if f["addr1"] >= p.buf_depth or f["addr2"] >= p.buf_depth:
+        raise ProgramError(ErrorCode.ADDRESS, f"operand address {f['addr1']}/{f['addr2']} >= BUF_DEPTH")
+    if f["mode"] == Mode.MSRC and f["mask_addr"] >= p.mask_depth:
+        raise ProgramError(ErrorCode.ADDRESS, f"mask_addr = {f['mask_addr']} >= MASK_DEPTH = {p.mask_depth}")
+
+
+def check_unit(f: Mapping[str, int], pc: int, p: CoreParams) -> None:
+    if f["length"] > p.w_max or f["shift"] >= p.acc_w or f["slot"] >= p.n_slots:
+        raise ProgramError(ErrorCode.BAD_UNIT, f"unit {dict(f)} is out of range (section 11.3)")
+    lim = (1 << (p.acc_w - 1)) - 1
+    if f["bias_en"] and not -lim <= f["bias"] <= lim:
+        raise ProgramError(ErrorCode.BAD_UNIT, f"bias = {f['bias']} does not fit ACC_W = {p.acc_w}")
+    if (f["dir"] >= p.dir_depth or f["out_addr"] + max(1, f["length"]) > p.buf_depth
+            or pc + 1 + f["n_ops"] > p.imem_depth):
+        raise ProgramError(ErrorCode.ADDRESS, f"unit {dict(f)} does not fit the memories")
+
+
+def execute_op(f: Mapping[str, int], buffer: np.ndarray, masks: Sequence[int], p: CoreParams):
+    """One OP on the golden PE: (beats, cycles)."""
+    k, s, pad = f["k"], 1 + f["stride2"], f["pad"]
+    mode = Mode(f["mode"])
+    e1 = read_row(buffer, f["addr1"], p)
+    if mode is Mode.OSRC:
+        e2 = read_row(buffer, f["addr2"], p)
+        r = osrc(_sparse(e1, f["in_len"], p), _sparse(e2, f["out_len"], p), k, stride=s, pad=pad, acc_w=p.acc_w)
+        return r.beats, pe_cycles(mode, k, len(e1), len(e2))
+    w = [v for v, _, _ in read_row(buffer, f["addr2"], p, count=k)]
+    if mode is Mode.SRC:
+        r = src(w, _sparse(e1, f["in_len"], p), stride=s, pad=pad, out_len=f["out_len"], acc_w=p.acc_w)
+    else:
+        mword = int(masks[f["mask_addr"]]) if f["mask_addr"] < len(masks) else 0
+        mask = [(mword >> x) & 1 for x in range(f["out_len"])]
+        r = msrc(w, _sparse(e1, f["in_len"], p), mask, stride=s, pad=pad, acc_w=p.acc_w)
+    return r.beats, pe_cycles(mode, k, len(e1))
+
+
+def unit_ops_time(op_cycles: Sequence[int], length: int, bias_en: bool) -> tuple[int, list[int]]:
+    """Cycles from a unit's dispatch to its end, and the PE of each op (first free, ties lowest)."""
+    free = [0] * N_PE
+    pes = []
+    for c in op_cycles:
+        j = min(range(N_PE), key=lambda i: (free[i], i))
+        pes.append(j)
+        free[j] += c
+    if not op_cycles:
+        return length + PPU_LAT + (1 if bias_en else 0), pes  # START then FINISH, no ACCUM
+    return max(free) + length + PPU_LAT, pes
+
+
+def run_program(program: Sequence[int], buffer_image: Sequence[int] | np.ndarray, params: CoreParams,
+                masks: Sequence[int] = (), directory: Sequence[int] | None = None) -> CoreRun:
+    """Execute ``program`` on a buffer loaded with ``buffer_image`` (the rest zero)."""
+    p = params
+    if len(program) > p.imem_depth:
+        raise ValueError(f"program = {len(program)} words is out of range; allowed: 1 .. {p.imem_depth}")
+    if len(buffer_image) > p.buf_depth:
+        raise ValueError(f"buffer_image = {len(buffer_image)} words is out of range; allowed: 0 .. {p.buf_depth}")
+    buf = np.zeros(p.buf_depth, dtype=object)
+    buf[:len(buffer_image)] = [int(w) for w in buffer_image]
+    dirs = np.zeros(p.dir_depth, dtype=object)
+    if directory is not None:
+        dirs[:len(directory)] = [int(w) for w in directory]
+    if len(masks) > p.mask_depth:
+        raise ValueError(f"masks = {len(masks)} words is out of range; allowed: 0 .. {p.mask_depth}")
+    run = CoreRun(buf, dirs, ppus=[PPUModel(p.ppu_config()) for _ in range(p.groups)],
+                  masks=[int(m) for m in masks])
+    words = [int(w) for w in program] + [0] * (p.imem_depth - len(program))
+    G = p.groups
+    free_at = [0] * G     # cycle from which a group can take a UNIT
+    idle_at = [0] * G     # cycle from which a group is idle (PPU commands, SYNC, END)
+    busy: list[tuple[int, int]] = []
+    segments: list[list[_Unit]] = [[]]
+    step, t, pc = 0, 0, 0
+    try:
+        while True:
+            if pc >= p.imem_depth:
+                raise ProgramError(ErrorCode.ADDRESS, f"pc = {pc} ran past IMEM_DEPTH = {p.imem_depth}")
+            op, f = decode(words[pc])
+            if op not in FIELDS or op == Opcode.OP:
+                raise ProgramError(ErrorCode.BAD_OPCODE, f"word {pc} has opcode {op} outside a unit")
+            if op == Opcode.NOP:
+                t, pc = t + 1, pc + 1
+            elif op in (Opcode.SYNC, Opcode.END):
+                t = max([t] + idle_at) + 1
+                if op == Opcode.END:
+                    break
+                step, pc = f["step"], pc + 1
+                segments.append([])
+            elif op == Opcode.PPU:
+                _ppu_instr(f, run, p, pc)
+                targets = range(G) if f["all"] else [f["group"]]
+                c = max([t] + [idle_at[g] for g in targets])
+                for g in targets:
+                    n = command_cycles(_ppu_command(f, p))
+                    idle_at[g] = c + n
+                    free_at[g] = max(free_at[g], c + n)
+                t, pc = c + 1, pc + 1
+            else:
+                check_unit(f, pc, p)
+                c = max(t, min(free_at))
+                g = min(i for i in range(G) if free_at[i] <= c)
+                cycles = _run_unit(f, words[pc + 1:pc + 1 + f["n_ops"]], pc, run, run.ppus[g], p, step)
+                dt, _ = unit_ops_time(cycles, f["length"], bool(f["bias_en"]))
+                end = c + dt
+                run.units.append(UnitTrace(g, c, end, cycles, f["length"], step))
+                busy.append((c + 1, end))
+                segments[-1].append(_Unit(cycles, f["length"]))
+                free_at[g], idle_at[g] = end, end + 1
+                t, pc = c + 1, pc + 1 + f["n_ops"]
+    except ProgramError as e:
+        run.error, run.error_message = int(e.code), str(e)
+    run.cycles = _union_length(busy)
+    run.cycles_contract = sum(_schedule(seg, p) for seg in segments)
+    return run
+
+
+def _ppu_command(f: Mapping[str, int], p: CoreParams) -> PPUCommand:
+    return PPUCommand(Op(f["op"]), slot=f["slot"], c_m=f["c_m"], c_shift=f["c_shift"],
+                      value=f["value"] & ((1 << (p.dw - 1)) - 1) if f["op"] == Op.PUSH_TAU else f["value"])
+
+
+def _ppu_instr(f: Mapping[str, int], run: CoreRun, p: CoreParams, pc: int) -> None:
+    if (f["op"] in (Op.START, Op.ACCUM, Op.FINISH) or f["slot"] >= p.n_slots
+            or (not f["all"] and f["group"] >= p.groups)):
+        raise ProgramError(ErrorCode.BAD_UNIT, f"PPU instruction at {pc} {dict(f)} is out of range")
+    cmd = _ppu_command(f, p)
+    for g in (range(p.groups) if f["all"] else [f["group"]]):
+        run.ppus[g].apply(cmd)
+
+
+def _run_unit(f: Mapping[str, int], op_words: Sequence[int], pc: int, run: CoreRun, ppu: PPUModel,
+              p: CoreParams, step: int) -> list[int]:
+    cycles = []
+    if f["bias_en"]:
+        ppu.start(f["bias"])
+    for i, w in enumerate(op_words):
+        op, of = decode(w)
+        if op != Opcode.OP:
+            raise ProgramError(ErrorCode.BAD_OPCODE, f"word {pc + 1 + i} in the unit at {pc} is not an OP")
+        check_op(of, p)
+        beats, c = execute_op(of, run.buffer, run.masks, p)
+        ppu.accumulate([beats, [], []], pe_mask=1)
+        cycles.append(c)
+    res = ppu.finish(f["length"], f["shift"], relu=bool(f["relu"]), gta=bool(f["gta"]),
+                     prune=bool(f["prune"]), g_first=bool(f["g_first"]), slot=f["slot"])
+    for i, (v, o, last) in enumerate(res.entries):
+        run.buffer[f["out_addr"] + i] = entry_encode(v, o, last, p)
+    nnz = int(np.count_nonzero(res.dense))
+    run.directory[f["dir"]] = dir_encode(f["out_addr"], len(res.entries), nnz)
+    run.step_nnz[step] += nnz
+    run.step_rows[step] += 1
+    run.step_elems[step] += f["length"]
+    return cycles
+
+
+def _union_length(intervals: list[tuple[int, int]]) -> int:
+    total, cur_lo, cur_hi = 0, None, None
+    for lo, hi in sorted(intervals):
+        if hi < lo:
+            continue
+        if cur_hi is None or lo > cur_hi + 1:
+            if cur_hi is not None:
+                total += cur_hi - cur_lo + 1
+            cur_lo, cur_hi = lo, hi
+        else:
+            cur_hi = max(cur_hi, hi)
+    if cur_hi is not None:
+        total += cur_hi - cur_lo + 1
+    return total
+
+
+def batch_threshold(abs_sums: Sequence[int], c_m: int, c_shift: int, p: CoreParams) -> int:
+    """tau_batch over every group's sum|g| of a slot (s.11.3): sum, saturate to SUM_W, threshold."""
+    total = sat_unsigned(int(sum(int(a) for a in abs_sums)), p.ppu_config().sum_w)
+    return tau_batch(total, c_m, c_shift, p.dw)
+
+
+def _schedule(units: list[_Unit], p: CoreParams) -> int:
+    from ..perf.schedule import ArchParams, schedule_units
+    if not units:
+        return 0
+    arch = ArchParams(groups=p.groups, w_max=max(2, p.w_max), dw=p.dw, ppu_latency=PPU_LAT)
+    return schedule_units(units, arch).cycles

@@ -1,0 +1,186 @@
+"""Instruction set, memory word formats and parameters of the core (docs/architecture.md s.11).
+
+The one definition of the instruction fields: ``FIELDS`` (pure Python, used by the compiler,
+``golden.core_model`` and the testbench) and ``layout`` (the ``amaranth.lib.data`` view of
+the same bits, used by the RTL). No amaranth import at module level, so the golden model
+and cocotb processes can use it.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import IntEnum
+
+from ..golden.fixedpoint import check_acc_w, check_param, off_end, off_width
+from ..golden.ppu_model import DEFAULT_SEED, PPUConfig
+
+INSTR_W = 160
+OPCODE_W = 4
+ADDR_W = 20       # buffer addresses (BUF_DEPTH <= 2**20)
+LEN_W = 13        # row lengths (W_MAX <= 4096)
+N_STEPS = 4       # per-step counters
+COUNTER_W = 32
+
+
+class Opcode(IntEnum):
+    NOP = 0
+    UNIT = 1
+    OP = 2
+    PPU = 3
+    SYNC = 4
+    END = 5
+
+
+class ErrorCode(IntEnum):
+    NONE = 0
+    BAD_OPCODE = 1
+    ADDRESS = 2
+    BAD_OP = 3
+    BAD_UNIT = 4
+
+
+# opcode -> ((field, width, signed), ...) from bit OPCODE_W upwards, LSB first
+FIELDS: dict[Opcode, tuple[tuple[str, int, bool], ...]] = {
+    Opcode.NOP: (),
+    Opcode.UNIT: (("n_ops", 16, False), ("dir", 16, False), ("out_addr", ADDR_W, False),
+                  ("length", LEN_W, False), ("shift", 6, False), ("relu", 1, False), ("gta", 1, False),
+                  ("prune", 1, False), ("g_first", 1, False), ("slot", 6, False), ("bias_en", 1, False),
+                  ("bias", 64, True)),
+    Opcode.OP: (("mode", 2, False), ("k", 5, False), ("stride2", 1, False), ("pad", 5, False),
+                ("in_len", LEN_W, False), ("out_len", LEN_W, False), ("addr1", ADDR_W, False),
+                ("addr2", ADDR_W, False), ("mask_addr", 16, False)),
+    Opcode.PPU: (("group", 8, False), ("all", 1, False), ("op", 3, False), ("slot", 6, False),
+                 ("c_m", 16, False), ("c_shift", 6, False), ("value", 32, False)),
+    Opcode.SYNC: (("step", 2, False),),
+    Opcode.END: (),
+}
+
+# row directory word: (field, lsb, width)
+DIR_FIELDS = (("start", 0, ADDR_W), ("entries", 20, LEN_W), ("nnz", 33, LEN_W), ("written", 46, 1))
+DIR_W = 47
+
+
+def encode(opcode: Opcode | int, **fields: int) -> int:
+    """One instruction word; unknown field names or values that do not fit raise ValueError."""
+    try:
+        opcode = Opcode(opcode)
+    except ValueError:
+        raise ValueError(f"opcode = {opcode!r} is out of range; allowed: {[o.name for o in Opcode]}") from None
+    spec = FIELDS[opcode]
+    names = {n for n, _, _ in spec}
+    for n in fields:
+        if n not in names:
+            raise ValueError(f"field = {n!r} is unknown for {opcode.name}; allowed: {', '.join(sorted(names)) or 'none'}")
+    word, pos = int(opcode), OPCODE_W
+    for name, width, is_signed in spec:
+        v = int(fields.get(name, 0))
+        if is_signed:
+            check_param(name, v, -(1 << (width - 1)), (1 << (width - 1)) - 1)
+            v &= (1 << width) - 1
+        else:
+            check_param(name, v, 0, (1 << width) - 1)
+        word |= v << pos
+        pos += width
+    return word
+
+
+def decode(word: int) -> tuple[int, dict[str, int]]:
+    """(opcode, fields); an unknown opcode returns (opcode, {})."""
+    word = int(word)
+    op = word & ((1 << OPCODE_W) - 1)
+    if op not in FIELDS:
+        return op, {}
+    out, pos = {}, OPCODE_W
+    for name, width, is_signed in FIELDS[Opcode(op)]:
+        v = (word >> pos) & ((1 << width) - 1)
+        if is_signed and v >> (width - 1):
+            v -= 1 << width
+        out[name] = v
+        pos += width
+    return op, out
+
+
+def layout(opcode: Opcode | int):
+    """The ``amaranth.lib.data.StructLayout`` of one instruction kind (opcode field included)."""
+    from amaranth.hdl import signed, unsigned
+    from amaranth.lib import data
+
+    members = {"opcode": unsigned(OPCODE_W)}
+    for name, width, is_signed in FIELDS[Opcode(opcode)]:
+        members[name] = signed(width) if is_signed else unsigned(width)
+    return data.StructLayout(members)
+
+
+def dir_encode(start: int, entries: int, nnz: int, written: int = 1) -> int:
+    vals = {"start": start, "entries": entries, "nnz": nnz, "written": written}
+    return sum((int(vals[n]) & ((1 << w) - 1)) << lsb for n, lsb, w in DIR_FIELDS)
+
+
+def dir_decode(word: int) -> dict[str, int]:
+    return {n: (int(word) >> lsb) & ((1 << w) - 1) for n, lsb, w in DIR_FIELDS}
+
+
+@dataclass(frozen=True)
+class CoreParams:
+    """Elaboration parameters of the core (section 11.1), validated on creation."""
+
+    dw: int = 16
+    k_max: int = 11
+    w_max: int = 64
+    acc_w: int | None = None
+    groups: int = 2
+    buf_depth: int = 16384
+    mask_depth: int = 1024
+    imem_depth: int = 8192
+    dir_depth: int = 4096
+    n_slots: int = 4
+    n_f: int = 4
+    r_w: int = 16
+    seed: int = DEFAULT_SEED
+
+    def __post_init__(self) -> None:
+        check_param("DW", self.dw)
+        check_param("K_MAX", self.k_max)
+        check_param("W_MAX", self.w_max)
+        if self.acc_w is None:
+            object.__setattr__(self, "acc_w", min(64, 2 * self.dw + 8))
+        check_acc_w(self.acc_w, self.dw)
+        if self.w_max < self.k_max:
+            raise ValueError(f"W_MAX = {self.w_max} is out of range; allowed: >= K_MAX ({self.k_max})")
+        check_param("G", self.groups, 1, 255)
+        check_param("BUF_DEPTH", self.buf_depth, 16, 1 << ADDR_W)
+        check_param("MASK_DEPTH", self.mask_depth, 1, 1 << 16)
+        check_param("IMEM_DEPTH", self.imem_depth, 16, 1 << 20)
+        check_param("DIR_DEPTH", self.dir_depth, 1, 1 << 16)
+        self.ppu_config()  # validates N_SLOTS, N_F, R_W, SEED
+
+    @property
+    def off_w(self) -> int:
+        return off_width(self.w_max)
+
+    @property
+    def off_end(self) -> int:
+        return off_end(self.w_max)
+
+    @property
+    def entry_w(self) -> int:
+        return self.dw + self.off_w + 1
+
+    def ppu_config(self) -> PPUConfig:
+        return PPUConfig(dw=self.dw, k_max=self.k_max, w_max=self.w_max, acc_w=self.acc_w,
+                         n_f=self.n_f, n_slots=self.n_slots, r_w=self.r_w, seed=self.seed)
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: v for k, v in asdict(self).items()}
+
+
+def entry_encode(value: int, offset: int, last: int, p: CoreParams) -> int:
+    """One buffer word (section 11.2): value | offset << DW | last << (DW + OFF_W)."""
+    return (int(value) & ((1 << p.dw) - 1)) | (int(offset) << p.dw) | (int(last) << (p.dw + p.off_w))
+
+
+def entry_decode(word: int, p: CoreParams) -> tuple[int, int, int]:
+    word = int(word)
+    v = word & ((1 << p.dw) - 1)
+    if v >> (p.dw - 1):
+        v -= 1 << p.dw
+    return v, (word >> p.dw) & ((1 << p.off_w) - 1), (word >> (p.dw + p.off_w)) & 1
