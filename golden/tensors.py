@@ -220,6 +220,7 @@ class GoldenRecorder:
         self._io = {n: {} for n in self.convs}
         for name, (conv, _) in self.convs.items():
             self._handles.append(conv.register_forward_hook(self._forward_hook(name)))
+            self._handles.append(conv.register_full_backward_hook(self._backward_hook(name)))
         for p in self.pruners.values():
             p.record = True
 
@@ -235,12 +236,17 @@ class GoldenRecorder:
         store = self._io[name]
 
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            x = inputs[0]
-            store["I"], store["O"] = x.detach().clone(), output.detach().clone()
-            if x.requires_grad:
-                x.register_hook(lambda g: store.__setitem__("grad_I", g.detach().clone()))
-            if output.requires_grad:
-                output.register_hook(lambda g: store.__setitem__("grad_O", g.detach().clone()))
+            store["I"], store["O"] = inputs[0].detach().clone(), output.detach().clone()
+        return hook
+
+    def _backward_hook(self, name: str):
+        store = self._io[name]
+
+        def hook(module: nn.Module, grad_inputs: tuple, grad_outputs: tuple) -> None:
+            # The conv's own gradients: an input that also feeds a shortcut gets more elsewhere.
+            store["grad_O"] = grad_outputs[0].detach().clone()
+            if grad_inputs[0] is not None:
+                store["grad_I"] = grad_inputs[0].detach().clone()
         return hook
 
     def collect(self) -> list[LayerTensors]:
