@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,7 +179,10 @@ def train(cfg: TrainConfig, out_dir: str | Path | None, *, overwrite: bool = Fal
                 opt.zero_grad(set_to_none=True)
                 logits = model(x)
                 loss = nn.functional.cross_entropy(logits, y)
-                loss.backward()
+                with warnings.catch_warnings():
+                    # the first conv's input needs no gradient; its backward hook says so
+                    warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                    loss.backward()
                 if recorder is not None:
                     layers = recorder.collect()
                     recorder.detach()
