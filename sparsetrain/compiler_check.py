@@ -1,0 +1,246 @@
+"""`sparsetrain check` as a plain API: one layer step of a golden run on the RTL, checked two ways.
+
+1. RTL against the bit-accurate model (``golden.core_model.run_program`` of the same program):
+   every result element, the per-step counters and the error status, bit for bit; the first
+   differing element is named (tensor, n, channel, row, column, RTL value, model value).
+2. The model against the float64 result of the golden float tensors: within the element-wise
+   bound of section 2 (``golden.rowconv.error_bound``). Pruned GTA rows are checked where the
+   PPU kept the value; a pruned element must have been below the threshold (within the bound).
+
+Cycles: the RTL's counter, the model's, the section 10 schedule (``sparsetrain.perf.schedule``)
+and the dense baseline of the same layer (section 10.5, same groups).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .compiler import CompiledStep, LayerData, compile_step
+from .golden.core_model import CoreRun, batch_threshold, run_program
+from .golden.rowconv import Step
+from .hw.core_isa import CoreParams
+
+# The simulation configuration of check/demo: G = 2 groups as section 11.1's sim default, memories
+# large enough for the small networks' layers, ACC_W = 48 so that section 2's accumulator rule
+# holds for GTW sums over a whole batch.
+SIM_PARAMS = dict(dw=16, k_max=11, w_max=64, acc_w=48, groups=2, buf_depth=1 << 18, mask_depth=1 << 14,
+                  imem_depth=1 << 19, dir_depth=1 << 16)
+
+
+def sim_params(**overrides: int) -> CoreParams:
+    return CoreParams(**{**SIM_PARAMS, **overrides})
+
+
+@dataclass
+class Mismatch:
+    tensor: str
+    index: tuple[int, ...]      # (n, channel, row, column) or (f, c, kr, k) for dW
+    rtl: int
+    model: int
+
+    def __str__(self) -> str:
+        names = ("f", "c", "kr", "k") if self.tensor == "dW" else ("n", "channel", "row", "column")
+        where = ", ".join(f"{a} = {b}" for a, b in zip(names, self.index))
+        return f"{self.tensor}[{where}]: RTL {self.rtl}, model {self.model}"
+
+
+@dataclass
+class CheckReport:
+    layer: str
+    step: str
+    sim: str
+    samples: int
+    batch: int
+    units: int
+    ops: int
+    instructions: int
+    buffer_words: int
+    frac: dict[str, int]
+    bit_exact: bool
+    mismatches: int
+    first_mismatch: str | None
+    counters_equal: bool
+    rtl_error: int
+    model_error: int
+    within_bound: bool
+    max_error: float
+    max_bound: float
+    worst_ratio: float           # max of error / bound over the checked elements
+    checked_elements: int
+    golden_max_error: float | None  # model vs the stored float32 golden tensor (complete layers)
+    rtl_cycles: int
+    model_cycles: int
+    schedule_cycles: int         # section 10 prediction (sparsetrain.perf.schedule)
+    dense_cycles: int            # dense baseline of the same layer step
+    density: float               # non-zeros written / elements
+    wall_s: dict[str, float] = field(default_factory=dict)
+    threshold: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.bit_exact and self.counters_equal and self.within_bound and not self.rtl_error
+
+    @property
+    def speedup(self) -> float:
+        return self.dense_cycles / self.rtl_cycles if self.rtl_cycles else 0.0
+
+    @property
+    def sim_rate(self) -> float:
+        """Simulated cycles per wall second of the RTL run (load, run and read back)."""
+        t = self.wall_s.get("rtl", 0.0)
+        return self.rtl_cycles / t if t else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(ok=self.ok, speedup=self.speedup, sim_cycles_per_s=self.sim_rate)
+        return d
+
+    def text(self) -> str:
+        verdict = "OK" if self.ok else "FAIL"
+        lines = [
+            f"{self.layer} {self.step} on {self.sim}: {verdict}",
+            f"  program: {self.samples} of {self.batch} samples, {self.units} units, {self.ops} ops, "
+            f"{self.instructions} instructions, {self.buffer_words} buffer words",
+            f"  RTL vs bit-accurate model: " + ("bit-exact" if self.bit_exact else
+                                                f"{self.mismatches} elements differ; first {self.first_mismatch}")
+            + ("" if self.counters_equal else "; per-step counters differ")
+            + (f"; RTL error code {self.rtl_error}" if self.rtl_error else ""),
+            f"  model vs float64 golden: max error {self.max_error:.3g}, bound {self.max_bound:.3g}, worst "
+            f"error/bound {self.worst_ratio:.3f} over {self.checked_elements} elements: "
+            + ("within the bound" if self.within_bound else "OUTSIDE the bound"),
+        ]
+        if self.golden_max_error is not None:
+            lines.append(f"  model vs stored float32 golden tensor: max error {self.golden_max_error:.3g}")
+        lines.append(f"  cycles: RTL {self.rtl_cycles}, model {self.model_cycles}, schedule (section 10) "
+                     f"{self.schedule_cycles}, dense baseline {self.dense_cycles} (speedup {self.speedup:.2f}x)")
+        lines.append(f"  output density {self.density:.3f}; simulated {self.sim_rate:,.0f} cycles/s "
+                     f"(RTL run {self.wall_s.get('rtl', 0):.1f} s, model {self.wall_s.get('model', 0):.1f} s)")
+        if self.threshold:
+            lines.append(f"  threshold: {self.threshold}")
+        return "\n".join(lines)
+
+
+def check_layer(run_dir: str | Path, layer: str, step: str, *, sim: str = "verilator", samples: int | None = None,
+                params: CoreParams | None = None, timeout_s: float = 600.0) -> CheckReport:
+    """Compile ``layer``'s ``step`` from the golden run, run it on the RTL and the model, compare."""
+    from .golden.tensors import load_golden
+    if step not in tuple(s.value for s in Step):
+        raise ValueError(f"step = {step!r} is out of range; allowed: forward, gta, gtw")
+    run = load_golden(run_dir)
+    data = LayerData.from_golden(run, layer)
+    return check_compiled(compile_step(data, step, params or sim_params(), samples=samples), data, sim=sim,
+                          timeout_s=timeout_s)
+
+
+def check_compiled(c: CompiledStep, data: LayerData, *, sim: str = "verilator", timeout_s: float = 600.0) -> CheckReport:
+    from .sim_tb.core_driver import run_core_program
+    p = c.params
+    t0 = time.time()
+    model = run_program(c.program, c.buffer_image, p, masks=c.masks)
+    t1 = time.time()
+    rtl = run_core_program(c.program, c.buffer_image, p, sim=sim, masks=c.masks, timeout_s=timeout_s)
+    t2 = time.time()
+    model_q = c.decode(lambda r: model.row(r.dir, r.length, p)) if not model.error else None
+    rtl_q = c.decode(lambda r: rtl.row(r.dir, r.length, p)) if not rtl.error else None
+    mism = _first_mismatch(c.result_name, rtl_q, model_q)
+    n_diff = -1 if rtl_q is None or model_q is None else int(np.count_nonzero(rtl_q != model_q))
+    counters = all(list(getattr(rtl, k))[:4] == list(getattr(model, k))[:4]
+                   for k in ("step_nnz", "step_rows", "step_elems"))
+    bound_info = _bound(c, model_q, model) if model_q is not None else dict(
+        within=False, max_error=float("nan"), max_bound=float("nan"), ratio=float("inf"), checked=0)
+    sched, dense = schedule_cycles(c)
+    golden_err = _golden_error(c, data, model_q) if model_q is not None else None
+    threshold: dict[str, Any] = {}
+    if c.step is Step.GTA and c.threshold and not model.error:
+        sums = [pp.status(0).abs_sum for pp in model.ppus]
+        threshold = dict(c.threshold, tau_batch=batch_threshold(sums, c.threshold["c_m"], c.threshold["c_shift"], p))
+    written = int(model_q.size) if model_q is not None else 1
+    return CheckReport(
+        layer=c.layer, step=c.step.value, sim=sim, samples=c.samples, batch=int(data.require("I").shape[0]),
+        units=c.n_units, ops=c.n_ops,
+        instructions=len(c.program), buffer_words=c.buffer_words, frac=dict(c.tensors.frac),
+        bit_exact=mism is None and rtl_q is not None and model_q is not None and not rtl.error,
+        mismatches=n_diff, first_mismatch=str(mism) if mism else None, counters_equal=counters,
+        rtl_error=int(rtl.error), model_error=int(model.error), within_bound=bound_info["within"],
+        max_error=bound_info["max_error"], max_bound=bound_info["max_bound"], worst_ratio=bound_info["ratio"],
+        checked_elements=bound_info["checked"], golden_max_error=golden_err, rtl_cycles=int(rtl.cycles),
+        model_cycles=int(model.cycles), schedule_cycles=int(sched), dense_cycles=int(dense),
+        density=float(np.count_nonzero(model_q)) / written if model_q is not None else 0.0,
+        wall_s={"model": round(t1 - t0, 2), "rtl": round(t2 - t1, 2)}, threshold=threshold)
+
+
+def _first_mismatch(name: str, rtl: np.ndarray | None, model: np.ndarray | None) -> Mismatch | None:
+    if rtl is None or model is None:
+        return None
+    diff = np.argwhere(rtl != model)
+    if diff.size == 0:
+        return None
+    idx = tuple(int(i) for i in diff[0])
+    return Mismatch(name, idx, int(rtl[idx]), int(model[idx]))
+
+
+def _bound(c: CompiledStep, q: np.ndarray, model: CoreRun) -> dict[str, Any]:
+    """Model vs float64 reference within the section 2 bound (pruned elements: below tau)."""
+    t = c.tensors
+    scale = 2.0 ** -t.frac[t.result_name]
+    value = q.astype(np.float64) * scale
+    err = np.abs(value - t.reference)
+    check = np.ones(q.shape, dtype=bool)
+    ok = err <= t.bound
+    if c.step is Step.GTA and c.threshold.get("fifo_full") and c.threshold.get("fifo"):
+        tau = int(model.ppus[0].status(0).tau_pred)
+        # The PPU changes only values with |g| < tau: those must come from a reference below tau.
+        touched = np.abs(q) <= tau
+        ok = np.where(touched, np.abs(t.reference) <= tau * scale + t.bound, ok)
+        check = ~touched
+    ratio = float(np.max(np.where(check, err / np.maximum(t.bound, 1e-300), 0.0))) if q.size else 0.0
+    return dict(within=bool(np.all(ok)), max_error=float(np.max(np.where(check, err, 0.0))) if q.size else 0.0,
+                max_bound=float(np.max(t.bound)) if q.size else 0.0, ratio=ratio, checked=int(np.count_nonzero(check)))
+
+
+def _golden_error(c: CompiledStep, data: LayerData, q: np.ndarray) -> float | None:
+    """Max |model - stored golden float32 tensor| for an unpruned complete result (reported only)."""
+    if c.samples != data.require("I").shape[0] or (c.step is Step.GTA and c.threshold.get("fifo_full")):
+        return None
+    name = {Step.FORWARD: "O", Step.GTA: "dI", Step.GTW: "dW"}[c.step]
+    if name not in data.arrays:
+        return None
+    ref = np.asarray(data.arrays[name], np.float64)
+    if c.step is Step.FORWARD and data.spec.kind == "conv_relu":
+        ref = np.maximum(ref, 0.0)
+    if c.step is Step.GTA:
+        ref = ref * c.tensors.mask
+    return float(np.max(np.abs(q * 2.0 ** -c.tensors.frac[c.result_name] - ref)))
+
+
+def schedule_cycles(c: CompiledStep) -> tuple[int, int]:
+    """(section 10 schedule of this program's rows, dense baseline) on the same G groups."""
+    from .perf.decompose import exact_units
+    from .perf.schedule import ArchParams, schedule_units
+    from .perf.shapes import LayerShape
+    s = c.shape
+    ls = LayerShape(c.layer, s.in_channels, s.out_channels, s.height, s.width, s.out_height, s.out_width, s.kernel,
+                    s.stride, s.pad, s.groups)
+    t = c.tensors
+    if c.step is Step.FORWARD:
+        nz_in, nz_grad, mask = t.q["I"] != 0, np.zeros(s.output_shape, bool), None
+    elif c.step is Step.GTA:
+        nz_in, nz_grad, mask = np.ones(s.input_shape, bool), t.q["dO"] != 0, t.mask
+    else:
+        nz_in, nz_grad, mask = t.q["I"] != 0, t.q["dO"] != 0, None
+    arch = ArchParams(groups=c.params.groups, dw=c.params.dw, w_max=max(2, c.params.w_max))
+    sparse = schedule_units(exact_units(c.step.value, ls, nz_in, nz_grad, None, mask), arch).cycles
+    ones_i, ones_g = np.ones(s.input_shape, bool), np.ones(s.output_shape, bool)
+    dense = schedule_units(exact_units(c.step.value, ls, ones_i, ones_g, None, ones_i), arch).cycles
+    return int(sparse), int(dense)
+
+
+def write_report(reports: list[CheckReport], path: str | Path) -> Path:
+    path = Path(path)
+    path.write_text(json.dumps([r.as_dict() for r in reports], indent=1, default=float) + "\n")
+    return path
