@@ -1,0 +1,236 @@
+"""The compiler: scale choice, refusals with their reasons, program structure, and programs that the
+bit-accurate core model runs to the same integers as golden.rowconv's integer path."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sparsetrain.compiler import LayerData, compile_network, compile_step
+from sparsetrain.compiler_spec import LayerSpec, acc_bits_needed
+from sparsetrain.golden import rowconv
+from sparsetrain.golden.core_model import run_program
+from sparsetrain.golden.fixedpoint import sat_limit
+from sparsetrain.golden.ppu_model import Op as PPUOp
+from sparsetrain.golden.rowconv import Step, layer_row_ops
+from sparsetrain.hw.core_isa import CoreParams, Opcode, decode, entry_decode
+
+PARAMS = CoreParams(acc_w=48, groups=2, buf_depth=1 << 14, mask_depth=1 << 10, imem_depth=1 << 14, dir_depth=1 << 12)
+
+
+def random_layer(rng: np.random.Generator, *, n=2, c=3, f=4, h=7, w=9, k=3, stride=1, pad=1, groups=1,
+                 kind="conv_relu", pruned=False, density=0.5) -> LayerData:
+    """Float tensors of a layer with ReLU-like sparse inputs and sparse gradients."""
+    spec = LayerSpec("rand", kind, c, f, (k, k), (stride, stride), (pad, pad), (1, 1), groups, True)
+    shape = spec.conv_shape(n, h, w)
+    x = rng.standard_normal(shape.input_shape) * (rng.random(shape.input_shape) < density)
+    arrays = {"I": np.maximum(x, 0).astype(np.float32),
+              "W": (rng.standard_normal(shape.weight_shape) * 0.3).astype(np.float32),
+              "b": (rng.standard_normal(f) * 0.1).astype(np.float32),
+              "dO": (rng.standard_normal(shape.output_shape) * 1e-3
+                     * (rng.random(shape.output_shape) < density)).astype(np.float32)}
+    fifo = [2e-4, 3e-4, 2.5e-4, 3.5e-4] if pruned else []
+    return LayerData(spec, arrays, fifo, pruned, pruned, 0.9, "unbiased", 7)
+
+
+def model_result(c, params=PARAMS):
+    run = run_program(c.program, c.buffer_image, params, masks=c.masks)
+    assert run.error == 0, run.error_message
+    return run, c.decode(lambda r: run.row(r.dir, r.length, params))
+
+
+@pytest.mark.parametrize("geom", [dict(), dict(stride=2, pad=2, k=5, h=11, w=12), dict(groups=3, f=6, pad=0),
+                                  dict(k=1, pad=0)], ids=["3x3", "5x5-s2-p2", "depthwise", "1x1"])
+def test_programs_match_rowconv_integer_path(seed, geom):
+    rng = np.random.default_rng(seed)
+    data = random_layer(rng, **geom)
+    for step in Step:
+        c = compile_step(data, step, PARAMS)
+        run, got = model_result(c)
+        t, sh = c.tensors, c.shape
+        if step is Step.FORWARD:
+            want = rowconv.forward_int(sh, t.q["I"], t.q["W"], frac_in=t.frac["I"], frac_w=t.frac["W"],
+                                       frac_out=t.frac["O"], bias_q=t.q["b"], frac_bias=t.frac["b"],
+                                       acc_w=PARAMS.acc_w).value
+            want = np.maximum(want, 0)  # conv_relu: the PPU applies the ReLU
+        elif step is Step.GTA:
+            want = rowconv.grad_input_int(sh, t.q["dO"], t.q["W"], frac_grad=t.frac["dO"], frac_w=t.frac["W"],
+                                          frac_out=t.frac["dI"], mask=t.mask, acc_w=PARAMS.acc_w).value
+        else:
+            want = rowconv.grad_weight_int(sh, t.q["I"], t.q["dO"], frac_in=t.frac["I"], frac_grad=t.frac["dO"],
+                                           frac_out=t.frac["dW"], acc_w=PARAMS.acc_w).value
+        np.testing.assert_array_equal(got, want, err_msg=f"{step.value}")
+        assert np.count_nonzero(want), "a test whose result is all zero proves nothing"
+        # The model's cycles are the section 10 schedule plus the unit dispatch latency (s.11.4): a
+        # few cycles per step (one UNIT per cycle), never fewer than the schedule.
+        assert run.cycles_contract <= run.cycles <= run.cycles_contract + 2 * PARAMS.groups, step
+        # Section 2: the bit-accurate result is within the bound of the float64 result.
+        err = np.abs(got * 2.0 ** -t.frac[t.result_name] - t.reference)
+        assert np.all(err <= t.bound), f"{step.value}: worst error/bound {np.max(err / t.bound):.3f}"
+
+
+def test_scale_choice_is_tight_and_never_saturates(seed):
+    data = random_layer(np.random.default_rng(seed))
+    lim = sat_limit(PARAMS.dw)
+    c = compile_step(data, "forward", PARAMS)
+    for name in ("I", "W"):
+        x = np.abs(np.asarray(data.arrays[name], np.float64)).max()
+        f = c.tensors.frac[name]
+        assert x * 2.0 ** f <= lim < x * 2.0 ** (f + 1), name  # one more bit would overflow
+        assert np.abs(c.tensors.q[name]).max() > lim // 2
+    # The result's scale: chosen from the float result, so the stored maximum uses the top bit.
+    ref = np.abs(c.tensors.reference).max()
+    fo = c.tensors.frac["O"]
+    assert ref * 2.0 ** fo <= lim < ref * 2.0 ** (fo + 1)
+    assert c.tensors.shift == c.tensors.frac["I"] + c.tensors.frac["W"] - fo
+    assert c.tensors.frac["b"] <= c.tensors.frac["I"] + c.tensors.frac["W"]
+
+
+def test_program_structure(seed):
+    data = random_layer(np.random.default_rng(seed), pruned=True)
+    for step in Step:
+        c = compile_step(data, step, PARAMS)
+        words = [decode(w) for w in c.program]
+        assert words[-1][0] == Opcode.END
+        syncs = [i for i, (op, _) in enumerate(words) if op == Opcode.SYNC]
+        assert len(syncs) == 1 and words[syncs[0]][1]["step"] == {Step.FORWARD: 0, Step.GTA: 1, Step.GTW: 2}[step]
+        ops = list(layer_row_ops(c.shape, step))
+        i, seen_ops, slots = syncs[0] + 1, 0, []
+        while words[i][0] == Opcode.UNIT:
+            u = words[i][1]
+            assert all(words[i + 1 + j][0] == Opcode.OP for j in range(u["n_ops"]))
+            for j in range(u["n_ops"]):
+                f = words[i + 1 + j][1]
+                op = ops[seen_ops + j]
+                assert f["mode"] == step.mode and f["k"] == c.shape.kernel
+                # Port-1 row is the quantised operand row of the decomposition's op.
+                src = c.tensors.q["dO"][op.n, op.f, op.out_row] if step is Step.GTA else c.tensors.q["I"][op.n, op.c, op.in_row]
+                dense = np.zeros(src.size, np.int64)
+                a = f["addr1"]
+                while True:
+                    v, o, last = entry_decode(c.buffer_image[a], PARAMS)
+                    if o != PARAMS.off_end:
+                        dense[o] = v
+                    a += 1
+                    if last:
+                        break
+                np.testing.assert_array_equal(dense, src)
+                if step is not Step.GTW:  # weight rows: exactly K words, offsets 0..K-1, last on the K-th
+                    wr = [entry_decode(c.buffer_image[f["addr2"] + q], PARAMS) for q in range(c.shape.kernel)]
+                    assert [o for _, o, _ in wr] == list(range(c.shape.kernel)) and [l for *_, l in wr][-1] == 1
+            seen_ops += u["n_ops"]
+            slots.append((u["out_addr"], u["length"]))
+            i += 1 + u["n_ops"]
+        assert seen_ops == len(ops) and len(slots) == c.n_units
+        # Result slots lie above the operands and never overlap.
+        starts = sorted(slots)
+        assert starts[0][0] >= len(c.buffer_image)
+        assert all(a + l <= b for (a, l), (b, _) in zip(starts, starts[1:]))
+        assert c.buffer_words == len(c.buffer_image) + sum(l for _, l in slots) <= PARAMS.buf_depth
+        ppu = [f for op, f in words if op == Opcode.PPU]
+        if step is Step.GTA:  # restore the FIFO in every PPU, one seed per group
+            assert [f["op"] for f in ppu] == ([PPUOp.CLEAR_SLOT] + [PPUOp.PUSH_TAU] * PARAMS.n_f
+                                              + [PPUOp.SEED] * PARAMS.groups)
+            assert all(f["all"] for f in ppu[:1 + PARAMS.n_f])
+        else:
+            assert ppu == []
+
+
+def test_pruned_gta_keeps_large_values_and_prunes_small_ones(seed):
+    data = random_layer(np.random.default_rng(seed), n=3, pruned=True, density=0.9)
+    c = compile_step(data, "gta", PARAMS)
+    run, got = model_result(c)
+    t = c.tensors
+    unpruned = rowconv.grad_input_int(c.shape, t.q["dO"], t.q["W"], frac_grad=t.frac["dO"], frac_w=t.frac["W"],
+                                      frac_out=t.frac["dI"], mask=t.mask, acc_w=PARAMS.acc_w).value
+    tau = run.ppus[0].status(0).tau_pred
+    assert tau == (sum(c.threshold["fifo"]) + PARAMS.n_f // 2) >> 2 or abs(tau - sum(c.threshold["fifo"]) / 4) <= 0.5
+    big = np.abs(unpruned) >= tau
+    np.testing.assert_array_equal(got[big], unpruned[big])
+    small = ~big
+    assert np.all(np.isin(np.abs(got[small]), [0, tau]))
+    assert np.all(np.sign(got[small & (got != 0)]) == np.sign(unpruned[small & (got != 0)]))
+    assert np.count_nonzero(got[small] == 0) > 0 and np.count_nonzero(small) > 0
+
+
+def _refusal(**kw):
+    return pytest.raises(ValueError, **kw)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(kernel=(3, 5)), "not square"),
+    (dict(kernel=(13, 13), padding=(0, 0)), "K_MAX"),
+    (dict(stride=(3, 3)), "stride"),
+    (dict(dilation=(2, 2)), "dilation"),
+    (dict(groups=3, in_channels=6, out_channels=6), "groups = 3"),
+    (dict(padding_mode="reflect"), "padding_mode"),
+])
+def test_refuses_layers_the_core_cannot_run(change, message):
+    base = dict(name="bad", kind="conv_relu", in_channels=2, out_channels=2, kernel=(3, 3), stride=(1, 1),
+                padding=(1, 1), dilation=(1, 1), groups=1, bias=False)
+    spec = LayerSpec(**{**base, **change})
+    k = spec.kernel
+    c = spec.in_channels
+    arrays = {"I": np.ones((1, c, 16, 16), np.float32), "W": np.ones((spec.out_channels, c // spec.groups, *k), np.float32)}
+    with _refusal(match=message) as e:
+        compile_step(LayerData(spec, arrays), "forward", PARAMS)
+    assert "layer bad" in str(e.value)
+
+
+def test_refuses_rows_longer_than_w_max():
+    data = random_layer(np.random.default_rng(0), w=70, h=3)
+    with _refusal(match=r"rows of 70 columns .* W_MAX = 64"):
+        compile_step(data, "forward", PARAMS)
+
+
+def test_refuses_accumulator_too_narrow():
+    data = random_layer(np.random.default_rng(0), c=8, k=3)
+    narrow = CoreParams(acc_w=40, buf_depth=1 << 14, imem_depth=1 << 14)
+    need = acc_bits_needed(16, 8 * 9)
+    compile_step(data, "forward", narrow)  # 72 terms: 2*16 + 7 + 1 = 40 bits, accepted
+    assert need == 40
+    wide = random_layer(np.random.default_rng(0), c=16, k=3)
+    with _refusal(match=r"144 products .* ACC_W >= 41 .* ACC_W = 40"):
+        compile_step(wide, "forward", narrow)
+    with _refusal(match=r"gtw sums 126 products|gtw sums"):
+        compile_step(random_layer(np.random.default_rng(0), n=40), "gtw", CoreParams(acc_w=40, buf_depth=1 << 16,
+                                                                                    imem_depth=1 << 16))
+
+
+def test_refuses_a_layer_that_does_not_fit_the_buffer_and_names_a_size():
+    data = random_layer(np.random.default_rng(0))
+    small = CoreParams(acc_w=48, buf_depth=256, imem_depth=1 << 14)
+    c = compile_step(data, "forward", PARAMS)
+    with _refusal(match=rf"needs {c.buffer_words} buffer words .* BUF_DEPTH = 256; a core with BUF_DEPTH >= "
+                        rf"{c.buffer_words}") as e:
+        compile_step(data, "forward", small)
+    assert "layer rand" in str(e.value)
+    with _refusal(match="IMEM_DEPTH"):
+        compile_step(data, "forward", CoreParams(acc_w=48, buf_depth=1 << 14, imem_depth=64))
+    with _refusal(match="samples"):
+        compile_step(data, "forward", PARAMS, samples=5)
+
+
+def test_compile_network_every_conv_and_refusal_names_the_layer():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Conv2d(2, 3, 3, stride=2, padding=1))
+    rng = np.random.default_rng(1)
+    x0 = np.maximum(rng.standard_normal((1, 1, 10, 10)), 0).astype(np.float32)
+    with torch.no_grad():
+        x1 = torch.relu(model[0](torch.from_numpy(x0))).numpy()
+    layers = {}
+    for name, x in (("0", x0), ("2", x1)):
+        conv = dict(model.named_modules())[name]
+        layers[name] = LayerData(LayerSpec.from_conv(name, conv, "conv_relu"),
+                                 {"I": x, "W": conv.weight.detach().numpy(), "b": conv.bias.detach().numpy(),
+                                  "dO": rng.standard_normal((1, conv.out_channels, 10 // conv.stride[0],
+                                                             10 // conv.stride[0])).astype(np.float32)})
+    out = compile_network(model, layers, PARAMS)
+    assert list(out) == ["0", "2"]
+    assert set(out["0"]) == {Step.FORWARD, Step.GTW}          # the first conv has no GTA
+    assert set(out["2"]) == {Step.FORWARD, Step.GTA, Step.GTW}
+    assert out["2"][Step.FORWARD].shape.stride == 2
+    model[2] = nn.Conv2d(2, 3, 3, padding=2, dilation=2)
+    with _refusal(match=r"layer 2: dilation = \(2, 2\)"):
+        compile_network(model, layers, PARAMS)
