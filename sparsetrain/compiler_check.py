@@ -76,6 +76,7 @@ class CheckReport:
     rtl_cycles: int
     model_cycles: int
     schedule_cycles: int         # section 10 prediction (sparsetrain.perf.schedule)
+    contract_cycles: int         # the model's own section 10 figure (golden.core_model cycles_contract)
     dense_cycles: int            # dense baseline of the same layer step
     density: float               # non-zeros written / elements
     wall_s: dict[str, float] = field(default_factory=dict)
@@ -169,7 +170,8 @@ def check_compiled(c: CompiledStep, data: LayerData, *, sim: str = "verilator", 
         rtl_error=int(rtl.error), model_error=int(model.error), within_bound=bound_info["within"],
         max_error=bound_info["max_error"], max_bound=bound_info["max_bound"], worst_ratio=bound_info["ratio"],
         checked_elements=bound_info["checked"], golden_max_error=golden_err, rtl_cycles=int(rtl.cycles),
-        model_cycles=int(model.cycles), schedule_cycles=int(sched), dense_cycles=int(dense),
+        model_cycles=int(model.cycles), schedule_cycles=int(sched),
+        contract_cycles=int(model.cycles_contract), dense_cycles=int(dense),
         density=float(np.count_nonzero(model_q)) / written if model_q is not None else 0.0,
         wall_s={"model": round(t1 - t0, 2), "rtl": round(t2 - t1, 2)}, threshold=threshold)
 

@@ -1,0 +1,59 @@
+"""`sparsetrain demo`: a reduced demo run on the cached small training run (training itself is the
+golden model's, tested there; the full demo is `make demo`), its report, and the --out rules."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sparsetrain.cli import main
+from sparsetrain.demo import DEMO_LAYER, check_out_dir, run_demo, train_config
+
+
+def test_reduced_demo_on_the_small_training_run(small_golden_run, tmp_path, capsys):
+    out = tmp_path / "demo"
+    result = run_demo(out, samples=1, train_dir=small_golden_run)
+    printed = capsys.readouterr().out
+    assert result.ok
+    assert [r.step for r in result.reports] == ["forward", "gta", "gtw"]
+    assert all(r.bit_exact and r.within_bound and r.layer == DEMO_LAYER for r in result.reports)
+    # The short report: accuracy and density from training, agreement, cycles vs dense, where the files are.
+    acc = result.metrics["summary"]["test_acc"]
+    assert f"test accuracy {acc:.2f}%" in printed and "gradient density" in printed
+    assert printed.count("bit-exact") >= 3 and "dense" in printed and str(out / "report.md") in printed
+    report = json.loads((out / "report.json").read_text())
+    assert [r["step"] for r in report] == ["forward", "gta", "gtw"] and all(r["ok"] for r in report)
+    assert all(r["rtl_cycles"] > 0 and r["dense_cycles"] >= r["schedule_cycles"] for r in report)
+    md = (out / "report.md").read_text()
+    assert "PASS" in md and "| gta |" in md and ".png" in md
+    assert (out / "core.v").read_text().lstrip().startswith(("/*", "module", "(*"))
+
+
+def test_out_dir_must_be_new_or_empty_unless_forced(tmp_path):
+    d = tmp_path / "o"
+    assert check_out_dir(d, force=False) == d and d.is_dir()     # new: created
+    assert check_out_dir(d, force=False) == d                    # empty: fine
+    (d / "keep.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"is not empty; .* --force"):
+        check_out_dir(d, force=False)
+    assert (d / "keep.txt").exists()                             # refused: nothing touched
+    check_out_dir(d, force=True)
+    assert list(d.iterdir()) == []
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        check_out_dir(f, force=True)
+
+
+def test_cli_refuses_non_empty_out(tmp_path, capsys):
+    (tmp_path / "x").write_text("x")
+    assert main(["demo", "--out", str(tmp_path)]) == 2
+    assert "--force" in capsys.readouterr().err
+
+
+def test_demo_training_is_a_short_pruned_run_exporting_its_layer():
+    cfg = train_config(steps=50)
+    assert cfg.prune and cfg.max_steps == 50 and cfg.dump_layers == [DEMO_LAYER] and cfg.dump_steps == [49]
+    assert cfg.train_samples == 50 * cfg.batch_size  # one pass, no more data than the steps use
+    with pytest.raises(ValueError, match="steps = 1 is out of range"):
+        train_config(steps=1)
