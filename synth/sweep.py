@@ -85,10 +85,24 @@ def plot(result: Mapping[str, Any], path: Path) -> Path:
     return path
 
 
+def markdown_table(result: Mapping[str, Any]) -> str:
+    """The sweep as a Markdown table (thousand NAND2-eq, flip-flops), for docs/area.md."""
+    lines = ["| block | swept | value | NAND2-eq (k) | comb (k) | flip-flop part (k) | flip-flops | transistors (k) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for p in sorted(result["points"], key=lambda p: (p["block"], p["axis"], p["value"])):
+        lines.append(f"| {p['block']} | {p['axis']} | {p['value']} | {p['nand2_eq'] / 1e3:.1f} | "
+                     f"{p['nand2_eq_combinational'] / 1e3:.1f} | {p['nand2_eq_sequential'] / 1e3:.1f} | "
+                     f"{p['flip_flops']:,} | {p['cmos_transistors'] / 1e3:.0f} |")
+    for name, axes in result.get("missing_axes", {}).items():
+        lines.append(f"\n{name} has no parameter {', '.join(axes)}; not swept along it.")
+    return "\n".join(lines) + "\n"
+
+
 def run_sweep(out_dir: Path, block_names: Iterable[str] = DEFAULT_BLOCKS, axes: Mapping[str, Iterable[int]] = DEFAULT_AXES,
               yosys: str = "debian", log=None, base: Mapping[str, int] | None = None) -> dict[str, Any]:
-    """Sweep, then write ``sweep.json`` and ``area-sweep.png`` under ``out_dir``."""
+    """Sweep, then write ``sweep.json``, ``sweep.md`` and ``area-sweep.png`` under ``out_dir``."""
     result = sweep(block_names, axes, yosys, log, base)
     write_json(result, Path(out_dir) / "sweep.json")
+    (Path(out_dir) / "sweep.md").write_text(markdown_table(result))
     plot(result, Path(out_dir) / "area-sweep.png")
     return result

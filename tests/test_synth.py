@@ -222,3 +222,5 @@ def test_pe_area_grows_with_data_width(tmp_path):
     assert pts[1][1] > pts[0][1] and pts[1][2] > pts[0][2]
     assert (tmp_path / "area-sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "sweep.json").read_text())["points"] == result["points"]
+    rows = [ln for ln in (tmp_path / "sweep.md").read_text().splitlines() if ln.startswith("| pe | DW |")]
+    assert [ln.split("|")[3].strip() for ln in rows] == ["4", "6"]

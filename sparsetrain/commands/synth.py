@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         result = sweep.run_sweep(args.out, present, yosys=args.yosys, log=log)
         for name, axes in result["missing_axes"].items():
             print(f"{name}: no parameter {', '.join(axes)}; that axis was not swept")
-        print(f"wrote {args.out / 'sweep.json'} and {args.out / 'area-sweep.png'}")
+        print(sweep.markdown_table(result))
+        print(f"wrote {args.out / 'sweep.json'}, sweep.md and area-sweep.png")
         return 0
     per_block = _split_block_params(args.param)
     unknown = sorted(set(per_block) - set(flows.registered_blocks()))
