@@ -13,7 +13,8 @@ section 7). Three pieces:
   pruned with the FIFO mean only once the FIFO is full, and the batch's own threshold (from
   its unpruned gradient) is pushed at the end of the batch.
 
-The random source is a seedable ``torch.Generator`` per layer; the bit-accurate hardware
+The random source is a seedable generator per layer (numpy PCG64 for float32 CPU gradients,
+for speed; a ``torch.Generator`` otherwise); the bit-accurate hardware
 sequence (xorshift32) lives in ``golden.ppu_model``.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -66,20 +68,39 @@ def dbtd_threshold(g: Tensor, p: float, estimator: str = "unbiased") -> float:
     return c_p * float(g.detach().abs().mean(dtype=torch.float64))
 
 
-def stochastic_prune(g: Tensor, tau: float, generator: torch.Generator | None = None) -> Tensor:
+def uniform_like(g: Tensor, generator: torch.Generator | np.random.Generator | None,
+                 out: Tensor | None = None) -> Tensor:
+    """Uniform [0, 1) numbers of g's shape (float32 from a numpy Generator, g's dtype from torch).
+
+    The pruning layers use numpy's PCG64 because torch's CPU ``rand`` costs about as much as
+    a small convolution's backward pass; ``out`` (float32, contiguous, CPU) avoids allocating.
+    """
+    if isinstance(generator, np.random.Generator):
+        if out is None:
+            out = torch.empty(g.shape, dtype=torch.float32)
+        generator.random(out=out.numpy().reshape(-1), dtype=np.float32)
+        return out
+    return torch.rand(g.shape, generator=generator, dtype=g.dtype, device=g.device)
+
+
+def stochastic_prune(g: Tensor, tau: float, generator: torch.Generator | np.random.Generator | None = None,
+                     *, magnitude: Tensor | None = None, random: Tensor | None = None) -> Tensor:
     """Keep ``|g| >= tau``; map smaller values to ``sign(g)*tau`` w.p. ``|g|/tau``, else 0.
 
-    One uniform ``r`` in [0, 1) is drawn per element; an element becomes ``sign(g)*tau`` when
-    ``|g| > r * tau`` (Algorithm 1 of Ye et al.). Zeros stay zero. ``tau <= 0`` is a no-op.
+    One uniform ``r`` in [0, 1) per element from ``generator`` (a ``torch.Generator``, a
+    ``numpy.random.Generator``, or None for torch's global one); an element becomes
+    ``sign(g)*tau`` when ``|g| > r * tau`` (Algorithm 1 of Ye et al.). Zeros stay zero;
+    ``tau <= 0`` is a no-op. ``magnitude`` (a precomputed ``g.abs()``) and ``random`` (a
+    float32 scratch buffer of g's shape) are overwritten when given, to save allocations.
     """
     if not math.isfinite(tau):
         raise ValueError(f"tau = {tau!r} is out of range; allowed: a finite float")
     if tau <= 0.0:
         return g
+    r = uniform_like(g, generator, random).mul_(tau)
+    mag = g.abs() if magnitude is None else magnitude
     # For |g| >= tau the test |g| > r*tau always passes (r < 1), so one comparison decides
     # keep-or-zero for every element, and the kept ones are sign(g) * max(|g|, tau).
-    r = torch.rand(g.shape, generator=generator, dtype=g.dtype, device=g.device).mul_(tau)
-    mag = g.abs()
     keep = mag > r
     return mag.clamp_(min=tau).copysign_(g).mul_(keep)
 
@@ -210,7 +231,11 @@ class GradientPruner(nn.Module):
         self.layer_name = layer_name
         self.target = target
         self.seed = config.seed + layer_index
-        self.generator = torch.Generator().manual_seed(self.seed)
+        self.generator = np.random.default_rng(self.seed)  # float32 CPU gradients (the fast path)
+        self._torch_generator = torch.Generator().manual_seed(self.seed)  # other dtypes / devices
+        self._mag: Tensor | None = None
+        self._random: Tensor | None = None
+        self._keep: Tensor | None = None
         self.fifo = ThresholdFIFO(config.n_f)
         self.enabled = True  # False: not even in the graph (forward returns x untouched)
         self.active = True  # False: observe only (densities, thresholds), never prune
@@ -233,20 +258,36 @@ class GradientPruner(nn.Module):
     def prune_gradient(self, g: Tensor) -> Tensor:
         """One batch of Algorithm 1: prune with the predicted (or own) threshold, then push."""
         cfg = self.config
-        tau_batch = dbtd_threshold(g, cfg.p, cfg.estimator)
+        fast = g.device.type == "cpu" and g.dtype == torch.float32 and g.is_contiguous()
+        if fast and (self._mag is None or self._mag.shape != g.shape):
+            # Scratch buffers reused every step: fresh multi-MB tensors cost page faults.
+            self._mag, self._random = torch.empty_like(g), torch.empty_like(g)
+            self._keep = torch.empty(g.shape, dtype=torch.bool)
+        mag = torch.abs(g, out=self._mag) if fast else g.abs()  # shared by threshold and pruning
+        tau_batch = threshold_coefficient(cfg.p, cfg.estimator) * float(mag.sum()) / g.numel()
         fifo_before, fifo_full = self.fifo.entries, self.fifo.full
         tau = tau_batch if cfg.two_pass else self.fifo.predicted()
         if not self.active:
             tau = None
-        out = stochastic_prune(g, tau, self.generator) if tau is not None else g
+        nnz_before = int(torch.count_nonzero(g))
+        out, nnz_after = g, nnz_before
+        if tau is not None and tau > 0.0:
+            if fast:
+                r = uniform_like(g, self.generator, self._random).mul_(tau)
+                keep = torch.gt(mag, r, out=self._keep)
+                # |g| >= tau always passes |g| > r*tau, so keep decides for every element.
+                out = torch.mul(mag.clamp_min_(tau).copysign_(g), keep)
+                nnz_after = int(torch.count_nonzero(keep))
+            else:
+                out = stochastic_prune(g, tau, self._torch_generator, magnitude=mag)
+                nnz_after = int(torch.count_nonzero(out))
         self.fifo.push(tau_batch)
         self.last_tau, self.last_tau_batch = tau, tau_batch
         s = self.stats
         s.batches += 1
         s.elements += g.numel()
-        nnz_before = int(torch.count_nonzero(g))
         s.nonzero_before += nnz_before
-        s.nonzero_after += int(torch.count_nonzero(out)) if tau is not None else nnz_before
+        s.nonzero_after += nnz_after
         if tau is not None:
             s.pruned_batches += 1
             s.tau_applied.append(tau)
@@ -262,7 +303,8 @@ class GradientPruner(nn.Module):
     def reset_state(self) -> None:
         """Forget the FIFO and reseed the generator (a fresh training run)."""
         self.fifo.clear()
-        self.generator.manual_seed(self.seed)
+        self.generator = np.random.default_rng(self.seed)
+        self._torch_generator.manual_seed(self.seed)
         self.last = self.last_tau = self.last_tau_batch = None
         self.stats = PruneStats()
 
