@@ -82,22 +82,32 @@ class TrainConfig:
 
 
 class ActivationDensity:
-    """Fraction of non-zero conv inputs I per layer, over the forward passes since reset."""
+    """Per conv layer, over the training steps since reset: fraction of non-zero inputs I and
+    of non-zero output gradients dO as the conv consumes them (pruned for conv_bn_relu; after
+    the ReLU for conv_relu, which is the density the papers' AlexNet column reports)."""
 
     def __init__(self, model: nn.Module) -> None:
         self.counts: dict[str, list[int]] = {}
         self.handles = [conv.register_forward_hook(self._hook(name)) for name, conv, _ in conv_layers(model)]
 
     def _hook(self, name: str):
+        def count_grad(g: torch.Tensor) -> None:
+            c = self.counts[name]
+            c[2] += int(torch.count_nonzero(g))
+            c[3] += g.numel()
+
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
             if module.training:
-                c = self.counts.setdefault(name, [0, 0])
+                c = self.counts.setdefault(name, [0, 0, 0, 0])
                 c[0] += int(torch.count_nonzero(inputs[0]))
                 c[1] += inputs[0].numel()
+                if output.requires_grad:
+                    output.register_hook(count_grad)
         return hook
 
-    def reset(self) -> dict[str, float]:
-        out = {n: nz / total for n, (nz, total) in self.counts.items() if total}
+    def reset(self) -> dict[str, dict[str, float]]:
+        out = {n: {"activation_density": c[0] / c[1], **({"dO_density": c[2] / c[3]} if c[3] else {})}
+               for n, c in self.counts.items() if c[1]}
         self.counts = {}
         return out
 
@@ -227,8 +237,8 @@ def _epoch_record(epoch: int, step: int, loss: float, train_acc: float, test: tu
                   prune_layers: dict, act_density: ActivationDensity) -> dict[str, Any]:
     acts = act_density.reset()
     layers: dict[str, Any] = {}
-    for name, density in acts.items():
-        layers[name] = {"activation_density": density}
+    for name, densities in acts.items():
+        layers[name] = dict(densities)
     for name, pr in prune_layers.items():
         s = pr.reset_stats()
         layers.setdefault(name, {}).update({
@@ -251,10 +261,32 @@ def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
     dens = [lay["grad_density"] for e in eps for lay in e["layers"].values()
             if lay.get("grad_density") is not None]
     acts = [lay["activation_density"] for e in eps for lay in e["layers"].values() if "activation_density" in lay]
+    d_o = [lay["dO_density"] for lay in eps[-1]["layers"].values() if "dO_density" in lay] if eps else []
     last = eps[-1] if eps else {}
     return {"test_acc": last.get("test_acc"), "train_acc": last.get("train_acc"), "loss": last.get("loss"),
             "best_test_acc": max((e["test_acc"] for e in eps), default=None),
             "grad_density": sum(dens) / len(dens) if dens else None,
             "last_epoch_grad_density": (lambda d: sum(d) / len(d) if d else None)(
                 [lay["grad_density"] for lay in last.get("layers", {}).values() if lay.get("grad_density") is not None]),
-            "activation_density": sum(acts) / len(acts) if acts else None}
+            "activation_density": sum(acts) / len(acts) if acts else None,
+            "last_epoch_dO_density": sum(d_o) / len(d_o) if d_o else None}
+
+
+def results_table(run_dirs: list[str | Path]) -> str:
+    """Markdown table of finished runs: model, p, final test/train accuracy, gradient densities."""
+    rows = ["| run | model | p | epochs | test acc % | train acc % | pruned-gradient density (mean) |"
+            " pruned-gradient density (last epoch) | dO density (last epoch) | activation density |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for d in run_dirs:
+        m = json.loads((Path(d) / METRICS_NAME).read_text())
+        c, s = m["config"], m["summary"]
+        p = f"{c['p']}" if c["prune"] else "baseline"
+        rows.append(f"| {Path(d).name} | {c['model']} (x{c['width_mult']}) | {p} | {len(m['epochs'])} | "
+                    f"{s['test_acc']:.2f} | {s['train_acc']:.2f} | {s['grad_density']:.3f} | "
+                    f"{s['last_epoch_grad_density']:.3f} | {_fmt(s.get('last_epoch_dO_density'))} | "
+                    f"{s['activation_density']:.3f} |")
+    return "\n".join(rows)
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
