@@ -1,0 +1,451 @@
+"""Bit-accurate model of the PPU (docs/architecture.md sections 7 and 7.1).
+
+Every PPU operation is modelled on Python ints: the row accumulator, requantisation, ReLU,
+the g / |g| accumulators, the xorshift32 sequence, stochastic pruning, compression into the
+sparse row format, the per-layer threshold FIFOs and the fixed-point threshold arithmetic.
+``PPUModel`` is the transaction-level reference that testbench scoreboards compare the RTL
+with, bit for bit; ``command_cycles`` is the timing contract of section 7.1.
+
+No amaranth, no torch: the model is importable anywhere (including inside cocotb).
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field, fields
+from enum import IntEnum
+from statistics import NormalDist
+from typing import Sequence
+
+import numpy as np
+
+from .fixedpoint import check_acc_w, check_param, off_end, rne_shift, sat, sat_unsigned
+from .rowops import Beat
+
+MASK32 = (1 << 32) - 1
+DEFAULT_SEED = 0x2545F491
+C_M_BITS = 16        # mantissa width of the threshold constant
+C_SHIFT_MAX = 63     # largest shift of the threshold constant
+N_PE = 3             # PEs of a group (the PPU has one Beat input per PE)
+
+# Estimator name -> factor that turns mean|g| into sigma_hat (docs/design-notes.md).
+ESTIMATOR_FACTORS: dict[str, float] = {
+    "unbiased": math.sqrt(math.pi / 2),
+    "paper": math.sqrt(2 / math.pi),
+}
+
+
+class Op(IntEnum):
+    """PPU command opcodes (section 7.1)."""
+
+    START = 0         # preload every lane of the row accumulator with `bias`
+    ACCUM = 1         # add the beats of the PEs in `pe_mask` until each sent its last beat
+    FINISH = 2        # requantise, ReLU, accumulate g/|g|, prune, compress, count a row
+    END_BATCH = 3     # tau_batch from the slot's sum|g|, push it into the slot's FIFO, clear the sum
+    PUSH_TAU = 4      # push `value` into the slot's FIFO (restores a saved FIFO)
+    CLEAR_SLOT = 5    # empty the slot's FIFO, clear its sum|g| and counters
+    CLEAR_COUNTS = 6  # clear the slot's non-zero and element counters
+    SEED = 7          # load `value` into the xorshift state (0 loads the elaboration seed)
+
+
+def _is_pow2(n: int) -> bool:
+    return n >= 1 and (n & (n - 1)) == 0
+
+
+@dataclass(frozen=True)
+class PPUConfig:
+    """Elaboration parameters of one PPU, validated on creation (section 1 and 7.1)."""
+
+    dw: int = 16
+    k_max: int = 11
+    w_max: int = 64
+    acc_w: int | None = None
+    n_f: int = 4
+    n_slots: int = 4
+    r_w: int = 16
+    seed: int = DEFAULT_SEED
+    sum_w: int | None = None   # width of the unsigned sum|g| accumulator of a slot
+    g_w: int | None = None     # width of the signed bias-gradient accumulator
+    cnt_w: int = 32            # width of the non-zero / element counters
+
+    def __post_init__(self) -> None:
+        check_param("DW", self.dw)
+        check_param("K_MAX", self.k_max)
+        check_param("W_MAX", self.w_max)
+        if self.acc_w is None:
+            object.__setattr__(self, "acc_w", min(64, 2 * self.dw + 8))
+        check_acc_w(self.acc_w, self.dw)
+        if self.w_max < self.k_max:
+            raise ValueError(f"W_MAX = {self.w_max} is out of range; allowed: >= K_MAX ({self.k_max})")
+        check_param("N_F", self.n_f)
+        if not _is_pow2(self.n_f):
+            raise ValueError(f"N_F = {self.n_f} is out of range; allowed: a power of two in 1 .. 64")
+        check_param("N_SLOTS", self.n_slots, 1, 64)
+        check_param("R_W", self.r_w)
+        check_param("seed", self.seed, 1, MASK32, allowed="1 .. 2**32-1 (xorshift32 state, non-zero)")
+        if self.sum_w is None:
+            object.__setattr__(self, "sum_w", min(64, self.dw + 24))
+        if self.g_w is None:
+            object.__setattr__(self, "g_w", min(64, self.dw + 24))
+        check_param("SUM_W", self.sum_w, self.dw - 1, 64, allowed=f"{self.dw - 1} .. 64 (DW-1 .. 64)")
+        check_param("G_W", self.g_w, self.dw, 64, allowed=f"{self.dw} .. 64 (DW .. 64)")
+        check_param("CNT_W", self.cnt_w, 8, 64)
+
+    @property
+    def tau_w(self) -> int:
+        """Width of a threshold: DW-1 bits unsigned (|g| of a stored value fits)."""
+        return self.dw - 1
+
+    @property
+    def log2_n_f(self) -> int:
+        return self.n_f.bit_length() - 1
+
+
+# ----------------------------------------------------------------------------- random numbers
+
+class Xorshift32:
+    """Marsaglia's xorshift32 (13, 17, 5): the PPU's pseudo-random generator (section 7)."""
+
+    def __init__(self, seed: int = DEFAULT_SEED):
+        check_param("seed", seed, 1, MASK32, allowed="1 .. 2**32-1 (xorshift32 state, non-zero)")
+        self.state = int(seed)
+
+    @staticmethod
+    def next_state(x: int) -> int:
+        x ^= (x << 13) & MASK32
+        x ^= x >> 17
+        x ^= (x << 5) & MASK32
+        return x
+
+    def step(self) -> int:
+        self.state = self.next_state(self.state)
+        return self.state
+
+    def draw(self, r_w: int) -> int:
+        """Step once and return the top r_w bits of the new state."""
+        return self.step() >> (32 - r_w)
+
+
+# ----------------------------------------------------------------------------- threshold arithmetic
+
+def threshold_factor(p: float, estimator: str = "unbiased") -> float:
+    """c_p: tau = c_p * mean|g| (Phi^-1((1+p)/2) times the estimator's factor)."""
+    if estimator not in ESTIMATOR_FACTORS:
+        raise ValueError(f"estimator = {estimator!r} is out of range; allowed: {', '.join(ESTIMATOR_FACTORS)}")
+    if not (isinstance(p, (int, float)) and 0.0 < float(p) < 1.0):
+        raise ValueError(f"p = {p!r} is out of range; allowed: 0 < p < 1")
+    return NormalDist().inv_cdf((1.0 + float(p)) / 2.0) * ESTIMATOR_FACTORS[estimator]
+
+
+def threshold_constant(p: float, n: int, estimator: str = "unbiased") -> tuple[int, int]:
+    """(C_m, C_shift) with C_m in 2**15 .. 2**16-1, C_m * 2**-C_shift nearest to c_p / n."""
+    check_param("n", n, 1, 1 << 62)
+    c = threshold_factor(p, estimator) / n
+    shift = (C_M_BITS - 1) - math.floor(math.log2(c))
+    c_m = round(c * 2.0 ** shift)
+    if c_m >= 1 << C_M_BITS:     # rounding carried into a new bit
+        c_m >>= 1
+        shift -= 1
+    if c_m < 1 << (C_M_BITS - 1):  # log2 rounded the other way
+        shift += 1
+        c_m = round(c * 2.0 ** shift)
+    if not 0 <= shift <= C_SHIFT_MAX:
+        raise ValueError(f"C_shift = {shift} is out of range; allowed: 0 .. {C_SHIFT_MAX} "
+                         f"(c_p / n = {c!r} for p = {p}, n = {n})")
+    return int(c_m), int(shift)
+
+
+def tau_batch(abs_sum: int, c_m: int, c_shift: int, dw: int) -> int:
+    """Threshold of a batch: sat_(DW-1)u(rne_shift(C_m * A, C_shift))."""
+    check_param("C_m", c_m, 0, (1 << C_M_BITS) - 1)
+    check_param("C_shift", c_shift, 0, C_SHIFT_MAX)
+    return int(sat_unsigned(rne_shift(int(c_m) * int(abs_sum), int(c_shift)), dw - 1))
+
+
+def prune_value(g: int, tau: int, rng: Xorshift32, r_w: int) -> int:
+    """Stochastic pruning of one requantised gradient (section 7); steps rng only if 0 < |g| < tau."""
+    a = abs(int(g))
+    if a >= tau or a == 0:
+        return int(g)
+    r = rng.draw(r_w)
+    if (a << r_w) > tau * r:
+        return tau if g > 0 else -tau
+    return 0
+
+
+class ThresholdFifo:
+    """One layer's threshold FIFO (Algorithm 1): depth N_F, mean by rne_shift(sum, log2 N_F)."""
+
+    def __init__(self, n_f: int):
+        if not _is_pow2(n_f):
+            raise ValueError(f"N_F = {n_f} is out of range; allowed: a power of two in 1 .. 64")
+        self.n_f = n_f
+        self.entries: deque[int] = deque(maxlen=n_f)
+
+    @property
+    def full(self) -> bool:
+        return len(self.entries) == self.n_f
+
+    @property
+    def total(self) -> int:
+        return int(sum(self.entries))
+
+    @property
+    def predicted(self) -> int:
+        """Mean of the entries (meaningful once full; the RTL reports it in every state)."""
+        return int(rne_shift(self.total, self.n_f.bit_length() - 1))
+
+    def push(self, tau: int) -> None:
+        self.entries.append(int(tau))  # maxlen drops the oldest
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
+# ----------------------------------------------------------------------------- transactions
+
+@dataclass(frozen=True)
+class PPUCommand:
+    """One command on the PPU's command stream; unused fields are ignored by the op."""
+
+    op: Op
+    slot: int = 0
+    pe_mask: int = 0
+    length: int = 0
+    shift: int = 0
+    relu: bool = False
+    gta: bool = False
+    prune: bool = False
+    g_first: bool = False
+    c_m: int = 0
+    c_shift: int = 0
+    bias: int = 0
+    value: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: int(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PPUCommand":
+        kw = {f.name: d[f.name] for f in fields(cls) if f.name in d}
+        kw["op"] = Op(kw["op"])
+        for flag in ("relu", "gta", "prune", "g_first"):
+            if flag in kw:
+                kw[flag] = bool(kw[flag])
+        return cls(**kw)
+
+
+@dataclass
+class PPUStatus:
+    """What the readback interface shows for one slot (and one FIFO entry index)."""
+
+    row_nnz: int
+    g_sum: int
+    relu_mask: int
+    rng_state: int
+    abs_sum: int
+    tau_pred: int
+    fifo_count: int
+    fifo_full: int
+    layer_nnz: int
+    layer_elems: int
+    fifo_entry: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: int(getattr(self, f.name)) for f in fields(self)}
+
+
+@dataclass
+class FinishResult:
+    entries: list[tuple[int, int, int]]  # (value, offset, last) as on the out stream
+    dense: np.ndarray                    # the row after pruning (length long)
+    unpruned: np.ndarray                 # requantised (and ReLU'd) row before pruning
+    draws: int                           # random numbers drawn
+
+
+@dataclass
+class _Slot:
+    fifo: ThresholdFifo
+    abs_sum: int = 0
+    layer_nnz: int = 0
+    layer_elems: int = 0
+
+
+@dataclass
+class PPUModel:
+    """Transaction-level, bit-accurate PPU: apply commands, read the status."""
+
+    cfg: PPUConfig = field(default_factory=PPUConfig)
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        c = self.cfg
+        self.acc = [0] * c.w_max
+        self.rng = Xorshift32(c.seed)
+        self.slots = [_Slot(ThresholdFifo(c.n_f)) for _ in range(c.n_slots)]
+        self.g_sum = 0
+        self.row_nnz = 0
+        self.relu_mask = 0
+
+    # -- validation shared by the ops
+    def _slot(self, slot: int) -> _Slot:
+        return self.slots[check_param("slot", slot, 0, self.cfg.n_slots - 1)]
+
+    # -- the operations
+    def start(self, bias: int = 0) -> None:
+        lim = (1 << (self.cfg.acc_w - 1)) - 1
+        check_param("bias", bias, -lim, lim)
+        self.acc = [int(bias)] * self.cfg.w_max
+
+    def accumulate_cycle(self, beats: Sequence[Beat | None]) -> None:
+        """Add the beats accepted in one cycle (one per PE at most): exact sum, one saturation."""
+        add = [0] * self.cfg.w_max
+        for beat in beats:
+            if beat is None:
+                continue
+            for i in range(beat.count):
+                x = beat.base + i
+                if x < self.cfg.w_max:
+                    add[x] += int(beat.lanes[i])
+        self.acc = [sat(a + d, self.cfg.acc_w) for a, d in zip(self.acc, add)]
+
+    def accumulate(self, beats_per_pe: Sequence[Sequence[Beat]], pe_mask: int | None = None) -> int:
+        """ACCUM with no stalls: PE j's t-th beat is accepted in cycle t (lock-step order).
+
+        Returns the number of beat cycles (max over the PEs in the mask). Without saturation
+        the result does not depend on the order (section 2); with saturation only
+        same-sign contributions are order-independent.
+        """
+        if pe_mask is None:
+            pe_mask = sum(1 << j for j, b in enumerate(beats_per_pe) if b)
+        check_param("pe_mask", pe_mask, 0, (1 << N_PE) - 1)
+        lists = [list(beats_per_pe[j]) if pe_mask >> j & 1 else [] for j in range(N_PE)]
+        for j, bl in enumerate(lists):
+            if bl and (not bl[-1].last or any(b.last for b in bl[:-1])):
+                raise ValueError(f"beats of PE {j} must end with exactly one last beat")
+            if pe_mask >> j & 1 and not bl:
+                raise ValueError(f"pe_mask = {pe_mask} names PE {j}, which has no beats")
+        n = max((len(bl) for bl in lists), default=0)
+        for t in range(n):
+            self.accumulate_cycle([bl[t] if t < len(bl) else None for bl in lists])
+        return n
+
+    def finish(self, length: int, shift: int, *, relu: bool = False, gta: bool = False,
+               prune: bool = False, g_first: bool = False, slot: int = 0) -> FinishResult:
+        c = self.cfg
+        check_param("length", length, 0, c.w_max)
+        check_param("shift", shift, 0, c.acc_w - 1)
+        st = self._slot(slot)
+        prune_on = prune and st.fifo.full
+        tau = st.fifo.predicted
+        cnt_max = (1 << c.cnt_w) - 1
+        if g_first:
+            self.g_sum = 0
+        self.row_nnz, self.relu_mask = 0, 0
+        out = np.zeros(length, np.int64)
+        unpruned = np.zeros(length, np.int64)
+        draws = 0
+        for x in range(length):
+            q = int(sat(rne_shift(self.acc[x], shift), c.dw))
+            if relu:
+                q = max(q, 0)
+            if q > 0:
+                self.relu_mask |= 1 << x
+            unpruned[x] = q
+            if gta:
+                self.g_sum = sat(self.g_sum + q, c.g_w)
+                st.abs_sum = sat_unsigned(st.abs_sum + abs(q), c.sum_w)
+            if prune_on:
+                before = self.rng.state
+                q = prune_value(q, tau, self.rng, c.r_w)
+                draws += self.rng.state != before
+            out[x] = q
+            if q != 0:
+                self.row_nnz += 1
+                st.layer_nnz = min(cnt_max, st.layer_nnz + 1)
+            st.layer_elems = min(cnt_max, st.layer_elems + 1)
+        self.acc = [0] * c.w_max
+        offs = np.flatnonzero(out)
+        if offs.size == 0:
+            entries = [(0, off_end(c.w_max), 1)]
+        else:
+            entries = [(int(out[o]), int(o), int(i == offs.size - 1)) for i, o in enumerate(offs)]
+        return FinishResult(entries, out, unpruned, draws)
+
+    def end_batch(self, slot: int, c_m: int, c_shift: int) -> int:
+        st = self._slot(slot)
+        tau = tau_batch(st.abs_sum, c_m, c_shift, self.cfg.dw)
+        st.fifo.push(tau)
+        st.abs_sum = 0
+        return tau
+
+    def push_tau(self, slot: int, value: int) -> None:
+        check_param("value", value, 0, (1 << self.cfg.tau_w) - 1)
+        self._slot(slot).fifo.push(value)
+
+    def clear_slot(self, slot: int) -> None:
+        st = self._slot(slot)
+        st.fifo.clear()
+        st.abs_sum = st.layer_nnz = st.layer_elems = 0
+
+    def clear_counts(self, slot: int) -> None:
+        st = self._slot(slot)
+        st.layer_nnz = st.layer_elems = 0
+
+    def seed(self, value: int) -> None:
+        check_param("value", value, 0, MASK32)
+        self.rng.state = int(value) or self.cfg.seed
+
+    # -- dispatch used by scoreboards
+    def apply(self, cmd: PPUCommand, beats: Sequence[Sequence[Beat]] | None = None) -> FinishResult | int | None:
+        """Apply one command; FINISH returns its FinishResult, END_BATCH the pushed tau."""
+        op = Op(cmd.op)
+        if op is Op.START:
+            return self.start(cmd.bias)
+        if op is Op.ACCUM:
+            return self.accumulate(beats or [[]] * N_PE, cmd.pe_mask)
+        if op is Op.FINISH:
+            return self.finish(cmd.length, cmd.shift, relu=cmd.relu, gta=cmd.gta, prune=cmd.prune,
+                               g_first=cmd.g_first, slot=cmd.slot)
+        if op is Op.END_BATCH:
+            return self.end_batch(cmd.slot, cmd.c_m, cmd.c_shift)
+        if op is Op.PUSH_TAU:
+            return self.push_tau(cmd.slot, cmd.value)
+        if op is Op.CLEAR_SLOT:
+            return self.clear_slot(cmd.slot)
+        if op is Op.CLEAR_COUNTS:
+            return self.clear_counts(cmd.slot)
+        return self.seed(cmd.value)
+
+    def status(self, slot: int, index: int = 0) -> PPUStatus:
+        st = self._slot(slot)
+        check_param("index", index, 0, self.cfg.n_f - 1)
+        entries = list(st.fifo.entries)
+        return PPUStatus(
+            row_nnz=self.row_nnz, g_sum=self.g_sum, relu_mask=self.relu_mask,
+            rng_state=self.rng.state, abs_sum=st.abs_sum, tau_pred=st.fifo.predicted,
+            fifo_count=len(entries), fifo_full=int(st.fifo.full), layer_nnz=st.layer_nnz,
+            layer_elems=st.layer_elems, fifo_entry=entries[index] if index < len(entries) else 0)
+
+
+# ----------------------------------------------------------------------------- timing (section 7.1)
+
+def command_cycles(cmd: PPUCommand, beats_per_pe: Sequence[int] = (0, 0, 0)) -> int:
+    """Cycles from accepting ``cmd`` to the cycle before the next command can be accepted,
+    with no stalls; ``beats_per_pe`` are the beats each PE sends for ACCUM."""
+    op = Op(cmd.op)
+    if op is Op.ACCUM:
+        n = max((beats_per_pe[j] for j in range(N_PE) if cmd.pe_mask >> j & 1), default=0)
+        return 1 + n
+    if op is Op.FINISH:
+        return cmd.length + 3
+    if op is Op.END_BATCH:
+        return 2
+    return 1
+
+
+def prune_row(g: Sequence[int] | np.ndarray, tau: int, rng: Xorshift32, r_w: int) -> np.ndarray:
+    """Stochastic pruning of a row of requantised gradients in column order (the FINISH order)."""
+    return np.array([prune_value(int(v), int(tau), rng, r_w) for v in np.asarray(g).ravel()], np.int64)

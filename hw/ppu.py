@@ -1,0 +1,342 @@
+"""The PPU of a PE group (docs/architecture.md sections 7 and 7.1).
+
+Inputs: the `Beat` streams of the group's 3 PEs (``pe0`` .. ``pe2``) and the command stream
+``cmd`` (layout ``ppu_cmd_layout``). Output: the compressed row on ``out`` (`Entry`).
+Readback: ``status_sel`` (slot, FIFO entry index) selects what ``status`` shows.
+
+One command runs at a time; ``cmd.ready`` is high only when the PPU is idle. The behaviour is
+``golden.ppu_model.PPUModel`` bit for bit, and the cycle counts are
+``golden.ppu_model.command_cycles``.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..golden.ppu_model import C_M_BITS, C_SHIFT_MAX, N_PE, Op, PPUConfig
+from .layouts import HwParams, beat_layout, bits_for, entry_layout
+
+
+def hw_params(cfg: PPUConfig) -> HwParams:
+    return HwParams(dw=cfg.dw, k_max=cfg.k_max, w_max=cfg.w_max, acc_w=cfg.acc_w)
+
+
+def slot_width(cfg: PPUConfig) -> int:
+    return bits_for(cfg.n_slots - 1)
+
+
+def ppu_cmd_layout(cfg: PPUConfig) -> data.StructLayout:
+    """The command payload of section 7.1 (fields an op does not use are ignored)."""
+    p = hw_params(cfg)
+    return data.StructLayout({
+        "op": unsigned(3),
+        "slot": unsigned(slot_width(cfg)),
+        "pe_mask": unsigned(N_PE),
+        "length": unsigned(p.off_w),
+        "shift": unsigned(bits_for(cfg.acc_w - 1)),
+        "relu": unsigned(1),
+        "gta": unsigned(1),
+        "prune": unsigned(1),
+        "g_first": unsigned(1),
+        "c_m": unsigned(C_M_BITS),
+        "c_shift": unsigned(bits_for(C_SHIFT_MAX)),
+        "bias": signed(cfg.acc_w),
+        "value": unsigned(32),
+    })
+
+
+def ppu_status_sel_layout(cfg: PPUConfig) -> data.StructLayout:
+    return data.StructLayout({"slot": unsigned(slot_width(cfg)), "index": unsigned(bits_for(cfg.n_f - 1))})
+
+
+def ppu_status_layout(cfg: PPUConfig) -> data.StructLayout:
+    """Readback fields; their meaning is golden.ppu_model.PPUStatus."""
+    return data.StructLayout({
+        "busy": unsigned(1),
+        "row_nnz": unsigned(bits_for(cfg.w_max)),
+        "g_sum": signed(cfg.g_w),
+        "relu_mask": unsigned(cfg.w_max),
+        "rng_state": unsigned(32),
+        "abs_sum": unsigned(cfg.sum_w),
+        "tau_pred": unsigned(cfg.tau_w),
+        "fifo_count": unsigned(bits_for(cfg.n_f)),
+        "fifo_full": unsigned(1),
+        "layer_nnz": unsigned(cfg.cnt_w),
+        "layer_elems": unsigned(cfg.cnt_w),
+        "fifo_entry": unsigned(cfg.tau_w),
+    })
+
+
+def _sat_signed(v, width: int):
+    lim = (1 << (width - 1)) - 1
+    return Mux(v > lim, lim, Mux(v < -lim, -lim, v))
+
+
+def _sat_unsigned(v, width: int):
+    hi = (1 << width) - 1
+    return Mux(v > hi, hi, v)
+
+
+def _rne_shift(v, s, max_shift: int):
+    """rne_shift(v, s) for a run-time shift s in 0 .. max_shift (signed or unsigned v)."""
+    q = v >> s
+    # full-width masks: a shift beyond len(v) must see rem = v and half > v (no round up)
+    one = Const(1, len(v) + 1)
+    rem = v.as_unsigned() & ((one << s) - 1)
+    half = (one << s) >> 1
+    up = (s != 0) & ((rem > half) | ((rem == half) & q[0]))
+    return q + up
+
+
+def xorshift32_next(x):
+    a = (x ^ (x << 13))[:32]
+    b = (a ^ (a >> 17))[:32]
+    return (b ^ (b << 5))[:32]
+
+
+class PPU(wiring.Component):
+    """Row accumulator, requantise/ReLU/prune/compress, g and |g| sums, threshold FIFOs."""
+
+    def __init__(self, cfg: PPUConfig | None = None):
+        self.cfg = cfg or PPUConfig()
+        self.p = hw_params(self.cfg)
+        members = {f"pe{j}": In(stream.Signature(beat_layout(self.p))) for j in range(N_PE)}
+        members.update({
+            "cmd": In(stream.Signature(ppu_cmd_layout(self.cfg))),
+            "out": Out(stream.Signature(entry_layout(self.p))),
+            "status_sel": In(ppu_status_sel_layout(self.cfg)),
+            "status": Out(ppu_status_layout(self.cfg)),
+        })
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        c, p = self.cfg, self.p
+        nf, ns, tau_w = c.n_f, c.n_slots, c.tau_w
+        ptr_w = max(1, c.log2_n_f)
+        fifo_sum_w = tau_w + c.log2_n_f
+        cnt_max = (1 << c.cnt_w) - 1
+
+        acc = [Signal(signed(c.acc_w), name=f"acc{x}") for x in range(c.w_max)]
+        rng = Signal(32, init=c.seed)
+        g_sum = Signal(signed(c.g_w))
+        row_nnz = Signal(bits_for(c.w_max))
+        relu_mask = Signal(c.w_max)
+
+        # per-slot state; the FIFO entries of slot s live at s*N_F .. s*N_F+N_F-1
+        abs_sum = Array(Signal(c.sum_w, name=f"abs_sum{s}") for s in range(ns))
+        layer_nnz = Array(Signal(c.cnt_w, name=f"layer_nnz{s}") for s in range(ns))
+        layer_elems = Array(Signal(c.cnt_w, name=f"layer_elems{s}") for s in range(ns))
+        fifo_cnt = Array(Signal(bits_for(nf), name=f"fifo_cnt{s}") for s in range(ns))
+        fifo_wp = Array(Signal(ptr_w, name=f"fifo_wp{s}") for s in range(ns))
+        fifo_sum = Array(Signal(fifo_sum_w, name=f"fifo_sum{s}") for s in range(ns))
+        fifo_mem = Array(Signal(tau_w, name=f"fifo{s}_{i}") for s in range(ns) for i in range(nf))
+
+        def pred(total):
+            """rne_shift(sum, log2 N_F): the predicted threshold."""
+            if c.log2_n_f == 0:
+                return total
+            L = c.log2_n_f
+            q, rem = total[L:], total[:L]
+            half = 1 << (L - 1)
+            return (q + ((rem > half) | ((rem == half) & q[0])))[:tau_w]
+
+        def flat(slot, ptr):
+            return slot * nf + (ptr & (nf - 1))
+
+        # latched command fields
+        r_slot = Signal(slot_width(c))
+        r_len = Signal(p.off_w)
+        r_shift = Signal(bits_for(c.acc_w - 1))
+        r_relu, r_gta, r_prune = Signal(), Signal(), Signal()
+        r_cm = Signal(C_M_BITS)
+        r_cshift = Signal(bits_for(C_SHIFT_MAX))
+        pending = Signal(N_PE)
+        x = Signal(p.off_w)
+
+        # output register and the held (most recent, not yet sent) non-zero
+        out_valid = Signal()
+        out_value = Signal(signed(c.dw))
+        out_offset = Signal(p.off_w)
+        out_last = Signal()
+        held_valid = Signal()
+        held_value = Signal(signed(c.dw))
+        held_offset = Signal(p.off_w)
+        out_free = ~out_valid | self.out.ready
+        m.d.comb += [
+            self.out.valid.eq(out_valid),
+            self.out.payload.value.eq(out_value),
+            self.out.payload.offset.eq(out_offset),
+            self.out.payload.last.eq(out_last),
+        ]
+        with m.If(self.out.valid & self.out.ready):
+            m.d.sync += out_valid.eq(0)
+
+        # FIFO push, shared by END_BATCH and PUSH_TAU
+        push_en = Signal()
+        push_slot = Signal(slot_width(c))
+        push_val = Signal(tau_w)
+        with m.If(push_en):
+            wp, cnt = fifo_wp[push_slot], fifo_cnt[push_slot]
+            full = cnt == nf
+            oldest = Mux(full, fifo_mem[flat(push_slot, wp)], 0)
+            m.d.sync += [
+                fifo_mem[flat(push_slot, wp)].eq(push_val),
+                fifo_wp[push_slot].eq((wp + 1) & (nf - 1)),
+                fifo_sum[push_slot].eq(fifo_sum[push_slot] + push_val - oldest),
+                fifo_cnt[push_slot].eq(Mux(full, nf, cnt + 1)),
+            ]
+
+        # ---------------------------------------------------------------- FINISH datapath
+        v = acc[0]
+        r = Signal(signed(c.acc_w + 1))
+        m.d.comb += r.eq(_rne_shift(v, r_shift, c.acc_w - 1))
+        q_sat = Signal(signed(c.dw))
+        m.d.comb += q_sat.eq(_sat_signed(r, c.dw))
+        q = Signal(signed(c.dw))
+        m.d.comb += q.eq(Mux(r_relu & (q_sat < 0), 0, q_sat))
+        absq = Signal(tau_w)
+        m.d.comb += absq.eq(Mux(q < 0, -q, q))
+        tau = Signal(tau_w)
+        m.d.comb += tau.eq(pred(fifo_sum[r_slot]))
+        prune_on = r_prune & (fifo_cnt[r_slot] == nf)
+        need_r = Signal()
+        m.d.comb += need_r.eq(prune_on & (absq != 0) & (absq < tau))
+        rng_next = Signal(32)
+        m.d.comb += rng_next.eq(xorshift32_next(rng))
+        rand = rng_next[32 - c.r_w:]
+        keep_tau = (absq << c.r_w) > (tau * rand)
+        pruned = Signal(signed(c.dw))
+        m.d.comb += pruned.eq(Mux(need_r, Mux(keep_tau, Mux(q < 0, -tau, tau), 0), q))
+        nz = pruned != 0
+
+        # ---------------------------------------------------------------- control
+        with m.FSM(name="ppu_fsm") as fsm:
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(1)
+                cmd = self.cmd.payload
+                with m.If(self.cmd.valid):
+                    with m.Switch(cmd.op):
+                        with m.Case(Op.START):
+                            m.d.sync += [a.eq(cmd.bias) for a in acc]
+                        with m.Case(Op.ACCUM):
+                            m.d.sync += pending.eq(cmd.pe_mask)
+                            with m.If(cmd.pe_mask != 0):
+                                m.next = "ACCUM"
+                        with m.Case(Op.FINISH):
+                            m.d.sync += [
+                                r_slot.eq(cmd.slot), r_len.eq(cmd.length), r_shift.eq(cmd.shift),
+                                r_relu.eq(cmd.relu), r_gta.eq(cmd.gta), r_prune.eq(cmd.prune),
+                                x.eq(0), row_nnz.eq(0), relu_mask.eq(0),
+                            ]
+                            with m.If(cmd.g_first):
+                                m.d.sync += g_sum.eq(0)
+                            m.next = "SCAN"
+                        with m.Case(Op.END_BATCH):
+                            m.d.sync += [r_slot.eq(cmd.slot), r_cm.eq(cmd.c_m), r_cshift.eq(cmd.c_shift)]
+                            m.next = "END_BATCH"
+                        with m.Case(Op.PUSH_TAU):
+                            m.d.comb += [push_en.eq(1), push_slot.eq(cmd.slot), push_val.eq(cmd.value[:tau_w])]
+                        with m.Case(Op.CLEAR_SLOT):
+                            s = cmd.slot
+                            m.d.sync += [abs_sum[s].eq(0), layer_nnz[s].eq(0), layer_elems[s].eq(0),
+                                         fifo_cnt[s].eq(0), fifo_wp[s].eq(0), fifo_sum[s].eq(0)]
+                            for i in range(nf):
+                                m.d.sync += fifo_mem[flat(s, i)].eq(0)
+                        with m.Case(Op.CLEAR_COUNTS):
+                            m.d.sync += [layer_nnz[cmd.slot].eq(0), layer_elems[cmd.slot].eq(0)]
+                        with m.Case(Op.SEED):
+                            m.d.sync += rng.eq(Mux(cmd.value == 0, c.seed, cmd.value))
+
+            with m.State("ACCUM"):
+                pes = [getattr(self, f"pe{j}") for j in range(N_PE)]
+                take = [Signal(name=f"take{j}") for j in range(N_PE)]
+                done = Signal(N_PE)
+                for j, pe in enumerate(pes):
+                    m.d.comb += [pe.ready.eq(pending[j]), take[j].eq(pe.valid & pending[j]),
+                                 done[j].eq(take[j] & pe.payload.last)]
+                # align each accepted beat to its columns: a barrel shifter in whole lanes
+                width = c.w_max * c.acc_w
+                aligned = []
+                for j, pe in enumerate(pes):
+                    b = pe.payload
+                    vec = Cat(*[Mux(take[j] & (k < b.count), b.lanes[k], 0).as_unsigned()
+                                for k in range(c.k_max)])
+                    for i in range(p.off_w):
+                        step = (1 << i) * c.acc_w
+                        shifted = Cat(Const(0, step), vec)[:width] if step < width else Const(0, width)
+                        # a named signal per stage: Amaranth re-emits unnamed expressions per use
+                        stage = Signal(width, name=f"align{j}_{i}")
+                        m.d.comb += stage.eq(Mux(b.base[i], shifted, vec))
+                        vec = stage
+                    aligned.append(vec)
+                for col in range(c.w_max):
+                    lo, hi = col * c.acc_w, (col + 1) * c.acc_w
+                    total = acc[col] + sum(a[lo:hi].as_signed() for a in aligned)
+                    m.d.sync += acc[col].eq(_sat_signed(total, c.acc_w))
+                m.d.sync += pending.eq(pending & ~done)
+                with m.If((pending & ~done) == 0):
+                    m.next = "IDLE"
+
+            with m.State("SCAN"):
+                with m.If(x >= r_len):
+                    m.next = "FLUSH"
+                with m.Elif(~nz | ~held_valid | out_free):
+                    m.d.sync += [acc[i].eq(acc[i + 1]) for i in range(c.w_max - 1)]
+                    m.d.sync += [acc[-1].eq(0), x.eq(x + 1), relu_mask.bit_select(x, 1).eq(q > 0)]
+                    with m.If(need_r):
+                        m.d.sync += rng.eq(rng_next)
+                    with m.If(r_gta):
+                        m.d.sync += [g_sum.eq(_sat_signed(g_sum + q, c.g_w)),
+                                     abs_sum[r_slot].eq(_sat_unsigned(abs_sum[r_slot] + absq, c.sum_w))]
+                    elems = layer_elems[r_slot]
+                    m.d.sync += elems.eq(Mux(elems == cnt_max, cnt_max, elems + 1))
+                    with m.If(nz):
+                        nnz = layer_nnz[r_slot]
+                        m.d.sync += [row_nnz.eq(row_nnz + 1), nnz.eq(Mux(nnz == cnt_max, cnt_max, nnz + 1)),
+                                     held_valid.eq(1), held_value.eq(pruned), held_offset.eq(x)]
+                        with m.If(held_valid):
+                            m.d.sync += [out_valid.eq(1), out_value.eq(held_value),
+                                         out_offset.eq(held_offset), out_last.eq(0)]
+
+            with m.State("FLUSH"):
+                with m.If(out_free):
+                    m.d.sync += [out_valid.eq(1), out_last.eq(1), held_valid.eq(0),
+                                 out_value.eq(Mux(held_valid, held_value, 0)),
+                                 out_offset.eq(Mux(held_valid, held_offset, p.off_end))]
+                    m.d.sync += [a.eq(0) for a in acc]
+                    m.next = "DRAIN"
+
+            with m.State("DRAIN"):
+                with m.If(self.out.ready):
+                    m.next = "IDLE"
+
+            with m.State("END_BATCH"):
+                prod = Signal(C_M_BITS + c.sum_w)
+                rounded = Signal(C_M_BITS + c.sum_w + 1)
+                m.d.comb += [prod.eq(r_cm * abs_sum[r_slot]), rounded.eq(_rne_shift(prod, r_cshift, C_SHIFT_MAX))]
+                tb = _sat_unsigned(rounded, tau_w)
+                m.d.comb += [push_en.eq(1), push_slot.eq(r_slot), push_val.eq(tb)]
+                m.d.sync += abs_sum[r_slot].eq(0)
+                m.next = "IDLE"
+
+        # ---------------------------------------------------------------- readback
+        sel, st = self.status_sel, self.status
+        s = sel.slot
+        pos = (fifo_wp[s] - fifo_cnt[s] + sel.index) & (nf - 1)
+        m.d.comb += [
+            st.busy.eq(~fsm.ongoing("IDLE")),
+            st.row_nnz.eq(row_nnz),
+            st.g_sum.eq(g_sum),
+            st.relu_mask.eq(relu_mask),
+            st.rng_state.eq(rng),
+            st.abs_sum.eq(abs_sum[s]),
+            st.tau_pred.eq(pred(fifo_sum[s])),
+            st.fifo_count.eq(fifo_cnt[s]),
+            st.fifo_full.eq(fifo_cnt[s] == nf),
+            st.layer_nnz.eq(layer_nnz[s]),
+            st.layer_elems.eq(layer_elems[s]),
+            st.fifo_entry.eq(fifo_mem[flat(s, pos)]),
+        ]
+        return m
