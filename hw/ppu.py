@@ -232,7 +232,10 @@ class PPU(wiring.Component):
                             ]
                             with m.If(cmd.g_first):
                                 m.d.sync += g_sum.eq(0)
-                            m.next = "SCAN"
+                            with m.If(cmd.length == 0):
+                                m.next = "FLUSH"
+                            with m.Else():
+                                m.next = "SCAN"
                         with m.Case(Op.END_BATCH):
                             m.d.sync += [r_slot.eq(cmd.slot), r_cm.eq(cmd.c_m), r_cshift.eq(cmd.c_shift)]
                             m.next = "END_BATCH"
@@ -280,9 +283,9 @@ class PPU(wiring.Component):
                     m.next = "IDLE"
 
             with m.State("SCAN"):
-                with m.If(x >= r_len):
-                    m.next = "FLUSH"
-                with m.Elif(~nz | ~held_valid | out_free):
+                with m.If(~nz | ~held_valid | out_free):
+                    with m.If(x + 1 >= r_len):
+                        m.next = "FLUSH"
                     m.d.sync += [acc[i].eq(acc[i + 1]) for i in range(c.w_max - 1)]
                     m.d.sync += [acc[-1].eq(0), x.eq(x + 1), relu_mask.bit_select(x, 1).eq(q > 0)]
                     with m.If(need_r):
