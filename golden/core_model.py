@@ -281,3 +281,69 @@ def _schedule(units: list[_Unit], p: CoreParams) -> int:
         return 0
     arch = ArchParams(groups=p.groups, w_max=max(2, p.w_max), dw=p.dw, ppu_latency=PPU_LAT)
     return schedule_units(units, arch).cycles
+
+
+class ProgramBuilder:
+    """Lays out rows, weights and masks in a buffer image and emits the instruction words.
+
+    Result rows get ``max(1, length)`` words each (the worst case of the sparse row format)
+    and directory entries in order; ``build()`` returns (program, buffer_image, masks).
+    """
+
+    def __init__(self, params: CoreParams):
+        self.p = params
+        self.words: list[int] = []
+        self.image: list[int] = []
+        self.masks: list[int] = []
+        self.results: list[tuple[int, int]] = []  # (out_addr, length) per directory entry
+        self._pending: list[tuple[dict, list[int]]] = []
+
+    def _alloc(self, words: Sequence[int]) -> int:
+        addr = len(self.image)
+        self.image.extend(int(w) for w in words)
+        return addr
+
+    def row(self, row: SparseRow) -> int:
+        return self._alloc(entry_encode(v, o, last, self.p) for v, o, last in row.stream(self.p.w_max))
+
+    def weights(self, w: Sequence[int]) -> int:
+        k = len(w)
+        return self._alloc(entry_encode(int(v), i, int(i == k - 1), self.p) for i, v in enumerate(w))
+
+    def mask(self, bits: Sequence[int]) -> int:
+        self.masks.append(sum(1 << x for x, b in enumerate(bits) if b))
+        return len(self.masks) - 1
+
+    def op(self, mode: Mode, k: int, in_len: int, out_len: int, addr1: int, addr2: int, *, stride: int = 1,
+           pad: int = 0, mask_addr: int = 0) -> int:
+        from ..hw.core_isa import encode
+        return encode(Opcode.OP, mode=int(mode), k=k, stride2=int(stride == 2), pad=pad, in_len=in_len,
+                      out_len=out_len, addr1=addr1, addr2=addr2, mask_addr=mask_addr)
+
+    def unit(self, length: int, ops: Sequence[int], *, shift: int = 0, relu: bool = False, gta: bool = False,
+             prune: bool = False, g_first: bool = False, slot: int = 0, bias: int | None = None) -> int:
+        """Queue a unit; returns its directory index (the result row is placed at build time)."""
+        d = len(self.results)
+        self.results.append((-1, length))
+        self._pending.append((dict(n_ops=len(ops), dir=d, length=length, shift=shift, relu=int(relu),
+                                   gta=int(gta), prune=int(prune), g_first=int(g_first), slot=slot,
+                                   bias_en=int(bias is not None), bias=int(bias or 0)), list(ops)))
+        return d
+
+    def instr(self, opcode: Opcode, **fields: int) -> None:
+        from ..hw.core_isa import encode
+        self._flush()
+        self.words.append(encode(opcode, **fields))
+
+    def _flush(self) -> None:
+        from ..hw.core_isa import encode
+        for f, ops in self._pending:
+            addr = self._alloc([0] * max(1, f["length"]))
+            self.results[f["dir"]] = (addr, f["length"])
+            self.words.append(encode(Opcode.UNIT, out_addr=addr, **f))
+            self.words.extend(ops)
+        self._pending = []
+
+    def build(self) -> tuple[list[int], list[int], list[int]]:
+        self._flush()
+        return list(self.words), list(self.image), list(self.masks)

@@ -1,0 +1,115 @@
+"""Run a core program on the RTL from plain Python (docs/architecture.md section 11).
+
+``run_core_program(program, buffer_image, params, sim=...)`` generates the core's Verilog
+once per configuration, compiles it once (``sim_tb.runner``), loads the memories, runs the
+core free until ``done`` under a watchdog and returns what the host reads back: result
+rows through the directory, counters, cycles and the error status.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from ..golden.ppu_model import PPUStatus
+from ..hw.core_isa import N_STEPS, CoreParams, dir_decode, entry_decode
+from . import runner
+
+TB_MODULE = "sparsetrain.sim_tb.core_tb"
+SEL_BUF, SEL_MASK, SEL_IMEM, SEL_DIR = range(4)
+
+
+@dataclass
+class CoreResult:
+    done: bool
+    error: int
+    error_code: int
+    timed_out: bool
+    cycles: int
+    total_cycles: int
+    step_nnz: list[int]
+    step_rows: list[int]
+    step_elems: list[int]
+    directory: list[dict[str, int]]
+    rows: dict[int, list[tuple[int, int, int]]]  # dir index -> (value, offset, last) entries
+    ppu_status: list[PPUStatus] = field(default_factory=list)
+    sim_seconds: float = 0.0   # wall time of the free-running part
+
+    @property
+    def cycles_per_second(self) -> float:
+        return self.total_cycles / self.sim_seconds if self.sim_seconds > 0 else 0.0
+
+    def dense_row(self, index: int, length: int, off_end: int) -> list[int]:
+        out = [0] * length
+        for v, o, _ in self.rows[index]:
+            if o != off_end:
+                out[o] = v
+        return out
+
+
+@functools.lru_cache(maxsize=8)
+def core_verilog(params: CoreParams) -> str:
+    from amaranth.back import verilog
+
+    from ..hw.core import Core
+    return verilog.convert(Core(params), name="core", emit_src=False)
+
+
+def build_core(params: CoreParams, sim: str = "verilator") -> runner.Build:
+    """Compile the core for ``params`` once (cached under build/sim by content)."""
+    tag = f"core-g{params.groups}d{params.dw}k{params.k_max}w{params.w_max}"
+    return runner.build(core_verilog(params), "core", sim, name=tag)
+
+
+def _status_fields(word: int, params: CoreParams) -> PPUStatus:
+    from ..hw.ppu import ppu_status_layout
+    lay = ppu_status_layout(params.ppu_config())
+    vals = {}
+    for name, fld in lay:
+        width = fld.width
+        v = (word >> fld.offset) & ((1 << width) - 1)
+        if fld.shape.signed and v >> (width - 1):
+            v -= 1 << width
+        vals[name] = v
+    vals.pop("busy", None)
+    return PPUStatus(**vals)
+
+
+def run_core_program(program: Sequence[int], buffer_image: Sequence[int], params: CoreParams, *,
+                     masks: Sequence[int] = (), sim: str = "verilator", dir_count: int | None = None,
+                     ppu_status: Sequence[tuple[int, int]] = (), watchdog_cycles: int = 2_000_000,
+                     seed: int | None = None) -> CoreResult:
+    """Load, run and read back one program; ``dir_count`` directory entries are read (default all)."""
+    if not isinstance(params, CoreParams):
+        raise ValueError(f"params = {params!r} is not a CoreParams; allowed: a CoreParams instance")
+    for name, words, depth in (("program", program, params.imem_depth), ("buffer_image", buffer_image,
+                                                                         params.buf_depth),
+                               ("masks", masks, params.mask_depth)):
+        if len(words) > depth:
+            raise ValueError(f"{name} = {len(words)} words is out of range; allowed: 0 .. {depth}")
+    if dir_count is None:
+        dir_count = params.dir_depth
+    if not 0 <= dir_count <= params.dir_depth:
+        raise ValueError(f"dir_count = {dir_count} is out of range; allowed: 0 .. {params.dir_depth}")
+    b = build_core(params, sim)
+    loads = [(SEL_BUF, 0, [int(w) for w in buffer_image]), (SEL_MASK, 0, [int(w) for w in masks]),
+             (SEL_IMEM, 0, [int(w) for w in program]), (SEL_DIR, 0, [0] * dir_count)]
+    work = Path(tempfile.mkdtemp(prefix="core-", dir=b.build_dir))
+    stim, result = work / "stim.json", work / "result.json"
+    stim.write_text(json.dumps({"loads": loads, "dir_count": dir_count, "watchdog_cycles": int(watchdog_cycles),
+                                "ppu_status": [list(x) for x in ppu_status]}))
+    runner.run(b, TB_MODULE, seed=seed, env={"CORE_STIM": str(stim), "CORE_RESULT": str(result)},
+               test_dir=work / "tb")
+    r = json.loads(result.read_text())
+    rows = {int(k): [entry_decode(w, params) for w in v] for k, v in r["rows"].items()}
+    return CoreResult(
+        done=bool(r["done"]), error=bool(r["error"]), error_code=r["error_code"], timed_out=r["timed_out"],
+        cycles=r["cycles"], total_cycles=r["total_cycles"], step_nnz=r["step_nnz"][:N_STEPS],
+        step_rows=r["step_rows"], step_elems=r["step_elems"],
+        directory=[dir_decode(w) for w in r["directory"]], rows=rows,
+        ppu_status=[_status_fields(w, params) for w in r["ppu_status"]], sim_seconds=r["run_seconds"])

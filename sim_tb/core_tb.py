@@ -1,0 +1,99 @@
+"""cocotb process of the core (run by ``sim_tb.core_driver``, never imported by the user).
+
+Reads the stimulus JSON named by ``CORE_STIM``: memory words to load, how many directory
+entries and which PPU status to read back, and the watchdog. Loads the memories one word
+per cycle through the host write port, pulses ``start``, lets the core run free until
+``done`` (or the watchdog), reads the status registers, the directory and every written
+result row, and writes them to the JSON named by ``CORE_RESULT``. Comparison with the
+golden model happens in the driver, outside the simulator.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import FallingEdge, First, RisingEdge, Timer
+
+PERIOD_NS = 10
+N_STEPS = 4
+COUNTER_W = 32
+DIR_FIELDS = (("start", 0, 20), ("entries", 20, 13), ("nnz", 33, 13), ("written", 46, 1))
+
+
+def _split(value: int, n: int, width: int) -> list[int]:
+    return [(value >> (i * width)) & ((1 << width) - 1) for i in range(n)]
+
+
+@cocotb.test()
+async def run_program(dut):
+    stim = json.loads(open(os.environ["CORE_STIM"]).read())
+    cocotb.start_soon(Clock(dut.clk, PERIOD_NS, units="ns").start())
+    for sig in (dut.host_we, dut.host_wsel, dut.host_waddr, dut.host_wdata, dut.host_rsel, dut.host_raddr,
+                dut.start, dut.ppu_sel_group, dut.ppu_sel_slot, dut.ppu_sel_index):
+        sig.value = 0
+    dut.rst.value = 1
+    for _ in range(2):
+        await RisingEdge(dut.clk)
+    await FallingEdge(dut.clk)
+    dut.rst.value = 0
+
+    # bulk load: one word per cycle (set on the falling edge, written on the rising edge)
+    dut.host_we.value = 1
+    for sel, base, words in stim["loads"]:
+        dut.host_wsel.value = sel
+        for i, w in enumerate(words):
+            dut.host_waddr.value = base + i
+            dut.host_wdata.value = w
+            await FallingEdge(dut.clk)
+    dut.host_we.value = 0
+
+    dut.start.value = 1
+    await FallingEdge(dut.clk)
+    dut.start.value = 0
+    t0 = time.perf_counter()
+    timeout = Timer(stim["watchdog_cycles"] * PERIOD_NS, units="ns")
+    fired = await First(RisingEdge(dut.done), timeout)
+    wall = time.perf_counter() - t0
+    await FallingEdge(dut.clk)
+    res = {
+        "timed_out": fired is timeout,
+        "done": int(dut.done.value),
+        "error": int(dut.error.value),
+        "error_code": int(dut.error_code.value),
+        "cycles": int(dut.cycles.value),
+        "total_cycles": int(dut.total_cycles.value),
+        "step_nnz": _split(int(dut.step_nnz.value), N_STEPS, COUNTER_W),
+        "step_rows": _split(int(dut.step_rows.value), N_STEPS, COUNTER_W),
+        "step_elems": _split(int(dut.step_elems.value), N_STEPS, COUNTER_W),
+        "run_seconds": wall,
+    }
+
+    async def read(sel: int, addrs: list[int]) -> list[int]:
+        out = []
+        dut.host_rsel.value = sel
+        for a in addrs:
+            dut.host_raddr.value = a
+            await FallingEdge(dut.clk)
+            out.append(int(dut.host_rdata.value))
+        return out
+
+    dir_words = await read(1, list(range(stim["dir_count"])))
+    res["directory"] = dir_words
+    rows = {}
+    for i, w in enumerate(dir_words):
+        d = {n: (w >> lsb) & ((1 << width) - 1) for n, lsb, width in DIR_FIELDS}
+        if d["written"]:
+            rows[str(i)] = await read(0, list(range(d["start"], d["start"] + d["entries"])))
+    res["rows"] = rows
+    status = []
+    for g, slot in stim.get("ppu_status", []):
+        dut.ppu_sel_group.value = g
+        dut.ppu_sel_slot.value = slot
+        await FallingEdge(dut.clk)
+        status.append(int(dut.ppu_status.value))
+    res["ppu_status"] = status
+    with open(os.environ["CORE_RESULT"], "w") as f:
+        json.dump(res, f)
