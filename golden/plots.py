@@ -26,11 +26,11 @@ def plot_metrics(metrics: dict[str, Any], path: str | Path) -> Path:
         vals = [lay[key] for lay in e["layers"].values() if lay.get(key) is not None]
         return sum(vals) / len(vals) if vals else None
 
-    for key, label in (("grad_density_before", "gradient, unpruned"), ("grad_density", "gradient, pruned"),
-                       ("activation_density", "activations")):
+    for key, label in (("grad_density_before", "pruning target, before"), ("grad_density", "pruning target, after"),
+                       ("dO_density", "dO as the conv consumes it"), ("activation_density", "activations")):
         ys = [mean_of(e, key) for e in eps]
         if any(y is not None for y in ys):
-            ax_den.plot(x, [float("nan") if y is None else y for y in ys], "o-", label=label)
+            ax_den.plot(x, [float("nan") if y is None else y for y in ys], "o-", label=label, alpha=0.8)
     ax_den.set_xlabel("epoch")
     ax_den.set_ylabel("density of non-zeros (mean over layers)")
     ax_den.set_ylim(0, 1.05)
