@@ -14,7 +14,8 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigne
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..golden.ppu_model import C_M_BITS, C_SHIFT_MAX, N_PE, Op, PPUConfig
+from ..golden.ppu_model import C_M_BITS, C_SHIFT_MAX, DEFAULT_SEED, N_PE, Op, PPUConfig
+from .blocks import BlockSpec, ParamSpec
 from .layouts import HwParams, beat_layout, bits_for, entry_layout
 
 
@@ -78,8 +79,8 @@ def _sat_unsigned(v, width: int):
     return Mux(v > hi, hi, v)
 
 
-def _rne_shift(v, s, max_shift: int):
-    """rne_shift(v, s) for a run-time shift s in 0 .. max_shift (signed or unsigned v)."""
+def _rne_shift(v, s):
+    """rne_shift(v, s) for a run-time shift s (signed or unsigned v)."""
     q = v >> s
     # full-width masks: a shift beyond len(v) must see rem = v and half > v (no round up)
     one = Const(1, len(v) + 1)
@@ -191,7 +192,7 @@ class PPU(wiring.Component):
         # ---------------------------------------------------------------- FINISH datapath
         v = acc[0]
         r = Signal(signed(c.acc_w + 1))
-        m.d.comb += r.eq(_rne_shift(v, r_shift, c.acc_w - 1))
+        m.d.comb += r.eq(_rne_shift(v, r_shift))
         q_sat = Signal(signed(c.dw))
         m.d.comb += q_sat.eq(_sat_signed(r, c.dw))
         q = Signal(signed(c.dw))
@@ -318,7 +319,7 @@ class PPU(wiring.Component):
             with m.State("END_BATCH"):
                 prod = Signal(C_M_BITS + c.sum_w)
                 rounded = Signal(C_M_BITS + c.sum_w + 1)
-                m.d.comb += [prod.eq(r_cm * abs_sum[r_slot]), rounded.eq(_rne_shift(prod, r_cshift, C_SHIFT_MAX))]
+                m.d.comb += [prod.eq(r_cm * abs_sum[r_slot]), rounded.eq(_rne_shift(prod, r_cshift))]
                 tb = _sat_unsigned(rounded, tau_w)
                 m.d.comb += [push_en.eq(1), push_slot.eq(r_slot), push_val.eq(tb)]
                 m.d.sync += abs_sum[r_slot].eq(0)
@@ -343,3 +344,35 @@ class PPU(wiring.Component):
             st.fifo_entry.eq(fifo_mem[flat(s, pos)]),
         ]
         return m
+
+
+# NAME=VALUE parameter of `sparsetrain verilog --block ppu` -> PPUConfig field
+_PARAM_FIELDS = {"DW": "dw", "K_MAX": "k_max", "W_MAX": "w_max", "ACC_W": "acc_w", "N_F": "n_f",
+                 "N_SLOTS": "n_slots", "R_W": "r_w", "SEED": "seed", "SUM_W": "sum_w", "G_W": "g_w",
+                 "CNT_W": "cnt_w"}
+
+
+def _build(values: dict[str, int | None]) -> tuple[PPU, dict[str, int]]:
+    cfg = PPUConfig(**{f: values[k] for k, f in _PARAM_FIELDS.items()})
+    return PPU(cfg), {k: int(getattr(cfg, f)) for k, f in _PARAM_FIELDS.items()}
+
+
+BLOCK = BlockSpec(
+    name="ppu",
+    help="post-processing unit of a PE group (accumulate, requantise, ReLU, prune, compress, "
+         "threshold FIFOs), docs/architecture.md sections 7 and 7.1",
+    params={
+        "DW": ParamSpec(16, "data width (4 .. 32)"),
+        "K_MAX": ParamSpec(11, "lanes of a PE beat (1 .. 16)"),
+        "W_MAX": ParamSpec(64, "row accumulator lanes, longest row (2 .. 4096, >= K_MAX)"),
+        "ACC_W": ParamSpec(None, "accumulator width (2*DW+1 .. 64; default min(64, 2*DW+8))"),
+        "N_F": ParamSpec(4, "threshold FIFO depth (power of two, 1 .. 64)"),
+        "N_SLOTS": ParamSpec(4, "layers whose pruning state the PPU keeps (1 .. 64)"),
+        "R_W": ParamSpec(16, "bits of the pruning random number (8 .. 24)"),
+        "SEED": ParamSpec(DEFAULT_SEED, "xorshift32 reset seed (1 .. 2**32-1)"),
+        "SUM_W": ParamSpec(None, "sum|g| accumulator width (DW-1 .. 64; default min(64, DW+24))"),
+        "G_W": ParamSpec(None, "bias-gradient accumulator width (DW .. 64; default min(64, DW+24))"),
+        "CNT_W": ParamSpec(32, "non-zero / element counter width (8 .. 64)"),
+    },
+    build=_build,
+)
