@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 import json
 import os
+import subprocess
+import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -54,10 +55,18 @@ class CoreResult:
 
 @functools.lru_cache(maxsize=8)
 def core_verilog(params: CoreParams) -> str:
-    from amaranth.back import verilog
-
-    from ..hw.core import Core
-    return verilog.convert(Core(params), name="core", emit_src=False)
+    """Verilog of the core, generated with a fixed hash seed: Amaranth's internal names follow
+    set/dict order, and a different text would force a new (minutes long) compile."""
+    code = ("import json, sys\n"
+            "from amaranth.back import verilog\n"
+            "from sparsetrain.hw.core import Core\n"
+            "from sparsetrain.hw.core_isa import CoreParams\n"
+            "p = CoreParams(**json.loads(sys.argv[1]))\n"
+            "sys.stdout.write(verilog.convert(Core(p), name='core', emit_src=False))\n")
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(params.as_dict())], env=env, check=True,
+                         capture_output=True, text=True)
+    return out.stdout
 
 
 def build_core(params: CoreParams, sim: str = "verilator") -> runner.Build:
