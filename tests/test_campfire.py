@@ -1,0 +1,282 @@
+"""Campfire weight pruning (golden.campfire): schedule, mask structure, era handling, FC rule."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sparsetrain.golden.campfire import (
+    PRUNING_MODES, CampfirePruner, WeightPruneConfig, ck_mask, combined_mask, conv_mask, dead_filters,
+    fc_block_mask, fc_fine_mask, fc_input_rule, input_rule_pair, load_masks, scheduled_sparsity, step_target,
+    window_mask, zero_kernel_rows)
+from sparsetrain.golden.networks import build_model, conv_layers
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The machine is shared: one torch thread (also much faster for these tiny layers)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def kernels(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0] * t.shape[1], -1)
+
+
+# ------------------------------------------------------------------------------------ schedule
+
+@pytest.mark.parametrize("exponent", [1.0, 2.0, 3.0])
+def test_schedule_matches_zhu_gupta(exponent: float) -> None:
+    s_f, t0, n = 0.7, 2.0, 5.0
+    for t in np.linspace(t0, t0 + n, 23):
+        # s_t = s_f + (0 - s_f) * (1 - (t - t0)/n)^e, written out independently
+        progress = (t - t0) / n
+        expected = s_f - s_f * (1.0 - progress) ** exponent
+        assert scheduled_sparsity(t, s_f, t0, n, exponent) == pytest.approx(expected, abs=1e-12)
+    assert scheduled_sparsity(t0 - 1, s_f, t0, n, exponent) == 0.0
+    assert scheduled_sparsity(t0 + n + 3, s_f, t0, n, exponent) == s_f
+    values = [scheduled_sparsity(t, s_f, t0, n, exponent) for t in np.linspace(0, 10, 101)]
+    assert all(b >= a for a, b in zip(values, values[1:])), "the schedule never decreases"
+
+
+def test_schedule_exponent_sets_speed() -> None:
+    # a larger exponent prunes faster early in the era
+    mid = [scheduled_sparsity(1.0, 0.8, 0.0, 4.0, e) for e in (1.0, 3.0, 5.0)]
+    assert mid[0] < mid[1] < mid[2]
+    assert mid[0] == pytest.approx(0.8 * 0.25)
+
+
+@pytest.mark.parametrize("resolution", ["epoch", "step"])
+def test_step_target_covers_the_era(resolution: str) -> None:
+    cfg = WeightPruneConfig(sparsity=0.6, era_start=2, era_length=3, resolution=resolution)
+    spe = 4
+    assert step_target(cfg, 1, spe - 1, spe) is None
+    assert step_target(cfg, 5, 0, spe) is None
+    assert step_target(cfg, 4, spe - 1, spe) == pytest.approx(0.6), "last step of the era reaches s_f"
+    targets = [step_target(cfg, e, i, spe) for e in range(2, 5) for i in range(spe)]
+    assert all(b >= a for a, b in zip(targets, targets[1:]))
+    if resolution == "epoch":
+        for e in range(2, 5):
+            per_epoch = {step_target(cfg, e, i, spe) for i in range(spe)}
+            assert per_epoch == {scheduled_sparsity(e + 1, 0.6, 2, 3)}
+    else:
+        assert step_target(cfg, 2, 0, spe) == pytest.approx(scheduled_sparsity(2.25, 0.6, 2, 3))
+
+
+# ------------------------------------------------------------------------------------ conv masks
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("s", [0.0, 0.2, 0.4, 0.6, 0.7, 0.8, 0.95])
+def test_window_structure(seed: int, k: int, s: float) -> None:
+    gen = torch.Generator().manual_seed(seed + k)
+    w = torch.randn(7, 5, k, k, generator=gen)
+    m = window_mask(w, s)
+    allowed = math.ceil((1 - s) * k * k - 1e-9)  # ceil((1-s) K^2)
+    per_kernel = kernels(m).sum(1)
+    assert int(per_kernel.max()) <= allowed
+    assert abs(int((~m).sum()) - s * w.numel()) <= 0.5 + 1e-9, "layer target met to within one weight"
+    # in every kernel, every kept weight is at least as large as every pruned one
+    mag = kernels(w.abs())
+    km = kernels(m)
+    for row in range(mag.shape[0]):
+        kept, pruned = mag[row][km[row]], mag[row][~km[row]]
+        if len(kept) and len(pruned):
+            assert float(kept.min()) >= float(pruned.max())
+
+
+@pytest.mark.parametrize("s", [0.1, 0.4, 0.6, 0.7, 0.8])
+def test_ck_prunes_whole_kernels_by_max(seed: int, s: float) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(9, 6, 3, 3, generator=gen)
+    m = ck_mask(w, s)
+    km = kernels(m)
+    alive_per_kernel = km.sum(1)
+    assert set(alive_per_kernel.tolist()) <= {0, 9}, "every kernel is all kept or all pruned"
+    pruned = int((~m).sum())
+    assert s * w.numel() - 0.5 <= pruned < s * w.numel() + 9, "target met, overshoot below one kernel"
+    kmax = kernels(w.abs()).amax(1)
+    dead = alive_per_kernel == 0
+    assert float(kmax[dead].max()) <= float(kmax[~dead].min()), "ranked by the largest magnitude"
+
+
+@pytest.mark.parametrize("s", [0.4, 0.6, 0.7, 0.8])
+def test_combined_is_window_then_ck(seed: int, s: float) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(8, 8, 3, 3, generator=gen)
+    m = combined_mask(w, s, window_fraction=0.8)
+    window_only = window_mask(w, 0.8 * s)
+    assert not bool((m & ~window_only).any()), "combined only removes more than its window phase"
+    km = kernels(m)
+    live = km.sum(1)
+    assert int(live.max()) <= math.ceil((1 - 0.8 * s) * 9 - 1e-9)
+    assert bool((live == 0).any()), "the CK phase zeroes whole kernels"
+    assert s * w.numel() - 0.5 <= int((~m).sum()) < s * w.numel() + 9
+
+
+def test_masks_never_revive_pruned_weights(seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(6, 4, 3, 3, generator=gen)
+    alive = torch.ones_like(w, dtype=torch.bool)
+    alive[0, 0, 0, 0] = False  # pruned, yet the largest weight
+    w[0, 0, 0, 0] = 100.0
+    for mode in PRUNING_MODES:
+        assert not bool(conv_mask(w, 0.3, mode, alive)[0, 0, 0, 0])
+
+
+# ------------------------------------------------------------------------------------ FC masks
+
+@pytest.mark.parametrize("s", [0.5, 0.9, 0.99])
+def test_fc_fine_keeps_an_input_per_output(seed: int, s: float) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(12, 40, generator=gen)
+    w[3] *= 1e-3  # an output whose weights are all small: plain magnitude pruning would cut it off
+    m = fc_fine_mask(w, s)
+    assert bool(m.any(1).all())
+    assert int((~m).sum()) == min(round(s * w.numel()), w.numel() - 12), "target, unless the rule forbids it"
+    kept, pruned = w.abs()[m], w.abs()[~m]
+    # apart from each row's protected maximum, the kept weights are the largest
+    row_max = w.abs().amax(1, keepdim=True)
+    unprotected_kept = w.abs()[m & (w.abs() < row_max)]
+    if len(unprotected_kept) and len(pruned):
+        assert float(unprotected_kept.min()) >= float(pruned.max())
+    assert len(kept) >= 12
+
+
+@pytest.mark.parametrize("block", [2, 4, 5])
+def test_fc_block_structure(seed: int, block: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(20, 33, generator=gen)
+    m = fc_block_mask(w, 0.7, block=block)
+    assert bool(m.any(1).all()), "every output keeps an input"
+    for r in range(0, 20, block):
+        for c in range(0, 33, block):
+            tile = m[r:r + block, c:c + block]
+            assert bool(tile.all()) or not bool(tile.any()), "tiles are kept or pruned whole"
+    assert 0.7 * w.numel() - 0.5 <= int((~m).sum()) < 0.7 * w.numel() + block * block
+
+
+def test_fc_input_rule_removes_dead_channels() -> None:
+    alive = torch.ones(5, 3 * 4, dtype=torch.bool)
+    dead = torch.tensor([False, True, False])
+    out = fc_input_rule(alive, dead, 4)
+    assert not bool(out[:, 4:8].any()) and bool(out[:, :4].all()) and bool(out[:, 8:].all())
+    with pytest.raises(ValueError, match="spatial"):
+        fc_input_rule(alive, dead, 5)
+
+
+# ------------------------------------------------------------------------------------ training
+
+def _train_with_campfire(cfg: WeightPruneConfig, seed: int, epochs: int, spe: int):
+    torch.manual_seed(seed)
+    model = build_model("alexnet", in_channels=1, input_size=32, width_mult=0.125)
+    pruner = CampfirePruner(model, cfg)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    gen = torch.Generator().manual_seed(seed)
+    history = []
+    step = 0
+    for epoch in range(epochs):
+        for i in range(spe):
+            x = torch.randn(8, 1, 32, 32, generator=gen)
+            y = torch.randint(0, 10, (8,), generator=gen)
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            for lay in pruner.layers:  # the gradient of a pruned weight is zero
+                assert not bool(lay.module.weight.grad[~lay.weight_mask].any())
+            opt.step()
+            pruner.after_step(opt, epoch, i, spe, step)
+            step += 1
+            history.append({lay.name: lay.weight_mask.clone() for lay in pruner.layers})
+    return model, pruner, history
+
+
+@pytest.mark.parametrize("mode", PRUNING_MODES)
+def test_era_reaches_target_then_freezes(seed: int, mode: str) -> None:
+    cfg = WeightPruneConfig(sparsity=0.7, mode=mode, era_start=1, era_length=2, fc_mode="fine")
+    spe = 3
+    model, pruner, history = _train_with_campfire(cfg, seed, epochs=4, spe=spe)
+    era_end_step = cfg.era_end * spe - 1
+    # before the era nothing is pruned
+    assert all(bool(m.all()) for m in history[spe - 1].values())
+    # masks only lose entries during the era
+    for before, after in zip(history, history[1:]):
+        for name in before:
+            assert not bool((after[name] & ~before[name]).any()), f"{name} revived a weight"
+    # at the end of the era each conv layer sits at the target, within one kernel's worth
+    for lay in pruner.layers:
+        m = history[era_end_step][lay.name]
+        if lay.kind == "conv":
+            kk = m.shape[2] * m.shape[3]
+            assert abs(int((~m).sum()) - 0.7 * m.numel()) <= kk, lay.name
+            if mode == "ck":
+                assert set(kernels(m).sum(1).tolist()) <= {0, kk}
+            if mode == "window":
+                assert int(kernels(m).sum(1).max()) <= math.ceil(0.3 * kk - 1e-9)
+        else:
+            assert bool(m.any(1).all()), f"{lay.name}: an output lost every input"
+    # fixed after the era: same masks, and the pruned weights are still exactly zero
+    assert pruner.frozen and pruner.frozen_at_step == era_end_step
+    for later in history[era_end_step + 1:]:
+        for name, m in later.items():
+            assert torch.equal(m, history[era_end_step][name])
+    for lay in pruner.layers:
+        assert not bool(lay.module.weight.detach()[~lay.weight_mask].any())
+    true = pruner.sparsity()
+    for lay in pruner.layers:
+        assert true[lay.name]["weight_sparsity"] >= true[lay.name]["mask_sparsity"]
+
+
+def test_alexnet_input_rule_and_dead_bias(seed: int) -> None:
+    model = build_model("alexnet", in_channels=1, input_size=32, width_mult=0.125)
+    pair = input_rule_pair(model)
+    assert pair is not None
+    conv_name, fc_name, spatial = pair
+    assert conv_name == conv_layers(model)[-1][0] and fc_name == "classifier.1" and spatial == 16
+    cfg = WeightPruneConfig(sparsity=0.8, mode="ck", era_start=0, era_length=1)
+    pruner = CampfirePruner(model, cfg)
+    pruner.update_masks(0.8)
+    pruner.apply()
+    conv, fc = pruner.by_name[conv_name], pruner.by_name[fc_name]
+    dead = dead_filters(conv.weight_mask)
+    assert bool(dead.any()), "CK at 80 % kills some filters of the last conv"
+    assert not bool(conv.bias_mask[dead].any()), "a dead filter loses its bias: its channel is zero"
+    dead_inputs = dead.repeat_interleave(spatial)
+    assert not bool(fc.weight_mask[:, dead_inputs].any())
+    # the channel really is zero: the FC inputs it feeds are exactly 0
+    x = torch.randn(4, 1, 32, 32)
+    feats = torch.flatten(model.features(x), 1)
+    assert not bool(feats[:, dead_inputs].any())
+    assert input_rule_pair(build_model("resnet18", in_channels=1, width_mult=0.125)) is None
+
+
+def test_masks_saved_and_loaded(tmp_path, seed: int) -> None:
+    torch.manual_seed(seed)
+    model = build_model("alexnet", in_channels=1, input_size=32, width_mult=0.125)
+    pruner = CampfirePruner(model, WeightPruneConfig(sparsity=0.6, mode="ck"))
+    pruner.update_masks(0.6)
+    pruner.save(tmp_path)
+    masks = load_masks(tmp_path)
+    for lay in pruner.layers:
+        assert np.array_equal(masks[f"{lay.name}/weight"], lay.weight_mask.numpy())
+    conv = pruner.layers[2]
+    rows = zero_kernel_rows(masks[f"{conv.name}/weight"])
+    assert rows.shape == conv.weight_mask.shape[:3]
+    assert np.array_equal(rows, ~conv.weight_mask.any(3).numpy())
+    with pytest.raises(FileNotFoundError):
+        load_masks(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"sparsity": 1.0}, "weight_sparsity"), ({"sparsity": 0.5, "mode": "filter"}, "weight_pruning"),
+    ({"sparsity": 0.5, "era_length": 0}, "era_length"), ({"sparsity": 0.5, "era_start": -1}, "era_start"),
+    ({"sparsity": 0.5, "exponent": 0.0}, "prune_exponent"), ({"sparsity": 0.5, "window_fraction": 1.5},
+                                                             "window_fraction"),
+    ({"sparsity": 0.5, "fc_mode": "x"}, "fc_pruning"), ({"sparsity": 0.5, "fc_block": 0}, "fc_block"),
+])
+def test_bad_config_names_the_parameter(kwargs: dict, name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        WeightPruneConfig(**kwargs)
