@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from amaranth.back import verilog
 
-from sparsetrain.golden.fixedpoint import quantize
+from sparsetrain.golden.fixedpoint import choose_frac_bits, quantize
 from sparsetrain.golden.ppu_model import Op, PPUConfig, threshold_constant
 from sparsetrain.golden.tensors import load_golden
 from sparsetrain.hw.blocks import to_verilog
@@ -72,11 +72,11 @@ def test_algorithm1_multi_layer_multi_batch(seed):
 def test_golden_training_gradients(small_golden_run, seed):
     """dI of a real pruned training step, requantised by the PPU and pruned with its FIFO."""
     run = load_golden(small_golden_run)
-    layer = run.layers[0]
+    layer = next(name for name in run.layers if run[name, "dI"].shape[-1] <= SMALL.w_max)
     d_i = run[layer, "dI"]
-    cfg = PPUConfig(dw=16, k_max=3, w_max=max(16, d_i.shape[-1]), n_f=4, n_slots=2, r_w=16)
-    f = run.frac_bits(layer, "dI")
+    cfg = SMALL
     rows = d_i.reshape(-1, d_i.shape[-1])[:24]
+    f = choose_frac_bits(rows, cfg.dw)
     shift = 6
     acc = quantize(rows, f + shift, cfg.acc_w)
     c_m, c_shift = threshold_constant(run.manifest["run"]["p"], rows.size)
