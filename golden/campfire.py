@@ -396,6 +396,18 @@ class CampfirePruner:
             out[lay.name] = rec
         return out
 
+    def overall_sparsity(self) -> dict[str, float | None]:
+        """Fraction of zero weights over all conv layers, all FC layers, and both together."""
+        zeros = {"conv": 0, "fc": 0}
+        total = {"conv": 0, "fc": 0}
+        for lay in self.layers:
+            w = lay.module.weight.detach()
+            zeros[lay.kind] += int((w == 0).sum())
+            total[lay.kind] += w.numel()
+        out: dict[str, float | None] = {k: zeros[k] / total[k] if total[k] else None for k in zeros}
+        out["all"] = sum(zeros.values()) / max(1, sum(total.values()))
+        return out
+
     def save(self, run_dir: str | Path) -> Path:
         """Write ``weight_masks.npz`` (``<module>/weight``, ``<module>/bias``: uint8, 1 = kept) and its JSON."""
         run_dir = Path(run_dir)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from .campfire import CampfirePruner, WeightPruneConfig
 from .data import Split, fashion_mnist
 from .fixedpoint import check_param
 from .networks import build_model, check_model_name, conv_layers
@@ -27,6 +28,7 @@ from .tensors import GoldenRecorder, export_golden
 
 DEFAULT_LR = {"alexnet": 0.05}  # others: 0.1 (Ye et al. 2019, section 6.1)
 METRICS_NAME, PLOT_NAME = "metrics.json", "metrics.png"
+MODEL_NAME = "model.pt"  # state_dict, written with save_model (sparsetrain robustness reads it)
 
 
 @dataclass
@@ -55,6 +57,17 @@ class TrainConfig:
     dw: int = 16
     progress: bool = True
     sparse_backward: bool = False
+    # Campfire structured weight sparsity (golden.campfire); None: no weight pruning.
+    weight_sparsity: float | None = None
+    weight_pruning: str = "window"
+    era_start: int = 0
+    era_length: int = 1
+    prune_exponent: float = 3.0
+    window_fraction: float = 0.8
+    fc_pruning: str = "fine"
+    fc_block: int = 4
+    prune_resolution: str = "epoch"
+    save_model: bool = False
 
     def __post_init__(self) -> None:
         check_model_name(self.model)
@@ -71,10 +84,22 @@ class TrainConfig:
             check_param("max_steps", self.max_steps, 1, 1 << 40)
         for s in self.dump_steps:
             check_param("dump_steps", s, 0, 1 << 40)
+        wcfg = self.weight_prune_config()
+        if wcfg is not None and wcfg.era_end > self.epochs:
+            raise ValueError(f"era_length = {self.era_length} is out of range; allowed: 1 .. "
+                             f"{self.epochs - self.era_start} (the era must end by epoch {self.epochs})")
 
     @property
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR.get(self.model, 0.1)
+
+    def weight_prune_config(self) -> WeightPruneConfig | None:
+        if self.weight_sparsity is None:
+            return None
+        return WeightPruneConfig(sparsity=self.weight_sparsity, mode=self.weight_pruning, era_start=self.era_start,
+                                 era_length=self.era_length, exponent=self.prune_exponent,
+                                 window_fraction=self.window_fraction, fc_mode=self.fc_pruning,
+                                 fc_block=self.fc_block, resolution=self.prune_resolution)
 
     def prune_config(self) -> PruneConfig:
         return PruneConfig(p=self.p, n_f=self.n_f, estimator=self.estimator, two_pass=self.two_pass,
@@ -166,6 +191,8 @@ def train(cfg: TrainConfig, out_dir: str | Path | None, *, overwrite: bool = Fal
     opt = torch.optim.SGD(model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_decay_epochs, gamma=0.1)
+    wcfg = cfg.weight_prune_config()
+    campfire = CampfirePruner(model, wcfg) if wcfg is not None else None
     shuffle = torch.Generator().manual_seed(cfg.seed)
     act_density = ActivationDensity(model)
     dump_steps = set(cfg.dump_steps)
@@ -201,6 +228,8 @@ def train(cfg: TrainConfig, out_dir: str | Path | None, *, overwrite: bool = Fal
                                              dw=cfg.dw, overwrite=overwrite)
                         metrics["golden"].append(str(gdir.relative_to(out)))
                 opt.step()
+                if campfire is not None:  # prune after the update (Campfire section 2)
+                    campfire.after_step(opt, epoch, step - epoch * steps_per_epoch, steps_per_epoch, step)
                 loss_sum += float(loss.detach()) * len(y)
                 correct += int((logits.argmax(1) == y).sum())
                 seen += len(y)
@@ -211,15 +240,26 @@ def train(cfg: TrainConfig, out_dir: str | Path | None, *, overwrite: bool = Fal
             sched.step()
             metrics["epochs"].append(_epoch_record(epoch, step, loss_sum / seen, 100.0 * correct / seen,
                                                    evaluate(model, test_split), prune_layers, act_density))
+            if campfire is not None:  # true per-layer weight sparsity (fraction of zero weights)
+                metrics["epochs"][-1]["weight_sparsity_target"] = campfire.last_target or 0.0
+                metrics["epochs"][-1]["weight_sparsity"] = campfire.sparsity()
             bar.set_postfix(test_acc=f"{metrics['epochs'][-1]['test_acc']:.2f}")
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 break
     finally:
         bar.close()
         act_density.remove()
+        if campfire is not None:
+            campfire.remove()
     metrics["steps"] = step
     metrics["wall_s"] = round(time.time() - t0, 3)
     metrics["summary"] = summarize(metrics)
+    if campfire is not None:
+        metrics["summary"]["weight_sparsity"] = campfire.overall_sparsity()
+        metrics["weight_pruning"] = {"frozen": campfire.frozen, "frozen_at_step": campfire.frozen_at_step,
+                                     "masks": None if out is None else campfire.save(out).name}
+    if out is not None and cfg.save_model:
+        torch.save(model.state_dict(), out / MODEL_NAME)
     if out is not None:
         (out / METRICS_NAME).write_text(json.dumps(metrics, indent=1, default=_json_default) + "\n")
         from .plots import plot_metrics  # matplotlib import is slow; only when writing a run dir

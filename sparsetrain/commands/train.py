@@ -44,6 +44,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated 0-based step indices to dump (default: the last step)")
     p.add_argument("--sparse-backward", action="store_true",
                    help="use sparsetrain.golden.sparse_backward's sparse convolution backward")
+    p.add_argument("--save-model", action="store_true", help="write the final weights (model.pt) for `sparsetrain robustness`")
+    w = p.add_argument_group("Campfire structured weight sparsity (docs/reproduction.md, Campfire)")
+    w.add_argument("--weight-sparsity", type=float, default=None, metavar="S",
+                   help="final per-layer weight sparsity, 0 <= S < 1 (default: no weight pruning)")
+    w.add_argument("--weight-pruning", choices=("window", "ck", "combined"), default="window",
+                   help="conv granularity (default window)")
+    w.add_argument("--era-start", type=int, default=0, metavar="E0", help="first epoch of the pruning era (0-based)")
+    w.add_argument("--era-length", type=int, default=1, metavar="N", help="epochs in the pruning era")
+    w.add_argument("--prune-exponent", type=float, default=3.0, help="exponent of the sparsity schedule (default 3)")
+    w.add_argument("--window-fraction", type=float, default=0.8,
+                   help="combined: share of the target done by window pruning (default 0.8)")
+    w.add_argument("--fc-pruning", choices=("fine", "block", "none"), default="fine",
+                   help="fully connected layers (default fine)")
+    w.add_argument("--fc-block", type=int, default=4, help="block size n of --fc-pruning block (default 4)")
+    w.add_argument("--prune-resolution", choices=("epoch", "step"), default="epoch",
+                   help="schedule target per epoch (the paper) or per step")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--force", action="store_true", help="overwrite an existing run directory's files")
 
@@ -70,7 +86,15 @@ def config_from_args(args: argparse.Namespace):
         train_samples=args.train_samples, test_samples=args.test_samples, max_steps=args.max_steps,
         width_mult=args.width_mult, input_size=args.input_size, threads=args.threads,
         dump_layers=args.dump_layers.split(",") if args.dump_layers else None, dump_steps=dump_steps,
-        progress=not args.no_progress, sparse_backward=args.sparse_backward)
+        progress=not args.no_progress, sparse_backward=args.sparse_backward,
+        **campfire_kwargs(args))
+
+
+def campfire_kwargs(args: argparse.Namespace) -> dict:
+    """TrainConfig fields of the Campfire flags (absent in namespaces of commands without them)."""
+    names = ("weight_sparsity", "weight_pruning", "era_start", "era_length", "prune_exponent", "window_fraction",
+             "fc_pruning", "fc_block", "prune_resolution", "save_model")
+    return {n: getattr(args, n) for n in names if hasattr(args, n)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,6 +109,14 @@ def run(args: argparse.Namespace) -> int:
     dens = "n/a" if s["grad_density"] is None else f"{s['grad_density']:.3f}"
     print(f"{cfg.model} p={cfg.p if cfg.prune else 'off'}: test acc {s['test_acc']:.2f}%, "
           f"gradient density {dens}, {metrics['steps']} steps in {metrics['wall_s']:.0f} s -> {args.out}")
+    if "weight_sparsity" in s:
+        ws = s["weight_sparsity"]
+        print(f"weight sparsity: conv {ws['conv']:.3f}, fc {_fmt(ws['fc'])}; masks: {args.out}/"
+              f"{metrics['weight_pruning']['masks']}")
     for g in metrics["golden"]:
         print(f"golden tensors: {args.out}/{g}")
     return 0
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
