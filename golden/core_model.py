@@ -356,7 +356,6 @@ def random_program(params: CoreParams, rng: np.random.Generator, *, units_per_st
     Rows, weights, masks, K (up to K_MAX), stride, padding and op counts are random; returns
     the builder (call ``build()``) and (directory index, row length) of every result.
     """
-    from ..hw.core_isa import encode  # noqa: F401
     p = params
     b = ProgramBuilder(p)
     results = []

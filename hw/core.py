@@ -8,7 +8,7 @@ stops the run with ``done = error = 1`` and an error code; nothing waits forever
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -17,7 +17,7 @@ from ..golden.ppu_model import Op
 from .blocks import BlockSpec, ParamSpec
 from .core_isa import (ADDR_W, COUNTER_W, DIR_W, INSTR_W, N_STEPS, CoreParams, ErrorCode, Opcode, layout)
 from .group import ERR_W, IMEM_PORTS, N_BUF_PORTS, Group
-from .ppu import ppu_cmd_layout, ppu_status_layout
+from .ppu import ppu_status_layout
 
 N_PE = 3
 C_IDLE, C_RUN, C_DONE = range(3)
