@@ -3,20 +3,26 @@
 The script is ``generic.ys`` next to this module. The report is a plain dict (JSON-ready):
 cells by type, flip-flops, latches, memory bits (counted before Yosys maps memories to
 flip-flops; their flip-flops are then included in the area), the area from the unit-area table
-of ``unit_area.json``, and Yosys' own `stat -tech cmos` transistor estimate.
+of ``unit_area.json``, and Yosys' own `stat -tech cmos` transistor estimate (logic only when SRAM macros are present).
 """
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from ..golden.fixedpoint import check_param
 from .unit_area import estimate_area, is_flip_flop, is_latch, load_table
 from .yosys_tool import run_yosys, yosys_version
 
 SCRIPT_TEMPLATE = Path(__file__).with_name("generic.ys")
+# Memories this deep or deeper are kept as SRAM macros (bits reported, not priced as logic);
+# shallower ones are register files and are synthesised into flip-flops.
+SRAM_MACRO_MIN_DEPTH = 256
+MACRO_CELL = "$mem_v2"
 
 
 def design_stats(stat_json: dict[str, Any]) -> dict[str, Any]:
@@ -36,12 +42,29 @@ def parse_transistors(value: str | int) -> tuple[int, bool]:
     return int(text.rstrip("+")), exact
 
 
-def parse_reports(memories: dict[str, Any], gates: dict[str, Any], cmos: dict[str, Any]) -> dict[str, Any]:
-    """Turn the three `stat -json` reports of generic.ys into the flow's report dict."""
+def parse_macros(dump: str) -> list[dict[str, Any]]:
+    """The SRAM macros (``$mem_v2`` cells) of an RTLIL `dump`: name, width, depth, bits, ports."""
+    macros: list[dict[str, Any]] = []
+    for block in re.split(r"^\s*cell \$mem_v2 ", dump, flags=re.M)[1:]:
+        name = block.split(None, 1)[0].lstrip("\\")
+        params = dict(re.findall(r"^\s*parameter \\(WIDTH|SIZE|RD_PORTS|WR_PORTS) (\d+)\s*$", block, flags=re.M))
+        width, size = int(params["WIDTH"]), int(params["SIZE"])
+        macros.append({"name": name, "width": width, "depth": size, "bits": width * size,
+                       "read_ports": int(params.get("RD_PORTS", 0)), "write_ports": int(params.get("WR_PORTS", 0))})
+    return macros
+
+
+def parse_reports(memories: dict[str, Any], gates: dict[str, Any], cmos: dict[str, Any],
+                  macros: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Turn the `stat -json` reports (and SRAM macro list) of generic.ys into the flow's report dict."""
     pre, post, tech = design_stats(memories), design_stats(gates), design_stats(cmos)
     by_type = {k: int(v) for k, v in sorted(post["num_cells_by_type"].items())}
+    macros = macros or []
+    if by_type.get(MACRO_CELL, 0) != len(macros):
+        raise ValueError(f"{MACRO_CELL} cells = {by_type.get(MACRO_CELL, 0)} is out of range; allowed: "
+                         f"{len(macros)} (the SRAM macros listed by the dump)")
     table = load_table()
-    area = estimate_area(by_type, table)
+    area = estimate_area({k: n for k, n in by_type.items() if k != MACRO_CELL}, table)
     transistors, exact = parse_transistors(tech.get("estimated_num_transistors", "0+"))
     return {
         "cells": int(post["num_cells"]),
@@ -50,6 +73,8 @@ def parse_reports(memories: dict[str, Any], gates: dict[str, Any], cmos: dict[st
         "latches": sum(n for t, n in by_type.items() if is_latch(t)),
         "memories": int(pre.get("num_memories", 0)),
         "memory_bits": int(pre.get("num_memory_bits", 0)),
+        "sram_macros": macros,
+        "sram_bits": sum(m["bits"] for m in macros),
         "area_um2": round(area.um2, 3),
         "nand2_eq": round(area.nand2_eq, 1),
         "nand2_eq_combinational": round(area.combinational_nand2_eq, 1),
@@ -61,27 +86,32 @@ def parse_reports(memories: dict[str, Any], gates: dict[str, Any], cmos: dict[st
     }
 
 
-def synth_generic(verilog: str, top: str, *, yosys: str = "debian", workdir: Path | None = None) -> dict[str, Any]:
+def synth_generic(verilog: str, top: str, *, yosys: str = "debian", workdir: Path | None = None,
+                  macro_depth: int = SRAM_MACRO_MIN_DEPTH) -> dict[str, Any]:
     """Synthesise one Verilog text with the generic flow; returns the report dict.
 
-    ``workdir`` keeps the script, log and raw reports; by default a temporary folder is used
-    and removed.
+    Memories of ``macro_depth`` words or more are SRAM macros: listed under ``sram_macros``
+    and left out of the logic area and the transistor estimate. ``workdir`` keeps the
+    script, log and raw reports; by default a temporary folder is used and removed.
     """
+    check_param("macro_depth", macro_depth, 2, 1 << 30)
     if not top.isidentifier():
         raise ValueError(f"top = {top!r} is out of range; allowed: a Verilog identifier")
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="sparsetrain-synth-") as tmp:
-            return synth_generic(verilog, top, yosys=yosys, workdir=Path(tmp))
+            return synth_generic(verilog, top, yosys=yosys, workdir=Path(tmp), macro_depth=macro_depth)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / f"{top}.v").write_text(verilog)
     script = workdir / f"{top}.generic.ys"
-    script.write_text(SCRIPT_TEMPLATE.read_text().format(verilog=f"{top}.v", top=top, prefix=top))
+    script.write_text(SCRIPT_TEMPLATE.read_text().format(verilog=f"{top}.v", top=top, prefix=top,
+                                                         macro_depth=macro_depth))
     start = time.monotonic()
     run_yosys(script, workdir, yosys)
     elapsed = time.monotonic() - start
     reports = [json.loads((workdir / f"{top}.{kind}.json").read_text()) for kind in ("memories", "gates", "cmos")]
-    report = {"flow": "generic", "top": top, "tool": yosys_version(yosys)}
-    report.update(parse_reports(*reports))
+    macros = parse_macros((workdir / f"{top}.macros.txt").read_text())
+    report = {"flow": "generic", "top": top, "tool": yosys_version(yosys), "sram_macro_min_depth": macro_depth}
+    report.update(parse_reports(*reports, macros))
     report["synth_seconds"] = round(elapsed, 2)
     return report
