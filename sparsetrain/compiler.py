@@ -20,8 +20,7 @@ from .compiler_spec import (LayerSpec, check_accumulator, check_field, check_fit
 from .golden.ppu_model import Op as PPUOp
 from .golden.ppu_model import threshold_constant
 from .golden.rowconv import ConvShape, Step, layer_row_ops
-from .golden.timing import Mode
-from .hw.core_isa import ADDR_W, CoreParams, Opcode, encode, entry_encode
+from .hw.core_isa import CoreParams, Opcode, encode, entry_encode
 
 STEP_NAMES = tuple(s.value for s in Step)
 STEP_INDEX = {Step.FORWARD: 0, Step.GTA: 1, Step.GTW: 2}  # SYNC step = per-step counter index
@@ -64,8 +63,9 @@ class LayerData:
 
 @dataclass
 class ResultRow:
-    """Where one unit's result row lands: directory index, buffer slot, and its place in the tensor."""
+    """Where one unit's result row lands: program chunk, directory index, buffer slot, tensor place."""
 
+    chunk: int
     dir: int
     out_addr: int
     index: tuple[int, int, int]   # (n, channel, row) of O / dI, or (f, weight channel, kr) of dW
@@ -73,23 +73,69 @@ class ResultRow:
 
 
 @dataclass
+class Chunk:
+    """One program that fits the core's memories: a run of consecutive units of the step."""
+
+    program: list[int]                  # instruction words (section 11.3)
+    buffer_image: list[int]             # operand rows (words 0 .. len-1); result slots lie above
+    masks: list[int]                    # mask words its MSRC ops use
+    results: list[ResultRow]
+    buffer_words: int                   # operands + result slots
+    n_ops: int
+
+
+@dataclass
 class CompiledStep:
-    """A program for one step of one layer and everything needed to run and check it."""
+    """The programs for one step of one layer and everything needed to run and check them.
+
+    A layer whose operands, results, instructions, directory entries or masks exceed the core's
+    memories is split into chunks of whole units (each chunk one program run); a unit (one
+    result row) never spans chunks, so every chunk's results are final.
+    """
 
     layer: str
     step: Step
     shape: ConvShape
     params: CoreParams
-    program: list[int]                  # instruction words (section 11.3)
-    buffer_image: list[int]             # words 0 .. len-1 of the buffer; results go above
-    masks: list[int]                    # mask words (GTA)
-    results: list[ResultRow]
+    chunks: list[Chunk]
     tensors: StepTensors
-    buffer_words: int                   # operands + result slots: the buffer this program needs
     samples: int                        # batch samples compiled
-    regions: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (start, words)
-    threshold: dict[str, int] = field(default_factory=dict)           # GTA: tau ints, C_m, C_shift
-    n_ops: int = 0                      # row operations (OP words)
+    single_program_words: dict[str, int]  # what one program for the whole step would need
+    threshold: dict[str, int] = field(default_factory=dict)  # GTA: tau ints, C_m, C_shift
+
+    def _single(self) -> Chunk:
+        if len(self.chunks) != 1:
+            raise ValueError(f"layer {self.layer} {self.step.value} is split into {len(self.chunks)} programs; "
+                             f"allowed: use .chunks")
+        return self.chunks[0]
+
+    @property
+    def program(self) -> list[int]:
+        return self._single().program
+
+    @property
+    def buffer_image(self) -> list[int]:
+        return self._single().buffer_image
+
+    @property
+    def masks(self) -> list[int]:
+        return self._single().masks
+
+    @property
+    def buffer_words(self) -> int:
+        return max(c.buffer_words for c in self.chunks)
+
+    @property
+    def results(self) -> list[ResultRow]:
+        return [r for c in self.chunks for r in c.results]
+
+    @property
+    def n_ops(self) -> int:
+        return sum(c.n_ops for c in self.chunks)
+
+    @property
+    def instructions(self) -> int:
+        return sum(len(c.program) for c in self.chunks)
 
     @property
     def result_name(self) -> str:
@@ -102,7 +148,7 @@ class CompiledStep:
 
     @property
     def n_units(self) -> int:
-        return len(self.results)
+        return sum(len(c.results) for c in self.chunks)
 
     def decode(self, row_of: Callable[[ResultRow], np.ndarray]) -> np.ndarray:
         """The integer result tensor from a function giving each unit's dense result row."""
@@ -114,40 +160,25 @@ class CompiledStep:
 
 # ----------------------------------------------------------------------------- buffer layout
 
-class _Buffer:
-    """Word allocator for the buffer image (operands) and the result slots above it."""
+def encode_row(row: np.ndarray, p: CoreParams, keep_zeros: bool = False) -> list[int]:
+    """One row in the sparse row format (section 3) as buffer words; keep_zeros: every column
+    (a weight row: exactly K words, offsets 0..K-1, last on the K-th)."""
+    cols = np.arange(row.size) if keep_zeros else np.flatnonzero(row)
+    if cols.size == 0:
+        return [entry_encode(0, p.off_end, 1, p)]
+    last = cols.size - 1
+    return [entry_encode(int(row[c]), int(c), int(j == last), p) for j, c in enumerate(cols)]
 
-    def __init__(self, params: CoreParams) -> None:
-        self.p = params
-        self.words: list[int] = []
-        self.regions: dict[str, tuple[int, int]] = {}
 
-    def rows(self, name: str, q: np.ndarray, keep_zeros: bool = False) -> np.ndarray:
-        """Every row of a 4-D integer tensor in the sparse row format; returns the start addresses.
-
-        keep_zeros stores every column (weight rows: exactly K words, offsets 0..K-1)."""
-        start = len(self.words)
-        addrs = np.zeros(q.shape[:-1], dtype=np.int64)
-        p = self.p
-        end = p.off_end
-        flat = q.reshape(-1, q.shape[-1])
-        out = self.words
-        for i, row in enumerate(flat):
-            addrs.flat[i] = len(out)
-            cols = np.arange(row.size) if keep_zeros else np.flatnonzero(row)
-            if cols.size == 0:
-                out.append(entry_encode(0, end, 1, p))
-                continue
-            last = cols.size - 1
-            out.extend(entry_encode(int(row[c]), int(c), int(j == last), p) for j, c in enumerate(cols))
-        self.regions[name] = (start, len(out) - start)
-        return addrs
+def _row_words(q: np.ndarray) -> np.ndarray:
+    """Buffer words of every row of a 4-D tensor: its non-zeros, or the one empty-row marker."""
+    return np.maximum(1, np.count_nonzero(q, axis=-1))
 
 
 # ----------------------------------------------------------------------------- compilation
 
 def compile_step(data: LayerData, step: Step | str, params: CoreParams, *, samples: int | None = None) -> CompiledStep:
-    """Program, buffer image and masks for one step of one layer (first ``samples`` of the batch)."""
+    """Programs, buffer images and masks for one step of one layer (first ``samples`` of the batch)."""
     step = Step(step) if not isinstance(step, Step) else step
     spec = data.spec
     x = data.require("I")
@@ -191,80 +222,156 @@ def _check_samples(spec: LayerSpec, samples: int, n_all: int) -> int:
     return check_param(f"layer {spec.name}: samples", samples, 1, n_all)
 
 
-def _emit(data: LayerData, step: Step, shape: ConvShape, p: CoreParams, t: StepTensors, n: int) -> CompiledStep:
-    spec = data.spec
-    buf = _Buffer(p)
-    k, s, pad = shape.kernel, shape.stride, shape.pad
-    masks: list[int] = []
-    threshold: dict[str, int] = {}
-    prog: list[int] = []
-    if step is Step.FORWARD:
-        a_in = buf.rows("I", t.q["I"])
-        a_w = buf.rows("W", t.q["W"], keep_zeros=True)
-        length = shape.out_width
-    elif step is Step.GTA:
-        a_g = buf.rows("dO", t.q["dO"])
-        a_w = buf.rows("W", t.q["W"], keep_zeros=True)
-        length = shape.width
-        mask_index: dict[int, int] = {}
-        mask_of = np.zeros(shape.input_shape[:-1], dtype=np.int64)
-        bits = (1 << np.arange(shape.width, dtype=object))
-        for idx in np.ndindex(*shape.input_shape[:-1]):
-            word = int(np.sum(bits[t.mask[idx]])) if t.mask[idx].any() else 0
-            mask_of[idx] = mask_index.setdefault(word, len(mask_index))
-        masks = list(mask_index)
-        prog += _threshold_program(data, t, p, threshold, n, shape)
-    else:
-        a_in = buf.rows("I", t.q["I"])
-        a_g = buf.rows("dO", t.q["dO"])
-        length = k
-    operands = len(buf.words)
+def _mask_words(mask: np.ndarray) -> np.ndarray:
+    """Every (n, c, r) row of the GTA mask as one W_MAX-bit word (bit x = column x wanted)."""
+    bits = np.array([1 << i for i in range(mask.shape[-1])], dtype=object)
+    words = np.zeros(mask.shape[:-1], dtype=object)
+    for idx in np.ndindex(*mask.shape[:-1]):
+        words[idx] = int(np.sum(bits[mask[idx]])) if mask[idx].any() else 0
+    return words
 
-    # One result slot of `length` words per unit (a compressed row never needs more).
-    units = _units(shape, step)
-    results: list[ResultRow] = []
-    out_base = operands
-    prog.append(encode(Opcode.SYNC, step=STEP_INDEX[step]))
-    n_ops_total = 0
-    mode = step.mode
-    stride2 = int(s == 2)
-    relu = int(step is Step.FORWARD and spec.kind == "conv_relu")
-    prune = int(step is Step.GTA and data.pruned and spec.kind == "conv_relu")
-    for u, (key, ops) in enumerate(units):
-        out_addr = out_base + u * length
-        unit = dict(n_ops=len(ops), dir=u, out_addr=min(out_addr, (1 << ADDR_W) - 1), length=length,
-                    shift=t.shift, relu=relu, gta=int(step is Step.GTA), prune=prune, slot=PRUNE_SLOT)
-        if step is Step.FORWARD and t.bias_preload is not None:
-            unit.update(bias_en=1, bias=int(t.bias_preload[key[1]]))
-        check_field(spec, "n_ops of a unit", len(ops), 16)
-        check_field(spec, "units (dir)", u, 16)
-        prog.append(encode(Opcode.UNIT, **unit))
+
+class _ChunkBuilder:
+    """Greedy packing of consecutive units into programs that fit the core's memories."""
+
+    def __init__(self, data: LayerData, step: Step, shape: ConvShape, p: CoreParams, t: StepTensors,
+                 header: list[int]) -> None:
+        self.data, self.step, self.shape, self.p, self.t, self.header = data, step, shape, p, t, header
+        self.length = {Step.FORWARD: shape.out_width, Step.GTA: shape.width, Step.GTW: shape.kernel}[step]
+        self.q1 = t.q["dO"] if step is Step.GTA else t.q["I"]          # Port-1 operand tensor
+        self.q2 = t.q["dO"] if step is Step.GTW else t.q["W"]          # Port-2 operand tensor
+        self.words1, self.words2 = _row_words(self.q1), _row_words(self.q2)
+        if step is not Step.GTW:
+            self.words2 = np.full(self.q2.shape[:-1], shape.kernel)     # weight rows: K words each
+        self.mask_words = _mask_words(t.mask) if step is Step.GTA else None
+        self.chunks: list[Chunk] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self.units: list[tuple[tuple[int, int, int], list]] = []
+        self.rows1: dict[tuple, int] = {}
+        self.rows2: dict[tuple, int] = {}
+        self.mask_set: dict[int, int] = {}
+        self.operand_words = 0
+        self.instr = len(self.header) + 2  # + SYNC + END
+
+    def _keys(self, op) -> tuple[tuple, tuple, int | None]:
+        wc = self.shape.weight_channel(op.c)
+        if self.step is Step.FORWARD:
+            return (op.n, op.c, op.in_row), (op.f, wc, op.kr), None
+        if self.step is Step.GTA:
+            return (op.n, op.f, op.out_row), (op.f, wc, op.kr), self.mask_words[op.n, op.c, op.in_row]
+        return (op.n, op.c, op.in_row), (op.n, op.f, op.out_row), None
+
+    def _cost(self, ops: list) -> tuple[int, int, int, list, list, list]:
+        new1, new2, newm, words = {}, {}, {}, 0
         for op in ops:
-            wc = shape.weight_channel(op.c)
-            if step is Step.FORWARD:
-                f = dict(in_len=shape.width, out_len=shape.out_width, addr1=int(a_in[op.n, op.c, op.in_row]),
-                         addr2=int(a_w[op.f, wc, op.kr]))
-            elif step is Step.GTA:
-                f = dict(in_len=shape.out_width, out_len=shape.width, addr1=int(a_g[op.n, op.f, op.out_row]),
-                         addr2=int(a_w[op.f, wc, op.kr]), mask_addr=int(mask_of[op.n, op.c, op.in_row]))
-            else:
-                f = dict(in_len=shape.width, out_len=shape.out_width, addr1=int(a_in[op.n, op.c, op.in_row]),
-                         addr2=int(a_g[op.n, op.f, op.out_row]))
-            prog.append(encode(Opcode.OP, mode=int(mode), k=k, stride2=stride2, pad=pad, **f))
-        n_ops_total += len(ops)
-        index = (key[0], key[1], key[2])
-        results.append(ResultRow(u, out_addr, index, length))
-    prog.append(encode(Opcode.END))
-    needed = operands + len(units) * length
-    check_fits(spec, f"buffer words for {step.value} ({operands} operand words + {len(units)} result rows of "
-                     f"{length})", needed, p.buf_depth, "BUF_DEPTH", 1 << ADDR_W)
-    check_fits(spec, "instruction words", len(prog), p.imem_depth, "IMEM_DEPTH", 1 << 20)
-    check_fits(spec, "row-directory entries (one per result row)", len(units), p.dir_depth, "DIR_DEPTH", 1 << 16)
-    check_fits(spec, "mask words", len(masks), p.mask_depth, "MASK_DEPTH", 1 << 16)
-    regions = dict(buf.regions)
-    regions["results"] = (operands, needed - operands)
-    return CompiledStep(spec.name, step, shape, p, prog, buf.words, masks, results, t, needed, n, regions, threshold,
-                        n_ops_total)
+            k1, k2, m = self._keys(op)
+            if k1 not in self.rows1 and k1 not in new1:
+                new1[k1] = 1
+                words += int(self.words1[k1])
+            if k2 not in self.rows2 and k2 not in new2:
+                new2[k2] = 1
+                words += int(self.words2[k2])
+            if m is not None and m not in self.mask_set and m not in newm:
+                newm[m] = 1
+        return words, len(newm), len(ops) + 1, list(new1), list(new2), list(newm)
+
+    def _fits(self, words: int, masks: int, instr: int, units: int) -> bool:
+        p = self.p
+        return (self.operand_words + words + units * self.length <= p.buf_depth
+                and self.instr + instr <= p.imem_depth and units <= min(p.dir_depth, 1 << 16)
+                and len(self.mask_set) + masks <= p.mask_depth)
+
+    def add(self, key: tuple[int, int, int], ops: list) -> None:
+        spec = self.data.spec
+        check_field(spec, "n_ops of a unit", len(ops), 16)
+        words, masks, instr, new1, new2, newm = self._cost(ops)
+        if not self._fits(words, masks, instr, len(self.units) + 1):
+            if not self.units:
+                self._refuse(words, masks, instr)
+            self.close()
+            words, masks, instr, new1, new2, newm = self._cost(ops)
+            if not self._fits(words, masks, instr, 1):
+                self._refuse(words, masks, instr)
+        for k in new1:
+            self.rows1[k] = 0
+        for k in new2:
+            self.rows2[k] = 0
+        for m in newm:
+            self.mask_set[m] = len(self.mask_set)
+        self.operand_words += words
+        self.instr += instr
+        self.units.append((key, ops))
+
+    def _refuse(self, words: int, masks: int, instr: int) -> None:
+        spec, p = self.data.spec, self.p
+        what = f"one result row of {self.step.value} and its operands"
+        check_fits(spec, f"buffer words for {what}", words + self.length, p.buf_depth, "BUF_DEPTH", 1 << 20)
+        check_fits(spec, f"instruction words for {what}", instr + len(self.header) + 2, p.imem_depth,
+                   "IMEM_DEPTH", 1 << 20)
+        check_fits(spec, f"mask words for {what}", masks, p.mask_depth, "MASK_DEPTH", 1 << 16)
+
+    def close(self) -> None:
+        if not self.units:
+            return
+        p, shape, step, t = self.p, self.shape, self.step, self.t
+        image: list[int] = []
+        addr1, addr2 = {}, {}
+        for k in self.rows1:  # operand rows in first-use order
+            addr1[k] = len(image)
+            image += encode_row(self.q1[k], p)
+        for k in self.rows2:
+            addr2[k] = len(image)
+            image += encode_row(self.q2[k], p, keep_zeros=step is not Step.GTW)
+        masks = list(self.mask_set)
+        prog = list(self.header) + [encode(Opcode.SYNC, step=STEP_INDEX[step])]
+        results: list[ResultRow] = []
+        operands = len(image)
+        spec = self.data.spec
+        relu = int(step is Step.FORWARD and spec.kind == "conv_relu")
+        prune = int(step is Step.GTA and self.data.pruned and spec.kind == "conv_relu")
+        k, stride2, pad = shape.kernel, int(shape.stride == 2), shape.pad
+        if step is Step.FORWARD:
+            lens = dict(in_len=shape.width, out_len=shape.out_width)
+        elif step is Step.GTA:
+            lens = dict(in_len=shape.out_width, out_len=shape.width)
+        else:
+            lens = dict(in_len=shape.width, out_len=shape.out_width)
+        n_ops = 0
+        for u, (key, ops) in enumerate(self.units):
+            out_addr = operands + u * self.length
+            unit = dict(n_ops=len(ops), dir=u, out_addr=out_addr, length=self.length, shift=t.shift, relu=relu,
+                        gta=int(step is Step.GTA), prune=prune, slot=PRUNE_SLOT)
+            if step is Step.FORWARD and t.bias_preload is not None:
+                unit.update(bias_en=1, bias=int(t.bias_preload[key[1]]))
+            prog.append(encode(Opcode.UNIT, **unit))
+            for op in ops:
+                k1, k2, m = self._keys(op)
+                extra = {"mask_addr": self.mask_set[m]} if m is not None else {}
+                prog.append(encode(Opcode.OP, mode=int(step.mode), k=k, stride2=stride2, pad=pad,
+                                   addr1=addr1[k1], addr2=addr2[k2], **lens, **extra))
+            n_ops += len(ops)
+            results.append(ResultRow(len(self.chunks), u, out_addr, key, self.length))
+        prog.append(encode(Opcode.END))
+        self.chunks.append(Chunk(prog, image, masks, results, operands + len(self.units) * self.length, n_ops))
+        self._reset()
+
+
+def _emit(data: LayerData, step: Step, shape: ConvShape, p: CoreParams, t: StepTensors, n: int) -> CompiledStep:
+    threshold: dict[str, int] = {}
+    header = _threshold_program(data, t, p, threshold, shape) if step is Step.GTA else []
+    builder = _ChunkBuilder(data, step, shape, p, t, header)
+    units = _units(shape, step)
+    for key, ops in units:
+        builder.add(key, ops)
+    builder.close()
+    length = builder.length
+    single = {"buffer": int(builder.words1.sum() + (builder.words2.sum() if step is Step.GTW else
+                                                     builder.words2.size * shape.kernel) + len(units) * length),
+              "instructions": len(header) + 2 + len(units) + sum(len(o) for _, o in units),
+              "directory": len(units)}
+    return CompiledStep(data.spec.name, step, shape, p, builder.chunks, t, n, single, threshold)
 
 
 def _units(shape: ConvShape, step: Step) -> list[tuple[tuple[int, int, int], list]]:
@@ -284,7 +391,7 @@ def _units(shape: ConvShape, step: Step) -> list[tuple[tuple[int, int, int], lis
     return units
 
 
-def _threshold_program(data: LayerData, t: StepTensors, p: CoreParams, threshold: dict[str, int], n: int,
+def _threshold_program(data: LayerData, t: StepTensors, p: CoreParams, threshold: dict[str, int],
                        shape: ConvShape) -> list[int]:
     """GTA of a pruned layer: restore the layer's threshold FIFO in every PPU, seed the generators.
 

@@ -58,6 +58,7 @@ class CheckReport:
     batch: int
     units: int
     ops: int
+    programs: int                # program chunks the step was split into (memory limits)
     instructions: int
     buffer_words: int
     frac: dict[str, int]
@@ -106,7 +107,7 @@ class CheckReport:
         lines = [
             f"{self.layer} {self.step} on {self.sim}: {verdict}",
             f"  program: {self.samples} of {self.batch} samples, {self.units} units, {self.ops} ops, "
-            f"{self.instructions} instructions, {self.buffer_words} buffer words",
+            f"{self.instructions} instructions in {self.programs} program(s), up to {self.buffer_words} buffer words",
             f"  RTL vs bit-accurate model: " + ("bit-exact" if self.bit_exact else
                                                 f"{self.mismatches} elements differ; first {self.first_mismatch}")
             + ("" if self.counters_equal else "; per-step counters differ")
@@ -139,41 +140,47 @@ def check_layer(run_dir: str | Path, layer: str, step: str, *, sim: str = "veril
 
 
 def check_compiled(c: CompiledStep, data: LayerData, *, sim: str = "verilator", timeout_s: float = 600.0) -> CheckReport:
+    """Run every program chunk of ``c`` on the model and the RTL; compare and report."""
     from .sim_tb.core_driver import run_core_program
     p = c.params
-    t0 = time.time()
-    model = run_program(c.program, c.buffer_image, p, masks=c.masks)
-    t1 = time.time()
-    rtl = run_core_program(c.program, c.buffer_image, p, sim=sim, masks=c.masks, timeout_s=timeout_s)
-    t2 = time.time()
-    model_q = c.decode(lambda r: model.row(r.dir, r.length, p)) if not model.error else None
-    rtl_q = c.decode(lambda r: rtl.row(r.dir, r.length, p)) if not rtl.error else None
+    t_model = t_rtl = 0.0
+    models, rtls = [], []
+    for ch in c.chunks:
+        t0 = time.time()
+        models.append(run_program(ch.program, ch.buffer_image, p, masks=ch.masks))
+        t1 = time.time()
+        rtls.append(run_core_program(ch.program, ch.buffer_image, p, sim=sim, masks=ch.masks, timeout_s=timeout_s))
+        t_model, t_rtl = t_model + t1 - t0, t_rtl + time.time() - t1
+    model_err = next((int(m.error) for m in models if m.error), 0)
+    rtl_err = next((int(r.error) for r in rtls if r.error), 0)
+    model_q = None if model_err else c.decode(lambda r: models[r.chunk].row(r.dir, r.length, p))
+    rtl_q = None if rtl_err else c.decode(lambda r: rtls[r.chunk].row(r.dir, r.length, p))
     mism = _first_mismatch(c.result_name, rtl_q, model_q)
     n_diff = -1 if rtl_q is None or model_q is None else int(np.count_nonzero(rtl_q != model_q))
-    counters = all(list(getattr(rtl, k))[:4] == list(getattr(model, k))[:4]
-                   for k in ("step_nnz", "step_rows", "step_elems"))
-    bound_info = _bound(c, model_q, model) if model_q is not None else dict(
+    counters = all(list(getattr(r, k))[:3] == list(getattr(m, k))[:3]
+                   for r, m in zip(rtls, models) for k in ("step_nnz", "step_rows", "step_elems"))
+    bound_info = _bound(c, model_q, models[0]) if model_q is not None else dict(
         within=False, max_error=float("nan"), max_bound=float("nan"), ratio=float("inf"), checked=0)
     sched, dense = schedule_cycles(c)
     golden_err = _golden_error(c, data, model_q) if model_q is not None else None
     threshold: dict[str, Any] = {}
-    if c.step is Step.GTA and c.threshold and not model.error:
-        sums = [pp.status(0).abs_sum for pp in model.ppus]
+    if c.step is Step.GTA and c.threshold and not model_err:
+        sums = [pp.status(0).abs_sum for m in models for pp in m.ppus]
         threshold = dict(c.threshold, tau_batch=batch_threshold(sums, c.threshold["c_m"], c.threshold["c_shift"], p))
     written = int(model_q.size) if model_q is not None else 1
     return CheckReport(
         layer=c.layer, step=c.step.value, sim=sim, samples=c.samples, batch=int(data.require("I").shape[0]),
-        units=c.n_units, ops=c.n_ops,
-        instructions=len(c.program), buffer_words=c.buffer_words, frac=dict(c.tensors.frac),
-        bit_exact=mism is None and rtl_q is not None and model_q is not None and not rtl.error,
+        units=c.n_units, ops=c.n_ops, programs=len(c.chunks), instructions=c.instructions,
+        buffer_words=c.buffer_words, frac=dict(c.tensors.frac),
+        bit_exact=mism is None and rtl_q is not None and model_q is not None,
         mismatches=n_diff, first_mismatch=str(mism) if mism else None, counters_equal=counters,
-        rtl_error=int(rtl.error), model_error=int(model.error), within_bound=bound_info["within"],
+        rtl_error=rtl_err, model_error=model_err, within_bound=bound_info["within"],
         max_error=bound_info["max_error"], max_bound=bound_info["max_bound"], worst_ratio=bound_info["ratio"],
-        checked_elements=bound_info["checked"], golden_max_error=golden_err, rtl_cycles=int(rtl.cycles),
-        model_cycles=int(model.cycles), schedule_cycles=int(sched),
-        contract_cycles=int(model.cycles_contract), dense_cycles=int(dense),
-        density=float(np.count_nonzero(model_q)) / written if model_q is not None else 0.0,
-        wall_s={"model": round(t1 - t0, 2), "rtl": round(t2 - t1, 2)}, threshold=threshold)
+        checked_elements=bound_info["checked"], golden_max_error=golden_err,
+        rtl_cycles=int(sum(r.cycles for r in rtls)), model_cycles=int(sum(m.cycles for m in models)),
+        schedule_cycles=int(sched), contract_cycles=int(sum(m.cycles_contract for m in models)),
+        dense_cycles=int(dense), density=float(np.count_nonzero(model_q)) / written if model_q is not None else 0.0,
+        wall_s={"model": round(t_model, 2), "rtl": round(t_rtl, 2)}, threshold=threshold)
 
 
 def _first_mismatch(name: str, rtl: np.ndarray | None, model: np.ndarray | None) -> Mismatch | None:
@@ -221,7 +228,8 @@ def _golden_error(c: CompiledStep, data: LayerData, q: np.ndarray) -> float | No
 
 
 def schedule_cycles(c: CompiledStep) -> tuple[int, int]:
-    """(section 10 schedule of this program's rows, dense baseline) on the same G groups."""
+    """(section 10 schedule of this step's rows, dense baseline), both on the same G groups and
+    the same program chunks (each chunk is a step of its own, section 10.2)."""
     from .perf.decompose import exact_units
     from .perf.schedule import ArchParams, schedule_units
     from .perf.shapes import LayerShape
@@ -236,10 +244,16 @@ def schedule_cycles(c: CompiledStep) -> tuple[int, int]:
     else:
         nz_in, nz_grad, mask = t.q["I"] != 0, t.q["dO"] != 0, None
     arch = ArchParams(groups=c.params.groups, dw=c.params.dw, w_max=max(2, c.params.w_max))
-    sparse = schedule_units(exact_units(c.step.value, ls, nz_in, nz_grad, None, mask), arch).cycles
     ones_i, ones_g = np.ones(s.input_shape, bool), np.ones(s.output_shape, bool)
-    dense = schedule_units(exact_units(c.step.value, ls, ones_i, ones_g, None, ones_i), arch).cycles
-    return int(sparse), int(dense)
+    totals = []
+    for units in (exact_units(c.step.value, ls, nz_in, nz_grad, None, mask),
+                  exact_units(c.step.value, ls, ones_i, ones_g, None, ones_i)):
+        total, at = 0, 0
+        for ch in c.chunks:
+            total += schedule_units(units[at:at + len(ch.results)], arch).cycles
+            at += len(ch.results)
+        totals.append(total)
+    return int(totals[0]), int(totals[1])
 
 
 def write_report(reports: list[CheckReport], path: str | Path) -> Path:

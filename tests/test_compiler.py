@@ -200,16 +200,47 @@ def test_refuses_accumulator_too_narrow():
 
 def test_refuses_a_layer_that_does_not_fit_the_buffer_and_names_a_size():
     data = random_layer(np.random.default_rng(0))
-    small = CoreParams(acc_w=48, buf_depth=256, imem_depth=1 << 14)
-    c = compile_step(data, "forward", PARAMS)
-    with _refusal(match=rf"needs {c.buffer_words} buffer words .* BUF_DEPTH = 256; a core with BUF_DEPTH >= "
-                        rf"{c.buffer_words}") as e:
-        compile_step(data, "forward", small)
-    assert "layer rand" in str(e.value)
-    with _refusal(match="IMEM_DEPTH"):
-        compile_step(data, "forward", CoreParams(acc_w=48, buf_depth=1 << 14, imem_depth=64))
+    tiny = CoreParams(acc_w=48, buf_depth=16, imem_depth=1 << 14)
+    with _refusal(match=r"layer rand: does not fit: needs (\d+) buffer words for one result row of forward and its "
+                        r"operands, the core has BUF_DEPTH = 16; a core with BUF_DEPTH >= \1") as e:
+        compile_step(data, "forward", tiny)
+    # Following the named sizes (they grow with the largest unit met so far) ends in a program that fits.
+    have = 16
+    for _ in range(20):
+        need = int(str(e.value).split("needs ")[1].split()[0])
+        assert need > have
+        have = need
+        try:
+            c = compile_step(data, "forward", CoreParams(acc_w=48, buf_depth=have, imem_depth=1 << 14))
+            break
+        except ValueError as err:
+            e = type("E", (), {"value": err})
+    assert max(ch.buffer_words for ch in c.chunks) <= have
+    with _refusal(match=r"needs \d+ instruction words for one result row .* IMEM_DEPTH = 16"):
+        compile_step(random_layer(np.random.default_rng(0), c=8), "forward",
+                     CoreParams(acc_w=48, buf_depth=1 << 14, imem_depth=16))
     with _refusal(match="samples"):
         compile_step(data, "forward", PARAMS, samples=5)
+
+
+def test_a_layer_larger_than_the_memories_is_split_into_programs_of_whole_units(seed):
+    data = random_layer(np.random.default_rng(seed), n=3, pruned=False)
+    small = CoreParams(acc_w=48, buf_depth=160, imem_depth=96, dir_depth=8, mask_depth=4)
+    for step in Step:
+        whole = compile_step(data, step, PARAMS)
+        split = compile_step(data, step, small)
+        assert len(whole.chunks) == 1 and len(split.chunks) > 2, step
+        assert split.n_units == whole.n_units and split.n_ops == whole.n_ops
+        for ch in split.chunks:
+            assert len(ch.program) <= small.imem_depth and ch.buffer_words <= small.buf_depth
+            assert len(ch.results) <= small.dir_depth and len(ch.masks) <= small.mask_depth
+        runs = [run_program(ch.program, ch.buffer_image, small, masks=ch.masks) for ch in split.chunks]
+        assert all(r.error == 0 for r in runs)
+        got = split.decode(lambda r: runs[r.chunk].row(r.dir, r.length, small))
+        _, want = model_result(whole)
+        np.testing.assert_array_equal(got, want, err_msg=step.value)
+    with pytest.raises(ValueError, match="split into"):
+        split.program
 
 
 def test_compile_network_every_conv_and_refusal_names_the_layer():
