@@ -11,10 +11,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_metrics(metrics: dict[str, Any], path: str | Path) -> Path:
-    """Two panels: train/test accuracy, and mean density of pruned gradients and activations."""
+    """Two panels: train/test accuracy, and mean density of pruned gradients and activations; a
+    third with the true per-layer weight sparsity and its target when Campfire pruning was on."""
     eps = metrics["epochs"]
     x = [e["epoch"] + 1 for e in eps]
-    fig, (ax_acc, ax_den) = plt.subplots(1, 2, figsize=(10, 4))
+    weights = any("weight_sparsity" in e for e in eps)
+    fig, axes = plt.subplots(1, 3 if weights else 2, figsize=(15 if weights else 10, 4))
+    ax_acc, ax_den = axes[0], axes[1]
+    if weights:
+        _plot_weight_sparsity(axes[2], x, eps)
     ax_acc.plot(x, [e["train_acc"] for e in eps], "o-", label="train")
     ax_acc.plot(x, [e["test_acc"] for e in eps], "s-", label="test")
     ax_acc.set_xlabel("epoch")
@@ -37,9 +42,26 @@ def plot_metrics(metrics: dict[str, Any], path: str | Path) -> Path:
     ax_den.legend()
     ax_den.grid(alpha=0.3)
     cfg = metrics.get("config", {})
-    fig.suptitle(f"{cfg.get('model', '?')}, p = {cfg.get('p') if cfg.get('prune', True) else 'off (baseline)'}")
+    title = f"{cfg.get('model', '?')}, p = {cfg.get('p') if cfg.get('prune', True) else 'off (baseline)'}"
+    if weights:
+        title += f"; {cfg.get('weight_pruning')} weight pruning to {cfg.get('weight_sparsity')}"
+    fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _plot_weight_sparsity(ax, x: list[int], eps: list[dict[str, Any]]) -> None:
+    """True weight sparsity (fraction of zero weights) of every pruned layer, and the schedule's target."""
+    names = [n for n in eps[-1].get("weight_sparsity", {})]
+    for name in names:
+        ys = [e.get("weight_sparsity", {}).get(name, {}).get("weight_sparsity", float("nan")) for e in eps]
+        ax.plot(x, ys, ".-", lw=1, label=name)
+    ax.plot(x, [e.get("weight_sparsity_target", float("nan")) for e in eps], "k--", lw=2, label="target")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("weight sparsity (fraction of zero weights)")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=6)
+    ax.grid(alpha=0.3)
