@@ -452,3 +452,39 @@ def zero_kernel_rows(weight_mask: np.ndarray) -> np.ndarray:
     if weight_mask.ndim != 4:
         raise ValueError(f"weight_mask.ndim = {weight_mask.ndim} is out of range; allowed: 4")
     return ~weight_mask.astype(bool).any(axis=3)
+
+
+# ------------------------------------------------------------------------------- hardware path
+
+def weight_row_ops(step: str, ops: list, live_rows: np.ndarray | None, weight_channel: Callable[[int], int]) -> list:
+    """The row ops of one unit (docs/architecture.md 10.1) that the core must run when the kernel rows
+    with ``live_rows[f, c_w, kr] == False`` are zero (Forward, GTA) or pruned (GTW).
+
+    Forward / GTA: an op whose kernel row is all zero adds nothing, so it is skipped; a unit keeps
+    at least its first op so that its result row (bias, ReLU, pruning) is still produced by the
+    PPU exactly as before. GTW: the unit of a pruned kernel row computes a gradient that the mask
+    zeroes anyway, so the whole unit is dropped (empty list; its result row is 0).
+    """
+    if live_rows is None:
+        return ops
+    if step == "gtw":
+        o = ops[0]
+        return ops if live_rows[o.f, weight_channel(o.c), o.kr] else []
+    kept = [o for o in ops if live_rows[o.f, weight_channel(o.c), o.kr]]
+    return kept or ops[:1]
+
+
+def live_weight_rows(weight: np.ndarray) -> np.ndarray:
+    """Bool [F, C/g, K]: kernel rows with at least one non-zero weight."""
+    if weight.ndim != 4:
+        raise ValueError(f"weight.ndim = {weight.ndim} is out of range; allowed: 4")
+    return np.asarray(weight != 0).any(axis=3)
+
+
+def find_masks(path: str | Path) -> Path | None:
+    """The run directory holding weight masks for a run dir or a golden dir below it (None: no masks)."""
+    p = Path(path).resolve()
+    for d in (p, *list(p.parents)[:3]):
+        if (d / MASKS_NAME).is_file() and (d / MASKS_META_NAME).is_file():
+            return d
+    return None

@@ -280,3 +280,100 @@ def test_masks_saved_and_loaded(tmp_path, seed: int) -> None:
 def test_bad_config_names_the_parameter(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         WeightPruneConfig(**kwargs)
+
+
+# ------------------------------------------------------------------------------------ hardware path
+
+def test_weight_row_ops_rule(seed: int) -> None:
+    from sparsetrain.golden.campfire import weight_row_ops
+    from sparsetrain.golden.rowconv import ConvShape, Step, layer_row_ops
+
+    shape = ConvShape(1, 3, 4, 6, 6, 3, 1, 1, 1)
+    rng = np.random.default_rng(seed)
+    live = rng.random((4, 3, 3)) < 0.4
+    live[1] = False  # a dead filter: its forward units keep exactly one op
+    for step in ("forward", "gta", "gtw"):
+        units: dict = {}
+        for op in layer_row_ops(shape, Step(step)):
+            key = {"forward": (op.n, op.f, op.out_row), "gta": (op.n, op.c, op.in_row),
+                   "gtw": (op.f, op.c, op.kr)}[step]
+            units.setdefault(key, []).append(op)
+        for key, ops in units.items():
+            kept = weight_row_ops(step, ops, live, shape.weight_channel)
+            if step == "gtw":
+                assert kept == (ops if live[key[0], key[1], key[2]] else [])
+                continue
+            assert kept, "a Forward/GTA unit always keeps an op"
+            dead = [o for o in ops if not live[o.f, o.c, o.kr]]
+            if len(dead) < len(ops):
+                assert kept == [o for o in ops if live[o.f, o.c, o.kr]]
+            else:
+                assert kept == ops[:1]
+        assert weight_row_ops(step, ops, None, shape.weight_channel) == ops
+
+
+def test_perf_analytic_weight_rows() -> None:
+    from sparsetrain.perf.densities import LayerDensity
+    from sparsetrain.perf.model import analytic_layer
+    from sparsetrain.perf.shapes import LayerShape
+
+    s = LayerShape("conv", 64, 64, 16, 16, 16, 16, 3, 1, 1, 1)
+    full = analytic_layer(s, LayerDensity(act=0.5, grad=0.4))
+    same = analytic_layer(s, LayerDensity(act=0.5, grad=0.4, weight_rows=1.0))
+    assert full.cycles() == same.cycles()
+    prev = full
+    for w in (0.7, 0.4, 0.2):
+        r = analytic_layer(s, LayerDensity(act=0.5, grad=0.4, weight_rows=w))
+        assert r.cycles(dense=True) == full.cycles(dense=True), "the dense baseline runs every row"
+        assert r.cycles() < prev.cycles()
+        assert r.steps["forward"].sparse.ops == pytest.approx(full.steps["forward"].sparse.ops * w, rel=0.02)
+        assert r.steps["gtw"].sparse.units == pytest.approx(full.steps["gtw"].sparse.units * w, abs=1)
+        prev = r
+
+
+def _fake_run(tmp_path, seed: int, sparsity: float):
+    import json
+    torch.manual_seed(seed)
+    model = build_model("alexnet", in_channels=1, input_size=32, width_mult=0.125)
+    pruner = CampfirePruner(model, WeightPruneConfig(sparsity=sparsity, mode="ck"))
+    pruner.update_masks(sparsity)
+    pruner.save(tmp_path)
+    layers = {n: {"activation_density": 0.5, "grad_density": 0.4, "target": "dO"} for n, _, _ in conv_layers(model)}
+    (tmp_path / "metrics.json").write_text(json.dumps({"epochs": [{"layers": layers}]}))
+    return pruner
+
+
+def test_perf_takes_weight_sparsity_from_masks(tmp_path, seed: int) -> None:
+    from sparsetrain.perf.api import perf_network
+    from sparsetrain.perf.densities import load_run_dir
+
+    pruner = _fake_run(tmp_path, seed, 0.6)
+    table = load_run_dir(tmp_path)
+    for lay in pruner.layers:
+        if lay.kind == "conv":
+            expected = float(lay.weight_mask.any(3).float().mean())
+            assert table.per_layer[lay.name].weight_rows == pytest.approx(expected)
+    with_masks = perf_network("alexnet", "cifar", tmp_path)
+    for f in ("weight_masks.npz", "weight_masks.json"):
+        (tmp_path / f).unlink()
+    without = perf_network("alexnet", "cifar", tmp_path)
+    assert with_masks.cycles(dense=True) == without.cycles(dense=True)
+    assert with_masks.speedup > 1.3 * without.speedup, "CK at 60 % removes most of the row ops"
+
+
+def test_perf_exact_units_skip_rows(seed: int) -> None:
+    from sparsetrain.perf.decompose import exact_units
+    from sparsetrain.perf.shapes import LayerShape
+
+    s = LayerShape("conv", 4, 5, 7, 7, 7, 7, 3, 1, 1, 1)
+    rng = np.random.default_rng(seed)
+    nz_in, nz_grad = rng.random((2, 4, 7, 7)) < 0.5, rng.random((2, 5, 7, 7)) < 0.5
+    live = rng.random((5, 4, 3)) < 0.5
+    for step in ("forward", "gta", "gtw"):
+        base = exact_units(step, s, nz_in, nz_grad)
+        skip = exact_units(step, s, nz_in, nz_grad, live_rows=live)
+        if step == "gtw":
+            assert len(skip) == sum(1 for u in base if live[u.key[1], u.key[2], u.key[3]])
+        else:
+            assert len(skip) == len(base)
+            assert sum(len(u.cycles) for u in skip) < sum(len(u.cycles) for u in base)

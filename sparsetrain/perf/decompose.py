@@ -98,7 +98,8 @@ def conv_shape(shape, batch: int = 1):
 
 
 def exact_units(step: str, shape, nz_in: np.ndarray, nz_grad: np.ndarray,
-                nz_out: np.ndarray | None = None, mask: np.ndarray | None = None) -> list[Unit]:
+                nz_out: np.ndarray | None = None, mask: np.ndarray | None = None,
+                live_rows: np.ndarray | None = None) -> list[Unit]:
     """The units of one step in issue order, from boolean non-zero patterns.
 
     The op list is golden.rowconv.layer_row_ops (the one decomposition of section 8); its
@@ -106,7 +107,10 @@ def exact_units(step: str, shape, nz_in: np.ndarray, nz_grad: np.ndarray,
     nz_in: (N, C, H_in, W_in) non-zeros of I; nz_grad: (N, F, H_out, W_out) of dO (pruned);
     mask: (N, C, H_in, W_in) wanted dI columns (default: nz_in, the ReLU mask);
     nz_out: non-zeros of the written result (O for forward, dI pruned for GTA); default dense.
+    live_rows: (F, C/g, K) kernel rows the core runs (golden.campfire.weight_row_ops, the
+    compiler's rule): all-zero rows for Forward / GTA, mask-pruned rows for GTW; default all.
     """
+    from ..golden.campfire import weight_row_ops
     from ..golden.rowconv import Step, layer_row_ops
     if step not in STEPS:
         raise ValueError(f"step = {step!r} is out of range; allowed: {', '.join(STEPS)}")
@@ -141,7 +145,11 @@ def exact_units(step: str, shape, nz_in: np.ndarray, nz_grad: np.ndarray,
     groups: dict[tuple, list] = {}
     for op in layer_row_ops(conv_shape(s, n_batch), Step(step)):
         groups.setdefault(unit_key(op), []).append(op)  # ops of a unit are consecutive; dict keeps order
+    cs = conv_shape(s, n_batch)
     for key, ops in groups.items():
+        ops = weight_row_ops(step, ops, live_rows, cs.weight_channel)
+        if not ops:
+            continue
         if step == "forward":
             n1 = np.array([ent_in[o.n, o.c, o.in_row] for o in ops], dtype=np.int64)
             n2 = np.full(len(ops), k, dtype=np.int64)

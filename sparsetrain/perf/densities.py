@@ -22,16 +22,19 @@ from .shapes import LayerShape
 @dataclass(frozen=True)
 class LayerDensity:
     """act: I (SRC Port-1, OSRC Port-1); grad: dO after pruning (MSRC Port-1, OSRC Port-2);
-    mask: wanted dI columns (ReLU mask, defaults to act); out_act / out_grad: written O and dI."""
+    mask: wanted dI columns (ReLU mask, defaults to act); out_act / out_grad: written O and dI;
+    weight_rows: fraction of kernel rows (f, c, kr) not pruned (Campfire weight masks): the
+    compiler skips the Forward / GTA ops and the GTW units of the others."""
 
     act: float = 1.0
     grad: float = 1.0
     mask: float | None = None
     out_act: float = 1.0
     out_grad: float | None = None
+    weight_rows: float = 1.0
 
     def __post_init__(self) -> None:
-        for nm in ("act", "grad", "mask", "out_act", "out_grad"):
+        for nm in ("act", "grad", "mask", "out_act", "out_grad", "weight_rows"):
             v = getattr(self, nm)
             if v is not None and not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0 and math.isfinite(v)):
                 raise ValueError(f"density {nm} = {v!r} is out of range; allowed: 0.0 .. 1.0")
@@ -209,7 +212,30 @@ def load_run_dir(run_dir: str | Path) -> DensityTable:
     f = run_dir / "metrics.json"
     if not f.is_file():
         raise ValueError(f"densities = {str(run_dir)!r} is out of range; allowed: a run dir with metrics.json")
-    return table_from_metrics(json.loads(f.read_text()), str(f))
+    return with_weight_masks(table_from_metrics(json.loads(f.read_text()), str(f)), run_dir)
+
+
+def weight_row_densities(run_dir: str | Path) -> dict[str, float]:
+    """Per conv layer of a Campfire run: the fraction of kernel rows its weight masks keep ({} without masks)."""
+    from ..golden.campfire import find_masks, load_masks, zero_kernel_rows
+    if find_masks(run_dir) is None:
+        return {}
+    masks = load_masks(find_masks(run_dir))
+    return {key[:-len("/weight")]: 1.0 - float(zero_kernel_rows(m).mean())
+            for key, m in masks.items() if key.endswith("/weight") and m.ndim == 4}
+
+
+def with_weight_masks(table: DensityTable, run_dir: str | Path) -> DensityTable:
+    """``table`` with each conv layer's weight_rows taken from the run's weight masks, if it has any."""
+    rows = weight_row_densities(run_dir)
+    if not rows:
+        return table
+    for name, w in rows.items():
+        table.per_layer[name] = replace(table.per_layer.get(name, table.default or DENSE), weight_rows=w)
+    mean = sum(rows.values()) / len(rows)
+    table.notes.append(f"weight sparsity from the run's Campfire masks: {mean:.3f} of the kernel rows kept "
+                       f"(mean over {len(rows)} conv layers); the dense baseline runs every row")
+    return table
 
 
 def golden_patterns(run_dir: str | Path) -> list[tuple[LayerShape, dict[str, np.ndarray]]]:
@@ -219,7 +245,9 @@ def golden_patterns(run_dir: str | Path) -> list[tuple[LayerShape, dict[str, np.
     (Conv-BN-ReLU) and dO otherwise; the written results are O's ReLU mask and dI_pruned.
     """
     from ..golden.tensors import load_golden  # verifies format, checksums and shapes
+    from ..golden.campfire import find_masks, load_masks
     run = load_golden(run_dir)
+    masks = load_masks(find_masks(run_dir)) if find_masks(run_dir) is not None else None
     out = []
     for i, name in enumerate(run.layers):
         meta, arrs = run.layer(name), run.arrays[name]
@@ -228,7 +256,9 @@ def golden_patterns(run_dir: str | Path) -> list[tuple[LayerShape, dict[str, np.
         shape = LayerShape(name, i_arr.shape[1], g_arr.shape[1], i_arr.shape[2], i_arr.shape[3],
                            g_arr.shape[2], g_arr.shape[3], int(w.shape[2]), int(meta.get("stride", 1)),
                            int(meta.get("padding", 0)), int(meta.get("groups", 1)), first=i == 0 and i_arr.shape[1] <= 3)
-        pats = {"in": i_arr != 0, "grad": g_arr != 0}
+        pats = {"in": i_arr != 0, "grad": g_arr != 0, "live_rows": np.asarray(w != 0).any(axis=3)}
+        if masks is not None and f"{name}/weight" in masks:  # GTW skips only rows the mask pruned
+            pats["gtw_rows"] = masks[f"{name}/weight"].any(axis=3)
         if "relu_mask" in arrs:
             pats["out"] = arrs["relu_mask"] != 0
         if "dI_pruned" in arrs:
@@ -241,4 +271,5 @@ def densities_of_patterns(pats: dict[str, np.ndarray]) -> LayerDensity:
     """Measured densities of exact patterns (for the analytic model and the report)."""
     return LayerDensity(act=float(pats["in"].mean()), grad=float(pats["grad"].mean()),
                         out_act=float(pats["out"].mean()) if "out" in pats else 1.0,
-                        out_grad=float(pats["out_grad"].mean()) if "out_grad" in pats else None)
+                        out_grad=float(pats["out_grad"].mean()) if "out_grad" in pats else None,
+                        weight_rows=float(pats["gtw_rows"].mean()) if "gtw_rows" in pats else 1.0)

@@ -109,9 +109,11 @@ def analytic_step(step: str, s: LayerShape, d: LayerDensity, arch: ArchParams, d
     e_bits = arch.dw if dense else arch.dw + arch.off_w
     k = s.k
     law = CycleLaw.of(STEP_MODE[step], k)
-    dense_macs = s.macs()
+    # Campfire: the compiler skips ops (Forward, GTA; a unit keeps one) and units (GTW) of pruned kernel rows
+    w_rows = 1.0 if dense else dd.weight_rows
+    dense_macs = s.macs() * w_rows
     if step == "forward":
-        n_ops = s.c_per_group * taps_per_output(s.h_in, s.h_out, k, s.stride, s.pad)   # per unit, per y
+        n_ops = _kept_ops(s.c_per_group * taps_per_output(s.h_in, s.h_out, k, s.stride, s.pad), w_rows)
         counts = np.full(n_ops.shape, s.c_out)
         n1, n2, row_len = expected_entries(s.w_in, dd.act), k, s.w_out
         op_cycles = law(n1)
@@ -119,7 +121,7 @@ def analytic_step(step: str, s: LayerShape, d: LayerDensity, arch: ArchParams, d
         out_entries = max(1.0, s.w_out * dd.out_act) if not dense else s.w_out
         p2_bits = arch.dw
     elif step == "gta":
-        n_ops = s.f_per_group * taps_per_input(s.h_in, s.h_out, k, s.stride, s.pad)    # per unit, per r
+        n_ops = _kept_ops(s.f_per_group * taps_per_input(s.h_in, s.h_out, k, s.stride, s.pad), w_rows)
         counts = np.full(n_ops.shape, s.c_in)
         n1, n2, row_len = expected_entries(s.w_out, dd.grad), k, s.w_in
         op_cycles = law(n1)
@@ -128,7 +130,7 @@ def analytic_step(step: str, s: LayerShape, d: LayerDensity, arch: ArchParams, d
         p2_bits = arch.dw
     elif step == "gtw":
         n_ops = taps_per_kernel_row(s.h_in, s.h_out, k, s.stride, s.pad)              # per unit, per kr
-        counts = np.full(n_ops.shape, s.c_out * s.c_per_group)
+        counts = np.full(n_ops.shape, s.c_out * s.c_per_group * w_rows)
         n1, n2, row_len = expected_entries(s.w_in, dd.act), expected_entries(s.w_out, dd.grad), k
         op_cycles = law(n1, n2)
         macs = dense_macs * dd.act * dd.grad
@@ -151,6 +153,11 @@ def analytic_step(step: str, s: LayerShape, d: LayerDensity, arch: ArchParams, d
                    reg=reg1 + 3.0 * macs, macs=macs, adds=ops * lanes + units * row_len)
     cost = StepCost(0.0, makespan, ops * op_cycles, ops, units, macs, entries, acc)
     return _finish_cost(cost, step, s, d, arch, dense)
+
+
+def _kept_ops(n_ops: np.ndarray, w_rows: float) -> np.ndarray:
+    """Expected ops per unit when a fraction ``w_rows`` of kernel rows is kept (at least one per unit)."""
+    return n_ops if w_rows >= 1.0 else np.where(n_ops > 0, np.maximum(1.0, n_ops * w_rows), 0.0)
 
 
 def _result(step: str, sparse: StepCost, dense: StepCost, energy: EnergyTable) -> StepResult:
@@ -177,7 +184,8 @@ def exact_step(step: str, s: LayerShape, pats: dict[str, np.ndarray], arch: Arch
     else:
         mask = pats.get("mask")
         nz_out = pats.get("out") if step == "forward" else pats.get("out_grad") if step == "gta" else None
-    units = exact_units(step, s, nz_in, nz_grad, nz_out, mask)
+    live = None if dense else pats.get("gtw_rows" if step == "gtw" else "live_rows")
+    units = exact_units(step, s, nz_in, nz_grad, nz_out, mask, live)
     sched = schedule_units(units, arch)
     e_bits = arch.dw if dense else arch.dw + arch.off_w
     n1 = float(sum(u.n1.sum() for u in units))
