@@ -85,6 +85,9 @@ class TrainConfig:
         for s in self.dump_steps:
             check_param("dump_steps", s, 0, 1 << 40)
         wcfg = self.weight_prune_config()
+        if wcfg is not None and wcfg.era_start >= self.epochs:
+            raise ValueError(f"era_start = {self.era_start} is out of range; allowed: 0 .. {self.epochs - 1} "
+                             f"(an epoch of the run)")
         if wcfg is not None and wcfg.era_end > self.epochs:
             raise ValueError(f"era_length = {self.era_length} is out of range; allowed: 1 .. "
                              f"{self.epochs - self.era_start} (the era must end by epoch {self.epochs})")

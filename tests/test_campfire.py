@@ -377,3 +377,18 @@ def test_perf_exact_units_skip_rows(seed: int) -> None:
         else:
             assert len(skip) == len(base)
             assert sum(len(u.cycles) for u in skip) < sum(len(u.cycles) for u in base)
+
+
+def test_train_config_checks_the_era() -> None:
+    from sparsetrain.golden.train import TrainConfig
+
+    with pytest.raises(ValueError, match="era_start"):
+        TrainConfig(epochs=2, weight_sparsity=0.5, era_start=2)
+    with pytest.raises(ValueError, match="era_length"):
+        TrainConfig(epochs=3, weight_sparsity=0.5, era_start=1, era_length=3)
+    with pytest.raises(ValueError, match="weight_pruning"):
+        TrainConfig(epochs=3, weight_sparsity=0.5, weight_pruning="filter")
+    cfg = TrainConfig(epochs=3, weight_sparsity=0.5, weight_pruning="combined", era_start=1, era_length=2)
+    w = cfg.weight_prune_config()
+    assert (w.mode, w.era_start, w.era_end, w.window_fraction) == ("combined", 1, 3, 0.8)
+    assert TrainConfig(epochs=1).weight_prune_config() is None
