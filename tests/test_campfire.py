@@ -392,3 +392,33 @@ def test_train_config_checks_the_era() -> None:
     w = cfg.weight_prune_config()
     assert (w.mode, w.era_start, w.era_end, w.window_fraction) == ("combined", 1, 3, 0.8)
     assert TrainConfig(epochs=1).weight_prune_config() is None
+
+
+def test_train_command_with_weight_and_gradient_pruning(tmp_path, capsys) -> None:
+    import json
+
+    from sparsetrain.cli import main
+
+    out = tmp_path / "run"
+    rc = main(["train", "--model", "alexnet", "--width-mult", "0.125", "--epochs", "2", "--train-samples", "256",
+               "--test-samples", "100", "--batch-size", "32", "--threads", "1", "--no-progress", "--p", "0.9",
+               "--weight-sparsity", "0.6", "--weight-pruning", "combined", "--era-start", "0", "--era-length", "1",
+               "--save-model", "--out", str(out)])
+    assert rc == 0 and "weight sparsity" in capsys.readouterr().out
+    m = json.loads((out / "metrics.json").read_text())
+    assert [e["weight_sparsity_target"] for e in m["epochs"]] == [pytest.approx(0.6), pytest.approx(0.6)]
+    masks = load_masks(out)
+    state = torch.load(out / "model.pt", weights_only=True)
+    for name, rec in m["epochs"][-1]["weight_sparsity"].items():
+        mask = masks[f"{name}/weight"]
+        weight = state[f"{name}.weight"].numpy()
+        assert not weight[~mask].any(), f"{name}: a pruned weight is not zero"
+        assert rec["weight_sparsity"] == pytest.approx(float((weight == 0).mean()))
+        if mask.ndim == 4:
+            kk = mask.shape[2] * mask.shape[3]
+            assert abs((~mask).sum() - 0.6 * mask.size) <= kk
+    # both kinds of sparsity in one run: the gradient pruning layers were active too
+    pruned = [lay["grad_density"] for lay in m["epochs"][-1]["layers"].values() if "grad_density" in lay]
+    assert pruned and max(pruned) < 0.9
+    assert (out / "metrics.png").stat().st_size > 0
+    assert m["weight_pruning"]["frozen"] and m["weight_pruning"]["masks"] == "weight_masks.npz"
