@@ -72,7 +72,7 @@ def core_verilog(params: CoreParams) -> str:
 def build_core(params: CoreParams, sim: str = "verilator") -> runner.Build:
     """Compile the core for ``params`` once (cached under build/sim by content)."""
     tag = f"core-g{params.groups}d{params.dw}k{params.k_max}w{params.w_max}"
-    return runner.build(core_verilog(params), "core", sim, name=tag)
+    return runner.build(lambda: core_verilog(params), "core", sim, name=tag, params=params.as_dict())
 
 
 def _status_fields(word: int, params: CoreParams) -> PPUStatus:

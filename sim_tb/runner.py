@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 from cocotb.runner import get_results, get_runner
 
@@ -59,13 +59,39 @@ def _build_args(sim: str, waves: bool, coverage: bool) -> list[str]:
     return ["-g2005"]
 
 
-def build(verilog: str, toplevel: str, sim: str = "verilator", *, name: str | None = None) -> Build:
-    """Compile ``verilog`` (the text of one file) for ``sim`` once; return where it lives."""
+def hw_fingerprint() -> str:
+    """Hash of every source the generated Verilog depends on (hw/, the number format, Amaranth)."""
+    from importlib import metadata
+
+    h = hashlib.sha256(metadata.version("amaranth").encode())
+    for path in sorted((REPO_ROOT / "hw").glob("*.py")) + [REPO_ROOT / "golden" / "fixedpoint.py"]:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def build(verilog: str | Callable[[], str], toplevel: str, sim: str = "verilator", *,
+          name: str | None = None, params: Mapping[str, object] | None = None) -> Build:
+    """Compile a Verilog design for ``sim`` once; return where it lives.
+
+    ``verilog`` is the text of one file, or a function that makes it. With ``params`` (the
+    block's elaboration parameters) the cache is keyed on them and on hw_fingerprint(), so a
+    cached configuration is found without generating its Verilog at all; this matters because
+    Amaranth's internal names follow Python's hash order, so the text differs between
+    processes, and generating a large block takes minutes. Without ``params`` the key is the
+    text itself.
+    """
     if sim not in SIMULATORS:
         raise ValueError(f"sim = {sim!r} is out of range; allowed: {', '.join(SIMULATORS)}")
     waves, coverage = waves_requested(), coverage_requested() and sim == "verilator"
     args = _build_args(sim, waves, coverage)
-    key = hashlib.sha256(json.dumps([verilog, toplevel, sim, args]).encode()).hexdigest()[:16]
+    if params is not None:
+        ident: object = ["params", dict(sorted(params.items())), hw_fingerprint()]
+    else:
+        if callable(verilog):
+            verilog = verilog()
+        ident = verilog
+    key = hashlib.sha256(json.dumps([ident, toplevel, sim, args], default=str).encode()).hexdigest()[:16]
     bdir = build_root() / sim / f"{name or toplevel}-{key}"
     bdir.parent.mkdir(parents=True, exist_ok=True)
     done = bdir / ".built"
@@ -76,7 +102,7 @@ def build(verilog: str, toplevel: str, sim: str = "verilator", *, name: str | No
                 shutil.rmtree(bdir)
             bdir.mkdir(parents=True)
             src = bdir / f"{toplevel}.v"
-            src.write_text(verilog)
+            src.write_text(verilog() if callable(verilog) else verilog)
             runner = get_runner(sim)
             runner.build(verilog_sources=[src], hdl_toplevel=toplevel, build_dir=bdir,
                          build_args=args, waves=waves, always=True, timescale=("1ns", "1ps"),
