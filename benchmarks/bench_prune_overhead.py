@@ -4,7 +4,10 @@ Prints the pruned / unpruned ratio (goal: at most 1.10). Both models have the sa
 and see the same batches; the pruned one has its pruning layers active from the start (its
 FIFO is pre-filled), the unpruned one has no pruning layers at all. Timings alternate between
 the two in blocks so that load changes on a shared machine hit both alike; the ratio uses the
-median block time.
+median block time. Denormal floats are flushed to zero by default (as `sparsetrain train`
+does): pruned gradients otherwise drive some CPU kernels (BatchNorm backward) into slow
+denormal arithmetic, an artefact of x86 CPUs, not of the algorithm (``--keep-denormals``
+measures it).
 
     .venv/bin/python benchmarks/bench_prune_overhead.py --model resnet18 --width-mult 0.5
 """
@@ -64,9 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=3, help="training steps per block")
     ap.add_argument("--p", type=float, default=0.9)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--keep-denormals", action="store_true", help="do not flush denormals to zero")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(not args.keep_denormals)
     r = measure(args.model, args.width_mult, args.batch_size, args.blocks, args.steps, args.p)
     if args.json:
         print(json.dumps(r, indent=1))

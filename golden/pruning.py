@@ -79,7 +79,7 @@ def uniform_like(g: Tensor, generator: torch.Generator | np.random.Generator | N
         if out is None:
             out = torch.empty(g.shape, dtype=torch.float32)
         generator.random(out=out.numpy().reshape(-1), dtype=np.float32)
-        return out
+        return out if g.device.type == "cpu" else out.to(g.device)
     return torch.rand(g.shape, generator=generator, dtype=g.dtype, device=g.device)
 
 

@@ -181,6 +181,9 @@ def train(cfg: TrainConfig, out_dir: str | Path | None, *, overwrite: bool = Fal
     """Run one training; return the metrics dict (also written to ``out_dir`` when given)."""
     if cfg.threads is not None:
         torch.set_num_threads(check_param("threads", cfg.threads, 1, 1024))
+    # Pruned gradients push some CPU kernels (BatchNorm backward) into slow denormal
+    # arithmetic; values below 1e-38 carry nothing a 16-bit fixed-point datapath could keep.
+    torch.set_flush_denormal(True)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         if (out / METRICS_NAME).exists() and not overwrite:
