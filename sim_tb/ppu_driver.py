@@ -126,7 +126,7 @@ def ppu_build(cfg: PPUConfig, sim: str = "verilator") -> runner.Build:
     key = (cfg, sim, runner.coverage_requested(), runner.waves_requested())
     if key not in _BUILDS:
         name = "ppu-" + "".join(f"{k[0]}{v}" for k, v in cfg_dict(cfg).items() if k != "seed") + f"s{cfg.seed:x}"
-        _BUILDS[key] = runner.build(ppu_verilog(cfg), "ppu", sim, name=name)
+        _BUILDS[key] = runner.build(lambda: ppu_verilog(cfg), "ppu", sim, name=name, params=cfg_dict(cfg))
     return _BUILDS[key]
 
 
