@@ -10,13 +10,14 @@ layer / every conv of a model. ``CompiledStep.decode`` turns the result rows bac
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from .compiler_scales import StepTensors, forward_tensors, gta_tensors, gtw_tensors, tau_to_int
 from .compiler_spec import (LayerSpec, check_accumulator, check_field, check_fits, check_geometry)
+from .golden.campfire import find_masks, load_masks, weight_row_ops
 from .golden.ppu_model import Op as PPUOp
 from .golden.ppu_model import threshold_constant
 from .golden.rowconv import ConvShape, Step, layer_row_ops
@@ -39,15 +40,21 @@ class LayerData:
     p: float = 0.9
     estimator: str = "unbiased"
     seed: int = 1
+    # Campfire: (F, C/g, K) kernel rows the run's weight masks pruned; their GTW units are skipped
+    pruned_rows: np.ndarray | None = None
 
     @classmethod
     def from_golden(cls, run: Any, name: str) -> "LayerData":
-        """From ``golden.tensors.load_golden(...)``: a layer's manifest entry and arrays."""
+        """From ``golden.tensors.load_golden(...)``: a layer's manifest entry and arrays (and the
+        run's weight masks, when the golden directory lies in a Campfire run directory)."""
         meta = run.layer(name)
         info = run.manifest.get("run", {})
+        masks_dir = find_masks(run.path) if getattr(run, "path", None) is not None else None
+        mask = load_masks(masks_dir).get(f"{name}/weight") if masks_dir is not None else None
         return cls(LayerSpec.from_manifest(name, meta), run.arrays[name], list(meta.get("fifo") or []),
                    bool(meta.get("fifo_full")), bool(meta.get("pruned")), float(info.get("p", 0.9)),
-                   str(info.get("estimator", "unbiased")), int(meta.get("seed") or 1))
+                   str(info.get("estimator", "unbiased")), int(meta.get("seed") or 1),
+                   None if mask is None else ~mask.any(axis=3))
 
     def grad_output(self) -> np.ndarray:
         """The dO the conv's backward consumes: pruned where the block prunes dO (Conv-BN-ReLU)."""
@@ -102,6 +109,11 @@ class CompiledStep:
     samples: int                        # batch samples compiled
     single_program_words: dict[str, int]  # what one program for the whole step would need
     threshold: dict[str, int] = field(default_factory=dict)  # GTA: tau ints, C_m, C_shift
+    # Kernel rows the program runs (golden.campfire.weight_row_ops): non-zero rows of W for
+    # Forward / GTA, rows the weight masks kept for GTW; None: every row. Ops / units left out:
+    live_rows: np.ndarray | None = None
+    skipped_ops: int = 0
+    skipped_units: int = 0
 
     def _single(self) -> Chunk:
         if len(self.chunks) != 1:
@@ -177,8 +189,13 @@ def _row_words(q: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- compilation
 
-def compile_step(data: LayerData, step: Step | str, params: CoreParams, *, samples: int | None = None) -> CompiledStep:
-    """Programs, buffer images and masks for one step of one layer (first ``samples`` of the batch)."""
+def compile_step(data: LayerData, step: Step | str, params: CoreParams, *, samples: int | None = None,
+                 skip_weight_rows: bool = True) -> CompiledStep:
+    """Programs, buffer images and masks for one step of one layer (first ``samples`` of the batch).
+
+    ``skip_weight_rows``: leave out the row ops of all-zero kernel rows (Forward, GTA) and the GTW
+    units of kernel rows the weight masks pruned (``data.pruned_rows``); results stay bit-exact
+    (GTW: a pruned row's gradient is 0, as the training's gradient mask makes it)."""
     step = Step(step) if not isinstance(step, Step) else step
     spec = data.spec
     x = data.require("I")
@@ -209,7 +226,25 @@ def compile_step(data: LayerData, step: Step | str, params: CoreParams, *, sampl
             t = gta_tensors(shape, g, w, gta_mask(data, x), dw=dw, acc_w=acc_w)
         else:
             t = gtw_tensors(shape, x, g, dw=dw, acc_w=acc_w)
-    return _emit(data, step, shape, params, t, n)
+            if skip_weight_rows and data.pruned_rows is not None:
+                t = replace(t, reference=np.where(_pruned(data, shape)[..., None], 0.0, t.reference))
+    return _emit(data, step, shape, params, t, n, skip_weight_rows)
+
+
+def _pruned(data: LayerData, shape: ConvShape) -> np.ndarray:
+    rows = np.asarray(data.pruned_rows, dtype=bool)
+    want = shape.weight_shape[:3]
+    if rows.shape != want:
+        raise ValueError(f"layer {data.spec.name}: pruned_rows shape = {rows.shape} does not match the layer; "
+                         f"allowed: {want}")
+    return rows
+
+
+def live_rows(data: LayerData, step: Step, shape: ConvShape, t: StepTensors) -> np.ndarray | None:
+    """Kernel rows a step must run: W's non-zero rows (Forward, GTA), the unpruned ones (GTW)."""
+    if step is Step.GTW:
+        return None if data.pruned_rows is None else ~_pruned(data, shape)
+    return np.asarray(t.q["W"] != 0).any(axis=3)
 
 
 def gta_mask(data: LayerData, x: np.ndarray) -> np.ndarray:
@@ -358,11 +393,15 @@ class _ChunkBuilder:
         self._reset()
 
 
-def _emit(data: LayerData, step: Step, shape: ConvShape, p: CoreParams, t: StepTensors, n: int) -> CompiledStep:
+def _emit(data: LayerData, step: Step, shape: ConvShape, p: CoreParams, t: StepTensors, n: int,
+          skip_weight_rows: bool = True) -> CompiledStep:
     threshold: dict[str, int] = {}
     header = _threshold_program(data, t, p, threshold, shape) if step is Step.GTA else []
     builder = _ChunkBuilder(data, step, shape, p, t, header)
-    units = _units(shape, step)
+    all_units = _units(shape, step)
+    live = live_rows(data, step, shape, t) if skip_weight_rows else None
+    units = [(key, kept) for key, ops in all_units
+             if (kept := weight_row_ops(step.value, ops, live, shape.weight_channel))]
     for key, ops in units:
         builder.add(key, ops)
     builder.close()
@@ -371,7 +410,8 @@ def _emit(data: LayerData, step: Step, shape: ConvShape, p: CoreParams, t: StepT
                                                      builder.words2.size * shape.kernel) + len(units) * length),
               "instructions": len(header) + 2 + len(units) + sum(len(o) for _, o in units),
               "directory": len(units)}
-    return CompiledStep(data.spec.name, step, shape, p, builder.chunks, t, n, single, threshold)
+    return CompiledStep(data.spec.name, step, shape, p, builder.chunks, t, n, single, threshold, live,
+                        sum(len(o) for _, o in all_units) - sum(len(o) for _, o in units), len(all_units) - len(units))
 
 
 def _units(shape: ConvShape, step: Step) -> list[tuple[tuple[int, int, int], list]]:
@@ -436,8 +476,7 @@ def compile_network(model: Any, layers: Mapping[str, LayerData], params: CorePar
         data = layers[name]
         spec = LayerSpec.from_conv(name, conv, kind)
         if spec != data.spec:
-            data = LayerData(spec, data.arrays, data.tau_fifo, data.fifo_full, data.pruned, data.p,
-                             data.estimator, data.seed)
+            data = replace(data, spec=spec)
         want = [Step(s) for s in steps if not (Step(s) is Step.GTA and i == 0 and not first_has_gta)]
         out[name] = compile_layer(data, params, steps=want, samples=samples)
     return out

@@ -422,3 +422,67 @@ def test_train_command_with_weight_and_gradient_pruning(tmp_path, capsys) -> Non
     assert pruned and max(pruned) < 0.9
     assert (out / "metrics.png").stat().st_size > 0
     assert m["weight_pruning"]["frozen"] and m["weight_pruning"]["masks"] == "weight_masks.npz"
+
+
+def _ck_layer(seed: int):
+    """A conv_relu layer whose weights are CK-pruned at 60 %, with its pruned kernel rows."""
+    from sparsetrain.compiler import LayerData
+    from sparsetrain.compiler_spec import LayerSpec
+
+    rng = np.random.default_rng(seed)
+    spec = LayerSpec("ck", "conv_relu", 3, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1, True)
+    shape = spec.conv_shape(2, 7, 9)
+    x = rng.standard_normal(shape.input_shape) * (rng.random(shape.input_shape) < 0.5)
+    w = rng.standard_normal(shape.weight_shape) * 0.3
+    mask = ck_mask(torch.from_numpy(w), 0.6).numpy()
+    arrays = {"I": np.maximum(x, 0).astype(np.float32), "W": (w * mask).astype(np.float32),
+              "b": (rng.standard_normal(4) * 0.1).astype(np.float32),
+              "dO": (rng.standard_normal(shape.output_shape) * 1e-3
+                     * (rng.random(shape.output_shape) < 0.5)).astype(np.float32)}
+    return LayerData(spec, arrays, [], False, False, 0.9, "unbiased", 7, pruned_rows=~mask.any(axis=3)), mask
+
+
+def test_compiler_skips_pruned_kernel_rows_bit_exactly(seed: int) -> None:
+    from sparsetrain.compiler import compile_step
+    from sparsetrain.golden.core_model import run_program
+    from sparsetrain.hw.core_isa import CoreParams
+    from sparsetrain.perf.decompose import exact_units
+    from sparsetrain.perf.schedule import ArchParams, schedule_units
+    from sparsetrain.perf.shapes import LayerShape
+
+    params = CoreParams(acc_w=48, groups=2, buf_depth=1 << 14, mask_depth=1 << 10, imem_depth=1 << 14,
+                        dir_depth=1 << 12)
+    data, mask = _ck_layer(seed)
+    pruned = ~mask.any(axis=3)
+    assert pruned.any() and not pruned.all()
+    for step in ("forward", "gta", "gtw"):
+        full = compile_step(data, step, params, skip_weight_rows=False)
+        skip = compile_step(data, step, params)
+        runs = [run_program(c.program, c.buffer_image, params, masks=c.masks) for c in (full, skip)]
+        got = [c.decode(lambda r, run=run: run.row(r.dir, r.length, params)) for c, run in zip((full, skip), runs)]
+        assert all(r.error == 0 for r in runs)
+        if step == "gtw":
+            np.testing.assert_array_equal(got[1][~pruned], got[0][~pruned])
+            assert not got[1][pruned].any(), "a pruned row's gradient is 0"
+            assert skip.skipped_units == int(pruned.sum()) * 1  # one unit per (f, c, kr)
+        else:
+            np.testing.assert_array_equal(got[1], got[0], err_msg=f"{step}: skipping changed a result")
+            assert skip.skipped_ops > 0 and skip.skipped_units == 0
+        assert np.count_nonzero(got[1]), "a check on all-zero results proves nothing"
+        assert runs[1].cycles < runs[0].cycles, f"{step}: no cycles saved"
+        # section 2 bound still holds against the (masked, for GTW) float reference
+        t = skip.tensors
+        assert np.all(np.abs(got[1] * 2.0 ** -t.frac[t.result_name] - t.reference) <= t.bound)
+        # the performance model's exact schedule predicts the skipped program's cycles (section 10)
+        s = skip.shape
+        ls = LayerShape("ck", s.in_channels, s.out_channels, s.height, s.width, s.out_height, s.out_width, s.kernel,
+                        s.stride, s.pad, s.groups)
+        if step == "forward":
+            nz_in, nz_grad, m = t.q["I"] != 0, np.zeros(s.output_shape, bool), None
+        elif step == "gta":
+            nz_in, nz_grad, m = np.ones(s.input_shape, bool), t.q["dO"] != 0, t.mask
+        else:
+            nz_in, nz_grad, m = t.q["I"] != 0, t.q["dO"] != 0, None
+        arch = ArchParams(groups=params.groups, dw=params.dw, w_max=params.w_max)
+        predicted = schedule_units(exact_units(step, ls, nz_in, nz_grad, None, m, skip.live_rows), arch).cycles
+        assert predicted == runs[1].cycles_contract, step
