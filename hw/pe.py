@@ -68,8 +68,9 @@ class PE(wiring.Component):
         pad = Signal(kw)
         out_len = Signal(ow)
         error = Signal()
-        reg1 = Array(Signal(signed(p.dw), name=f"reg1_{j}") for j in range(km))
-        reg2 = Array(Signal(signed(p.acc_w), name=f"reg2_{j}") for j in range(km))
+        reg1_list = [Signal(signed(p.dw), name=f"reg1_{j}") for j in range(km)]
+        reg2_list = [Signal(signed(p.acc_w), name=f"reg2_{j}") for j in range(km)]
+        reg1, reg2 = Array(reg1_list), Array(reg2_list)
         base = Signal(ow + 1)       # window base (SRC/MSRC) or dO cache base (OSRC)
         wcnt = Signal(kw)           # weights loaded so far
         mask = Signal(p.w_max)
@@ -122,7 +123,9 @@ class PE(wiring.Component):
             prod = Signal(signed(2 * p.dw), name=f"prod_{j}")
             m.d.comb += prod.eq(v * w)
             shifted = Signal(signed(p.acc_w), name=f"shifted_{j}")
-            m.d.comb += shifted.eq(Array([*reg2, Const(0, signed(p.acc_w))])[Mux(j + shift > km, km, j + shift)])
+            # slot j can only receive slots j.. (a shift never moves data down-index)
+            m.d.comb += shifted.eq(Array([*reg2_list[j:], Const(0, signed(p.acc_w))])[
+                Mux(shift > km - j, km - j, shift) if j else shift])
             nxt = Signal(signed(p.acc_w), name=f"win_next_{j}")
             m.d.comb += nxt.eq(Mux(marker1, reg2[j], sat_add(shifted, prod)))
             window_next.append(nxt)
@@ -149,8 +152,8 @@ class PE(wiring.Component):
         cache_next = []
         for j in range(km):
             shifted = Signal(signed(p.dw), name=f"cache_shifted_{j}")
-            m.d.comb += shifted.eq(Array([*reg1, Const(0, signed(p.dw))])[
-                Mux(j + cache_shift > km, km, j + cache_shift)])
+            m.d.comb += shifted.eq(Array([*reg1_list[j:], Const(0, signed(p.dw))])[
+                Mux(cache_shift > km - j, km - j, cache_shift) if j else cache_shift])
             nxt = Signal(signed(p.dw), name=f"cache_next_{j}")
             m.d.comb += nxt.eq(Mux(x2 - cache_base == j, e2.value, shifted))
             cache_next.append(nxt)

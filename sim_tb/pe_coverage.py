@@ -1,8 +1,8 @@
 """Verilator line/toggle coverage of the PE: merge the runs' coverage.dat files and summarise.
 
 After ``COVERAGE_HDL=1 make regress`` (or any PE test run with COVERAGE_HDL=1), run
-``python -m sparsetrain.sim_tb.pe_coverage`` to merge every ``coverage.dat`` under the PE
-builds with ``verilator_coverage --write`` and print the summary that docs/verification.md
+``python -m sparsetrain.sim_tb.pe_coverage`` to merge the ``coverage.dat`` files of each PE
+build (one per configuration) with ``verilator_coverage --write`` and print the summary that docs/verification.md
 reports (points hit / points total per coverage type, and the signals with untoggled bits).
 """
 from __future__ import annotations
@@ -62,24 +62,29 @@ def summarise(dat: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """One summary per PE configuration (build folder) that has coverage data."""
     argv = sys.argv[1:] if argv is None else argv
     out_dir = Path(argv[0]) if argv else build_root().parent / "coverage"
-    files = find_dat_files()
-    try:
-        merged = merge(files, out_dir / "pe-merged.dat")
-    except ValueError as exc:
-        print(f"pe_coverage: error: {exc}", file=sys.stderr)
+    root = build_root() / "verilator"
+    groups = {d.name: sorted(d.rglob("coverage.dat")) for d in sorted(root.glob("pe-*"))}
+    groups = {k: v for k, v in groups.items() if v}
+    if not groups:
+        print("pe_coverage: error: no coverage.dat under the PE builds; run the PE tests with COVERAGE_HDL=1 first",
+              file=sys.stderr)
         return 2
-    summary = summarise(merged)
-    summary["runs"] = len(files)
-    (out_dir / "pe-coverage.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"PE coverage from {len(files)} runs (merged: {merged})")
-    for kind, s in summary.items():
-        if isinstance(s, dict) and "total" in s:
-            print(f"  {kind:<7} {s['hit']:>6} / {s['total']:<6} {s['percent']:6.2f} %")
-    worst = list(summary["untoggled"].items())[:15]
-    if worst:
-        print("  signals with untoggled bits: " + ", ".join(f"{n} ({b})" for n, b in worst))
+    report = {}
+    for name, files in groups.items():
+        summary = summarise(merge(files, out_dir / f"{name}.dat"))
+        summary["runs"] = len(files)
+        report[name] = summary
+        print(f"{name}: {len(files)} runs")
+        for kind, s in summary.items():
+            if isinstance(s, dict) and "total" in s:
+                print(f"  {kind:<7} {s['hit']:>6} / {s['total']:<6} {s['percent']:6.2f} %")
+        worst = list(summary["untoggled"].items())[:12]
+        if worst:
+            print("  signals with untoggled bits: " + ", ".join(f"{n} ({b})" for n, b in worst))
+    (out_dir / "pe-coverage.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 
