@@ -57,6 +57,7 @@ lint: verilog
 
 regress: setup
 	$(PYTEST) -n $(JOBS) -q -m regress tests
+	@if [ "$${COVERAGE_HDL:-0}" != 0 ]; then $(PY) -m sparsetrain.sim_tb.pe_coverage; $(PY) -m sparsetrain.sim_tb.ppu_coverage; fi
 
 synth: setup
 	$(ST) synth --all --out $(OUT)/synth

@@ -206,7 +206,8 @@ def pe_build(p: HwParams, sim: str = "verilator") -> runner.Build:
     """Compile the PE of ``p`` for ``sim`` once per process (and once on disk, see runner)."""
     key = (p, sim, runner.coverage_requested(), runner.waves_requested())
     if key not in _BUILDS:
-        _BUILDS[key] = runner.build(pe_verilog(p), "pe", sim, name=f"pe-d{p.dw}k{p.k_max}w{p.w_max}a{p.acc_w}")
+        _BUILDS[key] = runner.build(lambda: pe_verilog(p), "pe", sim, name=f"pe-d{p.dw}k{p.k_max}w{p.w_max}a{p.acc_w}",
+                                    params=p.as_dict())
     return _BUILDS[key]
 
 
@@ -241,7 +242,7 @@ def run_pe_ops(ops: Sequence[PeOp], params: HwParams, sim: str = "verilator", *,
     env = {"PE_STIM": str(stim), "PE_RESULT": str(result), "PE_TB_CFG": json.dumps(cfg)}
     try:
         runner.run(b, TB_MODULE, seed=seed, env=env, test_dir=wdir / "tb")
-    except SystemExit as exc:  # cocotb's runner exits on a failed test; callers want an exception
+    except AssertionError as exc:
         raise AssertionError(f"PE testbench failed (seed {seed}); log and data in {wdir}") from exc
     return read_results(result, goldens, params)
 

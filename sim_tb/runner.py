@@ -121,10 +121,13 @@ def run(b: Build, test_module: str, *, testcase: str | None = None, seed: int | 
     tdir = Path(test_dir) if test_dir else Path(tempfile.mkdtemp(prefix="tb-", dir=b.build_dir))
     tdir.mkdir(parents=True, exist_ok=True)
     runner = get_runner(b.sim)
-    xml = runner.test(test_module=test_module, hdl_toplevel=b.toplevel, hdl_toplevel_lang="verilog",
-                      build_dir=b.build_dir,
-                      test_dir=tdir, testcase=testcase, seed=seed, extra_env=dict(env or {}),
-                      waves=b.waves, results_xml=None if os.getenv("PYTEST_CURRENT_TEST") else "results.xml")
+    try:
+        xml = runner.test(test_module=test_module, hdl_toplevel=b.toplevel, hdl_toplevel_lang="verilog",
+                          build_dir=b.build_dir, test_dir=tdir, testcase=testcase, seed=seed,
+                          extra_env=dict(env or {}), waves=b.waves,
+                          results_xml=None if os.getenv("PYTEST_CURRENT_TEST") else "results.xml")
+    except SystemExit as exc:  # cocotb's runner exits the process on failures under pytest
+        raise AssertionError(f"{test_module}: cocotb tests failed ({exc}); log in {tdir}") from None
     tests, fails = get_results(Path(xml))
     if fails or not tests:
         raise AssertionError(f"{test_module}: {fails} of {tests} cocotb tests failed (log in {tdir})")
