@@ -20,16 +20,17 @@ from typing import Any
 
 import numpy as np
 
-from .compiler import CompiledStep, LayerData, compile_step
+from .compiler import PRUNE_SLOT, CompiledStep, LayerData, compile_step
 from .golden.core_model import CoreRun, batch_threshold, run_program
 from .golden.rowconv import Step
 from .hw.core_isa import CoreParams
 
-# The simulation configuration of check/demo: G = 2 groups as section 11.1's sim default, memories
-# large enough for the small networks' layers, ACC_W = 48 so that section 2's accumulator rule
-# holds for GTW sums over a whole batch.
-SIM_PARAMS = dict(dw=16, k_max=11, w_max=64, acc_w=48, groups=2, buf_depth=1 << 18, mask_depth=1 << 14,
-                  imem_depth=1 << 19, dir_depth=1 << 16)
+# The simulation configuration of check/demo: G = 2 groups (section 11.1's sim default), K_MAX = 5
+# and W_MAX = 64 (every conv of the small networks), ACC_W = 48 so that section 2's accumulator
+# rule holds for GTW sums over a whole batch, and memories of moderate depth: the Verilog and the
+# Verilator build grow with them, and a larger layer is split into several programs.
+SIM_PARAMS = dict(dw=16, k_max=5, w_max=64, acc_w=48, groups=2, buf_depth=1 << 14, mask_depth=1 << 10,
+                  imem_depth=1 << 13, dir_depth=1 << 11)
 
 
 def sim_params(**overrides: int) -> CoreParams:
@@ -110,8 +111,9 @@ class CheckReport:
             f"{self.instructions} instructions in {self.programs} program(s), up to {self.buffer_words} buffer words",
             f"  RTL vs bit-accurate model: " + ("bit-exact" if self.bit_exact else
                                                 f"{self.mismatches} elements differ; first {self.first_mismatch}")
-            + ("" if self.counters_equal else "; per-step counters differ")
-            + (f"; RTL error code {self.rtl_error}" if self.rtl_error else ""),
+            + ("; per-step counters or PPU status differ" if not self.counters_equal else "")
+            + (f"; RTL error code {self.rtl_error}" + (" (watchdog)" if self.rtl_error == TIMEOUT_CODE else "")
+               if self.rtl_error else ""),
             f"  model vs float64 golden: max error {self.max_error:.3g}, bound {self.max_bound:.3g}, worst "
             f"error/bound {self.worst_ratio:.3f} over {self.checked_elements} elements: "
             + ("within the bound" if self.within_bound else "OUTSIDE the bound"),
@@ -128,37 +130,47 @@ class CheckReport:
 
 
 def check_layer(run_dir: str | Path, layer: str, step: str, *, sim: str = "verilator", samples: int | None = None,
-                params: CoreParams | None = None, timeout_s: float = 600.0) -> CheckReport:
+                params: CoreParams | None = None) -> CheckReport:
     """Compile ``layer``'s ``step`` from the golden run, run it on the RTL and the model, compare."""
     from .golden.tensors import load_golden
     if step not in tuple(s.value for s in Step):
         raise ValueError(f"step = {step!r} is out of range; allowed: forward, gta, gtw")
     run = load_golden(run_dir)
     data = LayerData.from_golden(run, layer)
-    return check_compiled(compile_step(data, step, params or sim_params(), samples=samples), data, sim=sim,
-                          timeout_s=timeout_s)
+    return check_compiled(compile_step(data, step, params or sim_params(), samples=samples), data, sim=sim)
 
 
-def check_compiled(c: CompiledStep, data: LayerData, *, sim: str = "verilator", timeout_s: float = 600.0) -> CheckReport:
-    """Run every program chunk of ``c`` on the model and the RTL; compare and report."""
+def check_compiled(c: CompiledStep, data: LayerData, *, sim: str = "verilator") -> CheckReport:
+    """Run every program chunk of ``c`` on the model and the RTL; compare and report.
+
+    Watchdog: each RTL run stops after 4x the model's cycles (+ 100k), so a wrong or hung core
+    ends as a failed check, never a hang."""
     from .sim_tb.core_driver import run_core_program
     p = c.params
     t_model = t_rtl = 0.0
     models, rtls = [], []
+    status_of = [(g, PRUNE_SLOT) for g in range(p.groups)]
     for ch in c.chunks:
         t0 = time.time()
-        models.append(run_program(ch.program, ch.buffer_image, p, masks=ch.masks))
+        m = run_program(ch.program, ch.buffer_image, p, masks=ch.masks)
         t1 = time.time()
-        rtls.append(run_core_program(ch.program, ch.buffer_image, p, sim=sim, masks=ch.masks, timeout_s=timeout_s))
+        rtls.append(run_core_program(ch.program, ch.buffer_image, p, masks=ch.masks, sim=sim,
+                                     dir_count=len(ch.results), ppu_status=status_of,
+                                     watchdog_cycles=4 * max(m.cycles, 1000) + 100_000))
+        models.append(m)
         t_model, t_rtl = t_model + t1 - t0, t_rtl + time.time() - t1
     model_err = next((int(m.error) for m in models if m.error), 0)
-    rtl_err = next((int(r.error) for r in rtls if r.error), 0)
+    rtl_err = next((int(r.error_code) if r.error else TIMEOUT_CODE for r in rtls if r.error or r.timed_out
+                    or not r.done), 0)
     model_q = None if model_err else c.decode(lambda r: models[r.chunk].row(r.dir, r.length, p))
-    rtl_q = None if rtl_err else c.decode(lambda r: rtls[r.chunk].row(r.dir, r.length, p))
+    rtl_q = None if rtl_err else c.decode(lambda r: np.array(rtls[r.chunk].dense_row(r.dir, r.length, p.off_end)))
     mism = _first_mismatch(c.result_name, rtl_q, model_q)
     n_diff = -1 if rtl_q is None or model_q is None else int(np.count_nonzero(rtl_q != model_q))
     counters = all(list(getattr(r, k))[:3] == list(getattr(m, k))[:3]
                    for r, m in zip(rtls, models) for k in ("step_nnz", "step_rows", "step_elems"))
+    # Every PPU's status (threshold FIFO, sum|g|, generator state, counters) as the host reads it.
+    counters = counters and all(r.ppu_status[g].as_dict() == m.ppus[g].status(PRUNE_SLOT).as_dict()
+                                for r, m in zip(rtls, models) for g in range(p.groups) if not rtl_err)
     bound_info = _bound(c, model_q, models[0]) if model_q is not None else dict(
         within=False, max_error=float("nan"), max_bound=float("nan"), ratio=float("inf"), checked=0)
     sched, dense = schedule_cycles(c)

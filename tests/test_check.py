@@ -35,7 +35,7 @@ def assert_report_ok(rep) -> None:
 
 @pytest.mark.parametrize("step", ["forward", "gta", "gtw"])
 def test_real_layer_on_verilator_bit_exact(small_golden_run, step):
-    rep = check_layer(small_golden_run, LAYER, step, sim="verilator", samples=1, timeout_s=300)
+    rep = check_layer(small_golden_run, LAYER, step, sim="verilator", samples=1)
     assert_report_ok(rep)
     assert rep.units > 0 and rep.ops > rep.units
     if step == "gta":  # pruning is on (the FIFO is full at the exported step) and prunes something
@@ -47,7 +47,7 @@ def test_real_layer_on_verilator_bit_exact(small_golden_run, step):
 def test_every_conv_layer_complete(small_golden_run, step):
     run = load_golden(small_golden_run)
     for layer in run.layers:
-        rep = check_layer(small_golden_run, layer, step, sim="verilator", timeout_s=600)
+        rep = check_layer(small_golden_run, layer, step, sim="verilator")
         assert rep.samples == rep.batch
         assert_report_ok(rep)
 
@@ -59,7 +59,7 @@ def test_invalid_program_ends_in_an_error_not_a_hang(small_golden_run):
     i = next(j for j, w in enumerate(c.program) if decode(w)[0] == Opcode.OP)
     fields = decode(c.program[i])[1]
     c.program[i] = encode(Opcode.OP, **{**fields, "k": 0})
-    rep = check_compiled(c, data, sim="verilator", timeout_s=120)
+    rep = check_compiled(c, data, sim="verilator")
     print(rep.text())
     assert rep.rtl_error == 3 and rep.model_error == 3
     assert not rep.ok

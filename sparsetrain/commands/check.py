@@ -16,7 +16,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=None,
                    help="run only the first N samples of the batch (default: the whole layer)")
     p.add_argument("--groups", type=int, default=None, help="PE groups of the simulated core (default 2)")
-    p.add_argument("--timeout", type=float, default=600.0, help="watchdog: wall seconds for the simulation")
     p.add_argument("--json", default=None, help="also write the report as JSON to this file")
 
 
@@ -24,8 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from sparsetrain.compiler_check import check_layer, sim_params, write_report
 
     params = sim_params(**({"groups": args.groups} if args.groups else {}))
-    report = check_layer(args.run_dir, args.layer, args.step, sim=args.sim, samples=args.samples, params=params,
-                         timeout_s=args.timeout)
+    report = check_layer(args.run_dir, args.layer, args.step, sim=args.sim, samples=args.samples, params=params)
     print(report.text())
     if args.json:
         write_report([report], args.json)
