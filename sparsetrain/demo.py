@@ -59,19 +59,20 @@ def train_config(steps: int = DEMO_STEPS, layer: str = DEMO_LAYER, threads: int 
                        threads=threads, progress=progress, dump_layers=[layer], dump_steps=[steps - 1])
 
 
-def write_verilog(params, path: Path) -> Path:
-    """The core's Verilog for these parameters (what the simulator compiles)."""
-    from amaranth.back import verilog
-
-    from .hw.core import Core
-    path.write_text(verilog.convert(Core(params), name="core"))
+def write_verilog(params, path: Path, sim: str = "verilator") -> Path:
+    """Generate the core's Verilog for these parameters and compile it for the simulator (both
+    cached under build/sim per configuration); copy the Verilog to ``path``."""
+    from .sim_tb.core_driver import build_core
+    b = build_core(params, sim)
+    shutil.copyfile(b.build_dir / "core.v", path)
     return path
 
 
 def run_demo(out: str | Path, *, force: bool = False, samples: int = DEMO_SAMPLES, steps: int = DEMO_STEPS,
              layer: str = DEMO_LAYER, sim: str = "verilator", train_dir: str | Path | None = None,
-             log: Callable[[str], None] = print) -> DemoResult:
-    """The whole demo; ``train_dir`` reuses an existing training run instead of training."""
+             run_steps: tuple[str, ...] = STEPS, log: Callable[[str], None] = print) -> DemoResult:
+    """The whole demo; ``train_dir`` reuses an existing training run instead of training, and
+    ``run_steps`` limits the layer steps simulated (the tests' reduced run)."""
     from .compiler import LayerData, compile_step
     from .compiler_check import check_compiled, sim_params, write_report
     from .golden.tensors import load_golden
@@ -96,16 +97,19 @@ def run_demo(out: str | Path, *, force: bool = False, samples: int = DEMO_SAMPLE
     batch = int(data.require("I").shape[0])
     n = batch if samples in (0, None) else min(samples, batch)
     params = sim_params()
-    log(f"[2/4] generating the core's Verilog (G = {params.groups} groups of 3 PEs, ACC_W = {params.acc_w})")
+    log(f"[2/4] generating the core's Verilog (G = {params.groups} groups of 3 PEs, ACC_W = {params.acc_w}) and "
+        f"compiling it for {sim} (cached under build/sim; a first build takes minutes)")
     t1 = time.time()
-    verilog_path = write_verilog(params, out_path / "core.v")
+    verilog_path = write_verilog(params, out_path / "core.v", sim)
     wall["verilog"] = round(time.time() - t1, 1)
     reports = []
-    for i, step in enumerate(STEPS):
+    for step in run_steps:
+        if step not in STEPS:
+            raise ValueError(f"run_steps = {run_steps!r} is out of range; allowed: a subset of {STEPS}")
         t2 = time.time()
         compiled = compile_step(data, step, params, samples=n)
-        log(f"[3/4] {layer} {step}: {compiled.n_units} units, {compiled.n_ops} row ops ({n} of {batch} samples); "
-            f"running on {sim} and on the bit-accurate model ...")
+        log(f"[3/4] {layer} {step}: {compiled.n_units} units, {compiled.n_ops} row ops ({n} of {batch} samples, "
+            f"{len(compiled.chunks)} program(s)); running on {sim} and on the bit-accurate model ...")
         rep = check_compiled(compiled, data, sim=sim)
         wall[step] = round(time.time() - t2, 1)
         log("      " + ("bit-exact" if rep.bit_exact else f"MISMATCH: {rep.first_mismatch}")

@@ -56,9 +56,10 @@ def test_invalid_program_ends_in_an_error_not_a_hang(small_golden_run):
     """A corrupted OP (k = 0) is a bad op configuration: RTL and model both stop with error 3."""
     data = LayerData.from_golden(load_golden(small_golden_run), LAYER)
     c = compile_step(data, "gtw", sim_params(), samples=1)
-    i = next(j for j, w in enumerate(c.program) if decode(w)[0] == Opcode.OP)
-    fields = decode(c.program[i])[1]
-    c.program[i] = encode(Opcode.OP, **{**fields, "k": 0})
+    c.chunks = c.chunks[:1]
+    prog = c.chunks[0].program
+    i = next(j for j, w in enumerate(prog) if decode(w)[0] == Opcode.OP)
+    prog[i] = encode(Opcode.OP, **{**decode(prog[i])[1], "k": 0})
     rep = check_compiled(c, data, sim="verilator")
     print(rep.text())
     assert rep.rtl_error == 3 and rep.model_error == 3

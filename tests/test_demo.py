@@ -12,21 +12,23 @@ from sparsetrain.demo import DEMO_LAYER, check_out_dir, run_demo, train_config
 
 def test_reduced_demo_on_the_small_training_run(small_golden_run, tmp_path, capsys):
     out = tmp_path / "demo"
-    result = run_demo(out, samples=1, train_dir=small_golden_run)
+    # Reduced: the cached training run, one sample, and the GTW step only (tests/test_check.py runs
+    # all three steps of the same layer); `make demo` runs the whole demo.
+    result = run_demo(out, samples=1, train_dir=small_golden_run, run_steps=("gtw",))
     printed = capsys.readouterr().out
     assert result.ok
-    assert [r.step for r in result.reports] == ["forward", "gta", "gtw"]
+    assert [r.step for r in result.reports] == ["gtw"]
     assert all(r.bit_exact and r.within_bound and r.layer == DEMO_LAYER for r in result.reports)
     # The short report: accuracy and density from training, agreement, cycles vs dense, where the files are.
     acc = result.metrics["summary"]["test_acc"]
     assert f"test accuracy {acc:.2f}%" in printed and "gradient density" in printed
-    assert printed.count("bit-exact") >= 3 and "dense" in printed and str(out / "report.md") in printed
+    assert printed.count("bit-exact") >= 2 and "dense" in printed and str(out / "report.md") in printed
     report = json.loads((out / "report.json").read_text())
-    assert [r["step"] for r in report] == ["forward", "gta", "gtw"] and all(r["ok"] for r in report)
+    assert [r["step"] for r in report] == ["gtw"] and all(r["ok"] for r in report)
     assert all(r["rtl_cycles"] > 0 and r["dense_cycles"] >= r["schedule_cycles"] for r in report)
     md = (out / "report.md").read_text()
-    assert "PASS" in md and "| gta |" in md and ".png" in md
-    assert (out / "core.v").read_text().lstrip().startswith(("/*", "module", "(*"))
+    assert "PASS" in md and "| gtw |" in md and ".png" in md
+    assert "module core" in (out / "core.v").read_text()
 
 
 def test_out_dir_must_be_new_or_empty_unless_forced(tmp_path):
