@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .compiler import PRUNE_SLOT, CompiledStep, LayerData, compile_step
+from .compiler import PRUNE_SLOT, CompiledStep, LayerData, _units, compile_step
 from .golden.core_model import CoreRun, batch_threshold, run_program
 from .golden.rowconv import Step
 from .hw.core_isa import CoreParams
@@ -83,6 +83,11 @@ class CheckReport:
     density: float               # non-zeros written / elements
     wall_s: dict[str, float] = field(default_factory=dict)
     threshold: dict[str, Any] = field(default_factory=dict)
+    # Campfire weight sparsity: row ops / GTW units of zero or pruned kernel rows the compiler left
+    # out, and the section 10 cycles that saves against the same step with every row
+    skipped_ops: int = 0
+    skipped_units: int = 0
+    weight_saved_cycles: int = 0
 
     @property
     def ok(self) -> bool:
@@ -124,6 +129,10 @@ class CheckReport:
                      f"{self.schedule_cycles}, dense baseline {self.dense_cycles} (speedup {self.speedup:.2f}x)")
         lines.append(f"  output density {self.density:.3f}; simulated {self.sim_rate:,.0f} cycles/s "
                      f"(RTL run {self.wall_s.get('rtl', 0):.1f} s, model {self.wall_s.get('model', 0):.1f} s)")
+        if self.skipped_ops or self.skipped_units:
+            lines.append(f"  weight sparsity: {self.skipped_ops} row ops of zero kernel rows and {self.skipped_units} "
+                         f"GTW units of pruned rows skipped, saving {self.weight_saved_cycles} cycles (section 10 "
+                         f"schedule of the step with every row: {self.schedule_cycles + self.weight_saved_cycles})")
         if self.threshold:
             lines.append(f"  threshold: {self.threshold}")
         return "\n".join(lines)
@@ -192,7 +201,8 @@ def check_compiled(c: CompiledStep, data: LayerData, *, sim: str = "verilator") 
         rtl_cycles=int(sum(r.cycles for r in rtls)), model_cycles=int(sum(m.cycles for m in models)),
         schedule_cycles=int(sched), contract_cycles=int(sum(m.cycles_contract for m in models)),
         dense_cycles=int(dense), density=float(np.count_nonzero(model_q)) / written if model_q is not None else 0.0,
-        wall_s={"model": round(t_model, 2), "rtl": round(t_rtl, 2)}, threshold=threshold)
+        wall_s={"model": round(t_model, 2), "rtl": round(t_rtl, 2)}, threshold=threshold,
+        skipped_ops=c.skipped_ops, skipped_units=c.skipped_units, weight_saved_cycles=weight_saved_cycles(c))
 
 
 def _first_mismatch(name: str, rtl: np.ndarray | None, model: np.ndarray | None) -> Mismatch | None:
@@ -239,11 +249,9 @@ def _golden_error(c: CompiledStep, data: LayerData, q: np.ndarray) -> float | No
     return float(np.max(np.abs(q * 2.0 ** -c.tensors.frac[c.result_name] - ref)))
 
 
-def schedule_cycles(c: CompiledStep) -> tuple[int, int]:
-    """(section 10 schedule of this step's rows, dense baseline), both on the same G groups and
-    the same program chunks (each chunk is a step of its own, section 10.2)."""
-    from .perf.decompose import exact_units
-    from .perf.schedule import ArchParams, schedule_units
+def _step_patterns(c: CompiledStep):
+    """(layer shape, I pattern, dO pattern, GTA mask, arch) of a compiled step for the exact schedule."""
+    from .perf.schedule import ArchParams
     from .perf.shapes import LayerShape
     s = c.shape
     ls = LayerShape(c.layer, s.in_channels, s.out_channels, s.height, s.width, s.out_height, s.out_width, s.kernel,
@@ -256,16 +264,49 @@ def schedule_cycles(c: CompiledStep) -> tuple[int, int]:
     else:
         nz_in, nz_grad, mask = t.q["I"] != 0, t.q["dO"] != 0, None
     arch = ArchParams(groups=c.params.groups, dw=c.params.dw, w_max=max(2, c.params.w_max))
+    return ls, nz_in, nz_grad, mask, arch
+
+
+def schedule_cycles(c: CompiledStep) -> tuple[int, int]:
+    """(section 10 schedule of this step's rows, dense baseline), both on the same G groups and
+    the same program chunks (each chunk is a step of its own, section 10.2). The schedule runs the
+    kernel rows the program runs (``c.live_rows``); the dense baseline runs every row."""
+    from .perf.decompose import exact_units
+    from .perf.schedule import schedule_units
+    s = c.shape
+    ls, nz_in, nz_grad, mask, arch = _step_patterns(c)
     ones_i, ones_g = np.ones(s.input_shape, bool), np.ones(s.output_shape, bool)
     totals = []
-    for units in (exact_units(c.step.value, ls, nz_in, nz_grad, None, mask),
-                  exact_units(c.step.value, ls, ones_i, ones_g, None, ones_i)):
-        total, at = 0, 0
-        for ch in c.chunks:
-            total += schedule_units(units[at:at + len(ch.results)], arch).cycles
-            at += len(ch.results)
-        totals.append(total)
+    sparse = exact_units(c.step.value, ls, nz_in, nz_grad, None, mask, c.live_rows)
+    total, at = 0, 0
+    for ch in c.chunks:
+        total += schedule_units(sparse[at:at + len(ch.results)], arch).cycles
+        at += len(ch.results)
+    totals = [total, 0]
+    # The baseline runs every unit, skipped ones too: each goes with the chunk of the next kept unit.
+    dense = exact_units(c.step.value, ls, ones_i, ones_g, None, ones_i)
+    chunk_end = {ch.results[-1].index: i for i, ch in enumerate(c.chunks) if ch.results}
+    parts: list[list] = [[] for _ in c.chunks] or [[]]
+    at = 0
+    for (key, _ops), unit in zip(_units(c.shape, c.step), dense):
+        parts[at].append(unit)
+        if key in chunk_end and at < len(parts) - 1:
+            at += 1
+    totals[1] = sum(schedule_units(part, arch).cycles for part in parts)
     return int(totals[0]), int(totals[1])
+
+
+def weight_saved_cycles(c: CompiledStep) -> int:
+    """Section 10 cycles the skipped kernel rows save: the step's schedule with every row minus
+    with the program's rows (one schedule over the whole step, chunks ignored)."""
+    if not (c.skipped_ops or c.skipped_units):
+        return 0
+    from .perf.decompose import exact_units
+    from .perf.schedule import schedule_units
+    ls, nz_in, nz_grad, mask, arch = _step_patterns(c)
+    every, kept = (schedule_units(exact_units(c.step.value, ls, nz_in, nz_grad, None, mask, live), arch).cycles
+                   for live in (None, c.live_rows))
+    return int(every - kept)
 
 
 def write_report(reports: list[CheckReport], path: str | Path) -> Path:

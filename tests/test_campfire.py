@@ -444,6 +444,7 @@ def _ck_layer(seed: int):
 
 def test_compiler_skips_pruned_kernel_rows_bit_exactly(seed: int) -> None:
     from sparsetrain.compiler import compile_step
+    from sparsetrain.compiler_check import schedule_cycles, weight_saved_cycles
     from sparsetrain.golden.core_model import run_program
     from sparsetrain.hw.core_isa import CoreParams
     from sparsetrain.perf.decompose import exact_units
@@ -486,3 +487,8 @@ def test_compiler_skips_pruned_kernel_rows_bit_exactly(seed: int) -> None:
         arch = ArchParams(groups=params.groups, dw=params.dw, w_max=params.w_max)
         predicted = schedule_units(exact_units(step, ls, nz_in, nz_grad, None, m, skip.live_rows), arch).cycles
         assert predicted == runs[1].cycles_contract, step
+        # `sparsetrain check` reports the same prediction and the cycles the skipping saves
+        assert schedule_cycles(skip)[0] == runs[1].cycles_contract
+        assert schedule_cycles(full)[1] == schedule_cycles(skip)[1], "the dense baseline runs every row"
+        assert weight_saved_cycles(skip) == runs[0].cycles_contract - runs[1].cycles_contract > 0
+        assert weight_saved_cycles(full) == 0
