@@ -1,9 +1,10 @@
 """Generic ASIC-style flow: Yosys `synth` to gates, counts, NAND2-equivalents, CMOS transistors.
 
 The script is ``generic.ys`` next to this module. The report is a plain dict (JSON-ready):
-cells by type, flip-flops, latches, memory bits (counted before Yosys maps memories to
-flip-flops; their flip-flops are then included in the area), the area from the unit-area table
-of ``unit_area.json``, and Yosys' own `stat -tech cmos` transistor estimate (logic only when SRAM macros are present).
+cells by type, flip-flops, latches, memory bits (all memories, counted before any mapping),
+SRAM macros (memories of at least ``macro_depth`` words, kept out of the logic area), the
+area from the unit-area table of ``unit_area.json``, and Yosys' own `stat -tech cmos`
+transistor estimate (of the logic only when SRAM macros are present).
 """
 from __future__ import annotations
 
