@@ -492,3 +492,32 @@ def test_compiler_skips_pruned_kernel_rows_bit_exactly(seed: int) -> None:
         assert schedule_cycles(full)[1] == schedule_cycles(skip)[1], "the dense baseline runs every row"
         assert weight_saved_cycles(skip) == runs[0].cycles_contract - runs[1].cycles_contract > 0
         assert weight_saved_cycles(full) == 0
+
+
+@pytest.fixture(scope="module")
+def ck_golden_run(tmp_path_factory) -> str:
+    """A short AlexNet run, CK-pruned to 70 % in epoch 0 (masks fixed in epoch 1), golden tensors of
+    features.2.conv at its last step."""
+    from sparsetrain.golden.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("ck-run")
+    cfg = TrainConfig(model="alexnet", epochs=2, batch_size=32, train_samples=320, test_samples=100, width_mult=0.125,
+                      threads=1, progress=False, seed=3, weight_sparsity=0.7, weight_pruning="ck", era_start=0,
+                      era_length=1, dump_layers=["features.2.conv"], dump_steps=[19])
+    train(cfg, out)
+    return str(out)
+
+
+@pytest.mark.regress
+@pytest.mark.parametrize("step", ["forward", "gta", "gtw"])
+def test_check_ck_run_on_verilator(ck_golden_run: str, step: str) -> None:
+    """`sparsetrain check` on a layer of a CK-pruned run: RTL bit-exact with the model, the model's
+    cycles are the performance model's schedule, and the skipped rows save cycles."""
+    from sparsetrain.compiler_check import check_layer
+
+    rep = check_layer(ck_golden_run, "features.2.conv", step, samples=1)
+    print(rep.text())
+    assert rep.ok and rep.bit_exact and rep.rtl_cycles == rep.model_cycles
+    assert rep.schedule_cycles == rep.contract_cycles
+    assert (rep.skipped_units if step == "gtw" else rep.skipped_ops) > 0
+    assert rep.weight_saved_cycles > 0 and "saving" in rep.text()
