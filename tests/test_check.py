@@ -73,8 +73,9 @@ def test_cli_refuses_bad_layer_step_and_size(small_golden_run, capsys):
     with pytest.raises(ValueError, match="step = 'backward' is out of range"):
         check_layer(small_golden_run, LAYER, "backward")
     data = LayerData.from_golden(load_golden(small_golden_run), LAYER)
-    with pytest.raises(ValueError, match=r"does not fit: needs \d+ buffer words .* BUF_DEPTH = 1024; a core with"):
-        compile_step(data, "forward", sim_params(buf_depth=1024))
+    with pytest.raises(ValueError, match=r"does not fit: needs \d+ buffer words for one result row .* "
+                                         r"BUF_DEPTH = 64; a core with"):
+        compile_step(data, "forward", sim_params(buf_depth=64), samples=1)
 
 
 def test_mismatch_names_tensor_position_and_both_values():
