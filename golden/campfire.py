@@ -482,9 +482,9 @@ def live_weight_rows(weight: np.ndarray) -> np.ndarray:
 
 
 def find_masks(path: str | Path) -> Path | None:
-    """The run directory holding weight masks for a run dir or a golden dir below it (None: no masks)."""
+    """The run directory holding weight masks, given it or a golden/step_N directory in it (None: no masks)."""
     p = Path(path).resolve()
-    for d in (p, *list(p.parents)[:3]):
+    for d in (p, *list(p.parents)[:2]):  # the run dir, or golden/step_N below it
         if (d / MASKS_NAME).is_file() and (d / MASKS_META_NAME).is_file():
             return d
     return None
