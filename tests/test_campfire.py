@@ -521,3 +521,21 @@ def test_check_ck_run_on_verilator(ck_golden_run: str, step: str) -> None:
     assert rep.schedule_cycles == rep.contract_cycles
     assert (rep.skipped_units if step == "gtw" else rep.skipped_ops) > 0
     assert rep.weight_saved_cycles > 0 and "saving" in rep.text()
+
+
+def test_golden_of_a_ck_run_carries_its_masks(ck_golden_run: str) -> None:
+    from sparsetrain.compiler import LayerData, compile_step
+    from sparsetrain.compiler_check import sim_params
+    from sparsetrain.golden.tensors import load_golden
+    from sparsetrain.perf.densities import golden_patterns
+
+    mask = load_masks(ck_golden_run)["features.2.conv/weight"]
+    data = LayerData.from_golden(load_golden(ck_golden_run), "features.2.conv")
+    assert np.array_equal(data.pruned_rows, ~mask.any(axis=3))
+    assert not np.asarray(data.arrays["W"])[~mask].any(), "the dumped weights are the pruned ones"
+    gtw = compile_step(data, "gtw", sim_params(), samples=1)
+    assert gtw.skipped_units == int(data.pruned_rows.sum()) > 0
+    fwd = compile_step(data, "forward", sim_params(), samples=1)
+    assert fwd.skipped_ops > 0
+    (shape, pats), = golden_patterns(ck_golden_run)
+    assert np.array_equal(pats["gtw_rows"], mask.any(axis=3))
