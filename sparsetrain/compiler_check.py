@@ -205,7 +205,8 @@ def check_compiled(c: CompiledStep, data: LayerData, *, sim: str = "verilator") 
         schedule_cycles=int(sched), contract_cycles=int(sum(m.cycles_contract for m in models)),
         dense_cycles=int(dense), density=float(np.count_nonzero(model_q)) / written if model_q is not None else 0.0,
         wall_s={"model": round(t_model, 2), "rtl": round(t_rtl, 2)}, threshold=threshold,
-        skipped_ops=c.skipped_ops, skipped_units=c.skipped_units, weight_saved_cycles=weight_saved_cycles(c))
+        skipped_ops=c.skipped_ops, skipped_units=c.skipped_units, weight_saved_cycles=weight_saved_cycles(c),
+        run_cycles_per_s=sum(r.total_cycles for r in rtls) / max(1e-9, sum(r.sim_seconds for r in rtls)))
 
 
 def _first_mismatch(name: str, rtl: np.ndarray | None, model: np.ndarray | None) -> Mismatch | None:
