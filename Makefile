@@ -46,7 +46,7 @@ test: setup
 	$(PYTEST) -n $(JOBS) -q tests
 
 demo: setup
-	$(ST) demo --out $(OUT)/demo
+	$(ST) demo --out $(OUT)/demo --force  # out/ belongs to make: a re-run replaces its own demo
 
 verilog: setup
 	$(ST) verilog --block pe -o $(OUT)/verilog/pe
