@@ -15,7 +15,7 @@ holds the rows / columns of the output channels of group g), so no zero block is
 multiplied and the dense factor is not replicated.
 
 The products use `torch.sparse.mm` on CSR tensors, chosen over scipy.sparse by measurement
-(docs/performance-cpu.md): torch's CSR product calls MKL's sparse BLAS and uses the torch thread
+(docs/performance.md, "Sparse back-propagation on the CPU"): torch's CSR product calls MKL's sparse BLAS and uses the torch thread
 pool; scipy's is single-threaded and needs a float64/float32 copy across the numpy boundary.
 
 Public API: `sparse_conv2d_backward` (the two gradients, plain tensors in and out),
