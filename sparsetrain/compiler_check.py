@@ -133,9 +133,10 @@ class CheckReport:
                      f"{self.sim_rate:,.0f} cycles/s with loading and start-up (RTL {self.wall_s.get('rtl', 0):.1f} s, "
                      f"model {self.wall_s.get('model', 0):.1f} s)")
         if self.skipped_ops or self.skipped_units:
-            lines.append(f"  weight sparsity: {self.skipped_ops} row ops of zero kernel rows and {self.skipped_units} "
-                         f"GTW units of pruned rows skipped, saving {self.weight_saved_cycles} cycles (section 10 "
-                         f"schedule of the step with every row: {self.schedule_cycles + self.weight_saved_cycles})")
+            what = (f"{self.skipped_units} GTW units ({self.skipped_ops} row ops) of pruned kernel rows"
+                    if self.skipped_units else f"{self.skipped_ops} row ops of all-zero kernel rows")
+            lines.append(f"  weight sparsity: {what} skipped, saving {self.weight_saved_cycles} cycles (section 10 "
+                         f"schedule of the whole step with and without them)")
         if self.threshold:
             lines.append(f"  threshold: {self.threshold}")
         return "\n".join(lines)
