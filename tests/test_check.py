@@ -27,7 +27,9 @@ def assert_report_ok(rep) -> None:
     # Cycles: the RTL counter is the model's; the model's section 10 figure is the perf schedule's.
     assert rep.rtl_cycles == rep.model_cycles
     assert rep.schedule_cycles == rep.contract_cycles
-    assert rep.schedule_cycles <= rep.rtl_cycles <= rep.schedule_cycles + 2 * sim_params().groups
+    # Section 11.4: dispatch hands out one unit per cycle, so the RTL may trail the schedule by a
+    # few cycles per program (chunk); the performance model's tolerance (issue 7) is 5 %.
+    assert rep.schedule_cycles <= rep.rtl_cycles <= rep.schedule_cycles * 1.05
     # The dense baseline runs every entry: never faster than the sparse rows.
     assert rep.dense_cycles >= rep.schedule_cycles
     assert rep.ok
