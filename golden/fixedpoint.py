@@ -41,6 +41,19 @@ def check_acc_w(acc_w: int, dw: int) -> int:
     return check_param("ACC_W", acc_w, 2 * dw + 1, 64, allowed=f"{2 * dw + 1} .. 64 (2*DW+1 .. 64 for DW={dw})")
 
 
+def check_datapath(dw: int, k_max: int, w_max: int, acc_w: int | None) -> int:
+    """Validate the datapath parameters shared by PE, PPU and core; return ACC_W (default 2*DW+8, at most 64)."""
+    check_param("DW", dw)
+    check_param("K_MAX", k_max)
+    check_param("W_MAX", w_max)
+    if acc_w is None:
+        acc_w = min(64, 2 * dw + 8)
+    check_acc_w(acc_w, dw)
+    if w_max < k_max:
+        raise ValueError(f"W_MAX = {w_max} is out of range; allowed: >= K_MAX ({k_max})")
+    return acc_w
+
+
 def off_width(w_max: int) -> int:
     """OFF_W: bits for offsets 0..W_MAX plus the all-ones row-end marker above W_MAX."""
     return (w_max + 1).bit_length()

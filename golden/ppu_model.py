@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .fixedpoint import check_acc_w, check_param, off_end, rne_shift, sat, sat_unsigned
+from .fixedpoint import check_datapath, check_param, off_end, rne_shift, sat, sat_unsigned
 from .rowops import Beat
 
 MASK32 = (1 << 32) - 1
@@ -69,14 +69,7 @@ class PPUConfig:
     cnt_w: int = 32            # width of the non-zero / element counters
 
     def __post_init__(self) -> None:
-        check_param("DW", self.dw)
-        check_param("K_MAX", self.k_max)
-        check_param("W_MAX", self.w_max)
-        if self.acc_w is None:
-            object.__setattr__(self, "acc_w", min(64, 2 * self.dw + 8))
-        check_acc_w(self.acc_w, self.dw)
-        if self.w_max < self.k_max:
-            raise ValueError(f"W_MAX = {self.w_max} is out of range; allowed: >= K_MAX ({self.k_max})")
+        object.__setattr__(self, "acc_w", check_datapath(self.dw, self.k_max, self.w_max, self.acc_w))
         check_param("N_F", self.n_f)
         if not _is_pow2(self.n_f):
             raise ValueError(f"N_F = {self.n_f} is out of range; allowed: a power of two in 1 .. 64")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from enum import IntEnum
 
-from ..golden.fixedpoint import check_acc_w, check_param, off_end, off_width
+from ..golden.fixedpoint import check_datapath, check_param, off_end, off_width
 from ..golden.ppu_model import DEFAULT_SEED, PPUConfig
 
 INSTR_W = 160
@@ -138,14 +138,7 @@ class CoreParams:
     seed: int = DEFAULT_SEED
 
     def __post_init__(self) -> None:
-        check_param("DW", self.dw)
-        check_param("K_MAX", self.k_max)
-        check_param("W_MAX", self.w_max)
-        if self.acc_w is None:
-            object.__setattr__(self, "acc_w", min(64, 2 * self.dw + 8))
-        check_acc_w(self.acc_w, self.dw)
-        if self.w_max < self.k_max:
-            raise ValueError(f"W_MAX = {self.w_max} is out of range; allowed: >= K_MAX ({self.k_max})")
+        object.__setattr__(self, "acc_w", check_datapath(self.dw, self.k_max, self.w_max, self.acc_w))
         check_param("G", self.groups, 1, 255)
         check_param("BUF_DEPTH", self.buf_depth, 16, 1 << ADDR_W)
         check_param("MASK_DEPTH", self.mask_depth, 1, 1 << 16)

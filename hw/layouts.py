@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
-from ..golden.fixedpoint import check_acc_w, check_param, off_end, off_width
+from ..golden.fixedpoint import check_datapath, off_end, off_width
 
 
 def bits_for(n: int) -> int:
@@ -24,14 +24,7 @@ class HwParams:
     acc_w: int | None = None
 
     def __post_init__(self) -> None:
-        check_param("DW", self.dw)
-        check_param("K_MAX", self.k_max)
-        check_param("W_MAX", self.w_max)
-        if self.acc_w is None:
-            object.__setattr__(self, "acc_w", min(64, 2 * self.dw + 8))
-        check_acc_w(self.acc_w, self.dw)
-        if self.w_max < self.k_max:
-            raise ValueError(f"W_MAX = {self.w_max} is out of range; allowed: >= K_MAX ({self.k_max})")
+        object.__setattr__(self, "acc_w", check_datapath(self.dw, self.k_max, self.w_max, self.acc_w))
 
     @property
     def off_w(self) -> int:
