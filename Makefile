@@ -51,6 +51,8 @@ demo: setup
 verilog: setup
 	$(ST) verilog --block pe -o $(OUT)/verilog/pe
 	$(ST) verilog --block ppu -o $(OUT)/verilog/ppu
+	$(ST) verilog --block group -o $(OUT)/verilog/group
+	$(ST) verilog --block core -o $(OUT)/verilog/core
 
 lint: verilog
 	$(PY) -m sparsetrain.hw.lint $(OUT)/verilog

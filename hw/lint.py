@@ -22,6 +22,8 @@ WAIVERS: dict[str, str] = {
                       "preceded by a default assignment, so uncovered values keep that default.",
     "UNUSEDSIGNAL": "the backend declares one wire per struct field of every port (for waveforms) "
                     "and keeps the unused upper bits of widened intermediate results.",
+    "DECLFILENAME": "Amaranth writes a block and all its submodules (e.g. `group.pe0`) into one file "
+                    "named after the top module, so submodule names cannot match the file name.",
 }
 
 _WARN = re.compile(r"^%(Warning|Error)(?:-([A-Z0-9_]+))?:\s*(.*)$")
