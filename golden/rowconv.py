@@ -353,13 +353,10 @@ def grad_bias_f64(shape: ConvShape, grad_output: np.ndarray) -> np.ndarray:
     return _as_f64("dO", grad_output, shape.output_shape).sum(axis=(0, 2, 3))
 
 
-@dataclass
-class FloatLayer:
-    """All steps of a layer in float64: per-step results, db, and the cycles of each step."""
+class _StepCycles:
+    """Cycle totals of a layer result with a ``steps`` mapping (float and integer paths alike)."""
 
-    shape: ConvShape
-    steps: dict[Step, StepResult]
-    grad_bias: np.ndarray | None
+    steps: dict
 
     @property
     def cycles(self) -> dict[Step, int]:
@@ -368,6 +365,16 @@ class FloatLayer:
     @property
     def total_cycles(self) -> int:
         return sum(self.cycles.values())
+
+
+@dataclass
+class FloatLayer(_StepCycles):
+    """All steps of a layer in float64: per-step results, db, and the cycles of each step."""
+
+    shape: ConvShape
+    steps: dict[Step, StepResult]
+    grad_bias: np.ndarray | None
+
 
 
 def float_layer(inputs: np.ndarray, weights: np.ndarray, bias: np.ndarray | None = None,
@@ -552,7 +559,7 @@ class QuantizedOutput:
 
 
 @dataclass
-class QuantizedLayer:
+class QuantizedLayer(_StepCycles):
     """Everything ``quantized_layer`` computes: inputs' frac bits, outputs, per-step results."""
 
     shape: ConvShape
@@ -562,13 +569,6 @@ class QuantizedLayer:
     outputs: dict[str, QuantizedOutput]
     steps: dict[Step, StepResult] = field(default_factory=dict)
 
-    @property
-    def cycles(self) -> dict[Step, int]:
-        return {step: res.cycles for step, res in self.steps.items()}
-
-    @property
-    def total_cycles(self) -> int:
-        return sum(self.cycles.values())
 
 
 def required_acc_w(shape: ConvShape, dw: int, steps: list[Step], max_preload: int = 0) -> int:
