@@ -199,16 +199,10 @@ def pe_verilog(p: HwParams) -> str:
     return verilog.convert(PE(p), name="pe", emit_src=False)
 
 
-_BUILDS: dict[tuple, runner.Build] = {}
-
-
 def pe_build(p: HwParams, sim: str = "verilator") -> runner.Build:
-    """Compile the PE of ``p`` for ``sim`` once per process (and once on disk, see runner)."""
-    key = (p, sim, runner.coverage_requested(), runner.waves_requested())
-    if key not in _BUILDS:
-        _BUILDS[key] = runner.build(lambda: pe_verilog(p), "pe", sim, name=f"pe-d{p.dw}k{p.k_max}w{p.w_max}a{p.acc_w}",
-                                    params=p.as_dict())
-    return _BUILDS[key]
+    """Compile the PE of ``p`` for ``sim`` once (runner caches by parameters, on disk and per process)."""
+    return runner.build(lambda: pe_verilog(p), "pe", sim, name=f"pe-d{p.dw}k{p.k_max}w{p.w_max}a{p.acc_w}",
+                        params=p.as_dict())
 
 
 def default_seed() -> int:

@@ -118,16 +118,10 @@ def ppu_verilog(cfg: PPUConfig) -> str:
     return verilog.convert(PPU(cfg), name="ppu", emit_src=False)
 
 
-_BUILDS: dict[tuple, runner.Build] = {}
-
-
 def ppu_build(cfg: PPUConfig, sim: str = "verilator") -> runner.Build:
-    """Compile the PPU of ``cfg`` for ``sim`` once per process (and once on disk, see runner)."""
-    key = (cfg, sim, runner.coverage_requested(), runner.waves_requested())
-    if key not in _BUILDS:
-        name = "ppu-" + "".join(f"{k[0]}{v}" for k, v in cfg_dict(cfg).items() if k != "seed") + f"s{cfg.seed:x}"
-        _BUILDS[key] = runner.build(lambda: ppu_verilog(cfg), "ppu", sim, name=name, params=cfg_dict(cfg))
-    return _BUILDS[key]
+    """Compile the PPU of ``cfg`` for ``sim`` once (runner caches by parameters, on disk and per process)."""
+    name = "ppu-" + "".join(f"{k[0]}{v}" for k, v in cfg_dict(cfg).items() if k != "seed") + f"s{cfg.seed:x}"
+    return runner.build(lambda: ppu_verilog(cfg), "ppu", sim, name=name, params=cfg_dict(cfg))
 
 
 def default_seed() -> int:

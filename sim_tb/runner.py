@@ -70,6 +70,9 @@ def hw_fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
+_BUILT: dict[str, Build] = {}  # per process: a cached configuration is not even re-hashed
+
+
 def build(verilog: str | Callable[[], str], toplevel: str, sim: str = "verilator", *,
           name: str | None = None, params: Mapping[str, object] | None = None) -> Build:
     """Compile a Verilog design for ``sim`` once; return where it lives.
@@ -85,6 +88,10 @@ def build(verilog: str | Callable[[], str], toplevel: str, sim: str = "verilator
         raise ValueError(f"sim = {sim!r} is out of range; allowed: {', '.join(SIMULATORS)}")
     waves, coverage = waves_requested(), coverage_requested() and sim == "verilator"
     args = _build_args(sim, waves, coverage)
+    memo = json.dumps([toplevel, sim, args, name, dict(sorted(params.items()))], default=str) \
+        if params is not None else None
+    if memo in _BUILT:
+        return _BUILT[memo]
     if params is not None:
         ident: object = ["params", dict(sorted(params.items())), hw_fingerprint()]
     else:
@@ -108,7 +115,10 @@ def build(verilog: str | Callable[[], str], toplevel: str, sim: str = "verilator
                          build_args=args, waves=waves, always=True, timescale=("1ns", "1ps"),
                          log_file=bdir / "build.log")
             done.write_text(key)
-    return Build(sim, toplevel, bdir, waves, coverage)
+    result = Build(sim, toplevel, bdir, waves, coverage)
+    if memo is not None:
+        _BUILT[memo] = result
+    return result
 
 
 def run(b: Build, test_module: str, *, testcase: str | None = None, seed: int | None = None,
