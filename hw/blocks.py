@@ -32,6 +32,9 @@ class BlockSpec:
     # (validated parameter dict) -> (component, every parameter actually used)
     build: Callable[[dict[str, int | None]], tuple[wiring.Component, dict[str, int]]]
     toplevel: str = field(default="")
+    # Synthesise module by module (synth/generic.py) unless asked otherwise: for blocks whose
+    # flat run is too slow, or whose parts (the core's controller) are reported separately.
+    synth_keep_hierarchy: bool = False
 
     @property
     def top(self) -> str:

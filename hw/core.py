@@ -255,4 +255,6 @@ BLOCK = BlockSpec(
     help="accelerator core: G PE groups, buffer, controller, host interface (docs/architecture.md s.11)",
     params=PARAMS,
     build=_build,
+    # Each group once on its own; the top module's own logic is the controller (docs/area.md).
+    synth_keep_hierarchy=True,
 )

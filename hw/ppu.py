@@ -246,8 +246,12 @@ class PPU(wiring.Component):
                             s = cmd.slot
                             m.d.sync += [abs_sum[s].eq(0), layer_nnz[s].eq(0), layer_elems[s].eq(0),
                                          fifo_cnt[s].eq(0), fifo_wp[s].eq(0), fifo_sum[s].eq(0)]
-                            for i in range(nf):
-                                m.d.sync += fifo_mem[flat(s, i)].eq(0)
+                            # one decoded slot, not an Array write per entry: flat(s, i) as a
+                            # dynamic index made every FIFO register a case over all indices,
+                            # most of whose arms no slot can reach (dead code in coverage)
+                            for sl in range(c.n_slots):
+                                with m.If(s == sl):
+                                    m.d.sync += [fifo_mem[sl * nf + i].eq(0) for i in range(nf)]
                         with m.Case(Op.CLEAR_COUNTS):
                             m.d.sync += [layer_nnz[cmd.slot].eq(0), layer_elems[cmd.slot].eq(0)]
                         with m.Case(Op.SEED):

@@ -39,10 +39,12 @@ def registered_blocks() -> list[str]:
 
 
 def synth_block(name: str, params: Mapping[str, str | int] | list[str] | None = None, *, flow: str = "generic",
-                yosys: str = "debian", workdir: Path | None = None) -> dict[str, Any]:
+                yosys: str = "debian", workdir: Path | None = None,
+                keep_hierarchy: bool | None = None) -> dict[str, Any]:
     """Elaborate block ``name`` with ``params`` (NAME -> value, or ["NAME=VALUE", ...]) and synthesise it.
 
     Returns the flow's report with ``block`` and ``params`` (every parameter used) added.
+    ``keep_hierarchy`` (generic flow only) defaults to the block's ``synth_keep_hierarchy``.
     """
     check_flow(flow)
     check_yosys(yosys)
@@ -50,8 +52,12 @@ def synth_block(name: str, params: Mapping[str, str | int] | list[str] | None = 
     head = {"block": name, "params": dict(used)}
     if flow == "generic":
         text = verilog.convert(component, name=spec.top, emit_src=False)
-        report = synth_generic(text, spec.top, yosys=yosys, workdir=workdir)
+        keep = spec.synth_keep_hierarchy if keep_hierarchy is None else bool(keep_hierarchy)
+        report = synth_generic(text, spec.top, yosys=yosys, workdir=workdir, keep_hierarchy=keep)
     else:
+        if keep_hierarchy is not None:
+            raise ValueError(f"keep_hierarchy = {keep_hierarchy!r} is out of range for flow = 'ice40'; "
+                             "allowed: None (the iCE40 flow always flattens)")
         report = synth_ice40(component, tools=yosys, workdir=workdir)
     return {**head, **report}
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from amaranth.lib import wiring
 
-from .generic import design_stats
+from .generic import design_stats, load_stat_json
 from .io_wrapper import SerialIoWrapper
 from .yosys_tool import find_executable, run_yosys, yosys_version
 
@@ -36,6 +36,11 @@ class Part:
     dsps: int      # SB_MAC16
     brams: int     # SB_RAM40_4K, 4 kbit each
     sprams: int    # SB_SPRAM256KA, 256 kbit each
+
+    @property
+    def storage_bits(self) -> int:
+        """Every bit the part can store: block RAM, SPRAM and one flip-flop per logic cell."""
+        return self.brams * 4096 + self.sprams * 256 * 1024 + self.luts
 
 
 UP5K = Part("iCE40UP5K", "--up5k", "sg48", luts=5280, dsps=8, brams=30, sprams=4)
@@ -96,6 +101,16 @@ def _tool(name: str) -> str:
     return exe
 
 
+def rtlil_memory_bits(workdir: Path, name: str, tools: str = "debian") -> int:
+    """Bits of every memory of the design in ``<name>.il`` (all instances), from Yosys' `stat`."""
+    script = workdir / f"{name}.memories.ys"
+    script.write_text(f"read_rtlil {name}.il\nhierarchy -top {name}\n"
+                      f"tee -q -o {name}.memories.json stat -json -top {name}\n")
+    run_yosys(script, workdir, tools)
+    stats = design_stats(load_stat_json((workdir / f"{name}.memories.json").read_text()))
+    return int(stats.get("num_memory_bits", 0))
+
+
 def synth_ice40(component: wiring.Component, *, board: str = "icebreaker", tools: str = "debian",
                 workdir: Path | None = None, seed: int = 1, timeout_s: float = 3600) -> dict[str, Any]:
     """Synthesise, place and route ``component`` for the board's FPGA; returns the report dict.
@@ -124,6 +139,16 @@ def synth_ice40(component: wiring.Component, *, board: str = "icebreaker", tools
                     "flip_flops": wrapper.flip_flops, "luts": wrapper.luts},
         "capacity": {"luts": part.luts, "dsps": part.dsps, "brams": part.brams, "sprams": part.sprams},
     }
+    # The memories alone can rule the part out: then say so in seconds instead of running a
+    # full synth_ice40 of a design (the core) that could take hours to be told the same.
+    memory_bits = rtlil_memory_bits(workdir, name, tools)
+    report["memory_bits"] = memory_bits
+    if memory_bits > part.storage_bits:
+        report.update(fits=False, does_not_fit=(
+            f"does not fit the {part.device}: needs {memory_bits} memory bits, part has "
+            f"{part.storage_bits} ({part.brams} x 4 kbit block RAM, {part.sprams} x 256 kbit SPRAM "
+            f"and {part.luts} flip-flops); not synthesised further"))
+        return report
     start = time.monotonic()
     run_yosys(workdir / f"{name}.ys", workdir, tools, timeout_s)
     cells = {k: int(v) for k, v in design_stats(json.loads((workdir / f"{name}.stat.json").read_text()))["num_cells_by_type"].items()}

@@ -71,6 +71,11 @@ def markdown_table(rows: list[Mapping[str, Any]]) -> str:
             out.append(f"| {r['block']} | {_params(r)} | " + " | ".join(_cell(r.get(k)) for k, _ in columns) + " |")
             if "error" in r:
                 notes.append(f"* {r['block']}: failed: {r['error'].splitlines()[0]}")
+            elif r.get("hierarchy"):
+                notes.append(f"* {r['block']}: synthesised module by module; each module's own logic "
+                             "(per instance, without its submodules): " + "; ".join(
+                                 f"{h['module']} x{h['instances']} {h['nand2_eq']:,.0f} NAND2-eq, "
+                                 f"{h['flip_flops']:,} FFs" for h in r["hierarchy"]))
             elif r.get("fits") is False:
                 notes.append(f"* {r['block']}: {r['does_not_fit']}")
         out += [""] + notes + ([""] if notes else [])

@@ -124,3 +124,13 @@ def test_regress_random_rows(seed, chunk):
     if chunk == 0:
         txns = stim.directed_txns(DEFAULT) + txns
     run_ppu(txns, DEFAULT, seed=seed + chunk, p_valid=0.9 if chunk % 2 else 1.0, p_ready=0.8 if chunk % 2 else 1.0)
+
+
+@pytest.mark.regress
+@pytest.mark.parametrize("chunk", range(2))
+def test_regress_random_rows_small_config(seed, chunk):
+    """2 x 10,000 random rows on the small configuration (where the 4-slot, 4-deep FIFO and
+    the 8-bit random draw wrap far more often); cheap enough to run with HDL coverage."""
+    rng = np.random.default_rng([seed, 100 + chunk])
+    txns = stim.directed_txns(SMALL) + stim.random_txns(rng, SMALL, 10_000)
+    run_ppu(txns, SMALL, seed=seed + 100 + chunk, p_valid=0.8 if chunk else 1.0, p_ready=0.7 if chunk else 1.0)

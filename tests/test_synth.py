@@ -123,6 +123,78 @@ def test_deep_memory_is_an_sram_macro_and_shallow_one_flip_flops(tmp_path):
     assert flat["sram_macros"] == [] and flat["flip_flops"] >= 512 * 8 + 4 * 8
 
 
+HIERARCHY = """
+module leaf(input clk, input [8:0] a, input [7:0] d, input we, output reg [7:0] q, output reg [7:0] r);
+  reg [7:0] big [0:511];
+  always @(posedge clk) begin
+    if (we) big[a] <= d;
+    q <= big[a];
+    r <= d + a[7:0];
+  end
+endmodule
+module mid(input clk, input [8:0] a, input [7:0] d, input we, output [7:0] q);
+  wire [7:0] q0, q1, r0, r1;
+  leaf l0(clk, a, d, we, q0, r0);
+  leaf l1(clk, ~a, d, we, q1, r1);
+  assign q = q0 ^ q1 ^ r0 ^ r1;
+endmodule
+module hier(input clk, input [8:0] a, input [7:0] d, input we, output reg [7:0] q);
+  wire [7:0] q0, q1, q2;
+  mid m0(clk, a, d, we, q0);
+  mid m1(clk, a, ~d, we, q1);
+  leaf l(clk, a, d, we, q2, );
+  always @(posedge clk) q <= q0 + q1 + q2;
+endmodule
+"""
+
+
+def test_keep_hierarchy_adds_up_instances_and_splits_own_logic(tmp_path):
+    """5 leaf instances (2 per mid, 2 mids, 1 direct), each a 512 x 8 macro (whose read
+    register ``q`` becomes the macro's synchronous read port) and the 8 flip-flops of ``r``;
+    the top has 8 more; ``mid`` has none of its own."""
+    hier = synth_generic(HIERARCHY, "hier", workdir=tmp_path / "h", keep_hierarchy=True)
+    rows = {r["module"]: r for r in hier["hierarchy"]}
+    assert {name: r["instances"] for name, r in rows.items()} == {"hier": 1, "mid": 2, "leaf": 5}
+    assert hier["sram_bits"] == 5 * 512 * 8 and hier["memory_bits"] == 5 * 512 * 8
+    assert [(m["module"], m["instances"]) for m in hier["sram_macros"]] == [("leaf", 5)]
+    assert rows["leaf"]["flip_flops"] == 8 and rows["hier"]["flip_flops"] == 8 and rows["mid"]["flip_flops"] == 0
+    # The design total is every module's own logic times its instances.
+    assert hier["flip_flops"] == sum(r["flip_flops"] * r["instances"] for r in rows.values()) == 5 * 8 + 8
+    assert hier["nand2_eq"] == pytest.approx(sum(r["nand2_eq"] * r["instances"] for r in rows.values()), abs=1)
+    # A flat run sees the same macros; it can only remove flip-flops (an unused output register
+    # of the directly instantiated leaf), never add any. (Its gate count is abc's business.)
+    flat = synth_generic(HIERARCHY, "hier", workdir=tmp_path / "f")
+    assert "hierarchy" not in flat and flat["sram_bits"] == hier["sram_bits"]
+    assert flat["flip_flops"] <= hier["flip_flops"]
+
+
+SMALL_CORE = {"DW": 4, "K_MAX": 3, "W_MAX": 8, "G": 1, "BUF_DEPTH": 256, "MASK_DEPTH": 16,
+              "IMEM_DEPTH": 256, "DIR_DEPTH": 16, "N_SLOTS": 1, "N_F": 1}
+
+
+def test_core_is_synthesised_by_module_with_its_controller_apart(tmp_path):
+    """The core keeps its hierarchy by default: one group (3 PEs + PPU) and the top module,
+    whose own logic is the controller and host interface; the two 256-word memories are
+    macros, the two 16-word ones register files (flip-flops of the top)."""
+    from sparsetrain.hw.core import params_from_values
+    from sparsetrain.hw.core_isa import DIR_W, INSTR_W
+
+    report = synth_block("core", SMALL_CORE, workdir=tmp_path)
+    assert report["keep_hierarchy"]
+    rows = {r["module"]: r for r in report["hierarchy"]}
+    assert set(rows) == {"core", "core.group0", "core.group0.ppu"} | {f"core.group0.pe{i}" for i in range(3)}
+    assert all(r["instances"] == 1 for r in rows.values())
+    p = params_from_values({"ACC_W": None, **SMALL_CORE})
+    assert report["memory_bits"] == 256 * p.entry_w + 16 * p.w_max + 256 * INSTR_W + 16 * DIR_W
+    assert sorted((m["name"], m["bits"]) for m in report["sram_macros"]) == \
+        sorted([("buf", 256 * p.entry_w), ("imem", 256 * INSTR_W)])
+    # the register-file memories are the top's: at least their bits are its flip-flops
+    assert rows["core"]["flip_flops"] >= 16 * p.w_max + 16 * DIR_W
+    assert all(rows[f"core.group0.pe{i}"]["nand2_eq"] == pytest.approx(rows["core.group0.pe0"]["nand2_eq"], rel=0.01)
+               for i in range(3))
+    assert report["nand2_eq"] == pytest.approx(sum(r["nand2_eq"] for r in rows.values()), abs=1)
+
+
 def test_generic_flow_rejects_bad_top():
     with pytest.raises(ValueError, match="top = 'no-such top' is out of range"):
         synth_generic(REGISTER_AND_MEMORY, "no-such top")
@@ -233,6 +305,34 @@ def test_ice40_too_large_block_is_reported_not_skipped(tmp_path):
     assert report["fits"] is False
     assert f"needs {UP5K.dsps + 1} DSPs (SB_MAC16), part has {UP5K.dsps}" in report["does_not_fit"]
     assert not (tmp_path / "top.asc").exists()  # place-and-route was not attempted
+
+
+class BigMemory(wiring.Component):
+    """One ``depth`` x ``width`` memory with a write and a registered read port."""
+
+    def __init__(self, depth: int, width: int) -> None:
+        self.depth, self.width = depth, width
+        aw = (depth - 1).bit_length()
+        super().__init__({"addr": In(aw), "wdata": In(width), "we": In(1), "rdata": Out(width)})
+
+    def elaborate(self, platform) -> Module:
+        from amaranth.lib.memory import Memory
+
+        m = Module()
+        m.submodules.mem = mem = Memory(shape=self.width, depth=self.depth, init=[])
+        wp, rp = mem.write_port(), mem.read_port()
+        m.d.comb += [wp.addr.eq(self.addr), wp.data.eq(self.wdata), wp.en.eq(self.we),
+                     rp.addr.eq(self.addr), self.rdata.eq(rp.data)]
+        return m
+
+
+def test_ice40_memory_larger_than_the_part_is_refused_before_synthesis(tmp_path):
+    depth, width = 1 << 16, 32  # 2 Mbit against the UP5K's 1.1 Mbit of RAM
+    report = synth_ice40(BigMemory(depth, width), workdir=tmp_path)
+    assert report["fits"] is False and report["memory_bits"] == depth * width
+    assert f"needs {depth * width} memory bits, part has {UP5K.storage_bits}" in report["does_not_fit"]
+    assert UP5K.storage_bits == 30 * 4096 + 4 * 262144 + 5280
+    assert "luts" not in report  # synth_ice40 was not run
 
 
 def test_fit_problems_names_every_short_resource():

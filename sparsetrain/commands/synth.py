@@ -28,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, metavar="OUT", help="write the report of --block as JSON to OUT")
     p.add_argument("--out", type=Path, metavar="DIR", help="output folder of --all / --sweep")
     p.add_argument("--workdir", type=Path, metavar="DIR", help="keep scripts, logs and raw reports here")
+    p.add_argument("--hierarchy", choices=("keep", "flatten"),
+                   help="generic flow with --block: synthesise module by module (keep) or flattened; "
+                        "default: the block's choice (core: keep, others: flatten)")
 
 
 def _split_block_params(items: list[str]) -> dict[str, list[str]]:
@@ -45,7 +48,9 @@ def _summary_line(report: dict) -> str:
         return (f"{report['block']}: {report['cells']:,} cells, {report['flip_flops']:,} flip-flops, "
                 f"{report['memory_bits']:,} memory bits, {report['nand2_eq']:,.0f} NAND2-eq "
                 f"(comb {report['nand2_eq_combinational']:,.0f}, seq {report['nand2_eq_sequential']:,.0f}), "
-                f"{report['cmos_transistors']:,} transistors (yosys cmos estimate)")
+                f"{report['cmos_transistors']:,} transistors (yosys cmos estimate)"
+                + "".join(f"\n  {r['module']} x{r['instances']}: own logic {r['nand2_eq']:,.0f} NAND2-eq, "
+                          f"{r['flip_flops']:,} flip-flops" for r in report.get("hierarchy", [])))
     if not report.get("fits"):
         return f"{report['block']}: {report['does_not_fit']}"
     return (f"{report['block']} on {report['device']}: {report['luts']} LUTs, {report['flip_flops']} flip-flops "
@@ -64,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
         if args.out is not None:
             raise ValueError("out is only used with --all or --sweep; allowed with --block: --json OUT")
         try:
-            report = flows.synth_block(args.block, args.param, flow=chosen[0], yosys=args.yosys, workdir=args.workdir)
+            keep = None if args.hierarchy is None else args.hierarchy == "keep"
+            report = flows.synth_block(args.block, args.param, flow=chosen[0], yosys=args.yosys,
+                                       workdir=args.workdir, keep_hierarchy=keep)
         except RuntimeError as exc:  # a tool failed: its message already names the command and log
             print(f"sparsetrain synth: {args.block} ({chosen[0]}) failed: {exc}", file=sys.stderr)
             return 1
@@ -72,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
             flows.write_json(report, args.json)
         print(_summary_line(report))
         return 0
+    if args.hierarchy is not None:
+        raise ValueError("hierarchy is only used with --block; --all and --sweep use each block's choice")
     if args.out is None:
         raise ValueError("out = None is out of range; allowed: a folder (--out DIR) with --all or --sweep")
     if args.json is not None:
