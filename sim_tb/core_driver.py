@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -69,10 +70,45 @@ def core_verilog(params: CoreParams) -> str:
     return out.stdout
 
 
+# The clock is made inside the simulator, by a wrapper module around the core, not by a cocotb
+# Clock: a Python clock costs two Python callbacks per cycle (about 2,600 core cycles/s), the
+# free-running core then runs at the simulator's own speed.
+TB_TOPLEVEL = "core_tb"
+HALF_PERIOD_NS = 5
+
+
+def clock_wrapper(verilog: str, top: str = "core", wrapper: str = TB_TOPLEVEL,
+                  half_period: int = HALF_PERIOD_NS) -> str:
+    """``verilog`` plus a module ``wrapper`` that instantiates ``top``, drives its ``clk`` with a
+    period of ``2 * half_period`` time units from ``initial`` 0, and passes every other port
+    through under the same name (so the testbench sees the core's ports on its toplevel)."""
+    start = verilog.find(f"module {top}(")
+    if start < 0:
+        raise ValueError(f"top = {top!r} is not a module of the Verilog; allowed: the generated top module")
+    body = verilog[start:verilog.index("endmodule", start)]
+    ports = re.findall(r"^  (input|output) (?:(signed) )?(\[\d+:\d+\] )?(\S+) ?;$", body, flags=re.M)
+    if not any(direction == "input" and name == "clk" for direction, _, _, name in ports):
+        raise ValueError(f"top = {top!r} has no 'clk' input; allowed: a design with one clock named clk")
+    others = [(d, sg, w, n) for d, sg, w, n in ports if n != "clk"]
+    decl = "\n".join(f"  {d} {sg + ' ' if sg else ''}{w}{n};" for d, sg, w, n in others)
+    conn = ",\n".join(f"    .{n}({n})" for *_, n in others)
+    return (f"{verilog}\n\nmodule {wrapper}({', '.join(n for *_, n in others)});\n{decl}\n"
+            f"  reg clk = 1'b0;\n  always #{half_period} clk = ~clk;\n"
+            f"  {top} dut (\n    .clk(clk),\n{conn}\n  );\nendmodule\n")
+
+
+def core_source(b: runner.Build) -> str:
+    """The core's own Verilog from a ``build_core`` build (its source without the clock wrapper)."""
+    text = (b.build_dir / f"{b.toplevel}.v").read_text()
+    return text[:text.index(f"\n\nmodule {TB_TOPLEVEL}(")] + "\n"
+
+
 def build_core(params: CoreParams, sim: str = "verilator") -> runner.Build:
-    """Compile the core for ``params`` once (cached under build/sim by content)."""
+    """Compile the core for ``params`` once (cached under build/sim by content), inside the
+    clock wrapper (toplevel ``core_tb``)."""
     tag = f"core-g{params.groups}d{params.dw}k{params.k_max}w{params.w_max}"
-    return runner.build(lambda: core_verilog(params), "core", sim, name=tag, params=params.as_dict())
+    return runner.build(lambda: clock_wrapper(core_verilog(params)), TB_TOPLEVEL, sim, name=tag,
+                        params=params.as_dict(), timing=True)
 
 
 def _status_fields(word: int, params: CoreParams) -> PPUStatus:

@@ -1,6 +1,8 @@
 """cocotb process of the core (run by ``sim_tb.core_driver``, never imported by the user).
 
-Reads the stimulus JSON named by ``CORE_STIM``: memory words to load, how many directory
+The toplevel is ``core_tb``, the core inside a wrapper whose clock the simulator itself
+drives (period ``PERIOD_NS``). Reads the stimulus JSON named by ``CORE_STIM``: memory words
+to load, how many directory
 entries and which PPU status to read back, and the watchdog. Loads the memories one word
 per cycle through the host write port, pulses ``start``, lets the core run free until
 ``done`` (or the watchdog), reads the status registers, the directory and every written
@@ -12,9 +14,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import cocotb
-from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, First, RisingEdge, Timer
 
 PERIOD_NS = 10
@@ -29,8 +31,8 @@ def _split(value: int, n: int, width: int) -> list[int]:
 
 @cocotb.test()
 async def run_program(dut):
-    stim = json.loads(open(os.environ["CORE_STIM"]).read())
-    cocotb.start_soon(Clock(dut.clk, PERIOD_NS, units="ns").start())
+    stim = json.loads(Path(os.environ["CORE_STIM"]).read_text())
+    # dut is the clock wrapper (core_driver.clock_wrapper): the simulator makes the clock
     for sig in (dut.host_we, dut.host_wsel, dut.host_waddr, dut.host_wdata, dut.host_rsel, dut.host_raddr,
                 dut.start, dut.ppu_sel_group, dut.ppu_sel_slot, dut.ppu_sel_index):
         sig.value = 0

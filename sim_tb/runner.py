@@ -45,11 +45,13 @@ class Build:
     coverage: bool
 
 
-def _build_args(sim: str, waves: bool, coverage: bool) -> list[str]:
+def _build_args(sim: str, waves: bool, coverage: bool, timing: bool = False) -> list[str]:
     if sim == "verilator":
         # Amaranth's output trips WIDTH/CASEINCOMPLETE style warnings that Verilator would
         # treat as fatal; the lint target (make lint) reviews them with -Wall instead.
         args = ["-Wno-fatal", "-O3"]
+        if timing:  # delays in the design itself (a clock generator in a testbench wrapper)
+            args += ["--timing"]
         if waves:
             args += ["--trace-fst", "--trace-structs"]
         if coverage:
@@ -74,7 +76,7 @@ _BUILT: dict[str, Build] = {}  # per process: a cached configuration is not even
 
 
 def build(verilog: str | Callable[[], str], toplevel: str, sim: str = "verilator", *,
-          name: str | None = None, params: Mapping[str, object] | None = None) -> Build:
+          name: str | None = None, params: Mapping[str, object] | None = None, timing: bool = False) -> Build:
     """Compile a Verilog design for ``sim`` once; return where it lives.
 
     ``verilog`` is the text of one file, or a function that makes it. With ``params`` (the
@@ -82,12 +84,13 @@ def build(verilog: str | Callable[[], str], toplevel: str, sim: str = "verilator
     cached configuration is found without generating its Verilog at all; this matters because
     Amaranth's internal names follow Python's hash order, so the text differs between
     processes, and generating a large block takes minutes. Without ``params`` the key is the
-    text itself.
+    text itself. ``timing`` compiles delays in the design (Verilator ``--timing``; Icarus
+    always does).
     """
     if sim not in SIMULATORS:
         raise ValueError(f"sim = {sim!r} is out of range; allowed: {', '.join(SIMULATORS)}")
     waves, coverage = waves_requested(), coverage_requested() and sim == "verilator"
-    args = _build_args(sim, waves, coverage)
+    args = _build_args(sim, waves, coverage, timing)
     memo = json.dumps([toplevel, sim, args, name, dict(sorted(params.items()))], default=str) \
         if params is not None else None
     if memo in _BUILT:

@@ -62,9 +62,8 @@ def train_config(steps: int = DEMO_STEPS, layer: str = DEMO_LAYER, threads: int 
 def write_verilog(params, path: Path, sim: str = "verilator") -> Path:
     """Generate the core's Verilog for these parameters and compile it for the simulator (both
     cached under build/sim per configuration); copy the Verilog to ``path``."""
-    from .sim_tb.core_driver import build_core
-    b = build_core(params, sim)
-    shutil.copyfile(b.build_dir / "core.v", path)
+    from .sim_tb.core_driver import build_core, core_source
+    Path(path).write_text(core_source(build_core(params, sim)))
     return path
 
 

@@ -65,3 +65,34 @@ def test_invalid_program_ends_in_error_not_hang(case, code):
 def test_icarus_small_subset():
     p = CoreParams(groups=1, buf_depth=256, imem_depth=64, dir_depth=16, mask_depth=16, w_max=8, k_max=3)
     check_against_model(p, SEED, "icarus", units_per_step=2)
+
+
+def test_clock_wrapper_passes_every_port_but_the_clock():
+    """The core runs inside a wrapper whose simulator-side clock replaces a cocotb Clock."""
+    import re
+
+    from amaranth.back import verilog
+    from amaranth.hdl import Module, Signal
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    from sparsetrain.sim_tb.core_driver import clock_wrapper
+
+    class Counter(wiring.Component):
+        def __init__(self):
+            super().__init__({"en": In(1), "count": Out(8)})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.d.sync += self.count.eq(self.count + self.en)
+            return m
+
+    text = clock_wrapper(verilog.convert(Counter(), name="core", emit_src=False), half_period=7)
+    wrapper = text[text.index("module core_tb("):]
+    header = wrapper[:wrapper.index(")")]
+    assert sorted(re.findall(r"\w+", header)[2:]) == ["count", "en", "rst"]
+    assert "input en;" in wrapper and "output [7:0] count;" in wrapper
+    assert "always #7 clk = ~clk;" in wrapper and ".clk(clk)" in wrapper
+    comb = verilog.convert(Counter(), name="core", emit_src=False).replace("input clk;", "input clock;")
+    with pytest.raises(ValueError, match="top = 'core' has no 'clk' input"):
+        clock_wrapper(comb)
