@@ -398,7 +398,7 @@ def _emit(data: LayerData, step: Step, shape: ConvShape, p: CoreParams, t: StepT
     threshold: dict[str, int] = {}
     header = _threshold_program(data, t, p, threshold, shape) if step is Step.GTA else []
     builder = _ChunkBuilder(data, step, shape, p, t, header)
-    all_units = _units(shape, step)
+    all_units = result_units(shape, step)
     live = live_rows(data, step, shape, t) if skip_weight_rows else None
     units = [(key, kept) for key, ops in all_units
              if (kept := weight_row_ops(step.value, ops, live, shape.weight_channel))]
@@ -414,7 +414,7 @@ def _emit(data: LayerData, step: Step, shape: ConvShape, p: CoreParams, t: StepT
                         sum(len(o) for _, o in all_units) - sum(len(o) for _, o in units), len(all_units) - len(units))
 
 
-def _units(shape: ConvShape, step: Step) -> list[tuple[tuple[int, int, int], list]]:
+def result_units(shape: ConvShape, step: Step) -> list[tuple[tuple[int, int, int], list]]:
     """Consecutive ops of layer_row_ops with the same result row (section 10.1), in issue order."""
     units: list[tuple[tuple[int, int, int], list]] = []
     for op in layer_row_ops(shape, step):

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .compiler import PRUNE_SLOT, CompiledStep, LayerData, _units, compile_step
+from .compiler import PRUNE_SLOT, CompiledStep, LayerData, compile_step, result_units
 from .golden.core_model import CoreRun, batch_threshold, run_program
 from .golden.rowconv import Step
 from .hw.core_isa import CoreParams
@@ -293,7 +293,7 @@ def schedule_cycles(c: CompiledStep) -> tuple[int, int]:
     chunk_end = {ch.results[-1].index: i for i, ch in enumerate(c.chunks) if ch.results}
     parts: list[list] = [[] for _ in c.chunks] or [[]]
     at = 0
-    for (key, _ops), unit in zip(_units(c.shape, c.step), dense):
+    for (key, _ops), unit in zip(result_units(c.shape, c.step), dense):
         parts[at].append(unit)
         if key in chunk_end and at < len(parts) - 1:
             at += 1
