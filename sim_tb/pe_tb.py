@@ -96,7 +96,7 @@ async def pe_ops(dut):
     p1 = bench.add(StreamSource(dut, "port1", None, rng=rng, p_valid=pv, on_transfer=progress))
     p2 = bench.add(StreamSource(dut, "port2", None, rng=rng, p_valid=pv, on_transfer=progress))
     p3 = bench.add(StreamSource(dut, "port3", None, rng=rng, p_valid=pv, on_transfer=progress))
-    out = bench.add(StreamSink(dut, "out", layout, rng=rng, p_ready=pr, on_transfer=on_beat, raw=True))
+    bench.add(StreamSink(dut, "out", layout, rng=rng, p_ready=pr, on_transfer=on_beat, raw=True))
     cfg_src.send(int(x) for x in stim["cfg"])
     p1.send(int(x) for x in stim["p1"])
     p2.send(int(x) for x in stim["p2"])

@@ -72,7 +72,7 @@ def test_clock_wrapper_passes_every_port_but_the_clock():
     import re
 
     from amaranth.back import verilog
-    from amaranth.hdl import Module, Signal
+    from amaranth.hdl import Module
     from amaranth.lib import wiring
     from amaranth.lib.wiring import In, Out
 

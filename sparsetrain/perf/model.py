@@ -9,16 +9,15 @@ The dense baseline is the same schedule with every entry present (section 10.5).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .decompose import (STEP_MODE, STEPS, CycleLaw, exact_units, taps_per_input, taps_per_kernel_row,
-                        taps_per_output, valid_taps)
+                        taps_per_output)
 from .densities import DENSE, DensityTable, LayerDensity, densities_of_patterns
 from .energy import Accesses, EnergyTable
-from .schedule import PES_PER_GROUP, ArchParams, expected_makespan, expected_unit_time, schedule_units
+from .schedule import ArchParams, expected_makespan, expected_unit_time, schedule_units
 from .shapes import LayerShape
 
 
