@@ -361,6 +361,14 @@ def random_program(params: CoreParams, rng: np.random.Generator, *, units_per_st
     results = []
     amp = 1 << (p.dw - 4)
 
+    def geometry() -> tuple[int, int, int, int, int]:
+        """Random kernel size, stride, padding and the input/output row lengths they fit."""
+        k = int(rng.integers(1, p.k_max + 1))
+        s = int(rng.integers(1, 3))
+        pad = int(rng.integers(0, k))
+        w_in = min(int(rng.integers(max(1, k - 2 * pad), p.w_max + 1)), p.w_max - 2 * pad + k - 1)
+        return k, s, pad, w_in, (w_in + 2 * pad - k) // s + 1
+
     def sparse(n):
         row = np.where(rng.random(n) < density, rng.integers(-amp, amp, n), 0)
         return b.row(SparseRow.from_dense(row))
@@ -371,22 +379,14 @@ def random_program(params: CoreParams, rng: np.random.Generator, *, units_per_st
         b.instr(Opcode.PPU, all=1, op=int(Op.PUSH_TAU), slot=1, value=int(tau))
     b.instr(Opcode.SYNC, step=0)
     for _ in range(units_per_step):   # forward
-        k = int(rng.integers(1, p.k_max + 1))
-        s = int(rng.integers(1, 3))
-        pad = int(rng.integers(0, k))
-        w_in = min(int(rng.integers(max(1, k - 2 * pad), p.w_max + 1)), p.w_max - 2 * pad + k - 1)
-        w_out = (w_in + 2 * pad - k) // s + 1
+        k, s, pad, w_in, w_out = geometry()
         ops = [b.op(Mode.SRC, k, w_in, w_out, sparse(w_in), b.weights(rng.integers(-amp, amp, k)), stride=s, pad=pad)
                for _ in range(int(rng.integers(1, max_ops + 1)))]
         results.append((b.unit(w_out, ops, shift=int(rng.integers(0, 6)), relu=bool(rng.integers(0, 2)),
                                bias=int(rng.integers(-amp, amp))), w_out))
     b.instr(Opcode.SYNC, step=1)
     for u in range(units_per_step):   # GTA
-        k = int(rng.integers(1, p.k_max + 1))
-        s = int(rng.integers(1, 3))
-        pad = int(rng.integers(0, k))
-        w_in = min(int(rng.integers(max(1, k - 2 * pad), p.w_max + 1)), p.w_max - 2 * pad + k - 1)
-        w_out = (w_in + 2 * pad - k) // s + 1
+        k, s, pad, w_in, w_out = geometry()
         ops = []
         for _ in range(int(rng.integers(0 if u == 0 else 1, max_ops + 1))):
             mask = b.mask(rng.random(w_in) < 0.7)
@@ -396,11 +396,7 @@ def random_program(params: CoreParams, rng: np.random.Generator, *, units_per_st
                                g_first=u == 0), w_in))
     b.instr(Opcode.SYNC, step=2)
     for _ in range(units_per_step):   # GTW
-        k = int(rng.integers(1, p.k_max + 1))
-        s = int(rng.integers(1, 3))
-        pad = int(rng.integers(0, k))
-        w_in = min(int(rng.integers(max(1, k - 2 * pad), p.w_max + 1)), p.w_max - 2 * pad + k - 1)
-        w_out = (w_in + 2 * pad - k) // s + 1
+        k, s, pad, w_in, w_out = geometry()
         ops = [b.op(Mode.OSRC, k, w_in, w_out, sparse(w_in), sparse(w_out), stride=s, pad=pad)
                for _ in range(int(rng.integers(1, max_ops + 1)))]
         results.append((b.unit(k, ops, shift=int(rng.integers(0, 6))), k))

@@ -24,6 +24,16 @@ class ParamSpec:
     help: str
 
 
+# The number-format parameters every datapath block takes (docs/architecture.md section 2),
+# stated once; a block adds its own and may reword K_MAX / W_MAX for what they size in it.
+DATAPATH_PARAMS: dict[str, ParamSpec] = {
+    "DW": ParamSpec(16, "data width of activations, weights and gradients (4 .. 32)"),
+    "K_MAX": ParamSpec(11, "largest run-time kernel size (1 .. 16)"),
+    "W_MAX": ParamSpec(64, "longest row (2 .. 4096, >= K_MAX)"),
+    "ACC_W": ParamSpec(None, "accumulator width (2*DW+1 .. 64; default min(64, 2*DW+8))"),
+}
+
+
 @dataclass(frozen=True)
 class BlockSpec:
     name: str

@@ -14,7 +14,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..golden.ppu_model import Op
-from .blocks import BlockSpec, ParamSpec
+from .blocks import DATAPATH_PARAMS, BlockSpec, ParamSpec
 from .core_isa import (ADDR_W, COUNTER_W, DIR_W, INSTR_W, N_STEPS, CoreParams, ErrorCode, Opcode, layout)
 from .group import ERR_W, IMEM_PORTS, N_BUF_PORTS, Group
 from .ppu import ppu_status_layout
@@ -221,10 +221,7 @@ class Core(wiring.Component):
 
 
 PARAMS = {
-    "DW": ParamSpec(16, "data width (4 .. 32)"),
-    "K_MAX": ParamSpec(11, "largest run-time kernel size (1 .. 16)"),
-    "W_MAX": ParamSpec(64, "longest row (2 .. 4096, >= K_MAX)"),
-    "ACC_W": ParamSpec(None, "accumulator width (2*DW+1 .. 64; default min(64, 2*DW+8))"),
+    **DATAPATH_PARAMS,
     "G": ParamSpec(2, "PE groups of 3 PEs + 1 PPU (1 .. 255; 56 in the paper)"),
     "BUF_DEPTH": ParamSpec(16384, "buffer words (16 .. 2**20)"),
     "MASK_DEPTH": ParamSpec(1024, "mask words (1 .. 65536)"),

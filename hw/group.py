@@ -19,7 +19,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.ppu_model import N_PE, Op
-from .blocks import BlockSpec, ParamSpec
+from .blocks import DATAPATH_PARAMS, BlockSpec, ParamSpec
 from .core_isa import ADDR_W, DIR_W, INSTR_W, CoreParams, ErrorCode, Opcode, layout
 from .layouts import HwParams, entry_layout
 from .pe import PE, MODE_MSRC, MODE_OSRC
@@ -315,10 +315,7 @@ BLOCK = BlockSpec(
     name="group",
     help="PE group: 3 PEs, fetch engines, PPU and unit sequencer (docs/architecture.md s.10, s.11)",
     params={
-        "DW": ParamSpec(16, "data width (4 .. 32)"),
-        "K_MAX": ParamSpec(11, "largest run-time kernel size (1 .. 16)"),
-        "W_MAX": ParamSpec(64, "longest row (2 .. 4096, >= K_MAX)"),
-        "ACC_W": ParamSpec(None, "accumulator width (2*DW+1 .. 64; default min(64, 2*DW+8))"),
+        **DATAPATH_PARAMS,
         "BUF_DEPTH": ParamSpec(16384, "buffer words the fetch engines may address (16 .. 2**20)"),
         "MASK_DEPTH": ParamSpec(1024, "mask words (1 .. 65536)"),
         "N_SLOTS": ParamSpec(4, "PPU threshold slots, one per layer (1 .. 64)"),

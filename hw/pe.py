@@ -24,7 +24,7 @@ from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .blocks import BlockSpec, ParamSpec
+from .blocks import DATAPATH_PARAMS, BlockSpec
 from .layouts import HwParams, beat_layout, entry_layout, mask_layout, pe_cfg_layout
 
 MODE_SRC, MODE_MSRC, MODE_OSRC = 0, 1, 2
@@ -257,11 +257,6 @@ def _build(values: dict[str, int | None]) -> tuple[PE, dict[str, int]]:
 BLOCK = BlockSpec(
     name="pe",
     help="row-convolution PE (SRC, MSRC, OSRC), docs/architecture.md sections 4 to 6",
-    params={
-        "DW": ParamSpec(16, "data width of activations, weights and gradients (4 .. 32)"),
-        "K_MAX": ParamSpec(11, "largest run-time kernel size (1 .. 16)"),
-        "W_MAX": ParamSpec(64, "longest row (2 .. 4096, >= K_MAX)"),
-        "ACC_W": ParamSpec(None, "accumulator width (2*DW+1 .. 64; default min(64, 2*DW+8))"),
-    },
+    params=dict(DATAPATH_PARAMS),
     build=_build,
 )

@@ -15,7 +15,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.ppu_model import C_M_BITS, C_SHIFT_MAX, DEFAULT_SEED, N_PE, Op, PPUConfig
-from .blocks import BlockSpec, ParamSpec
+from .blocks import DATAPATH_PARAMS, BlockSpec, ParamSpec
 from .layouts import HwParams, beat_layout, bits_for, entry_layout
 
 
@@ -366,10 +366,9 @@ BLOCK = BlockSpec(
     help="post-processing unit of a PE group (accumulate, requantise, ReLU, prune, compress, "
          "threshold FIFOs), docs/architecture.md sections 7 and 7.1",
     params={
-        "DW": ParamSpec(16, "data width (4 .. 32)"),
-        "K_MAX": ParamSpec(11, "lanes of a PE beat (1 .. 16)"),
-        "W_MAX": ParamSpec(64, "row accumulator lanes, longest row (2 .. 4096, >= K_MAX)"),
-        "ACC_W": ParamSpec(None, "accumulator width (2*DW+1 .. 64; default min(64, 2*DW+8))"),
+        **DATAPATH_PARAMS,
+        "K_MAX": ParamSpec(DATAPATH_PARAMS["K_MAX"].default, "lanes of a PE beat (1 .. 16)"),
+        "W_MAX": ParamSpec(DATAPATH_PARAMS["W_MAX"].default, "row accumulator lanes, longest row (2 .. 4096, >= K_MAX)"),
         "N_F": ParamSpec(4, "threshold FIFO depth (power of two, 1 .. 64)"),
         "N_SLOTS": ParamSpec(4, "layers whose pruning state the PPU keeps (1 .. 64)"),
         "R_W": ParamSpec(16, "bits of the pruning random number (8 .. 24)"),

@@ -61,6 +61,16 @@ def summarise(dat: Path) -> dict:
     return out
 
 
+def print_summary(summary: dict, worst_signals: int = 12) -> None:
+    """Hit / total per coverage kind, then the signals with the most untoggled bits."""
+    for kind, s in summary.items():
+        if isinstance(s, dict) and "total" in s:
+            print(f"  {kind:<7} {s['hit']:>6} / {s['total']:<6} {s['percent']:6.2f} %")
+    worst = list(summary["untoggled"].items())[:worst_signals]
+    if worst:
+        print("  signals with untoggled bits: " + ", ".join(f"{n} ({b})" for n, b in worst))
+
+
 def main(argv: list[str] | None = None) -> int:
     """One summary per PE configuration (build folder) that has coverage data."""
     argv = sys.argv[1:] if argv is None else argv
@@ -78,12 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         summary["runs"] = len(files)
         report[name] = summary
         print(f"{name}: {len(files)} runs")
-        for kind, s in summary.items():
-            if isinstance(s, dict) and "total" in s:
-                print(f"  {kind:<7} {s['hit']:>6} / {s['total']:<6} {s['percent']:6.2f} %")
-        worst = list(summary["untoggled"].items())[:12]
-        if worst:
-            print("  signals with untoggled bits: " + ", ".join(f"{n} ({b})" for n, b in worst))
+        print_summary(summary)
     (out_dir / "pe-coverage.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0
 

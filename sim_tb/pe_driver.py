@@ -7,8 +7,6 @@ ports, compares with the expected beats and cycle counts and writes what it saw.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -205,10 +203,6 @@ def pe_build(p: HwParams, sim: str = "verilator") -> runner.Build:
                         params=p.as_dict())
 
 
-def default_seed() -> int:
-    return int(os.environ.get("SPARSETRAIN_SEED", "12345"))
-
-
 def run_pe_ops(ops: Sequence[PeOp], params: HwParams, sim: str = "verilator", *, seed: int | None = None,
                p_valid: float = 1.0, p_ready: float = 1.0, resets: Sequence[tuple[int, int]] = (),
                check: bool = True, workdir: Path | None = None) -> list[PeOpResult]:
@@ -221,14 +215,10 @@ def run_pe_ops(ops: Sequence[PeOp], params: HwParams, sim: str = "verilator", *,
     golden model and every cycle count with golden.timing and fails (AssertionError) on any
     difference.
     """
-    if seed is None:
-        seed = default_seed()
-    for name, prob in (("p_valid", p_valid), ("p_ready", p_ready)):
-        if not 0.0 < prob <= 1.0:
-            raise ValueError(f"{name} = {prob} is out of range; allowed: (0, 1]")
+    seed = runner.default_seed() if seed is None else seed
+    runner.check_handshake_probabilities(p_valid, p_ready)
     b = pe_build(params, sim)
-    wdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="pe-ops-", dir=b.build_dir))
-    wdir.mkdir(parents=True, exist_ok=True)
+    wdir = runner.run_folder(b, "pe-ops-", workdir)
     stim, result = wdir / "stim.npz", wdir / "result.npz"
     goldens = write_stimulus(ops, params, stim, check=check)
     cfg = {"p_valid": p_valid, "p_ready": p_ready, "resets": [list(r) for r in resets],

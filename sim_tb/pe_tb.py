@@ -23,7 +23,7 @@ import numpy as np
 from cocotb.clock import Clock
 
 from ..hw.layouts import HwParams, beat_layout
-from .streams import ClockedBench, Scoreboard, StreamSink, StreamSource, signal_int, unpack
+from .streams import ClockedBench, Scoreboard, fail_on_problems, StreamSink, StreamSource, signal_int, unpack
 
 RESET_CYCLES = 2
 
@@ -162,11 +162,6 @@ async def pe_ops(dut):
     bad = np.flatnonzero(live & (tr.cfg_error != exp_error))
     if bad.size:
         problems.append(f"cfg_error wrong in ops {bad[:5]}")
-    try:
-        board.check()
-    except AssertionError as exc:
-        problems.append(str(exc))
-    if problems:
-        raise AssertionError(f"seed {seed}: " + " | ".join(problems))
+    fail_on_problems(seed, problems, board)
     dut._log.info(f"{n_ops} ops ({int(tr.aborted.sum())} aborted by reset), {board.matched} beats, "
                   f"{bench.cycle} cycles: all match")

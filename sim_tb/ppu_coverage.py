@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from .pe_coverage import find_dat_files, merge, summarise
+from .pe_coverage import find_dat_files, merge, print_summary, summarise
 from .runner import build_root
 
 
@@ -28,12 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     summary["runs"] = len(files)
     (out_dir / "ppu-coverage.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"PPU coverage from {len(files)} runs (merged: {merged})")
-    for kind, s in summary.items():
-        if isinstance(s, dict) and "total" in s:
-            print(f"  {kind:<7} {s['hit']:>6} / {s['total']:<6} {s['percent']:6.2f} %")
-    worst = list(summary["untoggled"].items())[:15]
-    if worst:
-        print("  signals with untoggled bits: " + ", ".join(f"{n} ({b})" for n, b in worst))
+    print_summary(summary, worst_signals=15)
     return 0
 
 

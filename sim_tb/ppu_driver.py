@@ -9,8 +9,6 @@ timing contract of docs/architecture.md section 7.1).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -124,10 +122,6 @@ def ppu_build(cfg: PPUConfig, sim: str = "verilator") -> runner.Build:
     return runner.build(lambda: ppu_verilog(cfg), "ppu", sim, name=name, params=cfg_dict(cfg))
 
 
-def default_seed() -> int:
-    return int(os.environ.get("SPARSETRAIN_SEED", "12345"))
-
-
 def run_ppu(txns: Sequence[PpuTxn], cfg: PPUConfig, sim: str = "verilator", *, seed: int | None = None,
             p_valid: float = 1.0, p_ready: float = 1.0, workdir: Path | None = None,
             corrupt: bool = False) -> PpuRunResult:
@@ -137,21 +131,17 @@ def run_ppu(txns: Sequence[PpuTxn], cfg: PPUConfig, sim: str = "verilator", *, s
     no back-pressure; then every command's occupancy must equal the contract exactly).
     corrupt: flip one expected value (checker self-test: the run must fail).
     """
-    if seed is None:
-        seed = default_seed()
-    for name, prob in (("p_valid", p_valid), ("p_ready", p_ready)):
-        if not 0.0 < prob <= 1.0:
-            raise ValueError(f"{name} = {prob} is out of range; allowed: (0, 1]")
+    seed = runner.default_seed() if seed is None else seed
+    runner.check_handshake_probabilities(p_valid, p_ready)
     b = ppu_build(cfg, sim)
-    wdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="ppu-run-", dir=b.build_dir))
-    wdir.mkdir(parents=True, exist_ok=True)
+    wdir = runner.run_folder(b, "ppu-run-", workdir)
     stim, result = wdir / "stim.npz", wdir / "result.npz"
     info = write_stimulus(txns, cfg, stim, seed)
     tbcfg = {"p_valid": p_valid, "p_ready": p_ready, "seed": seed, "cfg": cfg_dict(cfg), "corrupt": corrupt}
     env = {"PPU_STIM": str(stim), "PPU_RESULT": str(result), "PPU_TB_CFG": json.dumps(tbcfg)}
     try:
         runner.run(b, TB_MODULE, seed=seed, env=env, test_dir=wdir / "tb")
-    except SystemExit as exc:  # cocotb's runner exits on a failed test; callers want an exception
+    except AssertionError as exc:
         raise AssertionError(f"PPU testbench failed (seed {seed}); log and data in {wdir}") from exc
     r = np.load(result)
     entries: list[list[tuple[int, int, int]]] = [[] for _ in range(info["finishes"])]

@@ -28,7 +28,7 @@ from ..golden.ppu_model import N_PE, Op, PPUConfig
 from ..hw.layouts import beat_layout, entry_layout
 from ..hw.ppu import hw_params, ppu_cmd_layout, ppu_status_layout, ppu_status_sel_layout
 from .ppu_driver import CMD_FIELDS, RESET, STATUS_FIELDS
-from .streams import ClockedBench, Scoreboard, StreamSink, StreamSource, pack, signal_int, unpack
+from .streams import ClockedBench, Scoreboard, fail_on_problems, StreamSink, StreamSource, pack, signal_int, unpack
 
 RESET_CYCLES = 2
 
@@ -225,10 +225,5 @@ async def ppu_commands(dut):
         problems.append(f"{bad.size} commands off the timing contract, first: " + ", ".join(
             f"txn {i} op {ops[i]}: {occupancy[i]} cycles, contract {exp_cycles[i]}, blocked {blocked[i]}"
             for i in bad[:5]))
-    try:
-        entries_board.check()
-    except AssertionError as exc:
-        problems.append(str(exc))
-    if problems:
-        raise AssertionError(f"seed {seed}: " + " | ".join(problems))
+    fail_on_problems(seed, problems, entries_board)
     dut._log.info(f"{n} commands, {entries_board.matched} entries, {bench.cycle} cycles: all match")

@@ -124,6 +124,25 @@ def build(verilog: str | Callable[[], str], toplevel: str, sim: str = "verilator
     return result
 
 
+def default_seed() -> int:
+    """Seed of a driver run when the caller gives none: $SPARSETRAIN_SEED, else 12345."""
+    return int(os.environ.get("SPARSETRAIN_SEED", "12345"))
+
+
+def check_handshake_probabilities(p_valid: float, p_ready: float) -> None:
+    """Per-cycle probabilities of a stream source offering / a sink accepting: (0, 1]."""
+    for name, prob in (("p_valid", p_valid), ("p_ready", p_ready)):
+        if not 0.0 < prob <= 1.0:
+            raise ValueError(f"{name} = {prob} is out of range; allowed: (0, 1]")
+
+
+def run_folder(b: Build, prefix: str, workdir: Path | None = None) -> Path:
+    """``workdir`` (created), or a fresh folder under the build: each run keeps its own files."""
+    wdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=prefix, dir=b.build_dir))
+    wdir.mkdir(parents=True, exist_ok=True)
+    return wdir
+
+
 def run(b: Build, test_module: str, *, testcase: str | None = None, seed: int | None = None,
         env: Mapping[str, str] | None = None, test_dir: Path | None = None) -> tuple[int, int]:
     """Run cocotb ``test_module`` on a build; returns (tests, failures) and raises on failure.

@@ -266,3 +266,14 @@ class Scoreboard:
             problems.append(f"{len(self.expected)} expected items never seen, first: {list(self.expected)[:limit]!r}")
         if problems:
             raise AssertionError(f"{self.name}: {self.matched} matched; " + " | ".join(problems))
+
+
+def fail_on_problems(seed: int, problems: list[str], board: Scoreboard) -> None:
+    """End of a testbench: one AssertionError with the seed, the scoreboard's own problems
+    (if any) and the testbench's other ``problems`` (timing, status, ...), all at once."""
+    try:
+        board.check()
+    except AssertionError as exc:
+        problems = [*problems, str(exc)]
+    if problems:
+        raise AssertionError(f"seed {seed}: " + " | ".join(problems))

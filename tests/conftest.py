@@ -82,3 +82,14 @@ def seed() -> int:
     value = int(os.environ.get("SPARSETRAIN_SEED", DEFAULT_SEED))
     print(f"seed = {value} (set SPARSETRAIN_SEED to reproduce or vary)")
     return value
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test: the machine is shared, and tiny layers run faster so."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

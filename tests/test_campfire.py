@@ -15,13 +15,7 @@ from sparsetrain.golden.campfire import (
 from sparsetrain.golden.networks import build_model, conv_layers
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The machine is shared: one torch thread (also much faster for these tiny layers)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def kernels(t: torch.Tensor) -> torch.Tensor:

@@ -11,12 +11,7 @@ from sparsetrain.golden.robustness import (
     PIXEL_HI, PIXEL_LO, check_eps, fgsm_accuracy, fgsm_examples, robustness, robustness_markdown)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
