@@ -63,6 +63,28 @@ def off_end(w_max: int) -> int:
     return (1 << off_width(w_max)) - 1
 
 
+@dataclass(frozen=True)
+class DatapathParams:
+    """DW, K_MAX, W_MAX and ACC_W (section 1), validated on creation (ACC_W filled in when None).
+    The base of every block's parameter set: PE (HwParams), PPU (PPUConfig) and core (CoreParams)."""
+
+    dw: int = 16
+    k_max: int = 11
+    w_max: int = 64
+    acc_w: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "acc_w", check_datapath(self.dw, self.k_max, self.w_max, self.acc_w))
+
+    @property
+    def off_w(self) -> int:
+        return off_width(self.w_max)
+
+    @property
+    def off_end(self) -> int:
+        return off_end(self.w_max)
+
+
 def sat_limit(width: int) -> int:
     return (1 << (width - 1)) - 1
 

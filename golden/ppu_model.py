@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .fixedpoint import check_datapath, check_param, off_end, rne_shift, sat, sat_unsigned
+from .fixedpoint import DatapathParams, check_param, off_end, rne_shift, sat, sat_unsigned
 from .rowops import Beat
 
 MASK32 = (1 << 32) - 1
@@ -53,13 +53,9 @@ def _is_pow2(n: int) -> bool:
 
 
 @dataclass(frozen=True)
-class PPUConfig:
+class PPUConfig(DatapathParams):
     """Elaboration parameters of one PPU, validated on creation (section 1 and 7.1)."""
 
-    dw: int = 16
-    k_max: int = 11
-    w_max: int = 64
-    acc_w: int | None = None
     n_f: int = 4
     n_slots: int = 4
     r_w: int = 16
@@ -69,7 +65,7 @@ class PPUConfig:
     cnt_w: int = 32            # width of the non-zero / element counters
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "acc_w", check_datapath(self.dw, self.k_max, self.w_max, self.acc_w))
+        super().__post_init__()
         check_param("N_F", self.n_f)
         if not _is_pow2(self.n_f):
             raise ValueError(f"N_F = {self.n_f} is out of range; allowed: a power of two in 1 .. 64")

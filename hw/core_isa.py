@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from enum import IntEnum
 
-from ..golden.fixedpoint import check_datapath, check_param, off_end, off_width
+from ..golden.fixedpoint import DatapathParams, check_param
 from ..golden.ppu_model import DEFAULT_SEED, PPUConfig
 
 INSTR_W = 160
@@ -120,13 +120,9 @@ def dir_decode(word: int) -> dict[str, int]:
 
 
 @dataclass(frozen=True)
-class CoreParams:
+class CoreParams(DatapathParams):
     """Elaboration parameters of the core (section 11.1), validated on creation."""
 
-    dw: int = 16
-    k_max: int = 11
-    w_max: int = 64
-    acc_w: int | None = None
     groups: int = 2
     buf_depth: int = 16384
     mask_depth: int = 1024
@@ -138,21 +134,13 @@ class CoreParams:
     seed: int = DEFAULT_SEED
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "acc_w", check_datapath(self.dw, self.k_max, self.w_max, self.acc_w))
+        super().__post_init__()
         check_param("G", self.groups, 1, 255)
         check_param("BUF_DEPTH", self.buf_depth, 16, 1 << ADDR_W)
         check_param("MASK_DEPTH", self.mask_depth, 1, 1 << 16)
         check_param("IMEM_DEPTH", self.imem_depth, 16, 1 << 20)
         check_param("DIR_DEPTH", self.dir_depth, 1, 1 << 16)
         self.ppu_config()  # validates N_SLOTS, N_F, R_W, SEED
-
-    @property
-    def off_w(self) -> int:
-        return off_width(self.w_max)
-
-    @property
-    def off_end(self) -> int:
-        return off_end(self.w_max)
 
     @property
     def entry_w(self) -> int:

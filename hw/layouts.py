@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
-from ..golden.fixedpoint import check_datapath, off_end, off_width
+from ..golden.fixedpoint import DatapathParams
 
 
 def bits_for(n: int) -> int:
@@ -15,24 +15,8 @@ def bits_for(n: int) -> int:
 
 
 @dataclass(frozen=True)
-class HwParams:
-    """Elaboration parameters shared by PE, PPU and core (section 1), validated on creation."""
-
-    dw: int = 16
-    k_max: int = 11
-    w_max: int = 64
-    acc_w: int | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "acc_w", check_datapath(self.dw, self.k_max, self.w_max, self.acc_w))
-
-    @property
-    def off_w(self) -> int:
-        return off_width(self.w_max)
-
-    @property
-    def off_end(self) -> int:
-        return off_end(self.w_max)
+class HwParams(DatapathParams):
+    """Elaboration parameters of the PE (section 1), validated on creation."""
 
     @property
     def k_w(self) -> int:
