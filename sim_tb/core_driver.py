@@ -8,7 +8,10 @@ rows through the directory, counters, cycles and the error status.
 from __future__ import annotations
 
 import functools
+import hashlib
+import inspect
 import json
+import numbers
 import os
 import re
 import subprocess
@@ -41,6 +44,7 @@ class CoreResult:
     rows: dict[int, list[tuple[int, int, int]]]  # dir index -> (value, offset, last) entries
     ppu_status: list[PPUStatus] = field(default_factory=list)
     sim_seconds: float = 0.0   # wall time of the free-running part
+    waited_cycles: int = 0     # clock cycles from the start pulse to done or the watchdog
 
     @property
     def cycles_per_second(self) -> float:
@@ -77,11 +81,27 @@ TB_TOPLEVEL = "core_tb"
 HALF_PERIOD_NS = 5
 
 
+# The watchdog counts clock cycles inside the wrapper, never simulated time: a delay's time unit
+# is the simulator's business (cocotb's Verilator build ignores the timescale, so `#5` is 5 ps
+# there and 5 ns on Icarus), a clock edge is the same on both. The testbench sets the deadline
+# (tb_cycle at the start + the allowed cycles); tb_wd_expired rises on the edge that reaches it.
+WATCHDOG_PORTS = ("tb_cycle", "tb_wd_deadline", "tb_wd_expired")
+WATCHDOG_VERILOG = """\
+  output [63:0] tb_cycle;
+  input [63:0] tb_wd_deadline;
+  output tb_wd_expired;
+  reg [63:0] tb_cycle = 64'd0;
+  always @(posedge clk) tb_cycle <= tb_cycle + 64'd1;
+  assign tb_wd_expired = tb_cycle >= tb_wd_deadline;
+"""
+
+
 def clock_wrapper(verilog: str, top: str = "core", wrapper: str = TB_TOPLEVEL,
                   half_period: int = HALF_PERIOD_NS) -> str:
     """``verilog`` plus a module ``wrapper`` that instantiates ``top``, drives its ``clk`` with a
     period of ``2 * half_period`` time units from ``initial`` 0, and passes every other port
-    through under the same name (so the testbench sees the core's ports on its toplevel)."""
+    through under the same name (so the testbench sees the core's ports on its toplevel), plus
+    the cycle-counting watchdog ports ``WATCHDOG_PORTS``."""
     start = verilog.find(f"module {top}(")
     if start < 0:
         raise ValueError(f"top = {top!r} is not a module of the Verilog; allowed: the generated top module")
@@ -90,10 +110,15 @@ def clock_wrapper(verilog: str, top: str = "core", wrapper: str = TB_TOPLEVEL,
     if not any(direction == "input" and name == "clk" for direction, _, _, name in ports):
         raise ValueError(f"top = {top!r} has no 'clk' input; allowed: a design with one clock named clk")
     others = [(d, sg, w, n) for d, sg, w, n in ports if n != "clk"]
+    clash = sorted({n for *_, n in others} & set(WATCHDOG_PORTS))
+    if clash:
+        raise ValueError(f"top = {top!r} has a port named {clash[0]!r}; allowed: no port named "
+                         f"{', '.join(WATCHDOG_PORTS)} (the wrapper's watchdog)")
     decl = "\n".join(f"  {d} {sg + ' ' if sg else ''}{w}{n};" for d, sg, w, n in others)
     conn = ",\n".join(f"    .{n}({n})" for *_, n in others)
-    return (f"{verilog}\n\nmodule {wrapper}({', '.join(n for *_, n in others)});\n{decl}\n"
-            f"  reg clk = 1'b0;\n  always #{half_period} clk = ~clk;\n"
+    names = [n for *_, n in others] + list(WATCHDOG_PORTS)
+    return (f"{verilog}\n\nmodule {wrapper}({', '.join(names)});\n{decl}\n"
+            f"  reg clk = 1'b0;\n  always #{half_period} clk = ~clk;\n{WATCHDOG_VERILOG}"
             f"  {top} dut (\n    .clk(clk),\n{conn}\n  );\nendmodule\n")
 
 
@@ -107,8 +132,10 @@ def build_core(params: CoreParams, sim: str = "verilator") -> runner.Build:
     """Compile the core for ``params`` once (cached under build/sim by content), inside the
     clock wrapper (toplevel ``core_tb``)."""
     tag = f"core-g{params.groups}d{params.dw}k{params.k_max}w{params.w_max}"
+    # the wrapper is part of the build: its text (not only the core's parameters) keys the cache
+    wrapper_key = hashlib.sha256(WATCHDOG_VERILOG.encode() + inspect.getsource(clock_wrapper).encode())
     return runner.build(lambda: clock_wrapper(core_verilog(params)), TB_TOPLEVEL, sim, name=tag,
-                        params=params.as_dict(), timing=True)
+                        params={**params.as_dict(), "wrapper": wrapper_key.hexdigest()[:12]}, timing=True)
 
 
 def _status_fields(word: int, params: CoreParams) -> PPUStatus:
@@ -128,8 +155,15 @@ def _status_fields(word: int, params: CoreParams) -> PPUStatus:
 def run_core_program(program: Sequence[int], buffer_image: Sequence[int], params: CoreParams, *,
                      masks: Sequence[int] = (), sim: str = "verilator", dir_count: int | None = None,
                      ppu_status: Sequence[tuple[int, int]] = (), watchdog_cycles: int = 2_000_000,
-                     seed: int | None = None) -> CoreResult:
-    """Load, run and read back one program; ``dir_count`` directory entries are read (default all)."""
+                     seed: int | None = None, stall: bool = False) -> CoreResult:
+    """Load, run and read back one program; ``dir_count`` directory entries are read (default all).
+
+    The run ends after ``watchdog_cycles`` clock cycles from the start pulse at the latest
+    (``timed_out``). ``stall`` (tests of that watchdog) holds ``start`` high for the whole run:
+    the controller restarts every cycle and never finishes, a core that really hangs."""
+    if isinstance(watchdog_cycles, bool) or not isinstance(watchdog_cycles, numbers.Integral) \
+            or not 1 <= watchdog_cycles < 1 << 48:
+        raise ValueError(f"watchdog_cycles = {watchdog_cycles!r} is out of range; allowed: 1 .. {(1 << 48) - 1}")
     if not isinstance(params, CoreParams):
         raise ValueError(f"params = {params!r} is not a CoreParams; allowed: a CoreParams instance")
     for name, words, depth in (("program", program, params.imem_depth), ("buffer_image", buffer_image,
@@ -147,14 +181,14 @@ def run_core_program(program: Sequence[int], buffer_image: Sequence[int], params
     work = Path(tempfile.mkdtemp(prefix="core-", dir=b.build_dir))
     stim, result = work / "stim.json", work / "result.json"
     stim.write_text(json.dumps({"loads": loads, "dir_count": dir_count, "watchdog_cycles": int(watchdog_cycles),
-                                "ppu_status": [list(x) for x in ppu_status]}))
+                                "ppu_status": [list(x) for x in ppu_status], "stall": bool(stall)}))
     runner.run(b, TB_MODULE, seed=seed, env={"CORE_STIM": str(stim), "CORE_RESULT": str(result)},
                test_dir=work / "tb")
     r = json.loads(result.read_text())
     rows = {int(k): [entry_decode(w, params) for w in v] for k, v in r["rows"].items()}
     return CoreResult(
         done=bool(r["done"]), error=bool(r["error"]), error_code=r["error_code"], timed_out=r["timed_out"],
-        cycles=r["cycles"], total_cycles=r["total_cycles"], step_nnz=r["step_nnz"][:N_STEPS],
+        cycles=r["cycles"], total_cycles=r["total_cycles"], waited_cycles=r["waited_cycles"], step_nnz=r["step_nnz"][:N_STEPS],
         step_rows=r["step_rows"], step_elems=r["step_elems"],
         directory=[dir_decode(w) for w in r["directory"]], rows=rows,
         ppu_status=[_status_fields(w, params) for w in r["ppu_status"]], sim_seconds=r["run_seconds"])

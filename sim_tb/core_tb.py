@@ -1,7 +1,7 @@
 """cocotb process of the core (run by ``sim_tb.core_driver``, never imported by the user).
 
 The toplevel is ``core_tb``, the core inside a wrapper whose clock the simulator itself
-drives (period ``PERIOD_NS``). Reads the stimulus JSON named by ``CORE_STIM``: memory words
+drives; the watchdog counts its cycles. Reads the stimulus JSON named by ``CORE_STIM``: memory words
 to load, how many directory
 entries and which PPU status to read back, and the watchdog. Loads the memories one word
 per cycle through the host write port, pulses ``start``, lets the core run free until
@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 
 import cocotb
-from cocotb.triggers import FallingEdge, First, RisingEdge, Timer
+from cocotb.triggers import FallingEdge, First, RisingEdge
 
-PERIOD_NS = 10
 N_STEPS = 4
 COUNTER_W = 32
 DIR_FIELDS = (("start", 0, 20), ("entries", 20, 13), ("nnz", 33, 13), ("written", 46, 1))
@@ -36,6 +35,7 @@ async def run_program(dut):
     for sig in (dut.host_we, dut.host_wsel, dut.host_waddr, dut.host_wdata, dut.host_rsel, dut.host_raddr,
                 dut.start, dut.ppu_sel_group, dut.ppu_sel_slot, dut.ppu_sel_index):
         sig.value = 0
+    dut.tb_wd_deadline.value = (1 << 64) - 1  # armed at the start pulse
     dut.rst.value = 1
     for _ in range(2):
         await RisingEdge(dut.clk)
@@ -54,14 +54,21 @@ async def run_program(dut):
 
     dut.start.value = 1
     await FallingEdge(dut.clk)
-    dut.start.value = 0
+    dut.start.value = int(bool(stim.get("stall")))  # stall: start held, the core never finishes
     t0 = time.perf_counter()
-    timeout = Timer(stim["watchdog_cycles"] * PERIOD_NS, units="ns")
-    fired = await First(RisingEdge(dut.done), timeout)
+    # Watchdog in clock cycles, counted by the wrapper (core_driver.WATCHDOG_VERILOG), not a
+    # Timer: simulated time per cycle depends on how the simulator reads the wrapper's delay.
+    begin = int(dut.tb_cycle.value)
+    dut.tb_wd_deadline.value = begin + int(stim["watchdog_cycles"])
+    expired = RisingEdge(dut.tb_wd_expired)
+    fired = await First(RisingEdge(dut.done), expired)
     wall = time.perf_counter() - t0
+    waited = int(dut.tb_cycle.value) - begin
+    dut.start.value = 0
     await FallingEdge(dut.clk)
     res = {
-        "timed_out": fired is timeout,
+        "timed_out": fired is expired,
+        "waited_cycles": waited,
         "done": int(dut.done.value),
         "error": int(dut.error.value),
         "error_code": int(dut.error_code.value),

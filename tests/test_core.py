@@ -90,7 +90,8 @@ def test_clock_wrapper_passes_every_port_but_the_clock():
     text = clock_wrapper(verilog.convert(Counter(), name="core", emit_src=False), half_period=7)
     wrapper = text[text.index("module core_tb("):]
     header = wrapper[:wrapper.index(")")]
-    assert sorted(re.findall(r"\w+", header)[2:]) == ["count", "en", "rst"]
+    assert sorted(re.findall(r"\w+", header)[2:]) == ["count", "en", "rst", "tb_cycle", "tb_wd_deadline",
+                                                      "tb_wd_expired"]
     assert "input en;" in wrapper and "output [7:0] count;" in wrapper
     assert "always #7 clk = ~clk;" in wrapper and ".clk(clk)" in wrapper
     comb = verilog.convert(Counter(), name="core", emit_src=False).replace("input clk;", "input clock;")
