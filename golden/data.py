@@ -7,6 +7,7 @@ standard deviation, zero-padded (in the normalised domain: the background value)
 from __future__ import annotations
 
 import gzip
+import zlib
 from functools import lru_cache
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +35,13 @@ _IDX_DTYPES = {0x08: np.uint8}
 def read_idx(path: Path) -> np.ndarray:
     """An idx file (optionally gzip-compressed) as a numpy array of its declared shape."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (EOFError, OSError, zlib.error) as exc:  # truncated or damaged download
+        reason = (str(exc).splitlines() or [""])[0] or type(exc).__name__
+        raise ValueError(f"{path}: cannot be read ({reason}); allowed: an intact idx file; reinstall it with: "
+                         f"{INSTALL_HINT} --reinstall") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise ValueError(f"{path}: not an unsigned-byte idx file (magic {raw[:4].hex()})")
     ndim = raw[3]

@@ -1,6 +1,7 @@
 """Plot of a training run: accuracy and gradient / activation density per epoch."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -8,6 +9,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
+
+from .outdir import atomic_write_bytes  # noqa: E402
 
 
 def plot_metrics(metrics: dict[str, Any], path: str | Path) -> Path:
@@ -48,7 +51,9 @@ def plot_metrics(metrics: dict[str, Any], path: str | Path) -> Path:
     fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=100)
+    buf = io.BytesIO()  # rendered first, then replaced atomically (golden.outdir)
+    fig.savefig(buf, dpi=100, format=path.suffix.lstrip(".") or "png")
+    atomic_write_bytes(path, buf.getvalue())
     plt.close(fig)
     return path
 

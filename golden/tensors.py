@@ -12,6 +12,8 @@ import hashlib
 import json
 import os
 import platform
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -25,7 +27,8 @@ from .fixedpoint import check_param, choose_frac_bits
 from .networks import conv_layers, prune_target
 from .pruning import GradientPruner, pruners
 
-FORMAT, VERSION = "sparsetrain-golden", 1
+FORMAT, VERSION = "sparsetrain-golden", 2  # 2: the metadata is under a checksum (meta_sha256)
+META_SUM = "meta_sha256"
 NPZ_NAME, MANIFEST_NAME = "golden.npz", "manifest.json"
 TENSOR_NAMES = ("I", "W", "b", "O", "relu_mask", "dO", "dO_pruned", "dI", "dI_pruned", "dW", "db")
 
@@ -55,6 +58,12 @@ class LayerTensors:
 
 def sha256_of(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes(order="C")).hexdigest()
+
+
+def meta_sha256(manifest: dict[str, Any]) -> str:
+    """Checksum of the manifest's metadata: every field but ``meta_sha256`` itself, canonical JSON."""
+    body = {k: v for k, v in manifest.items() if k != META_SUM}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def tool_versions() -> dict[str, str]:
@@ -103,6 +112,9 @@ def export_golden(out_dir: str | Path, layers: list[LayerTensors], run: dict[str
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "tool_versions": tool_versions(), "dw": dw, "run": run, "layers": manifest_layers,
     }
+    # JSON round trip first, so the checksum covers exactly what a reader gets back
+    manifest = json.loads(json.dumps(manifest))
+    manifest[META_SUM] = meta_sha256(manifest)
     # Write to temporary names first so a crash never leaves a half-written pair behind.
     tmp_npz, tmp_man = out / (NPZ_NAME + ".tmp.npz"), out / (MANIFEST_NAME + ".tmp")
     np.savez(tmp_npz, **arrays)
@@ -145,8 +157,14 @@ class GoldenRun:
 def resolve_golden_dir(run_dir: str | Path) -> Path:
     """The golden directory meant by ``run_dir`` (itself, or the only golden/step_* under it)."""
     path = Path(run_dir)
-    if (path / MANIFEST_NAME).is_file() or not (path / "golden").is_dir():
+    if not path.is_dir():
+        raise ValueError(f"run_dir = {str(path)!r} is not a folder; allowed: a golden directory or a training run "
+                         f"dir with one golden/step_* inside")
+    if (path / MANIFEST_NAME).is_file() or (path / NPZ_NAME).is_file():
         return path
+    if not (path / "golden").is_dir():
+        raise ValueError(f"run_dir = {str(path)!r} holds no {MANIFEST_NAME} and no golden/ folder; allowed: a golden "
+                         f"directory, or a run trained with --dump-tensors")
     steps = sorted(p for p in (path / "golden").iterdir() if (p / MANIFEST_NAME).is_file())
     if len(steps) != 1:
         raise ValueError(f"run_dir = {str(path)!r} holds {len(steps)} golden step directories "
@@ -165,13 +183,17 @@ def load_golden(run_dir: str | Path) -> GoldenRun:
     for p in (man_path, npz_path):
         if not p.is_file():
             raise ValueError(f"{p} is missing; a golden directory holds {MANIFEST_NAME} and {NPZ_NAME}")
-    manifest = json.loads(man_path.read_text())
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{man_path}: format = {manifest.get('format')!r}; allowed: {FORMAT!r}")
-    if manifest.get("version") != VERSION:
-        raise ValueError(f"{man_path}: version = {manifest.get('version')!r}; allowed: {VERSION}")
+    manifest = _read_manifest(man_path)
     arrays: dict[str, dict[str, np.ndarray]] = {}
-    with np.load(npz_path, allow_pickle=False) as npz:
+    try:
+        npz = np.load(npz_path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{npz_path}: not a readable .npz archive ({_short(exc)}); allowed: the {NPZ_NAME} "
+                         f"that `sparsetrain train --dump-tensors` wrote") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise ValueError(f"{npz_path}: a single .npy array, not an .npz archive; allowed: the {NPZ_NAME} "
+                         f"that `sparsetrain train --dump-tensors` wrote")
+    with npz:
         stored = set(npz.files)
         expected = set()
         for lname, entry in manifest["layers"].items():
@@ -180,21 +202,141 @@ def load_golden(run_dir: str | Path) -> GoldenRun:
                 key = f"{lname}/{tname}"
                 expected.add(key)
                 if key not in stored:
-                    raise ValueError(f"layer {lname}, array {tname}: missing from {npz_path}")
-                a = npz[key]
+                    raise ValueError(f"{npz_path}: layer {lname}, array {tname} is missing")
+                try:
+                    a = npz[key]
+                except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+                    raise ValueError(f"{npz_path}: layer {lname}, array {tname} cannot be read ({_short(exc)}); "
+                                     f"the file is damaged") from None
                 if list(a.shape) != list(meta["shape"]):
-                    raise ValueError(f"layer {lname}, array {tname}: shape {list(a.shape)} does not match "
-                                     f"the manifest's {meta['shape']}")
+                    raise ValueError(f"{npz_path}: layer {lname}, array {tname}: shape {list(a.shape)} does not "
+                                     f"match the manifest's {meta['shape']}")
                 if str(a.dtype) != meta["dtype"]:
-                    raise ValueError(f"layer {lname}, array {tname}: dtype {a.dtype} does not match "
+                    raise ValueError(f"{npz_path}: layer {lname}, array {tname}: dtype {a.dtype} does not match "
                                      f"the manifest's {meta['dtype']}")
                 if sha256_of(a) != meta["sha256"]:
-                    raise ValueError(f"layer {lname}, array {tname}: sha256 checksum does not match the manifest")
+                    raise ValueError(f"{npz_path}: layer {lname}, array {tname}: sha256 checksum does not match "
+                                     f"the manifest")
                 arrays[lname][tname] = a
         extra = stored - expected
         if extra:
             raise ValueError(f"{npz_path}: arrays {sorted(extra)} are not in the manifest")
+    for lname, entry in manifest["layers"].items():
+        _check_layer_against_arrays(man_path, lname, entry, arrays[lname])
     return GoldenRun(path, manifest, arrays)
+
+
+def _short(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:120] or type(exc).__name__
+
+
+_INT, _NUM = (int,), (int, float)
+# field -> (accepted types, may be null) of a manifest layer entry and of an array entry
+_LAYER_FIELDS = {"kind": ((str,), False), "stride": (_INT, False), "padding": (_INT, False), "groups": (_INT, False),
+                 "kernel": (_INT, False), "prune_target": ((str,), False), "pruned": ((bool,), False),
+                 "tau": (_NUM, True), "tau_batch": (_NUM, True), "fifo": ((list,), False),
+                 "fifo_full": ((bool,), False), "seed": (_INT, True), "arrays": ((dict,), False)}
+_ARRAY_FIELDS = {"shape": ((list,), False), "dtype": ((str,), False), "sha256": ((str,), False),
+                 "frac_bits": (_INT, False)}
+
+
+def _field(where: str, entry: Any, name: str, types: tuple[type, ...], nullable: bool) -> Any:
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where} is a {type(entry).__name__}; allowed: a JSON object")
+    if name not in entry:
+        raise ValueError(f"{where}: field '{name}' is missing")
+    v = entry[name]
+    if v is None and nullable:
+        return v
+    if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
+        allowed = " or ".join(t.__name__ for t in types) + (" or null" if nullable else "")
+        raise ValueError(f"{where}: field '{name}' = {v!r} has the wrong type; allowed: {allowed}")
+    return v
+
+
+def _read_manifest(man_path: Path) -> dict[str, Any]:
+    """manifest.json, parsed and checked field by field; every error names the file and the field."""
+    try:
+        manifest = json.loads(man_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{man_path}: not JSON ({_short(exc)}); allowed: the {MANIFEST_NAME} that "
+                         f"`sparsetrain train --dump-tensors` wrote") from None
+    where = str(man_path)
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{where}: a JSON {type(manifest).__name__}; allowed: a JSON object (format, version, "
+                         f"run, layers, ...)")
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{where}: format = {manifest.get('format')!r}; allowed: {FORMAT!r}")
+    if manifest.get("version") != VERSION:
+        raise ValueError(f"{where}: version = {manifest.get('version')!r}; allowed: {VERSION} (export the "
+                         f"tensors again with this sparsetrain)")
+    stored = _field(where, manifest, META_SUM, (str,), False)
+    if stored != meta_sha256(manifest):
+        raise ValueError(f"{where}: field '{META_SUM}' does not match the metadata; the manifest was changed "
+                         f"after export (allowed: the manifest as written)")
+    _field(where, manifest, "dw", _INT, False)
+    _field(where, manifest, "run", (dict,), False)
+    layers = _field(where, manifest, "layers", (dict,), False)
+    if not layers:
+        raise ValueError(f"{where}: field 'layers' is empty; allowed: at least one layer")
+    for lname, entry in layers.items():
+        lwhere = f"{where}: layer {lname}"
+        for name, (types, nullable) in _LAYER_FIELDS.items():
+            _field(lwhere, entry, name, types, nullable)
+        if entry["kind"] not in KINDS:
+            raise ValueError(f"{lwhere}: field 'kind' = {entry['kind']!r}; allowed: {', '.join(KINDS)}")
+        if entry["prune_target"] != prune_target(entry["kind"]):
+            raise ValueError(f"{lwhere}: field 'prune_target' = {entry['prune_target']!r} does not match kind "
+                             f"{entry['kind']}; allowed: {prune_target(entry['kind'])!r}")
+        for aname, meta in entry["arrays"].items():
+            if aname not in TENSOR_NAMES:
+                raise ValueError(f"{lwhere}: array {aname!r} is unknown; allowed: {', '.join(TENSOR_NAMES)}")
+            for name, (types, nullable) in _ARRAY_FIELDS.items():
+                _field(f"{lwhere}, array {aname}", meta, name, types, nullable)
+            if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in meta["shape"]):
+                raise ValueError(f"{lwhere}, array {aname}: field 'shape' = {meta['shape']!r}; allowed: a list "
+                                 f"of non-negative integers")
+    return manifest
+
+
+KINDS = ("conv_relu", "conv_bn_relu")
+
+
+def _check_layer_against_arrays(man_path: Path, lname: str, entry: dict[str, Any], a: dict[str, np.ndarray]) -> None:
+    """The manifest's geometry and kind against the arrays themselves (W, I, O, relu_mask)."""
+    where = f"{man_path}: layer {lname}"
+    k, s, p, g = entry["kernel"], entry["stride"], entry["padding"], entry["groups"]
+    if s < 1 or p < 0 or g < 1 or k < 1:
+        raise ValueError(f"{where}: fields 'kernel' = {k}, 'stride' = {s}, 'padding' = {p}, 'groups' = {g} are out of "
+                         f"range; allowed: kernel, stride, groups >= 1, padding >= 0")
+    for name in ("I", "W", "O"):
+        if name in a and a[name].ndim != 4:
+            raise ValueError(f"{where}: array {name} has shape {list(a[name].shape)}; allowed: 4 dimensions")
+    w, x, o = a.get("W"), a.get("I"), a.get("O")
+    if w is not None and (w.shape[2] != k or w.shape[3] != k):
+        raise ValueError(f"{where}: field 'kernel' = {k} does not match W's shape {list(w.shape)}; allowed: "
+                         f"{w.shape[2]}")
+    if w is not None and x is not None and x.shape[1] != w.shape[1] * g:
+        raise ValueError(f"{where}: field 'groups' = {g} does not match I {list(x.shape)} and W {list(w.shape)}")
+    if w is not None and x is not None and o is not None:
+        out_hw = [(x.shape[i] + 2 * p - k) // s + 1 for i in (2, 3)]
+        if list(o.shape) != [x.shape[0], w.shape[0], *out_hw]:
+            raise ValueError(f"{where}: fields 'stride' = {s}, 'padding' = {p} do not match the arrays: I "
+                             f"{list(x.shape)} and W {list(w.shape)} give O {[x.shape[0], w.shape[0], *out_hw]}, "
+                             f"stored {list(o.shape)}")
+    # kind: conv_relu layers store the ReLU's mask (1 where O > 0); conv_bn_relu layers store none
+    has_mask = "relu_mask" in a
+    backward = "dO" in a
+    if entry["kind"] == "conv_relu" and backward and not has_mask:
+        raise ValueError(f"{where}: field 'kind' = 'conv_relu' does not match the arrays (no relu_mask); "
+                         f"allowed: 'conv_bn_relu'")
+    if entry["kind"] == "conv_bn_relu" and has_mask:
+        raise ValueError(f"{where}: field 'kind' = 'conv_bn_relu' does not match the arrays (a relu_mask is "
+                         f"stored); allowed: 'conv_relu'")
+    if has_mask and o is not None and not np.array_equal(a["relu_mask"], (o > 0).astype(np.float32)):
+        raise ValueError(f"{where}: array relu_mask is not O > 0 (the ReLU of this conv_relu layer)")
+    if entry["fifo_full"] and entry["pruned"] and entry["tau"] is None:
+        raise ValueError(f"{where}: field 'tau' is null with fifo_full true; allowed: the threshold applied")
 
 
 class GoldenRecorder:

@@ -7,6 +7,7 @@ the run directory, and golden tensors under ``golden/step_NNNNNN/`` for the chos
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import time
@@ -19,7 +20,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .campfire import CampfirePruner, WeightPruneConfig
+from . import outdir
+from .campfire import MASKS_META_NAME, MASKS_NAME, CampfirePruner, WeightPruneConfig
 from .data import Split, fashion_mnist
 from .fixedpoint import check_param
 from .networks import build_model, check_model_name, conv_layers
@@ -29,6 +31,8 @@ from .tensors import GoldenRecorder, export_golden
 DEFAULT_LR = {"alexnet": 0.05}  # others: 0.1 (Ye et al. 2019, section 6.1)
 METRICS_NAME, PLOT_NAME = "metrics.json", "metrics.png"
 MODEL_NAME = "model.pt"  # state_dict, written with save_model (sparsetrain robustness reads it)
+# what a run may write at the top of its folder (golden.outdir refuses a user's file of these names)
+RUN_FILES = (METRICS_NAME, PLOT_NAME, MODEL_NAME, "golden", MASKS_NAME, MASKS_META_NAME)
 
 
 @dataclass
@@ -185,13 +189,40 @@ def train(cfg: TrainConfig, out_dir: str | Path | None, *, overwrite: bool = Fal
     # arithmetic; values below 1e-38 carry nothing a 16-bit fixed-point datapath could keep.
     torch.set_flush_denormal(True)
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        if (out / METRICS_NAME).exists() and not overwrite:
-            raise FileExistsError(f"{out / METRICS_NAME} exists; pass overwrite=True (--force) to replace it")
-        out.mkdir(parents=True, exist_ok=True)
+    # Every check before anything is written (golden.outdir): the folder, the data, the dump steps
+    # and layers; a refused run leaves no folder behind.
+    run_dir = outdir.plan(out, "train", force=overwrite, writes=RUN_FILES) if out is not None else None
     train_split = train_split or fashion_mnist("train", samples=cfg.train_samples, input_size=cfg.input_size)
     test_split = test_split or fashion_mnist("test", samples=cfg.test_samples, input_size=cfg.input_size)
     model = make_model(cfg)
+    _check_dumps(cfg, model, len(train_split))
+    if run_dir is not None:
+        run_dir.apply()
+    try:
+        return _train(cfg, out, run_dir, overwrite, model, train_split, test_split)
+    except BaseException:
+        if run_dir is not None:
+            run_dir.remove_if_unused()
+        raise
+
+
+def _check_dumps(cfg: TrainConfig, model: nn.Module, n_train: int) -> None:
+    """Dump steps inside the run and dump layers among its convs (refused before training)."""
+    n_steps = math.ceil(n_train / cfg.batch_size) * cfg.epochs
+    if cfg.max_steps is not None:
+        n_steps = min(n_steps, cfg.max_steps)
+    late = sorted(s for s in cfg.dump_steps if s >= n_steps)
+    if late:
+        raise ValueError(f"dump_steps = {late[0]} is out of range; allowed: 0 .. {n_steps - 1} (this run has "
+                         f"{n_steps} steps)")
+    convs = [n for n, _, _ in conv_layers(model)]
+    for name in cfg.dump_layers or []:
+        if name not in convs:
+            raise ValueError(f"dump_layers = {name!r} is not a conv of {cfg.model}; allowed: {', '.join(convs)}")
+
+
+def _train(cfg: TrainConfig, out: Path | None, run_dir: outdir.OutDir | None, overwrite: bool, model: nn.Module,
+           train_split: Split, test_split: Split) -> dict[str, Any]:
     model.train()
     prune_layers = pruners(model)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum,
@@ -233,6 +264,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None, *, overwrite: bool = Fal
                         gdir = export_golden(out / "golden" / f"step_{step:06d}", layers, _run_info(cfg, step),
                                              dw=cfg.dw, overwrite=overwrite)
                         metrics["golden"].append(str(gdir.relative_to(out)))
+                        run_dir.record("golden")
                 opt.step()
                 if campfire is not None:  # prune after the update (Campfire section 2)
                     campfire.after_step(opt, epoch, step - epoch * steps_per_epoch, steps_per_epoch, step)
@@ -262,12 +294,18 @@ def train(cfg: TrainConfig, out_dir: str | Path | None, *, overwrite: bool = Fal
     metrics["summary"] = summarize(metrics)
     if campfire is not None:
         metrics["summary"]["weight_sparsity"] = campfire.overall_sparsity()
+        if out is not None:
+            run_dir.record(MASKS_NAME, MASKS_META_NAME)
         metrics["weight_pruning"] = {"frozen": campfire.frozen, "frozen_at_step": campfire.frozen_at_step,
                                      "masks": None if out is None else campfire.save(out).name}
     if out is not None and cfg.save_model:
-        torch.save(model.state_dict(), out / MODEL_NAME)
+        run_dir.record(MODEL_NAME)
+        buf = io.BytesIO()
+        torch.save(model.state_dict(), buf)
+        outdir.atomic_write_bytes(out / MODEL_NAME, buf.getvalue())
     if out is not None:
-        (out / METRICS_NAME).write_text(json.dumps(metrics, indent=1, default=_json_default) + "\n")
+        run_dir.record(METRICS_NAME, PLOT_NAME)
+        outdir.atomic_write_text(out / METRICS_NAME, json.dumps(metrics, indent=1, default=_json_default) + "\n")
         from .plots import plot_metrics  # matplotlib import is slow; only when writing a run dir
         plot_metrics(metrics, out / PLOT_NAME)
     return metrics

@@ -27,7 +27,7 @@ class ParamSpec:
 # The number-format parameters every datapath block takes (docs/architecture.md section 2),
 # stated once; a block adds its own and may reword K_MAX / W_MAX for what they size in it.
 DATAPATH_PARAMS: dict[str, ParamSpec] = {
-    "DW": ParamSpec(16, "data width of activations, weights and gradients (4 .. 32)"),
+    "DW": ParamSpec(16, "data width of activations, weights and gradients (4 .. 31)"),
     "K_MAX": ParamSpec(11, "largest run-time kernel size (1 .. 16)"),
     "W_MAX": ParamSpec(64, "longest row (2 .. 4096, >= K_MAX)"),
     "ACC_W": ParamSpec(None, "accumulator width (2*DW+1 .. 64; default min(64, 2*DW+8))"),
@@ -127,17 +127,25 @@ def get_block(name: str) -> BlockSpec:
     return BLOCKS[name]
 
 
-def write_block(name: str, overrides: Mapping[str, str | int] | list[str] | None, out_dir) -> tuple:
-    """Write ``<out_dir>/<block>.v`` and ``<block>.json`` (every parameter used); return both paths."""
+def write_block(name: str, overrides: Mapping[str, str | int] | list[str] | None, out_dir,
+                made: tuple[str, dict[str, int]] | None = None) -> tuple:
+    """Write ``<out_dir>/<block>.v`` and ``<block>.json`` (every parameter used); return both paths.
+
+    ``made``: the ``to_verilog`` result when the caller already has it. Each file is written to a
+    temporary name and renamed, so a reader never sees half a file."""
     import json
+    import os
     from importlib import metadata
     from pathlib import Path
 
-    text, used = to_verilog(name, overrides)
+    text, used = made if made is not None else to_verilog(name, overrides)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     vpath, jpath = out / f"{name}.v", out / f"{name}.json"
-    vpath.write_text(text)
-    jpath.write_text(json.dumps({"block": name, "toplevel": get_block(name).top, "params": used,
-                                 "amaranth": metadata.version("amaranth")}, indent=2) + "\n")
+    meta = json.dumps({"block": name, "toplevel": get_block(name).top, "params": used,
+                       "amaranth": metadata.version("amaranth")}, indent=2) + "\n"
+    for path, content in ((vpath, text), (jpath, meta)):
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(content)
+        os.replace(tmp, path)
     return vpath, jpath

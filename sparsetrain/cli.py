@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
-    except ValueError as exc:  # bad input: one clear line, no traceback
+    except (ValueError, OSError) as exc:  # bad input (or an unusable path): one clear line, no traceback
         print(f"sparsetrain {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -42,6 +42,9 @@ class LayerData:
     seed: int = 1
     # Campfire: (F, C/g, K) kernel rows the run's weight masks pruned; their GTW units are skipped
     pruned_rows: np.ndarray | None = None
+    # the run's threshold FIFO depth and two-pass flag (manifest "run"); None: not recorded
+    n_f: int | None = None
+    two_pass: bool = False
 
     @classmethod
     def from_golden(cls, run: Any, name: str) -> "LayerData":
@@ -54,7 +57,8 @@ class LayerData:
         return cls(LayerSpec.from_manifest(name, meta), run.arrays[name], list(meta.get("fifo") or []),
                    bool(meta.get("fifo_full")), bool(meta.get("pruned")), float(info.get("p", 0.9)),
                    str(info.get("estimator", "unbiased")), int(meta.get("seed") or 1),
-                   None if mask is None else ~mask.any(axis=3))
+                   None if mask is None else ~mask.any(axis=3),
+                   None if info.get("N_F") is None else int(info["N_F"]), bool(info.get("two_pass", False)))
 
     def grad_output(self) -> np.ndarray:
         """The dO the conv's backward consumes: pruned where the block prunes dO (Conv-BN-ReLU)."""
@@ -189,6 +193,27 @@ def _row_words(q: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- compilation
 
+def check_reproducible(data: LayerData, params: CoreParams) -> None:
+    """Refuse a pruned layer whose run the core cannot reproduce: the core's threshold FIFO has
+    N_F entries and predicts tau from the earlier batches (one pass); the PPU prunes what the run
+    pruned only with the run's N_F and without two-pass pruning."""
+    if not (data.pruned and data.spec.kind == "conv_relu"):  # conv_bn_relu: dO was pruned in training
+        return
+    name = data.spec.name
+    if data.two_pass:
+        raise ValueError(f"layer {name}: two_pass = True (the run pruned each batch with its own threshold); the "
+                         f"core predicts tau from a FIFO of earlier batches; allowed: a run trained without --two-pass")
+    if data.n_f is not None and data.n_f != params.n_f:
+        raise ValueError(f"layer {name}: N_F = {data.n_f} (the run's threshold FIFO depth) differs from the "
+                         f"core's N_F = {params.n_f}; allowed: a run trained with --n-f {params.n_f}")
+    if len(data.tau_fifo) > params.n_f:
+        raise ValueError(f"layer {name}: fifo holds {len(data.tau_fifo)} thresholds; allowed: at most the "
+                         f"core's N_F = {params.n_f}")
+    if data.fifo_full and len(data.tau_fifo) != params.n_f:
+        raise ValueError(f"layer {name}: fifo_full with {len(data.tau_fifo)} thresholds; allowed: exactly the "
+                         f"core's N_F = {params.n_f}")
+
+
 def compile_step(data: LayerData, step: Step | str, params: CoreParams, *, samples: int | None = None,
                  skip_weight_rows: bool = True) -> CompiledStep:
     """Programs, buffer images and masks for one step of one layer (first ``samples`` of the batch).
@@ -223,6 +248,7 @@ def compile_step(data: LayerData, step: Step | str, params: CoreParams, *, sampl
                              f"{shape.output_shape}")
         check_accumulator(spec, shape, [step], dw=dw, acc_w=acc_w)
         if step is Step.GTA:
+            check_reproducible(data, params)
             t = gta_tensors(shape, g, w, gta_mask(data, x), dw=dw, acc_w=acc_w)
         else:
             t = gtw_tensors(shape, x, g, dw=dw, acc_w=acc_w)

@@ -315,6 +315,5 @@ def weight_saved_cycles(c: CompiledStep) -> int:
 
 
 def write_report(reports: list[CheckReport], path: str | Path) -> Path:
-    path = Path(path)
-    path.write_text(json.dumps([r.as_dict() for r in reports], indent=1, default=float) + "\n")
-    return path
+    from .golden.outdir import atomic_write_text
+    return atomic_write_text(path, json.dumps([r.as_dict() for r in reports], indent=1, default=float) + "\n")

@@ -10,12 +10,12 @@ plot. Progress goes to ``log`` (print by default).
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .golden import outdir
 from .golden.fixedpoint import check_param
 
 DEMO_LAYER = "features.2.conv"   # 3x3, padding 2, 8 -> 24 channels on 17x17 rows at width 1/8
@@ -37,18 +37,27 @@ class DemoResult:
         return all(r.ok for r in self.reports)
 
 
+DEMO_FILES = ("train", "core.v", "report.json", "report.md")  # what a demo writes into --out
+
+
 def check_out_dir(out: str | Path, force: bool) -> Path:
-    """Refuse a non-empty output folder unless ``force`` (then it is emptied)."""
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--out = {str(path)!r} is a file; allowed: a new or empty directory")
-    if path.is_dir() and any(path.iterdir()):
-        if not force:
-            raise ValueError(f"--out = {str(path)!r} is not empty; allowed: a new or empty directory, or pass --force "
-                             f"to replace its contents")
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """Create or adopt ``out`` under the output-folder rule (golden.outdir): a new or empty
+    folder, or one an earlier demo wrote; ``force`` removes exactly that demo's files."""
+    return outdir.plan(out, "demo", force=force, writes=DEMO_FILES).apply()
+
+
+def _plan_out(out: str | Path, force: bool, train_dir: str | Path | None) -> outdir.OutDir:
+    """The --out plan; a --train-dir inside --out (an earlier demo's training) is kept by --force."""
+    od = outdir.plan(out, "demo", force=force, writes=DEMO_FILES)
+    if train_dir is not None:
+        t, o = Path(train_dir).resolve(), od.path.resolve()
+        if t == o:
+            raise ValueError(f"--train-dir = {str(train_dir)!r} is --out itself; allowed: a run dir outside --out "
+                             f"or an earlier demo's {o / 'train'}")
+        if o in t.parents:
+            keep = t.relative_to(o).parts[0]
+            od.clear = [c for c in od.clear if c != keep]
+    return od
 
 
 def train_config(steps: int = DEMO_STEPS, layer: str = DEMO_LAYER, threads: int = 2, progress: bool = True):
@@ -63,7 +72,7 @@ def write_verilog(params, path: Path, sim: str = "verilator") -> Path:
     """Generate the core's Verilog for these parameters and compile it for the simulator (both
     cached under build/sim per configuration); copy the Verilog to ``path``."""
     from .sim_tb.core_driver import build_core, core_source
-    Path(path).write_text(core_source(build_core(params, sim)))
+    outdir.atomic_write_text(path, core_source(build_core(params, sim)))
     return path
 
 
@@ -76,12 +85,31 @@ def run_demo(out: str | Path, *, force: bool = False, samples: int = DEMO_SAMPLE
     from .compiler_check import check_compiled, sim_params, write_report
     from .golden.tensors import load_golden
 
+    # Every argument is checked before --force removes anything or a simulation starts.
     check_param("samples", samples, 0, 1 << 20)
-    out_path = check_out_dir(out, force)
+    if sim not in ("verilator", "icarus"):
+        raise ValueError(f"sim = {sim!r} is out of range; allowed: verilator, icarus")
+    bad_steps = [st for st in run_steps if st not in STEPS]
+    if bad_steps:
+        raise ValueError(f"run_steps = {run_steps!r} is out of range; allowed: a subset of {STEPS}")
+    plan = _plan_out(out, force, train_dir)
+    if train_dir is not None:
+        if not (Path(train_dir) / "metrics.json").is_file():
+            raise ValueError(f"--train-dir = {str(train_dir)!r} has no metrics.json; allowed: a training run dir "
+                             f"(sparsetrain train --dump-tensors)")
+        load_golden(train_dir).layer(layer)  # the run's golden tensors load and hold the layer
+    else:
+        from .golden.train import make_model
+        from .golden.networks import conv_layers
+        convs = [n for n, _, _ in conv_layers(make_model(train_config(steps, layer, progress=False)))]
+        if layer not in convs:
+            raise ValueError(f"--layer = {layer!r} is not a conv of the demo's AlexNet; allowed: {', '.join(convs)}")
+    out_path = plan.apply()
     t0 = time.time()
     wall: dict[str, float] = {}
     run_dir = Path(train_dir) if train_dir is not None else out_path / "train"
     params = sim_params()
+    plan.record(*(n for n in DEMO_FILES if n != "train" or train_dir is None))
     # The Verilog generation and Verilator build (minutes on a fresh machine, cached afterwards) run
     # in the background while the network trains; both are subprocess-bound.
     from concurrent.futures import ThreadPoolExecutor
@@ -109,8 +137,6 @@ def run_demo(out: str | Path, *, force: bool = False, samples: int = DEMO_SAMPLE
     wall["verilog"] = round(time.time() - t1, 1)
     reports = []
     for step in run_steps:
-        if step not in STEPS:
-            raise ValueError(f"run_steps = {run_steps!r} is out of range; allowed: a subset of {STEPS}")
         t2 = time.time()
         compiled = compile_step(data, step, params, samples=n)
         log(f"[3/4] {layer} {step}: {compiled.n_units} units, {compiled.n_ops} row ops ({n} of {batch} samples, "
@@ -124,7 +150,7 @@ def run_demo(out: str | Path, *, force: bool = False, samples: int = DEMO_SAMPLE
     wall["total"] = round(time.time() - t0, 1)
     result = DemoResult(out_path, metrics, reports, verilog_path, wall)
     write_report(reports, out_path / "report.json")
-    (out_path / "report.md").write_text(report_markdown(result, run_dir))
+    outdir.atomic_write_text(out_path / "report.md", report_markdown(result, run_dir))
     log("[4/4] " + summary(result, run_dir))
     return result
 

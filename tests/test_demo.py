@@ -33,14 +33,15 @@ def test_reduced_demo_on_the_small_training_run(small_golden_run, tmp_path, caps
 
 def test_out_dir_must_be_new_or_empty_unless_forced(tmp_path):
     d = tmp_path / "o"
-    assert check_out_dir(d, force=False) == d and d.is_dir()     # new: created
-    assert check_out_dir(d, force=False) == d                    # empty: fine
-    (d / "keep.txt").write_text("x")
-    with pytest.raises(ValueError, match=r"is not empty; .* --force"):
-        check_out_dir(d, force=False)
-    assert (d / "keep.txt").exists()                             # refused: nothing touched
-    check_out_dir(d, force=True)
-    assert list(d.iterdir()) == []
+    assert check_out_dir(d, force=False) == d and d.is_dir()     # new: created (and marked)
+    assert check_out_dir(d, force=False) == d                    # the tool's, nothing written yet: fine
+    u = tmp_path / "u"
+    u.mkdir()
+    (u / "keep.txt").write_text("x")
+    for force in (False, True):                                  # a user's folder: refused, --force included
+        with pytest.raises(ValueError, match=r"keep.txt.*--force included"):
+            check_out_dir(u, force=force)
+    assert (u / "keep.txt").exists()                             # refused: nothing touched
     f = tmp_path / "file"
     f.write_text("x")
     with pytest.raises(ValueError, match="is a file"):

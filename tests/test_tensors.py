@@ -12,7 +12,7 @@ from torch.nn.grad import conv2d_input, conv2d_weight
 
 from sparsetrain.golden.pruning import threshold_coefficient
 from sparsetrain.golden.tensors import (FORMAT, MANIFEST_NAME, NPZ_NAME, TENSOR_NAMES, LayerTensors, export_golden,
-                                        load_golden)
+                                        load_golden, meta_sha256)
 
 torch.set_num_threads(1)
 
@@ -96,12 +96,17 @@ def test_wrong_shape_and_version_are_named(small_golden_run: Path, tmp_path: Pat
     layer = next(iter(man["layers"]))
     man["layers"][layer]["arrays"]["W"]["shape"][0] += 1
     (d / MANIFEST_NAME).write_text(json.dumps(man))
+    with pytest.raises(ValueError, match="meta_sha256' does not match"):  # metadata is under a checksum
+        load_golden(d)
+    man["meta_sha256"] = meta_sha256(man)  # a writer that got the shape wrong, checksum and all
+    (d / MANIFEST_NAME).write_text(json.dumps(man))
     with pytest.raises(ValueError, match=f"layer {layer}, array W: shape"):
         load_golden(d)
     man["layers"][layer]["arrays"]["W"]["shape"][0] -= 1
-    man["version"] = 2
+    man["version"] = 99
+    man["meta_sha256"] = meta_sha256(man)
     (d / MANIFEST_NAME).write_text(json.dumps(man))
-    with pytest.raises(ValueError, match="version = 2"):
+    with pytest.raises(ValueError, match="version = 99"):
         load_golden(d)
 
 

@@ -21,8 +21,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sparsetrain.compiler_check import check_layer, sim_params, write_report
+    from sparsetrain.golden.outdir import check_file_target
 
-    params = sim_params(**({"groups": args.groups} if args.groups else {}))
+    check_file_target(args.json, "--json")  # before the simulation, never after it
+    if args.groups is not None and not 1 <= args.groups <= 255:
+        raise ValueError(f"--groups = {args.groups} is out of range; allowed: 1 .. 255")
+    params = sim_params(**({"groups": args.groups} if args.groups is not None else {}))
     report = check_layer(args.run_dir, args.layer, args.step, sim=args.sim, samples=args.samples, params=params)
     print(report.text())
     if args.json:

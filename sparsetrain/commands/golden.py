@@ -29,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     g = load_golden(args.path)
     run_info = g.manifest["run"]
     print(f"{g.path}: {g.manifest['format']} v{g.manifest['version']}, model {run_info.get('model')}, "
-          f"step {run_info.get('step')}, p {run_info.get('p')}, seed {run_info.get('seed')}: all checksums ok")
+          f"step {run_info.get('step')}, p {run_info.get('p')}, seed {run_info.get('seed')}: metadata and array "
+          f"checksums ok")
     for name in g.layers:
         lay = g.layer(name)
         tau = "off" if lay["tau"] is None else f"{lay['tau']:.3g}"

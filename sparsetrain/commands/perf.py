@@ -30,10 +30,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..golden import outdir
+
     arch = ArchParams(groups=args.groups, buffer_kb=args.buffer_kb, buffer_bw=args.buffer_bw, dram_bw=args.dram_bw)
     energy = EnergyTable.load(args.energy) if args.energy else EnergyTable()
+    # output targets checked before the model runs (golden.outdir: a user's file is never replaced)
+    outdir.check_file_target(args.json, "--json")
+    outdir.check_file_target(args.plot, "--plot")
     if args.all:
-        results = api.perf_all(args.out, arch, energy, args.densities)
+        names = [f"{m}-{k}.{ext}" for m in paper.MODELS for k in INPUT_SIZES for ext in ("txt", "json")]
+        out = outdir.plan(args.out, NAME, writes=(*names, "summary.md", "speedup.png"), replace_own=True)
+        out.apply()
+        out.record(*names, "summary.md", "speedup.png")
+        try:
+            results = api.perf_all(args.out, arch, energy, args.densities)
+        except BaseException:
+            out.discard()
+            raise
         print(api.summary_markdown(results))
         print(f"tables, JSON and speedup.png in {args.out}")
         return 0

@@ -33,8 +33,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from sparsetrain.golden.fixedpoint import check_param
+    from sparsetrain.golden.outdir import atomic_write_text, check_file_target
     from sparsetrain.golden.robustness import robustness, robustness_markdown
 
+    check_file_target(args.json, "--json")  # before the attacks run
     if args.threads is not None:
         torch.set_num_threads(check_param("threads", args.threads, 1, 1024))
     try:
@@ -43,7 +45,6 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(str(exc)) from None
     print(robustness_markdown(rows))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        atomic_write_text(args.json, json.dumps(rows, indent=1))
         print(f"wrote {args.json}")
     return 0

@@ -68,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"flow = {chosen} is out of range; allowed: one flow with --block")
         if args.out is not None:
             raise ValueError("out is only used with --all or --sweep; allowed with --block: --json OUT")
+        from ..golden import outdir
+        outdir.check_file_target(args.json, "--json")
+        if args.workdir is not None:
+            outdir.plan(args.workdir, NAME, option="--workdir", replace_own=True).apply()
         try:
             keep = None if args.hierarchy is None else args.hierarchy == "keep"
             report = flows.synth_block(args.block, args.param, flow=chosen[0], yosys=args.yosys,
@@ -85,9 +89,18 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("out = None is out of range; allowed: a folder (--out DIR) with --all or --sweep")
     if args.json is not None:
         raise ValueError("json is only used with --block; allowed with --all/--sweep: --out DIR")
+    if args.sweep and (args.param or args.flow):
+        raise ValueError("--sweep takes no --param or --flow; allowed: --out DIR [--yosys]")
+    per_block = _split_block_params(args.param) if not args.sweep else {}
+    unknown = sorted(set(per_block) - set(flows.registered_blocks()))
+    if unknown:
+        raise ValueError(f"block = {unknown[0]!r} is unknown; allowed: {', '.join(flows.registered_blocks())}")
+    # --out (and --workdir): a folder this command created or marked (golden.outdir), checked first
+    from ..golden import outdir
+    for folder, option in ((args.out, "--out"), (args.workdir, "--workdir")):
+        if folder is not None:
+            outdir.plan(folder, NAME, option=option, replace_own=True).apply()  # regenerated in place
     if args.sweep:
-        if args.param or args.flow:
-            raise ValueError("--sweep takes no --param or --flow; allowed: --out DIR [--yosys]")
         present = [b for b in sweep.DEFAULT_BLOCKS if b in flows.registered_blocks()]
         for name in sorted(set(sweep.DEFAULT_BLOCKS) - set(present)):
             print(f"{name}: not in the block registry yet; not swept")
@@ -97,10 +110,6 @@ def run(args: argparse.Namespace) -> int:
         print(sweep.markdown_table(result))
         print(f"wrote {args.out / 'sweep.json'}, sweep.md and area-sweep.png")
         return 0
-    per_block = _split_block_params(args.param)
-    unknown = sorted(set(per_block) - set(flows.registered_blocks()))
-    if unknown:
-        raise ValueError(f"block = {unknown[0]!r} is unknown; allowed: {', '.join(flows.registered_blocks())}")
     names = flows.registered_blocks()
     log(f"synthesising {', '.join(names)} with {', '.join(args.flow or flows.FLOWS)}")
     rows = table.run_all(args.out, args.flow or flows.FLOWS, args.yosys, names, per_block,

@@ -80,7 +80,13 @@ class DensityTable:
         return d
 
     def for_network(self, shapes: list[LayerShape]) -> list[LayerDensity]:
-        """Per-layer densities in execution order, with dI-target layers resolved."""
+        """Per-layer densities in execution order, with dI-target layers resolved. A layer of the
+        table that is not a conv of the network (a misspelt name) is an error, '*' default or not."""
+        names = [s.name for s in shapes]
+        unknown = [n for n in self.per_layer if n not in names]
+        if unknown:
+            raise ValueError(f"densities: layer {unknown[0]!r} of {self.source} is not a conv layer of this network; "
+                             f"allowed: {', '.join(names)} or '*'")
         out = [self.for_layer(s) for s in shapes]
         for i, s in enumerate(shapes):
             if s.name not in self.di_target and s.name not in self.grad_from_next:
@@ -125,16 +131,30 @@ def _pick(entry: dict, keys: tuple[str, ...]) -> float | None:
     return None
 
 
+_NAME_KEYS = ("name", "layer")
+
+
 def _entry_density(entry: dict, where: str) -> LayerDensity:
-    flat = dict(entry)
+    flat = {k: v for k, v in entry.items() if not (k in ("density", "densities") and isinstance(v, dict))}
     for nested in ("density", "densities"):
         if isinstance(entry.get(nested), dict):
             flat.update(entry[nested])
-    act, grad, mask = _pick(flat, _ACT_KEYS), _pick(flat, _GRAD_KEYS), _pick(flat, _MASK_KEYS)
+    known = _ACT_KEYS + _GRAD_KEYS + _MASK_KEYS + _NAME_KEYS
+    unknown = [k for k in flat if str(k).lower() not in known]
+    if unknown:  # a misspelt key must not silently leave a density at 1.0
+        raise ValueError(f"densities: {where}: key {unknown[0]!r} is unknown; allowed: {', '.join(_ACT_KEYS)} "
+                         f"(activations), {', '.join(_GRAD_KEYS)} (gradients), {', '.join(_MASK_KEYS)}")
+    try:
+        act, grad, mask = _pick(flat, _ACT_KEYS), _pick(flat, _GRAD_KEYS), _pick(flat, _MASK_KEYS)
+    except (TypeError, ValueError):
+        raise ValueError(f"densities: {where}: a density is not a number; allowed: 0.0 .. 1.0") from None
     if act is None and grad is None:
         raise ValueError(f"densities: {where} has none of the keys {_ACT_KEYS[:3]} or {_GRAD_KEYS[:3]}")
-    return LayerDensity(act=1.0 if act is None else act, grad=1.0 if grad is None else grad, mask=mask,
-                        out_grad=None)
+    try:
+        return LayerDensity(act=1.0 if act is None else act, grad=1.0 if grad is None else grad, mask=mask,
+                            out_grad=None)
+    except ValueError as exc:
+        raise ValueError(f"densities: {where}: {exc}") from None
 
 
 def _layers_of(obj) -> dict[str, dict]:
@@ -177,9 +197,24 @@ def load_table(path: str | Path) -> DensityTable:
             name = r.get("layer") or r.get("name")
             if not name:
                 raise ValueError(f"densities: {path} row {i + 2} has no 'layer' column")
-            mapping[name] = {k: float(v) for k, v in r.items() if k not in ("layer", "name") and v not in ("", None)}
+            mapping[name] = {}
+            for k, v in r.items():
+                if k in ("layer", "name") or v in ("", None):
+                    continue
+                if k is None or isinstance(v, list):
+                    raise ValueError(f"densities: {path} row {i + 2} has more cells than the header's columns")
+                try:
+                    mapping[name][k] = float(v)
+                except ValueError:
+                    raise ValueError(f"densities: {path} row {i + 2}, column {k!r}: {v!r} is not a number; "
+                                     f"allowed: 0.0 .. 1.0") from None
         return table_from_mapping(mapping, str(path))
-    return table_from_mapping(json.loads(path.read_text()), str(path))
+    try:
+        obj = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"densities: {path}: not JSON ({(str(exc).splitlines() or [''])[0]}); allowed: a JSON "
+                         f"table of layer -> densities, a CSV file, or a run dir") from None
+    return table_from_mapping(obj, str(path))
 
 
 def table_from_metrics(metrics: dict, source: str) -> DensityTable:

@@ -33,8 +33,8 @@ def as_json(res: NetworkResult) -> dict:
 def write_json(res: NetworkResult, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(as_json(res), indent=1))
-    return path
+    from ..golden.outdir import atomic_write_text
+    return atomic_write_text(path, json.dumps(as_json(res), indent=1))
 
 
 def table(res: NetworkResult) -> str:
