@@ -115,11 +115,15 @@ def plan(path: str | Path, command: str, *, force: bool = False, writes: tuple[s
     entries = sorted(e.name for e in p.iterdir())
     if MARKER not in entries:
         if entries:
-            raise ValueError(f"{where} holds files sparsetrain did not write (e.g. {p / entries[0]}) and no "
-                             f"{MARKER} marker; allowed: a new or empty folder, or one an earlier sparsetrain "
-                             f"command wrote (nothing of yours is replaced, --force included)")
+            raise ValueError(f"{where} holds files (e.g. {p / entries[0]}) and no {MARKER} marker, so they may be "
+                             f"yours; allowed: a new or empty folder, or one an earlier sparsetrain command made "
+                             f"(nothing of yours is replaced, --force included)")
         return OutDir(p, command, option, exists=True)
-    written = [str(w) for w in _read_marker(p).get("written", [])]
+    marker = _read_marker(p)
+    if marker.get("command", command) != command:  # one command's folder is not another's to clear
+        raise ValueError(f"{where} was made by `sparsetrain {marker.get('command')}`; allowed: a new folder, or one "
+                         f"an earlier `sparsetrain {command}` made")
+    written = [str(w) for w in marker.get("written", [])]
     for name in writes:
         if (p / name).exists() and name not in written:
             raise ValueError(f"{p / name} exists and was not written by sparsetrain; it is never replaced "

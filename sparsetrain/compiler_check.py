@@ -116,8 +116,8 @@ class CheckReport:
             f"{self.layer} {self.step} on {self.sim}: {verdict}",
             f"  program: {self.samples} of {self.batch} samples, {self.units} units, {self.ops} ops, "
             f"{self.instructions} instructions in {self.programs} program(s), up to {self.buffer_words} buffer words",
-            "  RTL vs bit-accurate model: " + ("bit-exact" if self.bit_exact else
-                                                f"{self.mismatches} elements differ; first {self.first_mismatch}")
+            "  RTL vs bit-accurate model: " + ("bit-exact" if self.bit_exact else "not compared" if self.mismatches < 0
+                                                else f"{self.mismatches} elements differ; first {self.first_mismatch}")
             + ("; per-step counters or PPU status differ" if not self.counters_equal else "")
             + (f"; RTL error code {self.rtl_error}" + (" (watchdog)" if self.rtl_error == TIMEOUT_CODE else "")
                if self.rtl_error else ""),

@@ -180,6 +180,28 @@ def test_train_never_replaces_a_users_files(tmp_path, capsys):
     assert sorted(p.name for p in d.iterdir()) == ["metrics.png", "model.pt"]
 
 
+def test_check_refuses_two_pass_runs_and_allows_steps_without_pruning(nf3_run, small_golden_run):
+    """The refusal names the parameter and only where pruning happens (GTA of a pruned conv_relu)."""
+    from dataclasses import replace
+
+    from sparsetrain.compiler import LayerData, compile_step
+    from sparsetrain.compiler_check import sim_params
+    from sparsetrain.golden.tensors import load_golden
+    data = LayerData.from_golden(load_golden(small_golden_run), LAYER)
+    with pytest.raises(ValueError, match="two_pass = True"):
+        compile_step(replace(data, two_pass=True), "gta", sim_params(), samples=1)
+    nf3 = LayerData.from_golden(load_golden(nf3_run), LAYER)
+    assert nf3.n_f == 3 and nf3.fifo_full
+    assert compile_step(nf3, "forward", sim_params(), samples=1).n_units > 0
+
+
+def test_a_folder_of_another_command_is_refused(tmp_path, capsys):
+    d = tmp_path / "rtl"
+    assert main(["verilog", "--block", "pe", "--param", "DW=8", "-o", str(d)]) == 0
+    refused(capsys, ["train", *TINY, "--max-steps", "2", "--out", d, "--force"], "made by `sparsetrain verilog`")
+    assert (d / "pe.v").is_file()
+
+
 def test_train_force_removes_exactly_the_earlier_run(nf3_run, tmp_path, capsys):
     """Bad 6: `train --force` over a --dump-tensors run kept the old golden dir, so `check` tested it."""
     d = tmp_path / "run"
@@ -231,6 +253,13 @@ def test_verilog_never_replaces_a_users_files(tmp_path, capsys):
     (own / "ppu.json").write_text("{}")
     refused(capsys, ["verilog", "--block", "ppu", "-o", own], own / "ppu.json", "never replaced")
     assert (own / "ppu.json").read_text() == "{}"
+
+
+def test_unwritable_output_folder_is_named(tmp_path, capsys, monkeypatch):
+    """Poor: an unwritable -o gave a traceback (the tests run as root, so access is refused by patching)."""
+    monkeypatch.setattr(outdir.os, "access", lambda path, mode: False)
+    refused(capsys, ["verilog", "--block", "pe", "-o", tmp_path / "rtl"], "-o", f"{tmp_path} is not writable")
+    assert not (tmp_path / "rtl").exists()
 
 
 def test_verilog_arguments(tmp_path, capsys):
