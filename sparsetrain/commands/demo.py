@@ -11,8 +11,9 @@ HELP = ("train a small pruned network on Fashion-MNIST, run Forward/GTA/GTW of o
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from sparsetrain.demo import DEMO_LAYER, DEMO_SAMPLES, DEMO_STEPS
 
-    p.add_argument("--out", default="out/demo", help="output folder (must be new or empty unless --force)")
-    p.add_argument("--force", action="store_true", help="replace the contents of a non-empty --out")
+    p.add_argument("--out", default="out/demo", help="output folder: new, empty, or an earlier demo's (with --force)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an earlier demo in --out: removes exactly the files it wrote, never one of yours")
     p.add_argument("--samples", type=int, default=DEMO_SAMPLES,
                    help=f"batch samples simulated per step (default {DEMO_SAMPLES}; 0 = the whole batch)")
     p.add_argument("--steps", type=int, default=DEMO_STEPS, help=f"training steps (default {DEMO_STEPS})")

@@ -61,7 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     w.add_argument("--prune-resolution", choices=("epoch", "step"), default="epoch",
                    help="schedule target per epoch (the paper) or per step")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--force", action="store_true", help="overwrite an existing run directory's files")
+    p.add_argument("--force", action="store_true",
+                   help="replace an earlier run in --out: removes exactly the files it wrote, never one of yours")
 
 
 def config_from_args(args: argparse.Namespace):
