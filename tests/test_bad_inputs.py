@@ -297,6 +297,15 @@ def test_perf_densities_errors_name_file_and_entry(tmp_path, capsys, case):
     refused(capsys, ["perf", "--model", "alexnet", "--densities", f], "densities", needle)
 
 
+@pytest.mark.parametrize("text,needle", [('{"dram_pj": ', "not JSON"), ('{"dramm_pj": 3}', "key = 'dramm_pj'"),
+                                         ('{"dram_pj": "x"}', "dram_pj = 'x' is not a number"),
+                                         ("[1]", "a JSON list")])
+def test_perf_energy_file_errors_name_the_file(tmp_path, capsys, text, needle):
+    f = tmp_path / "e.json"
+    f.write_text(text)
+    refused(capsys, ["perf", "--model", "alexnet", "--energy", f], f"energy: {f}", needle)
+
+
 def test_perf_output_targets_checked_first(tmp_path, capsys):
     refused(capsys, ["perf", "--model", "alexnet", "--json", tmp_path / "no" / "r.json"], "--json")
     (tmp_path / "mine").mkdir()

@@ -33,12 +33,27 @@ class EnergyTable:
 
     @classmethod
     def load(cls, path: str | Path) -> "EnergyTable":
-        data = json.loads(Path(path).read_text())
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"energy = {str(path)!r} is not a file; allowed: a JSON file of per-access energies")
+        try:
+            data = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"energy: {path}: not JSON ({(str(exc).splitlines() or [''])[0]})") from None
         known = {f.name for f in fields(cls)}
+        if not isinstance(data, dict):
+            raise ValueError(f"energy: {path}: a JSON {type(data).__name__}; allowed: an object of "
+                             f"{', '.join(sorted(known))}")
         extra = set(data) - known
         if extra:
-            raise ValueError(f"energy table key = {sorted(extra)[0]!r} is out of range; allowed: {', '.join(sorted(known))}")
-        return cls(**{k: float(v) for k, v in data.items()})
+            raise ValueError(f"energy: {path}: key = {sorted(extra)[0]!r} is out of range; allowed: "
+                             f"{', '.join(sorted(known))}")
+        out = {}
+        for k, v in data.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(f"energy: {path}: {k} = {v!r} is not a number")
+            out[k] = float(v)
+        return cls(**out)
 
     def as_dict(self) -> dict:
         return asdict(self)
