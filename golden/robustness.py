@@ -76,10 +76,19 @@ def load_run_model(run_dir: str | Path):
         if not p.is_file():
             raise FileNotFoundError(f"{p} is missing: train the run with --save-model")
     known = {f.name for f in fields(TrainConfig)}
-    config = {k: v for k, v in json.loads(metrics_path.read_text())["config"].items() if k in known}
-    cfg = TrainConfig(**{**config, "progress": False})
+    try:
+        config = json.loads(metrics_path.read_text())["config"]
+        config = {k: v for k, v in config.items() if k in known}
+        cfg = TrainConfig(**{**config, "progress": False})
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise ValueError(f"{metrics_path}: not the metrics.json of a training run (field 'config': "
+                         f"{(str(exc).splitlines() or [type(exc).__name__])[0]})") from None
     model = make_model(cfg)
-    model.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
+    try:
+        model.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
+    except Exception as exc:  # torch raises RuntimeError / UnpicklingError / EOFError for a damaged file
+        raise ValueError(f"{model_path}: cannot be loaded as this run's weights ({type(exc).__name__}); allowed: "
+                         f"the {MODEL_NAME} that `sparsetrain train --save-model` wrote for this run") from None
     return model, cfg
 
 

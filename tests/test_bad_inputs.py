@@ -314,6 +314,20 @@ def test_perf_output_targets_checked_first(tmp_path, capsys):
     assert (tmp_path / "mine" / "summary.md").read_text() == "my notes"
 
 
+# ---------------------------------------------------------------- robustness
+
+@pytest.mark.parametrize("metrics,model,needle", [
+    ('{"config": {"model": "alexnet", "width_mult": 0.125}}', "not a state dict", "model.pt: cannot be loaded"),
+    ('{"config": ', "", "metrics.json: not the metrics.json of a training run"),
+    ('{"steps": 3}', "", "field 'config'"),
+])
+def test_robustness_run_dir_errors_name_the_file(tmp_path, capsys, metrics, model, needle):
+    (tmp_path / "metrics.json").write_text(metrics)
+    (tmp_path / "model.pt").write_text(model)
+    refused(capsys, ["robustness", tmp_path, "--eps", "0.1", "--json", tmp_path / "r.json"], needle)
+    assert not (tmp_path / "r.json").exists()
+
+
 # ---------------------------------------------------------------- demo
 
 def _earlier_demo(small_golden_run: Path, d: Path) -> None:
