@@ -26,10 +26,13 @@ def _read_marker(path: Path) -> dict:
         data = json.loads(m.read_text())
         if not isinstance(data, dict) or not isinstance(data.get("written", []), list):
             raise ValueError
+        for w in data.get("written", []):  # plain names in this folder only: --force removes them
+            if not isinstance(w, str) or w in ("", ".", "..", MARKER) or "/" in w or "\\" in w:
+                raise ValueError
         return data
     except (OSError, ValueError):
-        raise ValueError(f"{m}: not a sparsetrain marker (JSON with a 'written' list); allowed: the file "
-                         f"a sparsetrain command wrote; remove the folder or choose another") from None
+        raise ValueError(f"{m}: not a sparsetrain marker (JSON with a 'written' list of names in this folder); "
+                         f"allowed: the file a sparsetrain command wrote; remove the folder or choose another") from None
 
 
 def _writable_parent(path: Path) -> Path:
@@ -86,10 +89,14 @@ class OutDir:
             shutil.rmtree(self.path, ignore_errors=True)
 
     def remove_if_unused(self) -> None:
-        """After a failure before anything was written: remove a folder this command created."""
-        if not self.exists and self.path.is_dir() and not self.written \
-                and {p.name for p in self.path.iterdir()} <= {MARKER}:
+        """After a failure before anything was written: remove a folder this command created (or
+        the marker it put into an empty folder)."""
+        if not self.path.is_dir() or self.written or {p.name for p in self.path.iterdir()} - {MARKER}:
+            return
+        if not self.exists:
             shutil.rmtree(self.path, ignore_errors=True)
+        else:
+            (self.path / MARKER).unlink(missing_ok=True)
 
 
 def plan(path: str | Path, command: str, *, force: bool = False, writes: tuple[str, ...] = (),

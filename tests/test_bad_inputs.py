@@ -195,6 +195,17 @@ def test_check_refuses_two_pass_runs_and_allows_steps_without_pruning(nf3_run, s
     assert compile_step(nf3, "forward", sim_params(), samples=1).n_units > 0
 
 
+@pytest.mark.parametrize("written", [["../outside"], ["/etc"], ["a/b"], "golden", [3]])
+def test_a_tampered_marker_never_lets_force_remove_outside(tmp_path, capsys, written):
+    d = tmp_path / "run"
+    d.mkdir()
+    (tmp_path / "outside").write_text("keep")
+    (d / outdir.MARKER).write_text(json.dumps({"tool": "sparsetrain", "command": "train", "written": written}))
+    refused(capsys, ["train", *TINY, "--max-steps", "2", "--out", d, "--force"], outdir.MARKER,
+            "not a sparsetrain marker")
+    assert (tmp_path / "outside").read_text() == "keep"
+
+
 def test_a_folder_of_another_command_is_refused(tmp_path, capsys):
     d = tmp_path / "rtl"
     assert main(["verilog", "--block", "pe", "--param", "DW=8", "-o", str(d)]) == 0
