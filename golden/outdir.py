@@ -32,7 +32,8 @@ def _read_marker(path: Path) -> dict:
         return data
     except (OSError, ValueError):
         raise ValueError(f"{m}: not a sparsetrain marker (JSON with a 'written' list of names in this folder); "
-                         f"allowed: the file a sparsetrain command wrote; remove the folder or choose another") from None
+                         f"allowed: the file a sparsetrain command wrote; remove the folder or choose another"
+                         ) from None
 
 
 def _writable_parent(path: Path) -> Path:

@@ -335,6 +335,12 @@ def _check_layer_against_arrays(man_path: Path, lname: str, entry: dict[str, Any
                          f"stored); allowed: 'conv_relu'")
     if has_mask and o is not None and not np.array_equal(a["relu_mask"], (o > 0).astype(np.float32)):
         raise ValueError(f"{where}: array relu_mask is not O > 0 (the ReLU of this conv_relu layer)")
+    # which gradient the layer prunes: conv_relu prunes dI (dO = dO_pruned), conv_bn_relu dO (dI = dI_pruned)
+    same = {"conv_relu": ("dO", "dO_pruned"), "conv_bn_relu": ("dI", "dI_pruned")}[entry["kind"]]
+    if all(n in a for n in same) and not np.array_equal(a[same[0]], a[same[1]]):
+        other = "conv_bn_relu" if entry["kind"] == "conv_relu" else "conv_relu"
+        raise ValueError(f"{where}: field 'kind' = {entry['kind']!r} does not match the arrays ({same[1]} differs "
+                         f"from {same[0]}, as only a {other} layer's does); allowed: {other!r}")
     if entry["fifo_full"] and entry["pruned"] and entry["tau"] is None:
         raise ValueError(f"{where}: field 'tau' is null with fifo_full true; allowed: the threshold applied")
 

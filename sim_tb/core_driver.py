@@ -188,7 +188,8 @@ def run_core_program(program: Sequence[int], buffer_image: Sequence[int], params
     rows = {int(k): [entry_decode(w, params) for w in v] for k, v in r["rows"].items()}
     return CoreResult(
         done=bool(r["done"]), error=bool(r["error"]), error_code=r["error_code"], timed_out=r["timed_out"],
-        cycles=r["cycles"], total_cycles=r["total_cycles"], waited_cycles=r["waited_cycles"], step_nnz=r["step_nnz"][:N_STEPS],
+        cycles=r["cycles"], total_cycles=r["total_cycles"], waited_cycles=r["waited_cycles"],
+        step_nnz=r["step_nnz"][:N_STEPS],
         step_rows=r["step_rows"], step_elems=r["step_elems"],
         directory=[dir_decode(w) for w in r["directory"]], rows=rows,
         ppu_status=[_status_fields(w, params) for w in r["ppu_status"]], sim_seconds=r["run_seconds"])

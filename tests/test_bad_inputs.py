@@ -108,6 +108,22 @@ def test_golden_manifest_errors_are_one_line_naming_file_and_field(golden, capsy
     assert "checksums ok" not in out
 
 
+def test_kind_is_checked_against_the_gradients_too(golden, capsys):
+    """Bad 3, thoroughly: kind flipped and relu_mask dropped (a consistent but lying export): the
+    pruned gradient (dI_pruned != dI) still says conv_relu."""
+    import numpy as np
+    with np.load(golden / NPZ_NAME) as npz:
+        arrays = {k: npz[k] for k in npz.files if k != f"{LAYER}/relu_mask"}
+    np.savez(golden / NPZ_NAME, **arrays)
+
+    def change(m):
+        m["layers"][LAYER].update(kind="conv_bn_relu", prune_target="dO")
+        del m["layers"][LAYER]["arrays"]["relu_mask"]
+    edit_manifest(golden, change, rechecksum=True)
+    refused(capsys, ["check", golden, "--layer", LAYER, "--step", "forward", "--samples", "1"],
+            golden / MANIFEST_NAME, "field 'kind' = 'conv_bn_relu'", "dI_pruned differs from dI")
+
+
 def test_check_refuses_a_changed_run_before_simulating(golden, capsys):
     """Bad 2 through `check` itself: the changed FIFO is refused, no verdict OK."""
     edit_manifest(golden, _set(("layers", LAYER, "fifo", 0), 1e-3), rechecksum=False)
