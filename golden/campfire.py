@@ -30,6 +30,7 @@
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -41,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from .fixedpoint import check_param
+from .outdir import atomic_write_bytes, atomic_write_text
 
 PRUNING_MODES = ("window", "ck", "combined")
 FC_MODES = ("fine", "block", "none")
@@ -419,11 +421,13 @@ class CampfirePruner:
                 arrays[f"{lay.name}/bias"] = lay.bias_mask.numpy().astype(np.uint8)
             layers[lay.name] = {"kind": lay.kind, "shape": list(lay.weight_mask.shape),
                                 "mask_sparsity": float((~lay.weight_mask).sum()) / lay.weight_mask.numel()}
-        np.savez_compressed(run_dir / MASKS_NAME, **arrays)
+        buf = io.BytesIO()  # written whole, then renamed (golden.outdir)
+        np.savez_compressed(buf, **arrays)
+        atomic_write_bytes(run_dir / MASKS_NAME, buf.getvalue())
         meta = {"format": MASKS_FORMAT, "version": MASKS_VERSION, "config": asdict(self.cfg),
                 "frozen": self.frozen, "frozen_at_step": self.frozen_at_step,
                 "input_rule": list(self.rule) if self.rule else None, "layers": layers}
-        (run_dir / MASKS_META_NAME).write_text(json.dumps(meta, indent=1) + "\n")
+        atomic_write_text(run_dir / MASKS_META_NAME, json.dumps(meta, indent=1) + "\n")
         return run_dir / MASKS_NAME
 
 

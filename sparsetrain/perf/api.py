@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..golden.outdir import atomic_write_text
 from . import paper, report
 from .densities import DensityTable, golden_patterns, load_run_dir, load_table, paper_table
 from .energy import EnergyTable
@@ -47,9 +48,9 @@ def perf_all(out_dir: str | Path, arch: ArchParams | None = None, energy: Energy
         for kind in INPUT_SIZES:
             r = perf_network(model, kind, densities, arch, energy)
             results.append(r)
-            (out / f"{model}-{kind}.txt").write_text(report.table(r) + "\n")
+            atomic_write_text(out / f"{model}-{kind}.txt", report.table(r) + "\n")
             report.write_json(r, out / f"{model}-{kind}.json")
-    (out / "summary.md").write_text(summary_markdown(results))
+    atomic_write_text(out / "summary.md", summary_markdown(results))
     report.plot(results, out / "speedup.png")
     return results
 
