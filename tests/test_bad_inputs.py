@@ -341,6 +341,17 @@ def test_perf_output_targets_checked_first(tmp_path, capsys):
     assert (tmp_path / "mine" / "summary.md").read_text() == "my notes"
 
 
+# ---------------------------------------------------------------- synth
+
+def test_synth_output_folders_and_targets(tmp_path, capsys):
+    refused(capsys, ["synth", "--block", "nope", "--workdir", tmp_path / "w"], "block = 'nope'")
+    refused(capsys, ["synth", "--block", "pe", "--json", tmp_path / "no" / "r.json"], "--json", "does not exist")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "summary.md").write_text("my notes")
+    refused(capsys, ["synth", "--all", "--out", tmp_path / "mine"], "--out", "summary.md")
+    assert not (tmp_path / "w").exists() and (tmp_path / "mine" / "summary.md").read_text() == "my notes"
+
+
 # ---------------------------------------------------------------- robustness
 
 @pytest.mark.parametrize("metrics,model,needle", [

@@ -70,8 +70,9 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("out is only used with --all or --sweep; allowed with --block: --json OUT")
         from ..golden import outdir
         outdir.check_file_target(args.json, "--json")
-        if args.workdir is not None:
-            outdir.plan(args.workdir, NAME, option="--workdir", replace_own=True).apply()
+        work = outdir.plan(args.workdir, NAME, option="--workdir", replace_own=True) if args.workdir else None
+        if work is not None:
+            work.apply()
         try:
             keep = None if args.hierarchy is None else args.hierarchy == "keep"
             report = flows.synth_block(args.block, args.param, flow=chosen[0], yosys=args.yosys,
@@ -79,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
         except RuntimeError as exc:  # a tool failed: its message already names the command and log
             print(f"sparsetrain synth: {args.block} ({chosen[0]}) failed: {exc}", file=sys.stderr)
             return 1
+        except ValueError:  # a bad block or parameter: leave no --workdir behind
+            if work is not None:
+                work.remove_if_unused()
+            raise
         if args.json:
             flows.write_json(report, args.json)
         print(_summary_line(report))
