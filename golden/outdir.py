@@ -18,6 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MARKER = ".sparsetrain-run"
+# the process umask, read once at import (os.umask can only be read by setting it): atomic writes
+# give their file the mode an ordinary open() would (mkstemp makes it 0600)
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def _read_marker(path: Path) -> dict:
@@ -155,6 +159,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -282,6 +282,15 @@ def test_verilog_never_replaces_a_users_files(tmp_path, capsys):
     assert (own / "ppu.json").read_text() == "{}"
 
 
+def test_atomic_writes_leave_no_temporary_file_and_an_ordinary_mode(tmp_path):
+    f = outdir.atomic_write_text(tmp_path / "a.txt", "one")
+    outdir.atomic_write_text(f, "two")
+    ordinary = tmp_path / "b.txt"
+    ordinary.write_text("x")
+    assert f.read_text() == "two" and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+    assert f.stat().st_mode & 0o777 == ordinary.stat().st_mode & 0o777
+
+
 def test_unwritable_output_folder_is_named(tmp_path, capsys, monkeypatch):
     """Poor: an unwritable -o gave a traceback (the tests run as root, so access is refused by patching)."""
     monkeypatch.setattr(outdir.os, "access", lambda path, mode: False)
