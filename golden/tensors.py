@@ -236,7 +236,7 @@ class GoldenRecorder:
         store = self._io[name]
 
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            store["I"], store["O"] = inputs[0].detach().clone(), output.detach().clone()
+            store["I"], store["O"] = inputs[0].detach().cpu().clone(), output.detach().cpu().clone()
         return hook
 
     def _backward_hook(self, name: str):
@@ -244,9 +244,9 @@ class GoldenRecorder:
 
         def hook(module: nn.Module, grad_inputs: tuple, grad_outputs: tuple) -> None:
             # The conv's own gradients: an input that also feeds a shortcut gets more elsewhere.
-            store["grad_O"] = grad_outputs[0].detach().clone()
+            store["grad_O"] = grad_outputs[0].detach().cpu().clone()
             if grad_inputs[0] is not None:
-                store["grad_I"] = grad_inputs[0].detach().clone()
+                store["grad_I"] = grad_inputs[0].detach().cpu().clone()
         return hook
 
     def collect(self) -> list[LayerTensors]:
@@ -257,26 +257,26 @@ class GoldenRecorder:
                 raise ValueError(f"layer {name}: no forward pass was recorded")
             pr = self.pruners.get(name)
             rec = pr.last if pr is not None else None
-            a: dict[str, np.ndarray] = {"I": io["I"].numpy(), "W": conv.weight.detach().numpy().copy(),
+            a: dict[str, np.ndarray] = {"I": io["I"].numpy(), "W": conv.weight.detach().cpu().numpy().copy(),
                                         "O": io["O"].numpy()}
             if conv.bias is not None:
-                a["b"] = conv.bias.detach().numpy().copy()
+                a["b"] = conv.bias.detach().cpu().numpy().copy()
             if "grad_O" in io:
                 if kind == "conv_relu":
                     a["relu_mask"] = (io["O"] > 0).to(torch.float32).numpy()
                     a["dO"] = a["dO_pruned"] = io["grad_O"].numpy()
                 else:
                     # conv -> prune -> BN: the conv's output gradient is the pruned one.
-                    a["dO"] = (rec.grad_in if rec is not None else io["grad_O"]).numpy()
+                    a["dO"] = (rec.grad_in if rec is not None else io["grad_O"]).cpu().numpy()
                     a["dO_pruned"] = io["grad_O"].numpy()
             if "grad_I" in io:
                 a["dI"] = io["grad_I"].numpy()
-                a["dI_pruned"] = (rec.grad_out.numpy() if (kind == "conv_relu" and rec is not None)
+                a["dI_pruned"] = (rec.grad_out.cpu().numpy() if (kind == "conv_relu" and rec is not None)
                                   else a["dI"])
             if conv.weight.grad is not None:
-                a["dW"] = conv.weight.grad.detach().numpy().copy()
+                a["dW"] = conv.weight.grad.detach().cpu().numpy().copy()
             if conv.bias is not None and conv.bias.grad is not None:
-                a["db"] = conv.bias.grad.detach().numpy().copy()
+                a["db"] = conv.bias.grad.detach().cpu().numpy().copy()
             out.append(LayerTensors(
                 name=name, kind=kind, stride=int(conv.stride[0]), padding=int(conv.padding[0]),
                 groups=int(conv.groups), kernel=int(conv.kernel_size[0]), pruned=pr is not None,
