@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import socket
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -274,4 +276,19 @@ def launch_local(nproc: int, fn: Callable[..., Any], *args: Any) -> None:
         raise ValueError(f"nproc_per_node = {nproc!r} is out of range; allowed: 1 .. 1024")
     if any(v in os.environ for v in ("RANK", "WORLD_SIZE")) and int(os.environ.get("WORLD_SIZE", 1)) > 1:
         raise ValueError("--nproc-per-node spawns its own workers; do not combine it with torchrun")
-    mp.spawn(_worker, args=(nproc, free_port(), fn, args), nprocs=nproc, join=True)
+    ctx = mp.spawn(_worker, args=(nproc, free_port(), fn, args), nprocs=nproc, join=False)
+
+    def forward(signum: int, frame: Any) -> None:  # the workers checkpoint and stop together
+        for proc in ctx.processes:
+            if proc.is_alive():
+                os.kill(proc.pid, signum)
+
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not ctx.join():
+            pass
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)

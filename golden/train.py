@@ -12,6 +12,7 @@ checkpoint (``checkpoint.pt``) is written atomically after every epoch and on SI
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -21,7 +22,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -204,13 +205,15 @@ def _json_default(o: Any) -> Any:
 
 
 def train(cfg: TrainConfig, out_dir: str | Path | None, *, overwrite: bool = False,
-          train_split: Split | None = None, test_split: Split | None = None, resume: bool = False) -> dict[str, Any]:
+          train_split: Split | None = None, test_split: Split | None = None, resume: bool = False,
+          step_callback: Callable[[int, nn.Module], None] | None = None) -> dict[str, Any]:
     """Run one training; return the metrics dict (also written to ``out_dir`` when given).
 
     Under torch.distributed (RANK / WORLD_SIZE set, e.g. by torchrun) this is one rank of the
     job: ``cfg.batch_size`` is the per-rank batch, and only rank 0 writes files. ``resume``
     continues from ``out_dir``'s checkpoint. Raises :class:`TrainingInterrupted` after
-    SIGINT/SIGTERM, once the checkpoint is written.
+    SIGINT/SIGTERM, once the checkpoint is written. ``step_callback(step, model)`` is called
+    after every optimiser step (0-based step index; an observer, e.g. for tests).
     """
     if cfg.threads is not None:
         torch.set_num_threads(check_param("threads", cfg.threads, 1, 1024))
@@ -222,7 +225,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None, *, overwrite: bool = Fal
                                      local_rank)
     dist_info = distributed.setup(device)
     try:
-        return _train(cfg, out_dir, dist_info, device, overwrite, train_split, test_split, resume)
+        return _train(cfg, out_dir, dist_info, device, overwrite, train_split, test_split, resume, step_callback)
     finally:
         distributed.teardown(dist_info)
 
@@ -257,7 +260,8 @@ def _rank0_check(dist_info: distributed.Dist, check: Any) -> None:
 
 
 def _train(cfg: TrainConfig, out_dir: str | Path | None, dist_info: distributed.Dist, device: torch.device,
-           overwrite: bool, train_split: Split | None, test_split: Split | None, resume: bool) -> dict[str, Any]:
+           overwrite: bool, train_split: Split | None, test_split: Split | None, resume: bool,
+           step_callback: Callable[[int, nn.Module], None] | None) -> dict[str, Any]:
     d = dist_info
     run_dir = Path(out_dir) if out_dir is not None else None
     if resume and run_dir is None:
@@ -361,17 +365,19 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, dist_info: distributed.
                     recorder = GoldenRecorder(model, cfg.dump_layers)
                     recorder.attach()
                 opt.zero_grad(set_to_none=True)
-                logits = net(x)
-                # Each rank's share of the global-batch mean: summed over ranks (sum_allreduce_hook)
-                # it is the single-process gradient, at the single-process scale.
-                loss = (nn.functional.cross_entropy(logits, y) if not d.enabled
-                        else nn.functional.cross_entropy(logits, y, reduction="sum") / m)
-                # Golden steps: this rank's own dW (summed over ranks only after it is recorded).
-                sync = net.no_sync() if d.enabled and step in dump_steps else _nullcontext()
-                with warnings.catch_warnings(), sync:
-                    # the first conv's input needs no gradient; its backward hook says so
-                    warnings.filterwarnings("ignore", message="Full backward hook is firing")
-                    loss.backward()
+                # Golden steps: this rank's own dW (summed over ranks only after it is recorded);
+                # DDP decides at the forward whether the backward all-reduces.
+                sync = net.no_sync() if d.enabled and step in dump_steps else contextlib.nullcontext()
+                with sync:
+                    logits = net(x)
+                    # Each rank's share of the global-batch mean: summed over ranks (sum_allreduce_hook)
+                    # it is the single-process gradient, at the single-process scale.
+                    loss = (nn.functional.cross_entropy(logits, y) if not d.enabled
+                            else nn.functional.cross_entropy(logits, y, reduction="sum") / m)
+                    with warnings.catch_warnings():
+                        # the first conv's input needs no gradient; its backward hook says so
+                        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                        loss.backward()
                 if d.enabled:
                     push_pending(prune_layers.values(), d.sum_)  # FIFO mode: global thresholds
                 if recorder is not None:
@@ -379,7 +385,8 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, dist_info: distributed.
                     recorder.detach()
                     if out is not None:
                         gdir = export_golden(out / "golden" / f"step_{step:06d}", layers,
-                                             _run_info(cfg, step, d), dw=cfg.dw, overwrite=overwrite)
+                                             _run_info(cfg, step, d), dw=cfg.dw,
+                                             overwrite=overwrite or resume)  # resume: this run's own files
                         metrics["golden"].append(str(gdir.relative_to(out)))
                 if d.enabled and step in dump_steps:
                     distributed.sum_grads_(model)
@@ -391,6 +398,8 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, dist_info: distributed.
                 acc[0] += float(loss.detach()) * m
                 acc[1] += int((logits.argmax(1) == y).sum())
                 acc[2] += len(y)
+                if step_callback is not None:
+                    step_callback(step, model)
                 step += 1
                 bar.update(1)
                 if interrupt_at is not None and step == interrupt_at:
@@ -437,14 +446,6 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, dist_info: distributed.
         from .plots import plot_metrics  # matplotlib import is slow; only when writing a run dir
         plot_metrics(metrics, out / PLOT_NAME)
     return metrics
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 class _Interrupt(Exception):
