@@ -258,10 +258,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _worker(local_rank: int, nproc: int, port: int, fn: Callable[..., Any], args: tuple) -> None:
+def _worker(local_rank: int, nproc: int, port: int, env: dict[str, str], fn: Callable[..., Any], args: tuple) -> None:
+    # The launcher's environment now (a fork server keeps the one it was started with).
+    os.environ.clear()
+    os.environ.update(env)
     os.environ.update(RANK=str(local_rank), WORLD_SIZE=str(nproc), LOCAL_RANK=str(local_rank),
                       LOCAL_WORLD_SIZE=str(nproc), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     fn(*args)
+
+
+# Imported once by the fork server, so that workers start in a second rather than paying torch's
+# (and torch.optim's lazy torch._dynamo) import each time.
+PRELOAD = ("torch", "torch._dynamo", "sparsetrain.golden.train", "sparsetrain.golden.plots")
+
+
+def start_method() -> str:
+    """forkserver where the platform has it (a clean single-threaded parent with the imports
+    preloaded; safe to fork, unlike a process that has run torch), else spawn."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return "spawn"
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(PRELOAD))
+    return "forkserver"
 
 
 def launch_local(nproc: int, fn: Callable[..., Any], *args: Any) -> None:
@@ -276,7 +295,8 @@ def launch_local(nproc: int, fn: Callable[..., Any], *args: Any) -> None:
         raise ValueError(f"nproc_per_node = {nproc!r} is out of range; allowed: 1 .. 1024")
     if any(v in os.environ for v in ("RANK", "WORLD_SIZE")) and int(os.environ.get("WORLD_SIZE", 1)) > 1:
         raise ValueError("--nproc-per-node spawns its own workers; do not combine it with torchrun")
-    ctx = mp.spawn(_worker, args=(nproc, free_port(), fn, args), nprocs=nproc, join=False)
+    ctx = mp.start_processes(_worker, args=(nproc, free_port(), dict(os.environ), fn, args), nprocs=nproc, join=False,
+                             start_method=start_method())
 
     def forward(signum: int, frame: Any) -> None:  # the workers checkpoint and stop together
         for proc in ctx.processes:

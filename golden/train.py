@@ -609,7 +609,7 @@ def train_distributed(cfg: TrainConfig, out_dir: str | Path | None, nproc_per_no
 
     if out_dir is not None:
         check_run_dir(Path(out_dir), overwrite=overwrite, resume=resume)
-    results = mp.get_context("spawn").SimpleQueue()
+    results = mp.get_context(distributed.start_method()).SimpleQueue()
     distributed.launch_local(nproc_per_node, _train_worker, cfg, out_dir, overwrite, resume, results)
     kind, value = results.get()
     if kind == "interrupted":

@@ -43,7 +43,7 @@ def _trace_step(trace: list, step: int, model: torch.nn.Module) -> None:
                   for n, pr in pruners(model).items()})
 
 
-def traced_worker(cfg: TrainConfig, out_file: str) -> None:
+def traced_worker(cfg: TrainConfig, out_file: str, run_dir: str | None) -> None:
     """One rank: train, recording every pruner's state after each step and every threshold reduction."""
     trace: list = []
     reductions: list = []
@@ -54,15 +54,25 @@ def traced_worker(cfg: TrainConfig, out_file: str) -> None:
         return finish(self, abs_sum, count)
 
     GradientPruner.finish_pending = record  # this worker process only
-    train(cfg, None, step_callback=lambda s, m: _trace_step(trace, s, m))
+    train(cfg, run_dir, step_callback=lambda s, m: _trace_step(trace, s, m))
     rank = int(os.environ["RANK"])
     Path(f"{out_file}.{rank}").write_text(json.dumps({"trace": trace, "reductions": reductions}))
 
 
-def run_traced(cfg: TrainConfig, tmp: Path) -> list[dict]:
+def run_traced(cfg: TrainConfig, tmp: Path, run_dir: Path | None = None) -> list[dict]:
     out = tmp / "trace"
-    distributed.launch_local(NPROC, traced_worker, cfg, str(out))
+    distributed.launch_local(NPROC, traced_worker, cfg, str(out), None if run_dir is None else str(run_dir))
     return [json.loads(Path(f"{out}.{r}").read_text()) for r in range(NPROC)]
+
+
+PRUNED = replace(PER_RANK, save_model=True)
+
+
+@pytest.fixture(scope="module")
+def pruned_traced_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], Path]:
+    """A pruned 2-process run (FIFO mode) with its per-rank traces and its run directory."""
+    tmp = tmp_path_factory.mktemp("pruned")
+    return run_traced(PRUNED, tmp, tmp / "run"), tmp / "run"
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +132,10 @@ def test_rank0_alone_writes_a_complete_run_dir_that_golden_verify_accepts(unprun
 
 
 @pytest.mark.parametrize("two_pass", [False, True], ids=["fifo", "two-pass"])
-def test_pruning_thresholds_are_those_of_the_global_batch_on_every_rank(two_pass: bool, tmp_path: Path) -> None:
-    cfg = replace(PER_RANK, two_pass=two_pass)
-    ranks = run_traced(cfg, tmp_path)
+def test_pruning_thresholds_are_those_of_the_global_batch_on_every_rank(
+        two_pass: bool, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    cfg = replace(PRUNED, two_pass=two_pass)
+    ranks = run_traced(cfg, tmp_path) if two_pass else request.getfixturevalue("pruned_traced_run")[0]
     ref: list = []
     train(one_process(cfg), None, step_callback=lambda s, m: _trace_step(ref, s, m))
     steps = cfg.max_steps
@@ -222,14 +233,13 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one_bit_for_bit(
         train(cfg, parts, resume=True)
 
 
-def test_two_process_run_resumes_under_two_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = replace(RESUME_CFG, model="resnet18", weight_sparsity=None, batch_size=8, lr=0.01)
-    whole, parts = tmp_path / "whole", tmp_path / "parts"
-    train_distributed(cfg, whole, NPROC)
-    # Only rank 0 is signalled: the ranks agree to stop after the same step.
-    assert _interrupted(cfg, parts, 5, monkeypatch, resume=False, nproc=NPROC).step == 5
+def test_two_process_run_resumes_under_two_processes(
+        pruned_traced_run: tuple[list[dict], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    whole, parts = pruned_traced_run[1], tmp_path / "parts"
+    # Only rank 0 is signalled: the ranks agree to stop after the same step (FIFO full, pruning on).
+    assert _interrupted(PRUNED, parts, 3, monkeypatch, resume=False, nproc=NPROC).step == 3
     with pytest.raises(ValueError, match="world size 2"):
-        train(cfg, parts, resume=True)
-    m = train_distributed(cfg, parts, NPROC, resume=True)
-    assert m["steps"] == 8 and m["resumed_at_steps"] == [5]
-    _same_run(whole, parts)  # every rank's random streams and data position came back
+        train(PRUNED, parts, resume=True)
+    m = train_distributed(PRUNED, parts, NPROC, resume=True)
+    assert m["steps"] == PRUNED.max_steps and m["resumed_at_steps"] == [3]
+    _same_run(whole, parts)  # every rank's random streams, FIFOs and data position came back
