@@ -86,6 +86,7 @@ def unpruned_cli_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--no-progress", "--no-prune", "--save-model", "--dump-tensors", "--dump-layers", "layer2.0.cb1.conv",
             "--nproc-per-node", str(NPROC), "--out", str(out)]
     assert main(argv) == 0
+    (out.parent / "argv.json").write_text(json.dumps(argv))
     return out
 
 
@@ -243,3 +244,23 @@ def test_two_process_run_resumes_under_two_processes(
     m = train_distributed(PRUNED, parts, NPROC, resume=True)
     assert m["steps"] == PRUNED.max_steps and m["resumed_at_steps"] == [3]
     _same_run(whole, parts)  # every rank's random streams, FIFOs and data position came back
+
+
+def test_torchrun_runs_the_unchanged_command_like_the_local_launcher(unpruned_cli_run: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    argv = json.loads((unpruned_cli_run.parent / "argv.json").read_text())
+    out = tmp_path / "torchrun"
+    argv[argv.index("--out") + 1] = str(out)
+    argv.remove("--nproc-per-node")
+    argv.remove(str(NPROC))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(NPROC),
+           "-m", "sparsetrain.cli", *argv]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("test acc") == 1  # rank 0 reports
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (unpruned_cli_run, out))
+    assert a["epochs"] == b["epochs"] and a["distributed"] == b["distributed"]
+    wa, wb = torch.load(unpruned_cli_run / MODEL_NAME), torch.load(out / MODEL_NAME)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
