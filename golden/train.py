@@ -344,8 +344,7 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, dist_info: distributed.
     bar = tqdm(total=total, initial=step, disable=not cfg.progress or not d.is_writer,
                desc=f"{cfg.model} p={cfg.p if cfg.prune else 'off'}", unit="step", leave=False)
     stop = _StopFlag(d)
-    interrupt_at = os.environ.get(INTERRUPT_ENV)
-    interrupt_at = int(interrupt_at) if interrupt_at and d.is_writer else None
+    interrupt_at = _interrupt_step() if d.is_writer else None
 
     def checkpoint(epoch: int, batch: int, shuffle_state: torch.Tensor, finished: bool) -> Path | None:
         return _save_checkpoint(run_dir, d, cfg, model, opt, sched, campfire, prune_layers, act_density, acc,
@@ -465,7 +464,9 @@ class _StopFlag:
                 self._old[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.signum = signum
+        # A repeated signal changes nothing: torchrun follows a terminal's SIGINT with SIGTERM,
+        # and the run should still reach its checkpoint.
+        self.signum = self.signum or signum
 
     def any(self) -> bool:
         code = self.signum
@@ -480,6 +481,16 @@ class _StopFlag:
         for sig, old in self._old.items():
             signal.signal(sig, old)
         self._old = {}
+
+
+def _interrupt_step() -> int | None:
+    text = os.environ.get(INTERRUPT_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        return check_param(INTERRUPT_ENV, int(text), 1, 1 << 40)
+    except ValueError:
+        raise ValueError(f"{INTERRUPT_ENV} = {text!r} is out of range; allowed: a step count >= 1") from None
 
 
 def _steps_per_epoch(n: int, global_batch: int, world: int) -> int:

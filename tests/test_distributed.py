@@ -24,6 +24,9 @@ from sparsetrain.golden.tensors import load_golden
 from sparsetrain.golden.train import (CHECKPOINT_NAME, INTERRUPT_ENV, MODEL_NAME, TrainConfig, TrainingInterrupted,
                                       train, train_distributed)
 
+# One xdist worker runs these tests (`make test` uses --dist loadgroup), so the shared 2-process
+# runs below (module fixtures) happen once.
+pytestmark = pytest.mark.xdist_group("distributed")
 NPROC = 2
 # ResNet-18 at width 1/16: BatchNorm everywhere (so the global-batch BatchNorm is exercised), no
 # dropout. lr 0.01: at the papers' 0.1 such a tiny BN network amplifies float rounding ~100x per
@@ -253,8 +256,8 @@ def test_torchrun_runs_the_unchanged_command_like_the_local_launcher(unpruned_cl
     argv = json.loads((unpruned_cli_run.parent / "argv.json").read_text())
     out = tmp_path / "torchrun"
     argv[argv.index("--out") + 1] = str(out)
-    argv.remove("--nproc-per-node")
-    argv.remove(str(NPROC))
+    i = argv.index("--nproc-per-node")
+    del argv[i:i + 2]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(NPROC),
            "-m", "sparsetrain.cli", *argv]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

@@ -74,7 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """The TrainConfig an argument namespace asks for (shared with `sparsetrain golden export`)."""
-    import math
+    import os
 
     from sparsetrain.golden.data import SPLIT_SIZES
     from sparsetrain.golden.train import TrainConfig
@@ -85,7 +85,10 @@ def config_from_args(args: argparse.Namespace):
             dump_steps = args.dump_steps
         else:
             n = args.train_samples or SPLIT_SIZES["train"]
-            total = math.ceil(n / args.batch_size) * args.epochs
+            # steps of the global batch (per-process batch x processes, under torchrun or not)
+            world = getattr(args, "nproc_per_node", None) or int(os.environ.get("WORLD_SIZE", 1))
+            gb = args.batch_size * world
+            total = (n // gb + (1 if n % gb >= world else 0)) * args.epochs
             dump_steps = [min(total, args.max_steps or total) - 1]
     return TrainConfig(
         model=args.model, p=args.p, prune=not args.no_prune, epochs=args.epochs, batch_size=args.batch_size,
