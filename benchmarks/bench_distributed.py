@@ -88,8 +88,8 @@ def worker(cfg: TrainConfig, out_file: str, ablate: bool) -> None:
     elif os.environ["RANK"] == "0":
         timer.wrap(distributed.Dist, "sum_", "thresholds_and_metrics")
         timer.wrap(distributed.Dist, "max_", "stop_flag")
+        # forward does every all-reduce of the sync BatchNorm (its backward applies it again)
         timer.wrap(distributed._SumOverRanks, "forward", "batchnorm_stats")
-        timer.wrap(distributed._SumOverRanks, "backward", "batchnorm_stats")
     stamps: list[float] = []
     train(cfg, None, step_callback=_step_clock(stamps))
     seconds, calls = dict(timer.seconds), dict(timer.calls)

@@ -267,3 +267,46 @@ def test_torchrun_runs_the_unchanged_command_like_the_local_launcher(unpruned_cl
     assert a["epochs"] == b["epochs"] and a["distributed"] == b["distributed"]
     wa, wb = torch.load(unpruned_cli_run / MODEL_NAME), torch.load(out / MODEL_NAME)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+# --------------------------------------------------------------------------------------------
+# Campfire masks under torch.distributed
+
+CAMPFIRE = replace(PER_RANK, max_steps=3, weight_sparsity=0.5, era_start=0, era_length=1, prune_resolution="step")
+
+
+def campfire_worker(cfg: TrainConfig, out_file: str, corrupt_rank: int | None) -> None:
+    """One rank of a Campfire run; ``corrupt_rank`` flips one mask entry on that rank only."""
+    from sparsetrain.golden.campfire import CampfirePruner
+
+    rank = int(os.environ["RANK"])
+    if rank == corrupt_rank:
+        update = CampfirePruner.update_masks
+
+        def corrupted(self: CampfirePruner, sparsity: float) -> None:
+            update(self, sparsity)
+            self.layers[0].weight_mask.view(-1)[0] ^= True
+        CampfirePruner.update_masks = corrupted  # this worker process only
+    digests: list[str] = []
+    error = None
+    try:
+        train(cfg, None, step_callback=lambda s, m: digests.append(distributed.digest(list(m.state_dict().values()))))
+    except RuntimeError as exc:
+        error = str(exc)
+    Path(f"{out_file}.{rank}").write_text(json.dumps({"digests": digests, "error": error}))
+
+
+def _campfire_ranks(tmp: Path, corrupt_rank: int | None) -> list[dict]:
+    out = tmp / f"campfire-{corrupt_rank}"
+    distributed.launch_local(NPROC, campfire_worker, CAMPFIRE, str(out), corrupt_rank)
+    return [json.loads(Path(f"{out}.{r}").read_text()) for r in range(NPROC)]
+
+
+def test_campfire_masks_and_weights_are_identical_on_every_rank_and_checked(tmp_path: Path) -> None:
+    ok = _campfire_ranks(tmp_path, None)
+    assert [r["error"] for r in ok] == [None, None]
+    assert len(ok[0]["digests"]) == CAMPFIRE.max_steps
+    assert ok[0]["digests"] == ok[1]["digests"]  # weights, BN buffers: the same after every step
+    bad = _campfire_ranks(tmp_path, 1)  # a mask that differs on one rank stops every rank
+    assert all(r["error"] is not None and "Campfire weight masks differs between ranks" in r["error"] for r in bad)
+    assert all(len(r["digests"]) == 0 for r in bad)  # caught at the first mask update, step 0
