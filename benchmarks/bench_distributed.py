@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from sparsetrain.golden import distributed
 from sparsetrain.golden.data import fashion_mnist

@@ -158,6 +158,9 @@ def test_pruning_thresholds_are_those_of_the_global_batch_on_every_rank(
             assert all(e[0] == name and e[3:] == [total, count] for e in entries)  # same global values
             assert total == pytest.approx(sum(e[1] for e in entries), rel=1e-12)
             assert count == sum(e[2] for e in entries)
+        per_step = len(trace[0])
+        for i, (name, _, _, total, count) in enumerate(red[0]):
+            assert trace[i // per_step][name]["tau_batch"] == pytest.approx(c_p * total / count, rel=1e-12)
     for s in range(steps):
         for name, st in trace[s].items():
             assert st["tau_batch"] is not None
