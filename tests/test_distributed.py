@@ -313,3 +313,20 @@ def test_campfire_masks_and_weights_are_identical_on_every_rank_and_checked(tmp_
     bad = _campfire_ranks(tmp_path, 1)  # a mask that differs on one rank stops every rank
     assert all(r["error"] is not None and "Campfire weight masks differs between ranks" in r["error"] for r in bad)
     assert all(len(r["digests"]) == 0 for r in bad)  # caught at the first mask update, step 0
+
+
+def test_pruning_streams_are_seeded_per_seed_rank_and_layer() -> None:
+    from sparsetrain.golden.pruning import PruneConfig
+
+    def draws(layer: int, rank: int, seed: int = 7) -> np.ndarray:
+        pr = GradientPruner(PruneConfig(seed=seed), layer_index=layer)
+        if rank:
+            pr.set_rank(rank)
+        return pr.generator.random(64)
+
+    single = np.random.default_rng(7 + 2).random(64)  # the 1-process stream of layer 2
+    assert np.array_equal(draws(2, 0), single)  # rank 0 keeps it
+    streams = {(layer, rank): draws(layer, rank) for layer in range(3) for rank in range(3)}
+    assert len({s.tobytes() for s in streams.values()}) == 9  # no two (layer, rank) share numbers
+    assert np.array_equal(draws(1, 2), streams[(1, 2)])  # reproducible
+    assert not np.array_equal(draws(1, 2, seed=8), streams[(1, 2)])
