@@ -43,7 +43,7 @@ $(STAMP): pyproject.toml | apt
 	@touch $@
 
 test: setup
-	$(PYTEST) -n $(JOBS) -q tests
+	$(PYTEST) -n $(JOBS) --dist loadgroup -q tests
 
 demo: setup
 	$(ST) demo --out $(OUT)/demo --force  # out/ belongs to make: a re-run replaces its own demo

@@ -386,6 +386,25 @@ class CampfirePruner:
         self.apply(optimizer)
         return target
 
+    def state(self) -> dict[str, Any]:
+        """Masks, era position and counters (a checkpoint); :meth:`load_state` restores them."""
+        return {"masks": {lay.name: (lay.weight_mask.cpu(), None if lay.bias_mask is None else lay.bias_mask.cpu())
+                          for lay in self.layers},
+                "frozen": self.frozen, "frozen_at_step": self.frozen_at_step, "last_target": self.last_target,
+                "updates": self.updates}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        for lay in self.layers:
+            w, b = state["masks"][lay.name]
+            lay.weight_mask = w.to(lay.weight_mask.device)
+            lay.bias_mask = None if b is None else b.to(lay.weight_mask.device)
+        self.frozen, self.frozen_at_step = state["frozen"], state["frozen_at_step"]
+        self.last_target, self.updates = state["last_target"], state["updates"]
+
+    def mask_tensors(self) -> list[Tensor]:
+        """Every mask, in layer order (to check that all ranks hold the same)."""
+        return [m for lay in self.layers for m in (lay.weight_mask, lay.bias_mask) if m is not None]
+
     def sparsity(self) -> dict[str, dict[str, float]]:
         """Per layer: true weight sparsity (fraction of zero weights) and mask sparsity."""
         out = {}
@@ -416,9 +435,9 @@ class CampfirePruner:
         arrays: dict[str, np.ndarray] = {}
         layers: dict[str, Any] = {}
         for lay in self.layers:
-            arrays[f"{lay.name}/weight"] = lay.weight_mask.numpy().astype(np.uint8)
+            arrays[f"{lay.name}/weight"] = lay.weight_mask.cpu().numpy().astype(np.uint8)
             if lay.bias_mask is not None:
-                arrays[f"{lay.name}/bias"] = lay.bias_mask.numpy().astype(np.uint8)
+                arrays[f"{lay.name}/bias"] = lay.bias_mask.cpu().numpy().astype(np.uint8)
             layers[lay.name] = {"kind": lay.kind, "shape": list(lay.weight_mask.shape),
                                 "mask_sparsity": float((~lay.weight_mask).sum()) / lay.weight_mask.numel()}
         buf = io.BytesIO()  # written whole, then renamed (golden.outdir)

@@ -23,7 +23,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -80,6 +80,8 @@ def uniform_like(g: Tensor, generator: torch.Generator | np.random.Generator | N
             out = torch.empty(g.shape, dtype=torch.float32)
         generator.random(out=out.numpy().reshape(-1), dtype=np.float32)
         return out if g.device.type == "cpu" else out.to(g.device)
+    if generator is not None and generator.device != g.device:  # a CPU generator for a GPU gradient
+        return torch.rand(g.shape, generator=generator, dtype=g.dtype).to(g.device)
     return torch.rand(g.shape, generator=generator, dtype=g.dtype, device=g.device)
 
 
@@ -149,7 +151,7 @@ class PruneConfig:
     p: target pruning rate in [0, 1); n_f: FIFO depth (architecture section 1: 1 .. 64);
     estimator: "unbiased" or "paper"; two_pass: prune each batch with its own threshold
     instead of the FIFO prediction; seed: base seed of the per-layer generators (layer i
-    uses ``seed + i``).
+    uses ``seed + i``; in distributed training rank r > 0 uses the stream of (seed, i, r)).
     """
 
     p: float = 0.9
@@ -230,9 +232,15 @@ class GradientPruner(nn.Module):
         self.config = config
         self.layer_name = layer_name
         self.target = target
+        self.layer_index = layer_index
+        self.rank = 0  # distributed training: this process's rank (its own random stream)
         self.seed = config.seed + layer_index
         self.generator = np.random.default_rng(self.seed)  # float32 CPU gradients (the fast path)
         self._torch_generator = torch.Generator().manual_seed(self.seed)  # other dtypes / devices
+        # Distributed training: sums a float64 tensor over ranks in place. Set, the batch
+        # threshold comes from the global sum|g| and element count (every rank pushes the same tau).
+        self.reduce: Callable[[Tensor], Tensor] | None = None
+        self._pending: tuple[float, int] | None = None  # FIFO mode: local (sum|g|, n) awaiting push_pending
         self._mag: Tensor | None = None
         self._random: Tensor | None = None
         self._keep: Tensor | None = None
@@ -264,7 +272,13 @@ class GradientPruner(nn.Module):
             self._mag, self._random = torch.empty_like(g), torch.empty_like(g)
             self._keep = torch.empty(g.shape, dtype=torch.bool)
         mag = torch.abs(g, out=self._mag) if fast else g.abs()  # shared by threshold and pruning
-        tau_batch = threshold_coefficient(cfg.p, cfg.estimator) * float(mag.sum()) / g.numel()
+        abs_sum, count = float(mag.sum()), g.numel()
+        deferred = self.reduce is not None and not cfg.two_pass
+        if self.reduce is not None and cfg.two_pass:  # needed now: this batch is pruned with it
+            abs_sum, count = self.reduce(torch.tensor([abs_sum, count], dtype=torch.float64)).tolist()
+        # FIFO mode under torch.distributed: the threshold is only pushed at the end of the batch,
+        # so push_pending reduces every layer's sum in one all-reduce after the backward pass.
+        tau_batch = None if deferred else threshold_coefficient(cfg.p, cfg.estimator) * abs_sum / count
         fifo_before, fifo_full = self.fifo.entries, self.fifo.full
         tau = tau_batch if cfg.two_pass else self.fifo.predicted()
         if not self.active:
@@ -281,7 +295,10 @@ class GradientPruner(nn.Module):
             else:
                 out = stochastic_prune(g, tau, self._torch_generator, magnitude=mag)
                 nnz_after = int(torch.count_nonzero(out))
-        self.fifo.push(tau_batch)
+        if deferred:
+            self._pending = (abs_sum, count)
+        else:
+            self.fifo.push(tau_batch)
         self.last_tau, self.last_tau_batch = tau, tau_batch
         s = self.stats
         s.batches += 1
@@ -295,6 +312,44 @@ class GradientPruner(nn.Module):
             self.last = PruneRecord(g.detach().clone(), out.detach().clone(), tau, tau_batch, fifo_before, fifo_full)
         return out
 
+    def finish_pending(self, abs_sum: float, count: float) -> float:
+        """Push the batch threshold from the global ``sum|g|`` and element count (see push_pending)."""
+        cfg = self.config
+        tau_batch = threshold_coefficient(cfg.p, cfg.estimator) * abs_sum / count
+        self._pending = None
+        self.fifo.push(tau_batch)
+        self.last_tau_batch = tau_batch
+        if self.last is not None:
+            self.last.tau_batch = tau_batch
+        return tau_batch
+
+    def set_rank(self, rank: int) -> None:
+        """Distributed training: reseed with this rank's own stream, seeded by (seed, layer, rank).
+
+        Rank 0 keeps the single-process stream; ranks never share random numbers.
+        """
+        self.rank = check_param("rank", rank, 0, 1 << 20)
+        self.reset_state()
+
+    def _stream_seed(self) -> int | list[int]:
+        return self.seed if self.rank == 0 else [self.config.seed, self.layer_index, self.rank]
+
+    def rng_state(self) -> dict[str, Any]:
+        """FIFO, generators and running stats (a checkpoint); :meth:`load_rng_state` restores them."""
+        return {"fifo": self.fifo.entries, "numpy": self.generator.bit_generator.state,
+                "torch": self._torch_generator.get_state(), "last_tau": self.last_tau,
+                "last_tau_batch": self.last_tau_batch, "stats": dict(vars(self.stats)), "rank": self.rank}
+
+    def load_rng_state(self, state: dict[str, Any]) -> None:
+        self.rank = int(state["rank"])
+        self.fifo.clear()
+        for tau in state["fifo"]:
+            self.fifo.push(tau)
+        self.generator.bit_generator.state = state["numpy"]
+        self._torch_generator.set_state(state["torch"])
+        self.last_tau, self.last_tau_batch = state["last_tau"], state["last_tau_batch"]
+        self.stats = PruneStats(**{**state["stats"], "tau_applied": list(state["stats"]["tau_applied"])})
+
     def reset_stats(self) -> PruneStats:
         """Return the stats gathered so far and start new ones (called once per epoch)."""
         old, self.stats = self.stats, PruneStats()
@@ -303,8 +358,11 @@ class GradientPruner(nn.Module):
     def reset_state(self) -> None:
         """Forget the FIFO and reseed the generator (a fresh training run)."""
         self.fifo.clear()
-        self.generator = np.random.default_rng(self.seed)
-        self._torch_generator.manual_seed(self.seed)
+        seed = self._stream_seed()
+        self.generator = np.random.default_rng(seed)
+        self._torch_generator.manual_seed(seed if isinstance(seed, int)
+                                          else int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0] >> 1))
+        self._pending = None
         self.last = self.last_tau = self.last_tau_batch = None
         self.stats = PruneStats()
 
@@ -312,3 +370,14 @@ class GradientPruner(nn.Module):
 def pruners(model: nn.Module) -> dict[str, GradientPruner]:
     """Every pruning layer of ``model`` keyed by the qualified name of the conv it serves."""
     return {m.layer_name: m for m in model.modules() if isinstance(m, GradientPruner)}
+
+
+def push_pending(layers: Iterable[GradientPruner], reduce: Callable[[Tensor], Tensor]) -> None:
+    """End of a batch under torch.distributed (FIFO mode): one all-reduce of every layer's
+    ``[sum|g|, n]``, then each layer pushes the global batch threshold, the same on every rank."""
+    pending = [p for p in layers if p._pending is not None]
+    if not pending:
+        return
+    sums = reduce(torch.tensor([v for p in pending for v in p._pending], dtype=torch.float64)).tolist()
+    for i, p in enumerate(pending):
+        p.finish_pending(sums[2 * i], sums[2 * i + 1])

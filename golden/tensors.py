@@ -222,7 +222,8 @@ def load_golden(run_dir: str | Path) -> GoldenRun:
         if extra:
             raise ValueError(f"{npz_path}: arrays {sorted(extra)} are not in the manifest")
     for lname, entry in manifest["layers"].items():
-        _check_layer_against_arrays(man_path, lname, entry, arrays[lname])
+        _check_layer_against_arrays(man_path, lname, entry, arrays[lname],
+                                    pruning_on=bool(manifest["run"].get("prune", True)))
     return GoldenRun(path, manifest, arrays)
 
 
@@ -302,7 +303,8 @@ def _read_manifest(man_path: Path) -> dict[str, Any]:
 KINDS = ("conv_relu", "conv_bn_relu")
 
 
-def _check_layer_against_arrays(man_path: Path, lname: str, entry: dict[str, Any], a: dict[str, np.ndarray]) -> None:
+def _check_layer_against_arrays(man_path: Path, lname: str, entry: dict[str, Any], a: dict[str, np.ndarray], *,
+                                pruning_on: bool = True) -> None:
     """The manifest's geometry and kind against the arrays themselves (W, I, O, relu_mask)."""
     where = f"{man_path}: layer {lname}"
     k, s, p, g = entry["kernel"], entry["stride"], entry["padding"], entry["groups"]
@@ -341,7 +343,8 @@ def _check_layer_against_arrays(man_path: Path, lname: str, entry: dict[str, Any
         other = "conv_bn_relu" if entry["kind"] == "conv_relu" else "conv_relu"
         raise ValueError(f"{where}: field 'kind' = {entry['kind']!r} does not match the arrays ({same[1]} differs "
                          f"from {same[0]}, as only a {other} layer's does); allowed: {other!r}")
-    if entry["fifo_full"] and entry["pruned"] and entry["tau"] is None:
+    # an unpruned (baseline) run fills its FIFOs by observing, but applies no threshold
+    if pruning_on and entry["fifo_full"] and entry["pruned"] and entry["tau"] is None:
         raise ValueError(f"{where}: field 'tau' is null with fifo_full true; allowed: the threshold applied")
 
 
@@ -384,7 +387,7 @@ class GoldenRecorder:
         store = self._io[name]
 
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            store["I"], store["O"] = inputs[0].detach().clone(), output.detach().clone()
+            store["I"], store["O"] = inputs[0].detach().cpu().clone(), output.detach().cpu().clone()
         return hook
 
     def _backward_hook(self, name: str):
@@ -392,9 +395,9 @@ class GoldenRecorder:
 
         def hook(module: nn.Module, grad_inputs: tuple, grad_outputs: tuple) -> None:
             # The conv's own gradients: an input that also feeds a shortcut gets more elsewhere.
-            store["grad_O"] = grad_outputs[0].detach().clone()
+            store["grad_O"] = grad_outputs[0].detach().cpu().clone()
             if grad_inputs[0] is not None:
-                store["grad_I"] = grad_inputs[0].detach().clone()
+                store["grad_I"] = grad_inputs[0].detach().cpu().clone()
         return hook
 
     def collect(self) -> list[LayerTensors]:
@@ -405,26 +408,26 @@ class GoldenRecorder:
                 raise ValueError(f"layer {name}: no forward pass was recorded")
             pr = self.pruners.get(name)
             rec = pr.last if pr is not None else None
-            a: dict[str, np.ndarray] = {"I": io["I"].numpy(), "W": conv.weight.detach().numpy().copy(),
+            a: dict[str, np.ndarray] = {"I": io["I"].numpy(), "W": conv.weight.detach().cpu().numpy().copy(),
                                         "O": io["O"].numpy()}
             if conv.bias is not None:
-                a["b"] = conv.bias.detach().numpy().copy()
+                a["b"] = conv.bias.detach().cpu().numpy().copy()
             if "grad_O" in io:
                 if kind == "conv_relu":
                     a["relu_mask"] = (io["O"] > 0).to(torch.float32).numpy()
                     a["dO"] = a["dO_pruned"] = io["grad_O"].numpy()
                 else:
                     # conv -> prune -> BN: the conv's output gradient is the pruned one.
-                    a["dO"] = (rec.grad_in if rec is not None else io["grad_O"]).numpy()
+                    a["dO"] = (rec.grad_in if rec is not None else io["grad_O"]).cpu().numpy()
                     a["dO_pruned"] = io["grad_O"].numpy()
             if "grad_I" in io:
                 a["dI"] = io["grad_I"].numpy()
-                a["dI_pruned"] = (rec.grad_out.numpy() if (kind == "conv_relu" and rec is not None)
+                a["dI_pruned"] = (rec.grad_out.cpu().numpy() if (kind == "conv_relu" and rec is not None)
                                   else a["dI"])
             if conv.weight.grad is not None:
-                a["dW"] = conv.weight.grad.detach().numpy().copy()
+                a["dW"] = conv.weight.grad.detach().cpu().numpy().copy()
             if conv.bias is not None and conv.bias.grad is not None:
-                a["db"] = conv.bias.grad.detach().numpy().copy()
+                a["db"] = conv.bias.grad.detach().cpu().numpy().copy()
             out.append(LayerTensors(
                 name=name, kind=kind, stride=int(conv.stride[0]), padding=int(conv.padding[0]),
                 groups=int(conv.groups), kernel=int(conv.kernel_size[0]), pruned=pr is not None,

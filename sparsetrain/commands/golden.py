@@ -31,6 +31,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{g.path}: {g.manifest['format']} v{g.manifest['version']}, model {run_info.get('model')}, "
           f"step {run_info.get('step')}, p {run_info.get('p')}, seed {run_info.get('seed')}: metadata and array "
           f"checksums ok")
+    if run_info.get("world_size", 1) > 1:  # a distributed run: the tensors are one rank's shard
+        print(f"  rank {run_info['rank']} of {run_info['world_size']}: {run_info['batch_size']} of the "
+              f"{run_info['global_batch']} samples of the global batch")
     for name in g.layers:
         lay = g.layer(name)
         tau = "off" if lay["tau"] is None else f"{lay['tau']:.3g}"

@@ -60,6 +60,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     w.add_argument("--fc-block", type=int, default=4, help="block size n of --fc-pruning block (default 4)")
     w.add_argument("--prune-resolution", choices=("epoch", "step"), default="epoch",
                    help="schedule target per epoch (the paper) or per step")
+    d = p.add_argument_group("distributed training and resuming (docs/distributed.md)")
+    d.add_argument("--nproc-per-node", type=int, default=None, metavar="N",
+                   help="spawn N local worker processes (gloo on CPU, nccl on GPUs); --batch-size is per process, "
+                        "the global batch is N times it. Under torchrun, leave this out")
+    d.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out from its checkpoint.pt (same arguments)")
+    d.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: this rank's GPU when CUDA is available, else the CPU")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--force", action="store_true",
                    help="replace an earlier run in --out: removes exactly the files it wrote, never one of yours")
@@ -67,7 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """The TrainConfig an argument namespace asks for (shared with `sparsetrain golden export`)."""
-    import math
+    import os
 
     from sparsetrain.golden.data import SPLIT_SIZES
     from sparsetrain.golden.train import TrainConfig
@@ -78,7 +86,10 @@ def config_from_args(args: argparse.Namespace):
             dump_steps = args.dump_steps
         else:
             n = args.train_samples or SPLIT_SIZES["train"]
-            total = math.ceil(n / args.batch_size) * args.epochs
+            # steps of the global batch (per-process batch x processes, under torchrun or not)
+            world = getattr(args, "nproc_per_node", None) or int(os.environ.get("WORLD_SIZE", 1))
+            gb = args.batch_size * world
+            total = (n // gb + (1 if n % gb >= world else 0)) * args.epochs
             dump_steps = [min(total, args.max_steps or total) - 1]
     return TrainConfig(
         model=args.model, p=args.p, prune=not args.no_prune, epochs=args.epochs, batch_size=args.batch_size,
@@ -88,7 +99,7 @@ def config_from_args(args: argparse.Namespace):
         width_mult=args.width_mult, input_size=args.input_size, threads=args.threads,
         dump_layers=args.dump_layers.split(",") if args.dump_layers else None, dump_steps=dump_steps,
         progress=not args.no_progress, sparse_backward=args.sparse_backward,
-        **campfire_kwargs(args))
+        **campfire_kwargs(args), **({"device": args.device} if hasattr(args, "device") else {}))
 
 
 def campfire_kwargs(args: argparse.Namespace) -> dict:
@@ -99,13 +110,25 @@ def campfire_kwargs(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparsetrain.golden.train import train
+    import os
+
+    from sparsetrain.golden.train import TrainingInterrupted, train, train_distributed
 
     cfg = config_from_args(args)
+    nproc, resume = getattr(args, "nproc_per_node", None), getattr(args, "resume", False)
     try:
-        metrics = train(cfg, args.out, overwrite=args.force)
+        if nproc is not None:
+            metrics = train_distributed(cfg, args.out, nproc, overwrite=args.force, resume=resume)
+        else:
+            metrics = train(cfg, args.out, overwrite=args.force, resume=resume)
     except (FileExistsError, FileNotFoundError) as exc:
         raise ValueError(str(exc)) from None
+    except TrainingInterrupted as exc:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"{exc}; continue with the same command plus --resume", flush=True)
+        return 128 + exc.signum
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
+        return 0
     s = metrics["summary"]
     dens = "n/a" if s["grad_density"] is None else f"{s['grad_density']:.3f}"
     print(f"{cfg.model} p={cfg.p if cfg.prune else 'off'}: test acc {s['test_acc']:.2f}%, "
