@@ -29,13 +29,13 @@ from amaranth.hdl import Assert, Assume, Cover, Mux, Signal
 from ..golden.timing import Mode, pe_cycles
 from ..hw.layouts import HwParams
 from ..hw.pe import MODE_MSRC, MODE_OSRC, MODE_SRC, PE
-from .props import Harness, popcount
+from .props import Harness, popcount, probe
 
 GROUPS = ("stream", "contract", "lanes", "refusal", "cover")
 
 # The small configuration of the PE proofs (every field still exercised: 3 lanes, 2-bit k,
 # 4-bit offsets with the marker, ACC_W at its minimum 2*DW+1 so saturation is reachable).
-PE_SMALL = HwParams(dw=4, k_max=2, w_max=3, acc_w=9)
+PE_SMALL = HwParams(dw=4, k_max=3, w_max=8, acc_w=9)
 
 
 def longest_op(p: HwParams) -> int:
@@ -51,7 +51,7 @@ def pe_harness(p: HwParams = PE_SMALL, groups: tuple[str, ...] = GROUPS, pe_cls=
     h = Harness()
     m = h.m
     dut = pe_cls(p)
-    h.add_dut("pe", dut)
+    sig = h.add_dut("pe", dut)
     cfg, p1, p2, p3, out = dut.cfg, dut.port1, dut.port2, dut.port3, dut.out
     for name in ("cfg", "port1", "port2", "port3"):
         h.stream_rule(getattr(dut, name), name, kind=Assume)
@@ -158,7 +158,53 @@ def pe_harness(p: HwParams = PE_SMALL, groups: tuple[str, ...] = GROUPS, pe_cls=
             with m.If(~bad & osrc):
                 m.d.comb += Assert(b.last & (b.base == 0) & (b.count == k))
 
+    if "contract" in groups or "refusal" in groups:
+        # Inductive invariants: the harness's record of the op against the PE's own registers
+        # (hw/pe.py: IDLE, MASK, WEIGHTS, DATA, OSRC, FINAL = 0..5). They make k-induction
+        # close, so the contract is proved for every reachable state, not only to a depth.
+        st = probe(sig, "state")
+        i_mode, i_k, i_err, i_olen = (probe(sig, n) for n in ("mode", "k", "error", "out_len"))
+        wcnt, p1done, p2done, base = (probe(sig, n) for n in ("wcnt", "p1done", "p2done", "base"))
+        msrc = mode == MODE_MSRC
+        m.d.comb += [Assert(st <= 5), Assert(busy == (st != 0))]
+        with m.If(busy):
+            m.d.comb += Assert((i_mode == mode) & (i_k == k) & (i_err == bad) & (i_olen == out_len) &
+                               (n3 <= msrc))
+            with m.If(bad):
+                m.d.comb += Assert((st == 5) & (prog == 1) & (n1 == 0) & (n2 == 0) & (n3 == 0))
+            with m.Else():
+                m.d.comb += [Assert(prog == 1 + n1 + n2 + n3), Assert(mode != 3),
+                             Assert((k >= 1) & (k <= p.k_max) & (out_len >= 1) & (out_len <= p.w_max) &
+                                    (in_len >= 1) & (in_len <= p.w_max))]
+                with m.If(n1 == 0):
+                    m.d.comb += Assert(~p1_last)
+                with m.If(osrc & (n2 == 0)):
+                    m.d.comb += Assert(~p2_last)
+                with m.If(n1 != 0):
+                    m.d.comb += Assert(((p1_prev < in_len) & (n1 <= p1_prev + 1)) |
+                                       ((p1_prev == p.off_end) & (n1 == 1) & p1_last))
+                with m.If(osrc & (n2 != 0)):
+                    m.d.comb += Assert(((p2_prev < out_len) & (n2 <= p2_prev + 1)) |
+                                       ((p2_prev == p.off_end) & (n2 == 1) & p2_last))
+                with m.If(~osrc):
+                    m.d.comb += [Assert(n2 <= k), Assert(next_col <= base)]
+                with m.Switch(st):
+                    with m.Case(1):
+                        m.d.comb += Assert(msrc & (n3 == 0) & (n2 == 0) & (n1 == 0) & (wcnt == 0))
+                    with m.Case(2):
+                        m.d.comb += Assert(~osrc & (n3 == msrc) & (wcnt == n2) & (n2 < k) & (n1 == 0))
+                    with m.Case(3):
+                        m.d.comb += Assert(~osrc & (n3 == msrc) & (n2 == k) & ~p1_last)
+                    with m.Case(4):
+                        m.d.comb += Assert(osrc & (p1done == p1_last) & (p2done == p2_last) &
+                                           ~(p1_last & p2_last))
+                    with m.Case(5):
+                        m.d.comb += Assert(p1_last & Mux(osrc, p2_last, (n3 == msrc) & (n2 == k)))
+
     if "lanes" in groups:
+        for j in range(p.k_max):  # inductive invariant: Reg-2 itself never leaves the range
+            r2 = probe(sig, f"reg2_{j}")
+            m.d.comb += Assert((r2 >= -lim) & (r2 <= lim))
         with m.If(out.valid):
             for j in range(p.k_max):
                 m.d.comb += Assert((b.lanes[j] >= -lim) & (b.lanes[j] <= lim))

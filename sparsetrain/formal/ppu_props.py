@@ -49,6 +49,19 @@ def rne_shift_ref(v, s: int):
     return q + ((rem > half) | ((rem == half) & q[0]))
 
 
+def fsm_states(state: Signal) -> dict[str, int]:
+    """Name -> encoding of an Amaranth FSM state signal (from its decoder, "NAME/value")."""
+    names = {}
+    for v in range(1 << len(state)):
+        try:
+            text = state.decoder(v) if state.decoder else ""
+        except KeyError:  # values past the last state
+            continue
+        if "/" in text:
+            names[text.rsplit("/", 1)[0]] = v
+    return names
+
+
 def longest_command(c: PPUConfig) -> int:
     """Occupancy of the longest command without stalls (FINISH of W_MAX columns, section 7.1)."""
     return c.w_max + 3
@@ -98,6 +111,21 @@ def ppu_harness(c: PPUConfig = PPU_SMALL, groups: tuple[str, ...] = GROUPS, ppu_
     past_cmd = h.past(cp, "cmd")
     past_cmd_v = cp.shape()(past_cmd)
 
+    # Inductive invariants: the harness's view of the running command against the PPU's FSM
+    # (needed by k-induction; true properties in their own right).
+    fsm = probe(sig, "ppu_fsm_state")
+    fs = fsm_states(fsm)
+    r_slot = probe(sig, "r_slot")
+    in_state = {name: fsm == v for name, v in fs.items()}
+    m.d.comb += [
+        Assert(fsm < len(fs)),
+        Assert(busy_op == (fsm != fs["IDLE"])),
+        Assert(~busy_op | (running == Op.ACCUM) | (running == Op.FINISH) | (running == Op.END_BATCH)),
+        Assert(~busy_op | ((running == Op.ACCUM) == in_state["ACCUM"])),
+        Assert(~busy_op | ((running == Op.END_BATCH) == in_state["END_BATCH"])),
+        Assert(r_slot < c.n_slots),
+    ]
+
     if "stream" in groups:
         h.stream_rule(out, "out", kind=Assert)
 
@@ -128,6 +156,8 @@ def ppu_harness(c: PPUConfig = PPU_SMALL, groups: tuple[str, ...] = GROUPS, ppu_
                 m.d.comb += Assert(acc[x] == past_cmd_v.bias)
             with m.If(h.past_valid & past_busy & (past_running == Op.FINISH) & cmd.ready):
                 m.d.comb += Assert(acc[x] == 0)
+            with m.If(in_state["DRAIN"]):
+                m.d.comb += Assert(acc[x] == 0)
         # beats are taken only during ACCUM, and only from PEs of the mask
         for pe in pes:
             with m.If(pe.ready):
@@ -151,6 +181,17 @@ def ppu_harness(c: PPUConfig = PPU_SMALL, groups: tuple[str, ...] = GROUPS, ppu_
             total = Signal(c.tau_w + c.log2_n_f + 1, name=f"h_fifo_total{s}")
             m.d.comb += total.eq(sum(entries))
             m.d.comb += Assert(probe(sig, f"fifo_sum{s}") == total)
+            # invariants: the count is the pushes seen (one behind while END_BATCH pushes), and a
+            # FIFO that is not full holds its entries at 0 .. count-1, zeros above
+            cnt, wp = probe(sig, f"fifo_cnt{s}"), probe(sig, f"fifo_wp{s}")
+            eb_here = in_state["END_BATCH"] & (r_slot == s)
+            m.d.comb += Assert((cnt <= nf) & ((cnt == pushes[s]) |
+                               (eb_here & ((cnt + 1 == pushes[s]) | ((cnt == nf) & (pushes[s] == nf))))))
+            with m.If(cnt < nf):
+                m.d.comb += Assert(wp == cnt)
+                for i in range(nf):
+                    with m.If(cnt <= i):
+                        m.d.comb += Assert(entries[i] == 0)
             with m.If(dut.status_sel.slot == s):
                 m.d.comb += Assert(st.tau_pred == rne_shift_ref(total, c.log2_n_f)[:c.tau_w])
                 with m.If(cmd.ready):
