@@ -48,8 +48,9 @@ MUTATIONS = (
 )
 
 
-def mutant_module(mut: Mutation) -> ModuleType:
-    """Import a copy of ``sparsetrain.hw.<module>`` with the mutation applied."""
+def mutant_module(mut: Mutation, apply: bool = True) -> ModuleType:
+    """Import a copy of ``sparsetrain.hw.<module>`` with the mutation applied (``apply=False``:
+    the unchanged copy, the control that shows the copy itself passes the same check)."""
     from .. import hw
     src_path = Path(hw.__path__[0]) / f"{mut.module}.py"
     text = src_path.read_text()
@@ -63,15 +64,16 @@ def mutant_module(mut: Mutation) -> ModuleType:
     mod.__package__ = hw.__name__
     sys.modules[name] = mod
     try:
-        exec(compile(text.replace(mut.original, mut.mutant), f"<mutant {mut.name} of {src_path}>", "exec"),
+        code = text.replace(mut.original, mut.mutant) if apply else text
+        exec(compile(code, f"<mutant {mut.name} of {src_path}>", "exec"),
              mod.__dict__)
     finally:
         sys.modules.pop(name, None)
     return mod
 
 
-def mutant_harness(mut: Mutation):
-    cls = getattr(mutant_module(mut), mut.cls)
+def mutant_harness(mut: Mutation, apply: bool = True):
+    cls = getattr(mutant_module(mut, apply), mut.cls)
     if mut.module == "pe":
         from .pe_props import PE_SMALL, pe_harness
         return pe_harness(PE_SMALL, (mut.check,), pe_cls=cls)
@@ -81,6 +83,8 @@ def mutant_harness(mut: Mutation):
     raise ValueError(f"mutation {mut.name}: module = {mut.module!r} has no harness; allowed: pe, ppu")
 
 
-def run_mutation(mut: Mutation, workdir: Path) -> SbyResult:
-    h = mutant_harness(mut)
-    return run_sby(h.m, h.ports, Path(workdir) / mut.name, mut.mode, mut.depth)
+def run_mutation(mut: Mutation, workdir: Path, apply: bool = True) -> SbyResult:
+    """Run the mutation's check on the mutated copy (``apply=False``: on the unchanged copy)."""
+    h = mutant_harness(mut, apply)
+    sub = mut.name if apply else f"{mut.name}_control"
+    return run_sby(h.m, h.ports, Path(workdir) / sub, mut.mode, mut.depth)

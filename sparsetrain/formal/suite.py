@@ -63,51 +63,96 @@ def _ppu(groups: tuple[str, ...]):
     return build
 
 
+def _group(groups: tuple[str, ...]):
+    def build():
+        from .group_props import GROUP_SMALL, group_harness
+        return group_harness(GROUP_SMALL, groups)
+    return build
+
+
+def _core(groups: tuple[str, ...]):
+    def build():
+        from .core_props import CORE_SMALL, core_harness
+        return core_harness(CORE_SMALL, groups)
+    return build
+
+
+def _datapath(p) -> str:
+    return f"DW={p.dw} K_MAX={p.k_max} W_MAX={p.w_max} ACC_W={p.acc_w}"
+
+
 def _checks() -> list[Check]:
+    from .core_props import CORE_SMALL
+    from .group_props import GROUP_SMALL
     from .pe_props import PE_SMALL, longest_op
     from .ppu_props import PPU_SMALL, longest_command
+    # BMC / cover depths: twice the longest stall-free operation of the small configuration
     pe_d = 2 * longest_op(PE_SMALL)
     ppu_d = 2 * longest_command(PPU_SMALL)
-    pe_cfg = f"DW={PE_SMALL.dw} K_MAX={PE_SMALL.k_max} W_MAX={PE_SMALL.w_max} ACC_W={PE_SMALL.acc_w}"
+    grp_d = 2 * longest_op(GROUP_SMALL)
+    pe_cfg = _datapath(PE_SMALL)
     c = PPU_SMALL
-    ppu_cfg = (f"DW={c.dw} K_MAX={c.k_max} W_MAX={c.w_max} ACC_W={c.acc_w} N_F={c.n_f} N_SLOTS={c.n_slots} "
-               f"R_W={c.r_w} SUM_W={c.sum_w} G_W={c.g_w} CNT_W={c.cnt_w}")
-    checks = [
-        Check("pe.stream", "pe", "prove", 3, _pe(("stream",)),
-              "out: valid held with a stable payload until ready (inputs obey the same rule)", True, pe_cfg),
-        Check("pe.contract", "pe", "bmc", pe_d, _pe(("contract",)),
-              "one op at a time; ports read only in their phase, never past `last`; one progress "
-              "handshake per cycle; progress cycles = section 6 table at the final beat; no stall while "
-              "ports keep up; final beat the cycle after the last input; retire beats only with their "
-              "entry and never dropped; disjoint increasing columns inside out_len", True, pe_cfg),
-        Check("pe.lanes", "pe", "bmc", pe_d, _pe(("lanes",)),
-              "lanes >= count are 0; every lane within +-(2**(ACC_W-1)-1) (saturation, no wrap)", False, pe_cfg),
-        Check("pe.refusal", "pe", "bmc", pe_d, _pe(("refusal",)),
+    ppu_cfg = (f"{_datapath(c)} N_F={c.n_f} N_SLOTS={c.n_slots} R_W={c.r_w} SUM_W={c.sum_w} "
+               f"G_W={c.g_w} CNT_W={c.cnt_w}")
+    g = GROUP_SMALL
+    grp_cfg = f"{_datapath(g)} BUF_DEPTH={g.buf_depth} MASK_DEPTH={g.mask_depth} N_SLOTS={g.n_slots} N_F={g.n_f}"
+    k = CORE_SMALL
+    core_cfg = (f"{_datapath(k)} G={k.groups} BUF_DEPTH={k.buf_depth} MASK_DEPTH={k.mask_depth} "
+                f"IMEM_DEPTH={k.imem_depth} DIR_DEPTH={k.dir_depth} N_SLOTS={k.n_slots} N_F={k.n_f}")
+    stream = "valid held with a stable payload until ready (inputs obey the same rule)"
+    return [
+        Check("pe.stream", "pe", "prove", 2, _pe(("stream",)), f"out: {stream}", True, pe_cfg),
+        Check("pe.contract", "pe", "prove", 2, _pe(("contract",)),
+              "one op at a time (cfg.ready exactly while idle); ports read only in their phase, never past "
+              "`last`; one progress handshake per cycle; progress cycles = section 6 table (K, N1, N2) at the "
+              "final beat; no stall while every port keeps up; final beat in the cycle after the last input; "
+              "retire beats only with their entry, never dropped or duplicated; disjoint increasing columns "
+              "inside out_len, count <= K", True, pe_cfg),
+        Check("pe.lanes", "pe", "prove", 2, _pe(("lanes",)),
+              "lanes >= count are 0; Reg-2 and every lane within +-(2**(ACC_W-1)-1) (saturation, no wrap)",
+              True, pe_cfg),
+        Check("pe.refusal", "pe", "prove", 2, _pe(("refusal",)),
               "out-of-range cfg: no port read, next cycle one beat base=0 count=0 last; cfg_error = "
-              "last accepted cfg was out of range", True, pe_cfg),
+              "the last accepted cfg was out of range", True, pe_cfg),
         Check("pe.cover", "pe", "cover", pe_d, _pe(("cover",)),
-              "reachable: SRC, MSRC (with retire beats), OSRC ops, a refused op, a back-pressured retire "
-              "beat, back-to-back ops", True, pe_cfg),
-        Check("ppu.stream", "ppu", "prove", 3, _ppu(("stream",)),
-              "out: valid held with a stable payload until ready (inputs obey the same rule)", True, ppu_cfg),
-        Check("ppu.acc", "ppu", "bmc", ppu_d, _ppu(("acc",)),
-              "ACCUM: acc[x] = sat(acc[x] + contributions) exactly; START loads bias; zero after FINISH; "
-              "|acc| <= 2**(ACC_W-1)-1; beats taken only in ACCUM; sum|g| and counters fall only when cleared",
-              False, ppu_cfg),
-        Check("ppu.fifo", "ppu", "bmc", ppu_d, _ppu(("fifo",)),
+              "reachable: SRC and MSRC ops with retire beats, an OSRC op, a refused op, a back-pressured "
+              "retire beat, back-to-back ops", True, pe_cfg),
+        Check("ppu.stream", "ppu", "prove", 2, _ppu(("stream",)), f"out: {stream}", True, ppu_cfg),
+        Check("ppu.acc", "ppu", "prove", 2, _ppu(("acc",)),
+              "ACCUM: acc[x] = sat(acc[x] + the cycle's contributions) exactly; START loads the bias; zero "
+              "after FINISH; |acc| <= 2**(ACC_W-1)-1; beats taken only in ACCUM; sum|g| and the counters "
+              "fall only when cleared (saturate, never wrap)", False, ppu_cfg),
+        Check("ppu.fifo", "ppu", "prove", 2, _ppu(("fifo",)),
               "tau_pred = rne_shift(sum of entries, log2 N_F); running sum = sum of entries; fifo_full and "
-              "fifo_count = N_F pushes since the slot was cleared", False, ppu_cfg),
-        Check("ppu.rng", "ppu", "bmc", ppu_d, _ppu(("rng",)),
+              "fifo_count = N_F pushes since the slot was cleared", True, ppu_cfg),
+        Check("ppu.rng", "ppu", "prove", 2, _ppu(("rng",)),
               "xorshift state never 0; every change is the reference step (only for a value that needs R) "
-              "or a SEED load", False, ppu_cfg),
+              "or a SEED load", True, ppu_cfg),
         Check("ppu.prune", "ppu", "bmc", ppu_d, _ppu(("prune",)),
-              "pruned value in {0, +-tau, q}; 0 stays 0; no R, no change; compressed row: non-zero values, "
-              "increasing offsets below length, the empty-row marker alone", False, ppu_cfg),
-        Check("ppu.cover", "ppu", "cover", ppu_d, _ppu(("cover",)),
+              "pruned value in {0, +-tau, q}; 0 stays 0; no R drawn, no change; compressed row: non-zero "
+              "values at increasing offsets below length, or the empty-row marker alone", True, ppu_cfg),
+        Check("ppu.cover", "ppu", "cover", ppu_d + 6, _ppu(("cover",)),
               "reachable: every command accepted and finished, pruning to 0 and to tau, a full FIFO, "
               "a saturated lane, back-to-back entries", False, ppu_cfg),
+        Check("group.issue", "group", "prove", 3, _group(("issue",)),
+              "a cfg goes only to a free PE; after an error no op is issued and the group is never free "
+              "again", True, grp_cfg),
+        Check("group.write", "group", "bmc", grp_d, _group(("write",)),
+              "each unit's result is written once: one directory write per unit, entries at consecutive "
+              "addresses from out_addr, at most max(1, length), none outside a unit", False, grp_cfg),
+        Check("group.stream", "group", "bmc", grp_d, _group(("stream",)),
+              "fetch engine -> PE Port-1/2/3, PE -> PPU and PPU out: stream rule, no assumption on them",
+              False, grp_cfg),
+        Check("group.cover", "group", "cover", grp_d + 8, _group(("cover",)),
+              "reachable: a unit with ops writes its row (also with two PEs busy); error codes BAD_OPCODE, "
+              "ADDRESS, BAD_OP", False, grp_cfg),
+        Check("core.control", "core", "prove", 2, _core(("control",)),
+              "a unit only to a free group, one at a time; PPU commands only to idle groups; an error ends "
+              "the run: done and error together, held with the code until start", False, core_cfg),
+        Check("core.cover", "core", "cover", 12, _core(("cover",)),
+              "reachable: each error code (BAD_OPCODE, ADDRESS, BAD_OP, BAD_UNIT) ends a run; a run ends "
+              "normally at END", False, core_cfg),
     ]
-    return checks
 
 
 class _Lazy(list):
