@@ -43,7 +43,7 @@ MUTATIONS = (
              "the final beat is withdrawn after one cycle whether or not it was accepted"),
     Mutation("ppu_no_saturation", "ppu", "PPU",
              "m.d.sync += acc[col].eq(_sat_signed(total, c.acc_w))", "m.d.sync += acc[col].eq(total)",
-             "acc", "bmc", 6,
+             "sat", "bmc", 6,
              "ACCUM drops the saturation: an accumulator lane wraps"),
 )
 

@@ -8,8 +8,9 @@ Everything else is free, including every ``ready`` of ``out`` and ``status_sel``
 Property groups: ``stream`` (``out`` obeys the stream rule), ``acc`` (every ACCUM cycle
 sets each column to the saturated exact sum of its old value and the cycle's contributions,
 computed here from the beats' ``base``/``count``/``lanes`` independently of the RTL's
-shifter; START loads the bias; FINISH leaves the accumulator zero; every lane stays in
-+-(2**(ACC_W-1)-1); sum|g| and the counters never wrap: they only fall when cleared),
+shifter; START loads the bias; FINISH leaves the accumulator zero), ``sat`` (every lane
+stays in +-(2**(ACC_W-1)-1); beats are taken only during ACCUM; sum|g| and the counters
+never wrap: they only fall when cleared),
 ``fifo`` (``tau_pred`` is ``rne_shift(sum of the FIFO's entries, log2 N_F)``, the running
 sum equals the sum of the entries, ``fifo_full``/``fifo_count`` are "N_F pushes since the
 slot was cleared"), ``rng`` (the xorshift state is never 0 and every change is the
@@ -27,7 +28,7 @@ from ..golden.ppu_model import N_PE, Op, PPUConfig
 from ..hw.ppu import PPU
 from .props import Harness, probe
 
-GROUPS = ("stream", "acc", "fifo", "rng", "prune", "cover")
+GROUPS = ("stream", "acc", "sat", "fifo", "rng", "prune", "cover")
 
 # Small configuration: 4 columns, 2 lanes per beat, 2 slots of a 2-deep FIFO, the narrowest
 # legal sums and counters (so their saturation is reachable), 8-bit random numbers.
@@ -129,6 +130,7 @@ def ppu_harness(c: PPUConfig = PPU_SMALL, groups: tuple[str, ...] = GROUPS, ppu_
     if "stream" in groups:
         h.stream_rule(out, "out", kind=Assert)
 
+    in_accum = busy_op & (running == Op.ACCUM)
     if "acc" in groups:
         # contributions of this cycle's accepted beats, column by column (section 7.1)
         contrib = []
@@ -142,10 +144,8 @@ def ppu_harness(c: PPUConfig = PPU_SMALL, groups: tuple[str, ...] = GROUPS, ppu_
             s = Signal(signed(c.acc_w + 3), name=f"h_contrib{x}")
             m.d.comb += s.eq(sum(terms))
             contrib.append(s)
-        in_accum = busy_op & (running == Op.ACCUM)
         past_accum = h.past(in_accum, "accum")
         for x in range(c.w_max):
-            m.d.comb += Assert((acc[x] >= -lim) & (acc[x] <= lim))
             pa = h.past(acc[x], f"acc{x}").as_signed()
             pc = h.past(contrib[x], f"contrib{x}").as_signed()
             tot = Signal(signed(c.acc_w + 4), name=f"h_total{x}")
@@ -158,7 +158,13 @@ def ppu_harness(c: PPUConfig = PPU_SMALL, groups: tuple[str, ...] = GROUPS, ppu_
                 m.d.comb += Assert(acc[x] == 0)
             with m.If(in_state["DRAIN"]):
                 m.d.comb += Assert(acc[x] == 0)
-        # beats are taken only during ACCUM, and only from PEs of the mask
+
+    if "acc" in groups or "sat" in groups:
+        for x in range(c.w_max):
+            m.d.comb += Assert((acc[x] >= -lim) & (acc[x] <= lim))
+
+    if "sat" in groups:
+        # beats are taken only during ACCUM
         for pe in pes:
             with m.If(pe.ready):
                 m.d.comb += Assert(in_accum)

@@ -119,9 +119,11 @@ def _checks() -> list[Check]:
               "retire beat, back-to-back ops", True, pe_cfg),
         Check("ppu.stream", "ppu", "prove", 2, _ppu(("stream",)), f"out: {stream}", True, ppu_cfg),
         Check("ppu.acc", "ppu", "prove", 2, _ppu(("acc",)),
-              "ACCUM: acc[x] = sat(acc[x] + the cycle's contributions) exactly; START loads the bias; zero "
-              "after FINISH; |acc| <= 2**(ACC_W-1)-1; beats taken only in ACCUM; sum|g| and the counters "
-              "fall only when cleared (saturate, never wrap)", False, ppu_cfg),
+              "ACCUM: acc[x] = sat(acc[x] + the cycle's contributions) exactly (no wrap); START loads the "
+              "bias; zero after FINISH; |acc| <= 2**(ACC_W-1)-1", False, ppu_cfg),
+        Check("ppu.sat", "ppu", "prove", 2, _ppu(("sat",)),
+              "|acc| <= 2**(ACC_W-1)-1; beats taken only in ACCUM; sum|g|, layer_nnz, layer_elems fall only "
+              "when cleared (saturate, never wrap)", True, ppu_cfg),
         Check("ppu.fifo", "ppu", "prove", 2, _ppu(("fifo",)),
               "tau_pred = rne_shift(sum of entries, log2 N_F); running sum = sum of entries; fifo_full and "
               "fifo_count = N_F pushes since the slot was cleared", True, ppu_cfg),
