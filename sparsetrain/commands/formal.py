@@ -32,14 +32,14 @@ def run(args: argparse.Namespace) -> int:
     checks = select(args.block, args.check, fast=args.fast)
     if args.list:
         for c in checks:
-            print(f"{c.name:<14} {c.mode:<6} depth {c.depth:<3} {'fast ' if c.fast else ''}{c.what}")
+            print(f"{c.name:<20} {c.mode:<6} depth {c.depth:<3} {'fast ' if c.fast else ''}{c.what}")
         return 0
     out = Path(args.out)
     print(f"{len(checks)} checks -> {out}")
 
     def progress(r) -> None:
         row = r.row()
-        print(f"  {row['check']:<14} {r.check.mode:<6} depth {str(row['depth']):<6} {row['status']:<7} "
+        print(f"  {row['check']:<20} {r.check.mode:<6} depth {str(row['depth']):<6} {row['status']:<7} "
               f"{row['seconds']:>7.1f} s", flush=True)
         if r.status != "PASS":
             for line in r.sby.summary:

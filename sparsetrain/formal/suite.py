@@ -56,6 +56,14 @@ def _pe(groups: tuple[str, ...]):
     return build
 
 
+def _pe_default(groups: tuple[str, ...]):
+    def build():
+        from ..hw.layouts import HwParams
+        from .pe_props import pe_harness
+        return pe_harness(HwParams(), groups)
+    return build
+
+
 def _ppu(groups: tuple[str, ...]):
     def build():
         from .ppu_props import PPU_SMALL, ppu_harness
@@ -91,6 +99,8 @@ def _checks() -> list[Check]:
     ppu_d = 2 * longest_command(PPU_SMALL)
     grp_d = 2 * longest_op(GROUP_SMALL)
     pe_cfg = _datapath(PE_SMALL)
+    from ..hw.layouts import HwParams
+    pe_default = _datapath(HwParams())
     c = PPU_SMALL
     ppu_cfg = (f"{_datapath(c)} N_F={c.n_f} N_SLOTS={c.n_slots} R_W={c.r_w} SUM_W={c.sum_w} "
                f"G_W={c.g_w} CNT_W={c.cnt_w}")
@@ -117,6 +127,13 @@ def _checks() -> list[Check]:
         Check("pe.cover", "pe", "cover", pe_d, _pe(("cover",)),
               "reachable: SRC and MSRC ops with retire beats, an OSRC op, a refused op, a back-pressured "
               "retire beat, back-to-back ops", True, pe_cfg),
+        # the control proofs close at the default (paper-sized) PE as well
+        Check("pe.stream@default", "pe", "prove", 2, _pe_default(("stream",)), f"out: {stream}", False,
+              pe_default),
+        Check("pe.contract@default", "pe", "prove", 2, _pe_default(("contract",)),
+              "as pe.contract", False, pe_default),
+        Check("pe.refusal@default", "pe", "prove", 2, _pe_default(("refusal",)),
+              "as pe.refusal", False, pe_default),
         Check("ppu.stream", "ppu", "prove", 2, _ppu(("stream",)), f"out: {stream}", True, ppu_cfg),
         Check("ppu.acc", "ppu", "prove", 2, _ppu(("acc",)),
               "ACCUM: acc[x] = sat(acc[x] + the cycle's contributions) exactly (no wrap); START loads the "
