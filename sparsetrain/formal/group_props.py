@@ -22,7 +22,7 @@ from amaranth.hdl import Assert, Assume, Cover, Fragment, Signal
 from ..golden.ppu_model import Op
 from ..hw.core_isa import CoreParams, ErrorCode
 from ..hw.group import Group, N_BUF_PORTS
-from .props import Harness, internal_signals, popcount
+from .props import Harness, popcount
 
 GROUPS = ("issue", "write", "stream", "cover")
 
@@ -44,7 +44,6 @@ def group_harness(p: CoreParams = GROUP_SMALL, groups: tuple[str, ...] = GROUPS,
     subs = {name: sub.origins[0] for sub, name, _ in frag.subfragments}
     pes = [subs[f"pe{j}"] for j in range(3)]
     ppu = subs["ppu"]
-    _ = internal_signals(frag)
 
     # ---- environment: what the core guarantees
     u = dut.unit

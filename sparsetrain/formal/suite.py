@@ -147,9 +147,12 @@ def _checks() -> list[Check]:
         Check("ppu.rng", "ppu", "prove", 2, _ppu(("rng",)),
               "xorshift state never 0; every change is the reference step (only for a value that needs R) "
               "or a SEED load", True, ppu_cfg),
-        Check("ppu.prune", "ppu", "bmc", ppu_d, _ppu(("prune",)),
-              "pruned value in {0, +-tau, q}; 0 stays 0; no R drawn, no change; compressed row: non-zero "
-              "values at increasing offsets below length, or the empty-row marker alone", True, ppu_cfg),
+        Check("ppu.prune", "ppu", "prove", 2, _ppu(("prune",)),
+              "pruned value in {0, +-tau, q} (tau with the sign of q); 0 stays 0; no R drawn, no change",
+              True, ppu_cfg),
+        Check("ppu.row", "ppu", "bmc", ppu_d, _ppu(("row",)),
+              "compressed row: non-zero values at increasing offsets below length, or the empty-row "
+              "marker alone", True, ppu_cfg),
         Check("ppu.cover", "ppu", "cover", ppu_d + 6, _ppu(("cover",)),
               "reachable: every command accepted and finished, pruning to 0 and to tau, a full FIFO, "
               "a saturated lane, back-to-back entries", False, ppu_cfg),
