@@ -69,7 +69,7 @@ perf: setup
 	$(ST) perf --all --out $(OUT)/perf
 
 formal: setup
-	$(ST) formal --out $(OUT)/formal
+	$(ST) formal --mutation --out $(OUT)/formal
 
 clean:
 	rm -rf $(OUT) build sim_build .pytest_cache
