@@ -167,10 +167,10 @@ def _checks() -> list[Check]:
               False, grp_cfg),
         Check("group.cover", "group", "cover", grp_d + 8, _group(("cover",)),
               "reachable: a unit with ops writes its row (also with two PEs busy); error codes BAD_OPCODE, "
-              "ADDRESS, BAD_OP", False, grp_cfg),
+              "ADDRESS, BAD_OP", True, grp_cfg),
         Check("core.control", "core", "prove", 2, _core(("control",)),
               "a unit only to a free group, one at a time; PPU commands only to idle groups; an error ends "
-              "the run: done and error together, held with the code until start", False, core_cfg),
+              "the run: done and error together, held with the code until start", True, core_cfg),
         Check("core.cover", "core", "cover", 12, _core(("cover",)),
               "reachable: each error code (BAD_OPCODE, ADDRESS, BAD_OP, BAD_UNIT) ends a run; a run ends "
               "normally at END", False, core_cfg),
