@@ -13,7 +13,7 @@ STAMP    := $(VENV)/.sparsetrain-installed
 JOBS     ?= 2
 OUT      ?= out
 
-.PHONY: help setup apt test demo verilog regress synth perf lint clean
+.PHONY: help setup apt test demo verilog regress synth perf lint formal clean
 
 help:
 	@echo "make test     run the test suite (installs everything it needs first)"
@@ -23,6 +23,7 @@ help:
 	@echo "make synth    Yosys area estimates of every block into $(OUT)/synth"
 	@echo "make perf     performance model of the papers' networks into $(OUT)/perf"
 	@echo "make lint     verilator --lint-only -Wall on the emitted Verilog"
+	@echo "make formal   SymbiYosys proofs of the PE, PPU, group and core (report in $(OUT)/formal)"
 
 # Idempotent: apt-installs only what is missing, builds the venv once, reinstalls the
 # package only when pyproject.toml changed.
@@ -39,7 +40,7 @@ $(STAMP): pyproject.toml | apt
 	@[ -x $(PY) ] || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,formal]'
 	@touch $@
 
 test: setup
@@ -66,6 +67,9 @@ synth: setup
 
 perf: setup
 	$(ST) perf --all --out $(OUT)/perf
+
+formal: setup
+	$(ST) formal --mutation --out $(OUT)/formal
 
 clean:
 	rm -rf $(OUT) build sim_build .pytest_cache

