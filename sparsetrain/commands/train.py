@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=None, help="default: 0.05 for alexnet, 0.1 otherwise (papers)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="default: 0.01 for alexnet (He init; the papers: 0.05), 0.1 otherwise (papers)")
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--lr-decay-epochs", type=int, default=100, help="lr x 0.1 every this many epochs")
