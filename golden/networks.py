@@ -18,7 +18,7 @@ AlexNet is initialised as He et al. 2015 ("Delving deep into rectifiers"; ``kaim
 torch's default (uniform, variance 1 / (3 fan_in)) shrinks the signal about 2x per
 Conv-ReLU layer, so with no BatchNorm the logits of an 8-layer AlexNet hardly depend on the
 input at initialisation and the first conv's gradients are ~10^4 times smaller than the last
-layer's; SGD then sits at chance for hundreds of steps (docs/reproduction.md). ResNet and
+layer's; a short run then ends at chance at any learning rate (docs/reproduction.md). ResNet and
 MobileNet keep torch's default: their BatchNorm restores the scale after every conv.
 """
 from __future__ import annotations
@@ -111,7 +111,6 @@ class AlexNet(nn.Module):
             nn.Dropout(0.5), nn.Linear(fc, fc), nn.ReLU(),
             nn.Linear(fc, num_classes),
         )
-
         kaiming_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -121,7 +120,7 @@ class AlexNet(nn.Module):
 def kaiming_init(model: nn.Module) -> None:
     """He initialisation for a ReLU network without BatchNorm (AlexNet's Conv-ReLU blocks).
 
-    Every conv and linear layer gets N(0, 2 / fan_in) weights and zero biases, which keeps the
+    Every conv and hidden linear layer gets N(0, 2 / fan_in) weights and zero biases, which keeps the
     second moment of the activations constant from layer to layer through the ReLUs (He et al.
     2015, eq. 10). The last linear layer (the logits, no ReLU after it) gets N(0, 0.01^2): with
     He's scale there the initial logits would have an rms of about 4 (dropout and max-pooling

@@ -26,7 +26,7 @@ from .campfire import MASKS_META_NAME, MASKS_NAME, CampfirePruner, WeightPruneCo
 from .data import Split, fashion_mnist
 from .fixedpoint import check_param
 from .networks import build_model, check_model_name, conv_layers
-from .pruning import PruneConfig, check_estimator, check_rate, pruners
+from .pruning import PruneConfig, check_estimator, check_rate, count_nonzero, pruners
 from .tensors import GoldenRecorder, export_golden
 
 DEFAULT_LR = {"alexnet": 0.01}  # others: 0.1 (Ye et al. 2019, section 6.1; AlexNet there: 0.05, see docstring)
@@ -126,13 +126,13 @@ class ActivationDensity:
     def _hook(self, name: str):
         def count_grad(g: torch.Tensor) -> None:
             c = self.counts[name]
-            c[2] += int(torch.count_nonzero(g))
+            c[2] += count_nonzero(g)
             c[3] += g.numel()
 
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
             if module.training:
                 c = self.counts.setdefault(name, [0, 0, 0, 0])
-                c[0] += int(torch.count_nonzero(inputs[0]))
+                c[0] += count_nonzero(inputs[0])
                 c[1] += inputs[0].numel()
                 if output.requires_grad:
                     output.register_hook(count_grad)
