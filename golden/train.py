@@ -2,7 +2,9 @@
 
 Momentum SGD as in the papers (momentum 0.9, weight decay 5e-4, lr 0.1 for ResNet and
 MobileNet, lr x 0.1 every ``lr_decay_epochs`` epochs); AlexNet uses lr 0.01, not the papers' 0.05
-(with He initialisation 0.05 stalls near chance for the first epoch; docs/reproduction.md). Writes ``metrics.json`` (config,
+(with He initialisation 0.05 stalls near chance for the first epoch; docs/reproduction.md).
+``lr_schedule="cosine"`` anneals the lr per epoch to 0 over ``epochs`` instead (its lr per epoch
+is in metrics.json, ``epochs[i].lr``). Writes ``metrics.json`` (config,
 per-epoch loss / accuracies / per-layer densities and thresholds) and ``metrics.png`` into
 the run directory, and golden tensors under ``golden/step_NNNNNN/`` for the chosen steps.
 """
@@ -30,6 +32,7 @@ from .pruning import PruneConfig, check_estimator, check_rate, count_nonzero, pr
 from .tensors import GoldenRecorder, export_golden
 
 DEFAULT_LR = {"alexnet": 0.01}  # others: 0.1 (Ye et al. 2019, section 6.1; AlexNet there: 0.05, see docstring)
+LR_SCHEDULES = ("step", "cosine")
 METRICS_NAME, PLOT_NAME = "metrics.json", "metrics.png"
 MODEL_NAME = "model.pt"  # state_dict, written with save_model (sparsetrain robustness reads it)
 # what a run may write at the top of its folder (golden.outdir refuses a user's file of these names)
@@ -47,6 +50,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     lr_decay_epochs: int = 100
+    lr_schedule: str = "step"  # "step": x 0.1 every lr_decay_epochs; "cosine": (1 + cos(pi e / epochs)) / 2 in epoch e
     seed: int = 0
     n_f: int = 4
     estimator: str = "unbiased"
@@ -83,6 +87,8 @@ class TrainConfig:
         check_param("N_F", self.n_f)
         check_param("seed", self.seed, 0, 2**63 - 1)
         check_param("lr_decay_epochs", self.lr_decay_epochs, 1, 1 << 30)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule = {self.lr_schedule!r} is out of range; allowed: {', '.join(LR_SCHEDULES)}")
         if self.lr is not None and not (math.isfinite(self.lr) and 0 < self.lr <= 10):
             raise ValueError(f"lr = {self.lr!r} is out of range; allowed: 0 < lr <= 10")
         if self.max_steps is not None:
@@ -228,7 +234,8 @@ def _train(cfg: TrainConfig, out: Path | None, run_dir: outdir.OutDir | None, ov
     prune_layers = pruners(model)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_decay_epochs, gamma=0.1)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs) if cfg.lr_schedule == "cosine"
+             else torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_decay_epochs, gamma=0.1))
     wcfg = cfg.weight_prune_config()
     campfire = CampfirePruner(model, wcfg) if wcfg is not None else None
     shuffle = torch.Generator().manual_seed(cfg.seed)
@@ -276,9 +283,11 @@ def _train(cfg: TrainConfig, out: Path | None, run_dir: outdir.OutDir | None, ov
                 bar.update(1)
                 if cfg.max_steps is not None and step >= cfg.max_steps:
                     break
+            lr_epoch = opt.param_groups[0]["lr"]  # the lr this epoch trained with
             sched.step()
             metrics["epochs"].append(_epoch_record(epoch, step, loss_sum / seen, 100.0 * correct / seen,
                                                    evaluate(model, test_split), prune_layers, act_density))
+            metrics["epochs"][-1]["lr"] = lr_epoch
             if campfire is not None:  # true per-layer weight sparsity (fraction of zero weights)
                 metrics["epochs"][-1]["weight_sparsity_target"] = campfire.last_target or 0.0
                 metrics["epochs"][-1]["weight_sparsity"] = campfire.sparsity()
