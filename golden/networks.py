@@ -13,6 +13,13 @@
 
 ``width_mult`` scales every channel count (and AlexNet's FC widths) for quick CPU runs.
 Every conv carries its block kind in the attribute ``sparsetrain_kind``.
+
+AlexNet is initialised as He et al. 2015 ("Delving deep into rectifiers"; ``kaiming_init``):
+torch's default (uniform, variance 1 / (3 fan_in)) shrinks the signal about 2x per
+Conv-ReLU layer, so with no BatchNorm the logits of an 8-layer AlexNet hardly depend on the
+input at initialisation and the first conv's gradients are ~10^4 times smaller than the last
+layer's; a short run then ends at chance at any learning rate (docs/reproduction.md). ResNet and
+MobileNet keep torch's default: their BatchNorm restores the scale after every conv.
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ from .pruning import PRUNE_TARGETS, GradientPruner, PruneConfig
 
 MODEL_NAMES = ("alexnet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenet")
 KIND_ATTR = "sparsetrain_kind"
+LOGIT_INIT_STD = 0.01  # AlexNet's last linear layer (kaiming_init)
 
 
 class _PrunerFactory:
@@ -103,9 +111,29 @@ class AlexNet(nn.Module):
             nn.Dropout(0.5), nn.Linear(fc, fc), nn.ReLU(),
             nn.Linear(fc, num_classes),
         )
+        kaiming_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.features(x), 1))
+
+
+def kaiming_init(model: nn.Module) -> None:
+    """He initialisation for a ReLU network without BatchNorm (AlexNet's Conv-ReLU blocks).
+
+    Every conv and hidden linear layer gets N(0, 2 / fan_in) weights and zero biases, which keeps the
+    second moment of the activations constant from layer to layer through the ReLUs (He et al.
+    2015, eq. 10). The last linear layer (the logits, no ReLU after it) gets N(0, 0.01^2): with
+    He's scale there the initial logits would have an rms of about 4 (dropout and max-pooling
+    raise the second moment), an initial loss near 7 instead of ln 10, and the first steps
+    would be spent undoing them.
+    """
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for m in layers[:-1]:
+        nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+    nn.init.normal_(layers[-1].weight, std=LOGIT_INIT_STD)
+    for m in layers:
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
 
 
 class BasicBlock(nn.Module):

@@ -13,6 +13,7 @@ from sparsetrain.golden.campfire import (
     fc_block_mask, fc_fine_mask, fc_input_rule, input_rule_pair, load_masks, scheduled_sparsity, step_target,
     window_mask, zero_kernel_rows)
 from sparsetrain.golden.networks import build_model, conv_layers
+from sparsetrain.golden.train import DEFAULT_LR
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -169,7 +170,9 @@ def _train_with_campfire(cfg: WeightPruneConfig, seed: int, epochs: int, spe: in
     torch.manual_seed(seed)
     model = build_model("alexnet", in_channels=1, input_size=32, width_mult=0.125)
     pruner = CampfirePruner(model, cfg)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    # AlexNet's default lr (golden.train.DEFAULT_LR): with its He initialisation, lr 0.05 on these
+    # batches of 8 random images diverges to NaN within a few steps
+    opt = torch.optim.SGD(model.parameters(), lr=DEFAULT_LR["alexnet"], momentum=0.9, weight_decay=5e-4)
     gen = torch.Generator().manual_seed(seed)
     history = []
     step = 0
@@ -225,11 +228,16 @@ def test_era_reaches_target_then_freezes(seed: int, mode: str) -> None:
 
 
 def test_alexnet_input_rule_and_dead_bias(seed: int) -> None:
+    torch.manual_seed(seed)
     model = build_model("alexnet", in_channels=1, input_size=32, width_mult=0.125)
     pair = input_rule_pair(model)
     assert pair is not None
     conv_name, fc_name, spatial = pair
     assert conv_name == conv_layers(model)[-1][0] and fc_name == "classifier.1" and spatial == 16
+    last = dict(model.named_modules())[conv_name]
+    with torch.no_grad():  # whether random weights lose whole filters depends on the initialisation:
+        last.weight[:2] *= 1e-3  # two filters of tiny kernels, which CK removes first,
+        last.bias.fill_(0.1)  # and non-zero biases (AlexNet's init zeroes them), so only the rule zeroes a channel
     cfg = WeightPruneConfig(sparsity=0.8, mode="ck", era_start=0, era_length=1)
     pruner = CampfirePruner(model, cfg)
     pruner.update_masks(0.8)

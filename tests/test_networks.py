@@ -149,3 +149,49 @@ def test_gradients_are_pruned_exactly_where_the_papers_put_them(name: str, seed:
             if "dI" in io:
                 assert torch.allclose(io["dI"], conv2d_input(io["I"].shape, W, rec.grad_out, **kw))
     assert all(isinstance(p, GradientPruner) and p.last is not None for p in prs.values())
+
+
+def _relu_rms(model: nn.Module, x: torch.Tensor) -> list[float]:
+    """Root-mean-square of every ReLU's output, in forward order, for one batch ``x``."""
+    rms: list[float] = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: rms.append(float(out.pow(2).mean().sqrt())))
+             for m in model.modules() if isinstance(m, nn.ReLU)]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return rms
+
+
+def test_alexnet_init_keeps_the_activation_scale_through_its_relu_layers() -> None:
+    # He initialisation keeps E[a^2] constant through Conv-ReLU layers; torch's default shrinks
+    # it about 2x per layer, which left AlexNet (no BatchNorm) at chance (docs/reproduction.md).
+    from sparsetrain.golden.data import fashion_mnist
+
+    torch.manual_seed(0)
+    model = build_model("alexnet", in_channels=1, width_mult=0.25).eval()  # eval: no dropout noise
+    x = next(iter(fashion_mnist("train", samples=64).batches(64)))[0]
+    rms = _relu_rms(model, x)
+    print("ReLU output rms per layer (He init):", [f"{r:.3f}" for r in rms])
+    assert len(rms) == 7  # 5 conv + 2 FC layers
+    assert all(0.25 < r / rms[0] < 4.0 for r in rms), rms
+    for m in model.modules():  # torch's default initialisation, for contrast: the signal fades
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            m.reset_parameters()
+    default = _relu_rms(model, x)
+    print("ReLU output rms per layer (torch default):", [f"{r:.3f}" for r in default])
+    assert default[-1] / default[0] < 0.25 * rms[-1] / rms[0]
+
+
+def test_alexnet_learns_within_a_few_dozen_steps_on_real_fashion_mnist() -> None:
+    # The symptom that was fixed: AlexNet trained with the default settings stayed at chance (10 %)
+    # for a whole short epoch. 40 steps of batch 32 (1280 real images) must clearly beat chance.
+    from sparsetrain.golden.data import fashion_mnist
+    from sparsetrain.golden.train import TrainConfig, train
+
+    cfg = TrainConfig(model="alexnet", width_mult=0.125, prune=False, epochs=1, batch_size=32, seed=0,
+                      train_samples=40 * 32, test_samples=500, threads=1, progress=False)
+    acc = train(cfg, None, train_split=fashion_mnist("train", samples=cfg.train_samples),
+                test_split=fashion_mnist("test", samples=cfg.test_samples))["summary"]["test_acc"]
+    print(f"AlexNet x0.125 after 40 steps: test accuracy {acc:.1f} % (chance: 10 %)")
+    assert acc > 25.0

@@ -161,3 +161,17 @@ def test_straight_through_function_is_identity_forward_and_prunes_backward(seed:
     assert torch.equal(x.grad, rec.grad_out)
     assert rec.tau == pytest.approx(dbtd_threshold(upstream, 0.9))
     assert not torch.equal(x.grad, upstream)
+
+
+def test_count_nonzero_agrees_with_torch_on_every_layout_and_dtype(seed: int) -> None:
+    # golden.pruning.count_nonzero (numpy's count for CPU float32/bool) feeds the density metrics.
+    from sparsetrain.golden.pruning import count_nonzero
+
+    g = torch.relu(torch.randn(8, 6, 5, 7, generator=_gen(seed)))
+    g[0, 0, 0, :3] = torch.tensor([-0.0, float("nan"), float("inf")])  # -0.0 is zero; nan and inf are not
+    cases = {"contiguous": g, "channels_last": g.to(memory_format=torch.channels_last),
+             "strided": g[:, ::2, 1:, ::3], "transposed": g.transpose(1, 3), "bool": g > 0.5,
+             "float64 (torch path)": g.double(), "requires_grad": g.clone().requires_grad_(),
+             "empty": g[:0]}
+    for name, t in cases.items():
+        assert count_nonzero(t) == int(torch.count_nonzero(t)), name

@@ -67,7 +67,25 @@ def test_cli_writes_metrics_plot_and_golden_tensors_and_refuses_to_overwrite(tmp
     assert main([*argv, "--force", "--no-prune"]) == 0
 
 
-@pytest.mark.parametrize("bad", [{"p": 1.5}, {"epochs": 0}, {"model": "vgg"}, {"n_f": 0}, {"lr": -1.0}])
+@pytest.mark.parametrize("bad", [{"p": 1.5}, {"epochs": 0}, {"model": "vgg"}, {"n_f": 0}, {"lr": -1.0},
+                                 {"lr_schedule": "linear"}])
 def test_bad_training_config_is_rejected(bad: dict) -> None:
     with pytest.raises(ValueError, match="out of range"):
         TrainConfig(**bad)
+
+
+def test_cosine_schedule_anneals_the_lr_over_the_epochs_and_step_decays_it(tmp_path: Path) -> None:
+    import math
+
+    out = tmp_path / "cos"
+    argv = ["train", "--model", "alexnet", "--width-mult", "0.0625", "--epochs", "4", "--train-samples", "32",
+            "--test-samples", "20", "--batch-size", "32", "--lr", "0.04", "--lr-schedule", "cosine", "--threads", "1",
+            "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["lr_schedule"] == "cosine"
+    lrs = [e["lr"] for e in metrics["epochs"]]
+    assert lrs == pytest.approx([0.04 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)])  # 0.04 .. 0.0059
+    cfg = TrainConfig(model="alexnet", width_mult=0.0625, epochs=3, batch_size=32, train_samples=32, test_samples=20,
+                      lr=0.04, lr_decay_epochs=2, threads=1, progress=False)
+    assert [e["lr"] for e in train(cfg, None)["epochs"]] == pytest.approx([0.04, 0.04, 0.004])  # the default: step

@@ -24,10 +24,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=None, help="default: 0.05 for alexnet, 0.1 otherwise (papers)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="default: 0.01 for alexnet (He init; the papers: 0.05), 0.1 otherwise (papers)")
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--lr-decay-epochs", type=int, default=100, help="lr x 0.1 every this many epochs")
+    p.add_argument("--lr-schedule", choices=("step", "cosine"), default="step",
+                   help="step: x 0.1 every --lr-decay-epochs; cosine: from --lr down to 0 over --epochs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-f", "--N_F", dest="n_f", type=int, default=4, help="threshold FIFO depth")
     p.add_argument("--estimator", choices=ESTIMATORS, default="unbiased")
@@ -94,6 +97,7 @@ def config_from_args(args: argparse.Namespace):
     return TrainConfig(
         model=args.model, p=args.p, prune=not args.no_prune, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, lr_decay_epochs=args.lr_decay_epochs,
+        lr_schedule=args.lr_schedule,
         seed=args.seed, n_f=args.n_f, estimator=args.estimator, two_pass=args.two_pass,
         train_samples=args.train_samples, test_samples=args.test_samples, max_steps=args.max_steps,
         width_mult=args.width_mult, input_size=args.input_size, threads=args.threads,
