@@ -1,6 +1,7 @@
 """`sparsetrain check` as a plain API: one layer step of a golden run on the RTL, checked two ways.
 
-1. RTL against the bit-accurate model (``golden.core_model.run_program`` of the same program):
+1. RTL against the bit-accurate model (``golden.core_vec.run_program_fast``, equal to the scalar
+   ``golden.core_model.run_program``, of the same program):
    every result element, the per-step counters and the error status, bit for bit; the first
    differing element is named (tensor, n, channel, row, column, RTL value, model value).
 2. The model against the float64 result of the golden float tensors: within the element-wise
@@ -21,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from .compiler import PRUNE_SLOT, CompiledStep, LayerData, compile_step, result_units
-from .golden.core_model import CoreRun, batch_threshold, run_program
+from .golden.core_model import CoreRun, batch_threshold
+from .golden.core_vec import run_program_fast
 from .golden.rowconv import Step
 from .hw.core_isa import CoreParams
 
@@ -165,7 +167,7 @@ def check_compiled(c: CompiledStep, data: LayerData, *, sim: str = "verilator") 
     status_of = [(g, PRUNE_SLOT) for g in range(p.groups)]
     for ch in c.chunks:
         t0 = time.time()
-        m = run_program(ch.program, ch.buffer_image, p, masks=ch.masks)
+        m = run_program_fast(ch.program, ch.buffer_image, p, masks=ch.masks)  # = run_program, vectorised
         t1 = time.time()
         rtls.append(run_core_program(ch.program, ch.buffer_image, p, masks=ch.masks, sim=sim,
                                      dir_count=len(ch.results), ppu_status=status_of,
