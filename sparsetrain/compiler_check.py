@@ -160,20 +160,18 @@ def check_compiled(c: CompiledStep, data: LayerData, *, sim: str = "verilator") 
 
     Watchdog: each RTL run stops after 4x the model's cycles (+ 100k), so a wrong or hung core
     ends as a failed check, never a hang."""
-    from .sim_tb.core_driver import run_core_program
+    from .sim_tb.core_batch import CoreJob, run_core_programs
     p = c.params
-    t_model = t_rtl = 0.0
-    models, rtls = [], []
     status_of = [(g, PRUNE_SLOT) for g in range(p.groups)]
-    for ch in c.chunks:
-        t0 = time.time()
-        m = run_program_fast(ch.program, ch.buffer_image, p, masks=ch.masks)  # = run_program, vectorised
-        t1 = time.time()
-        rtls.append(run_core_program(ch.program, ch.buffer_image, p, masks=ch.masks, sim=sim,
-                                     dir_count=len(ch.results), ppu_status=status_of,
-                                     watchdog_cycles=4 * max(m.cycles, 1000) + 100_000))
-        models.append(m)
-        t_model, t_rtl = t_model + t1 - t0, t_rtl + time.time() - t1
+    t0 = time.time()
+    models = [run_program_fast(ch.program, ch.buffer_image, p, masks=ch.masks)  # = run_program, vectorised
+              for ch in c.chunks]
+    t1 = time.time()
+    # every chunk in one simulator start, memories loaded and read back by backdoor
+    rtls = run_core_programs([CoreJob(ch.program, ch.buffer_image, ch.masks, dir_count=len(ch.results),
+                                      watchdog_cycles=4 * max(m.cycles, 1000) + 100_000)
+                              for ch, m in zip(c.chunks, models)], p, sim=sim, ppu_status=status_of)
+    t_model, t_rtl = t1 - t0, time.time() - t1
     model_err = next((int(m.error) for m in models if m.error), 0)
     rtl_err = next((int(r.error_code) if r.error else TIMEOUT_CODE for r in rtls if r.error or r.timed_out
                     or not r.done), 0)
