@@ -20,8 +20,8 @@ from pathlib import Path
 
 import cocotb
 from cocotb.triggers import FallingEdge, First, RisingEdge, Timer
+from cocotb.utils import get_sim_time
 
-PERIOD_NS = 10
 N_STEPS = 4
 COUNTER_W = 32
 MEMORIES = ("buf", "mask", "imem", "dir")
@@ -38,6 +38,12 @@ async def run_programs(dut):
     for sig in (dut.host_we, dut.host_wsel, dut.host_waddr, dut.host_wdata, dut.host_rsel, dut.host_raddr,
                 dut.start, dut.ppu_sel_group, dut.ppu_sel_slot, dut.ppu_sel_index, dut.mem_load, dut.mem_dump):
         sig.value = 0
+    # The watchdog counts clock periods as the simulator measures them (in its own time steps),
+    # whatever time unit and precision the build gave the wrapper's `#` delay.
+    await RisingEdge(dut.clk)
+    t_edge = get_sim_time(units="step")
+    await RisingEdge(dut.clk)
+    period = get_sim_time(units="step") - t_edge
     results = []
     for prog in stim["programs"]:
         prefix = prog["prefix"]
@@ -54,7 +60,7 @@ async def run_programs(dut):
         await FallingEdge(dut.clk)
         dut.start.value = 0
         t0 = time.perf_counter()
-        timeout = Timer(prog["watchdog_cycles"] * PERIOD_NS, units="ns")
+        timeout = Timer(prog["watchdog_cycles"] * period, units="step")
         fired = await First(RisingEdge(dut.done), timeout)
         wall = time.perf_counter() - t0
         await FallingEdge(dut.clk)
