@@ -92,6 +92,7 @@ class CheckReport:
     skipped_ops: int = 0
     skipped_units: int = 0
     weight_saved_cycles: int = 0
+    pe_busy_cycles: int = 0      # PE-cycles in operations (the model's units), for the utilisation
 
     @property
     def ok(self) -> bool:
@@ -207,7 +208,8 @@ def check_compiled(c: CompiledStep, data: LayerData, *, sim: str = "verilator") 
         dense_cycles=int(dense), density=float(np.count_nonzero(model_q)) / written if model_q is not None else 0.0,
         wall_s={"model": round(t_model, 2), "rtl": round(t_rtl, 2)}, threshold=threshold,
         skipped_ops=c.skipped_ops, skipped_units=c.skipped_units, weight_saved_cycles=weight_saved_cycles(c),
-        run_cycles_per_s=sum(r.total_cycles for r in rtls) / max(1e-9, sum(r.sim_seconds for r in rtls)))
+        run_cycles_per_s=sum(r.total_cycles for r in rtls) / max(1e-9, sum(r.sim_seconds for r in rtls)),
+        pe_busy_cycles=int(sum(sum(u.op_cycles) for m in models for u in m.units)))
 
 
 def _first_mismatch(name: str, rtl: np.ndarray | None, model: np.ndarray | None) -> Mismatch | None:
