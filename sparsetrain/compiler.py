@@ -20,7 +20,7 @@ from .compiler_spec import (LayerSpec, check_accumulator, check_field, check_fit
 from .golden.campfire import find_masks, load_masks, weight_row_ops
 from .golden.ppu_model import Op as PPUOp
 from .golden.ppu_model import threshold_constant
-from .golden.rowconv import ConvShape, Step, layer_row_ops
+from .golden.rowconv import ConvShape, Step, layer_row_ops_tuple
 from .hw.core_isa import CoreParams, Opcode, encode, entry_encode, field_position
 
 STEP_NAMES = tuple(s.value for s in Step)
@@ -419,7 +419,7 @@ def _emit(data: LayerData, step: Step, shape: ConvShape, p: CoreParams, t: StepT
 def result_units(shape: ConvShape, step: Step) -> list[tuple[tuple[int, int, int], list]]:
     """Consecutive ops of layer_row_ops with the same result row (section 10.1), in issue order."""
     units: list[tuple[tuple[int, int, int], list]] = []
-    for op in layer_row_ops(shape, step):
+    for op in layer_row_ops_tuple(shape, step):
         if step is Step.FORWARD:
             key = (op.n, op.f, op.out_row)
         elif step is Step.GTA:
