@@ -175,8 +175,10 @@ def check_all(run_dir: str | Path, *, layers: Sequence[str] | None = None, steps
     else:
         backend = "local processes"
         _prebuild(pdict, sim)
+        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        # spawn, not fork: a forked copy of a process with torch's (or Ray's) threads can hang
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             futs = [pool.submit(check_one, run_dir, layer, step, samples, pdict, sim) for layer, step in todo]
             for f in as_completed(futs):
                 r = f.result()

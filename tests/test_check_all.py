@@ -39,9 +39,9 @@ def test_every_layer_and_step_bit_exact_with_table_json_and_plot(local_summary, 
 
 
 def test_layers_the_core_cannot_run_are_listed_with_the_reason(small_golden_run):
-    s = check_all(small_golden_run, steps=["forward"], params=sim_params(w_max=16, k_max=5), progress=False)
+    s = check_all(small_golden_run, steps=["forward"], params=sim_params(k_max=2), progress=False)
     assert [r.status for r in s.results] == ["not run", "not run"]
-    assert all("W_MAX = 16" in r.reason for r in s.results)
+    assert all("K = 3 is out of range; allowed: 1 .. 2 (K_MAX of this core)" in r.reason for r in s.results)
     assert "not run: layer features.2.conv" in s.markdown()
 
 
