@@ -36,6 +36,7 @@ class StepResult:
     utilisation: float = 0.0       # PE-cycles in operations / (PEs x RTL cycles)
     sim_cycles_per_s: float = 0.0  # simulated cycles per wall second of the RTL part (loads, start-up, run)
     run_cycles_per_s: float = 0.0  # the free-running core alone
+    bare_cycles_per_s: float = 0.0  # the same programs on the bare-Verilator harness (--bare), else 0
     samples: int = 0
     programs: int = 0
     wall_s: float = 0.0
@@ -73,16 +74,19 @@ class Summary:
                  f"bit-exact; {len(self.results) - len(checked)} not run; {rtl:,} RTL cycles; {self.wall_s:.0f} s wall "
                  f"({self.backend}, {self.jobs} job(s))", "",
                  "| layer | step | verdict | RTL cycles | model cycles | dense cycles | speedup | useful utilisation "
-                 "| cycles/s (with loading) | cycles/s (free run) | samples | programs | wall s |",
-                 "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                 "| cycles/s (with loading) | cycles/s (free run) | bare Verilator cycles/s (free run / bare) "
+                 "| samples | programs | wall s |",
+                 "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in self.results:
             if r.status == "not run":
-                lines.append(f"| {r.layer} | {r.step} | not run: {r.reason} | | | | | | | | | | |")
+                lines.append(f"| {r.layer} | {r.step} | not run: {r.reason} | | | | | | | | | | | |")
                 continue
             verdict = r.status + (f": {r.reason}" if r.reason else "")
+            bare_col = (f"{r.bare_cycles_per_s:,.0f} ({r.run_cycles_per_s / r.bare_cycles_per_s:.2f})"
+                        if r.bare_cycles_per_s else "")
             lines.append(f"| {r.layer} | {r.step} | {verdict} | {r.rtl_cycles:,} | {r.model_cycles:,} | "
                          f"{r.dense_cycles:,} | {r.speedup:.2f} | {r.utilisation:.3f} | {r.sim_cycles_per_s:,.0f} | "
-                         f"{r.run_cycles_per_s:,.0f} | {r.samples} | {r.programs} | {r.wall_s:.1f} |")
+                         f"{r.run_cycles_per_s:,.0f} | {bare_col} | {r.samples} | {r.programs} | {r.wall_s:.1f} |")
         return "\n".join(lines) + "\n"
 
 
@@ -107,17 +111,23 @@ def plan(run_dir: str | Path, layers: Sequence[str] | None = None,
 
 
 def check_one(run_dir: str, layer: str, step: str, samples: int | None, params: dict[str, int],
-              sim: str = "verilator") -> StepResult:
+              sim: str = "verilator", bare: bool = False) -> StepResult:
     """One (layer, step): compile, run on the model and the RTL, compare; never raises for a
-    layer the core cannot run (the result says why). A plain function: a process pool or a Ray
-    task runs it as it is."""
-    from .compiler_check import check_layer
+    layer the core cannot run (the result says why). ``bare``: also run the same programs on
+    the bare-Verilator harness (``sim_tb.bare``) for its free-running rate. A plain function:
+    a process pool or a Ray task runs it as it is."""
+    from .compiler import LayerData, compile_step
+    from .compiler_check import check_compiled
+    from .golden.tensors import load_golden
     from .hw.core_isa import CoreParams
     t0 = time.time()
     try:
-        rep = check_layer(run_dir, layer, step, sim=sim, samples=samples, params=CoreParams(**params))
+        data = LayerData.from_golden(load_golden(run_dir), layer)
+        c = compile_step(data, step, CoreParams(**params), samples=samples)
+        rep = check_compiled(c, data, sim=sim)
     except ValueError as e:  # the compiler's refusal names the limit
         return StepResult(layer, step, "not run", reason=str(e), wall_s=time.time() - t0)
+    bare_rate = _bare_rate(c) if bare and rep.ok else 0.0
     d = rep.as_dict()
     if rep.ok:
         status, reason = "bit-exact", ""
@@ -132,7 +142,16 @@ def check_one(run_dir: str, layer: str, step: str, samples: int | None, params: 
     pes = PES_PER_GROUP * CoreParams(**params).groups
     return StepResult(layer, step, status, reason, rep.rtl_cycles, rep.model_cycles, rep.dense_cycles,
                       rep.speedup, rep.pe_busy_cycles / (pes * rep.rtl_cycles) if rep.rtl_cycles else 0.0,
-                      rep.sim_rate, rep.run_cycles_per_s, rep.samples, rep.programs, time.time() - t0, d)
+                      rep.sim_rate, rep.run_cycles_per_s, bare_rate, rep.samples, rep.programs, time.time() - t0, d)
+
+
+def _bare_rate(c) -> float:
+    """Free-running cycles per second of the bare-Verilator harness on the step's programs."""
+    from .sim_tb.bare import rates
+    from .sim_tb.core_batch import CoreJob
+    cycles, secs = rates([CoreJob(ch.program, ch.buffer_image, ch.masks, dir_count=len(ch.results))
+                          for ch in c.chunks], c.params)
+    return cycles / secs if secs > 0 else 0.0  # cycles: the same core and programs as the cocotb run
 
 
 def _progress(total: int, enabled: bool) -> Callable[[StepResult], None]:
@@ -149,7 +168,7 @@ def _progress(total: int, enabled: bool) -> Callable[[StepResult], None]:
 
 def check_all(run_dir: str | Path, *, layers: Sequence[str] | None = None, steps: Sequence[str] | None = None,
               samples: int | None = None, params: Any = None, sim: str = "verilator", jobs: int = 1,
-              ray_address: str | None = None, progress: bool = True) -> Summary:
+              ray_address: str | None = None, progress: bool = True, bare: bool = False) -> Summary:
     """Every (layer, step) of the run on the RTL; ``jobs`` processes here, or Ray tasks on ``ray_address``."""
     from .compiler_check import sim_params
     from .sim_tb.runner import build_root
@@ -163,23 +182,23 @@ def check_all(run_dir: str | Path, *, layers: Sequence[str] | None = None, steps
     results: dict[tuple[str, str], StepResult] = {}
     if ray_address:
         backend = f"ray {ray_address}"
-        for r in _run_ray(ray_address, todo, run_dir, samples, pdict, sim, str(build_root().parent), jobs):
+        for r in _run_ray(ray_address, todo, run_dir, samples, pdict, sim, str(build_root().parent), jobs, bare):
             results[(r.layer, r.step)] = r
             done(r)
     elif jobs == 1:
         backend = "local"
         for layer, step in todo:
-            r = check_one(run_dir, layer, step, samples, pdict, sim)
+            r = check_one(run_dir, layer, step, samples, pdict, sim, bare)
             results[(layer, step)] = r
             done(r)
     else:
         backend = "local processes"
-        _prebuild(pdict, sim)
+        _prebuild(pdict, sim, bare)
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
         # spawn, not fork: a forked copy of a process with torch's (or Ray's) threads can hang
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futs = [pool.submit(check_one, run_dir, layer, step, samples, pdict, sim) for layer, step in todo]
+            futs = [pool.submit(check_one, run_dir, layer, step, samples, pdict, sim, bare) for layer, step in todo]
             for f in as_completed(futs):
                 r = f.result()
                 results[(r.layer, r.step)] = r
@@ -188,16 +207,19 @@ def check_all(run_dir: str | Path, *, layers: Sequence[str] | None = None, steps
     return Summary(run_dir, ordered, time.time() - t0, jobs, backend)
 
 
-def _prebuild(pdict: dict[str, int], sim: str) -> None:
+def _prebuild(pdict: dict[str, int], sim: str, bare: bool = False) -> None:
     """Build the core once before workers start (they would wait on the build lock anyway, each
     first generating the Verilog only to find the build there)."""
     from .hw.core_isa import CoreParams
     from .sim_tb.core_driver import build_core
     build_core(CoreParams(**pdict), sim, backdoor=True)
+    if bare:
+        from .sim_tb.bare import build_bare
+        build_bare(CoreParams(**pdict))
 
 
 def _run_ray(address: str, todo: list[tuple[str, str]], run_dir: str, samples: int | None,
-             pdict: dict[str, int], sim: str, build_dir: str, jobs: int):
+             pdict: dict[str, int], sim: str, build_dir: str, jobs: int, bare: bool = False):
     """Each (layer, step) as a Ray task; every worker uses the same build cache (``build_dir``,
     a shared folder on a real cluster) and reads the run from ``run_dir`` (shared too).
     ``address`` "local" starts a cluster on this machine (``jobs`` CPUs when jobs > 1); a Ray
@@ -214,8 +236,8 @@ def _run_ray(address: str, todo: list[tuple[str, str]], run_dir: str, samples: i
         ray.init(address=address, runtime_env=env, log_to_driver=False, **extra)
     try:
         task = ray.remote(num_cpus=1)(check_one)
-        _prebuild(pdict, sim)
-        pending = [task.remote(run_dir, layer, step, samples, pdict, sim) for layer, step in todo]
+        _prebuild(pdict, sim, bare)
+        pending = [task.remote(run_dir, layer, step, samples, pdict, sim, bare) for layer, step in todo]
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             yield ray.get(ready[0])

@@ -78,3 +78,11 @@ def test_cli_all_writes_the_summary_and_refuses_to_replace_it(small_golden_run, 
     assert main(args) == 2
     assert "already holds a summary" in capsys.readouterr().err
     assert main(args + ["--force"]) == 0
+
+
+def test_bare_verilator_rate_of_the_same_programs_is_reported(small_golden_run):
+    """--bare: the step's programs also run on the bare-Verilator harness; its rate is in the table."""
+    s = check_all(small_golden_run, layers=["features.4.conv"], steps=["gta"], samples=1, bare=True, progress=False)
+    (r,) = s.results
+    assert r.status == "bit-exact" and r.bare_cycles_per_s > 0
+    assert f"{r.bare_cycles_per_s:,.0f} (" in s.markdown()

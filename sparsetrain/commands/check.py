@@ -24,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="with --all: folder of summary.md/.json and speedup.png "
                    "(default RUN_DIR/check-all)")
     p.add_argument("--force", action="store_true", help="with --all: replace an earlier summary in --out")
+    p.add_argument("--bare", action="store_true", help="with --all: also run each step's programs on the bare-"
+                   "Verilator harness and report cocotb's free-running rate as a fraction of it")
     p.add_argument("--sim", default="verilator", choices=("verilator", "icarus"))
     p.add_argument("--samples", type=int, default=None,
                    help="run only the first N samples of the batch (default: the whole layer)")
@@ -60,7 +62,7 @@ def _run_all(args: argparse.Namespace, params) -> int:
             raise ValueError(f"out = {str(out)!r} already holds a summary; allowed: a new --out, or --force")
         summary = check_all(args.run_dir, layers=split(args.layers), steps=split(args.steps), samples=args.samples,
                             params=params, sim=args.sim, jobs=args.jobs,
-                            ray_address=args.ray)
+                            ray_address=args.ray, bare=args.bare)
         paths = write_summary(summary, out, force=args.force)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
