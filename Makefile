@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml | apt
 	@[ -x $(PY) ] || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev,formal]'
+	$(PIP) install -q -e '.[dev,formal,ray]'
 	@touch $@
 
 test: setup

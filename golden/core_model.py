@@ -53,6 +53,7 @@ class CoreRun:
     units: list[UnitTrace] = field(default_factory=list)
     ppus: list[PPUModel] = field(default_factory=list)
     masks: list[int] = field(default_factory=list)
+    vectorised: bool = False           # golden.core_vec's fast path ran (else the scalar model)
 
     def row_entries(self, index: int, p: CoreParams) -> list[tuple[int, int, int]]:
         d = dir_decode(int(self.directory[index]))

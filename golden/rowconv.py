@@ -18,6 +18,7 @@ Every row operation reports the cycles of the timing contract (``golden.timing``
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Iterator
@@ -177,6 +178,13 @@ class RowOp:
     @property
     def mode(self) -> Mode:
         return self.step.mode
+
+
+@functools.lru_cache(maxsize=2)
+def layer_row_ops_tuple(shape: ConvShape, step: Step) -> tuple[RowOp, ...]:
+    """``layer_row_ops`` as a tuple, kept for the last two (shape, step): the compiler and the
+    schedule of a check walk the same ops several times (read-only)."""
+    return tuple(layer_row_ops(shape, step))
 
 
 def layer_row_ops(shape: ConvShape, step: Step) -> Iterator[RowOp]:

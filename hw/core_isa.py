@@ -83,6 +83,16 @@ def encode(opcode: Opcode | int, **fields: int) -> int:
     return word
 
 
+def field_position(opcode: Opcode | int, name: str) -> tuple[int, int]:
+    """(lsb, width) of field ``name`` in an ``opcode`` word (for OR-ing fields into an encoded base)."""
+    pos = OPCODE_W
+    for n, width, _ in FIELDS[Opcode(opcode)]:
+        if n == name:
+            return pos, width
+        pos += width
+    raise ValueError(f"field = {name!r} is unknown for {Opcode(opcode).name}")
+
+
 def decode(word: int) -> tuple[int, dict[str, int]]:
     """(opcode, fields); an unknown opcode returns (opcode, {})."""
     word = int(word)

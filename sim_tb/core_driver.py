@@ -19,7 +19,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from ..golden.ppu_model import PPUStatus
 from ..hw.core_isa import N_STEPS, CoreParams, dir_decode, entry_decode
@@ -97,11 +97,17 @@ WATCHDOG_VERILOG = """\
 
 
 def clock_wrapper(verilog: str, top: str = "core", wrapper: str = TB_TOPLEVEL,
-                  half_period: int = HALF_PERIOD_NS) -> str:
+                  half_period: int = HALF_PERIOD_NS, backdoor: Mapping[str, str] | None = None,
+                  dump: Sequence[str] = ()) -> str:
     """``verilog`` plus a module ``wrapper`` that instantiates ``top``, drives its ``clk`` with a
     period of ``2 * half_period`` time units from ``initial`` 0, and passes every other port
     through under the same name (so the testbench sees the core's ports on its toplevel), plus
-    the cycle-counting watchdog ports ``WATCHDOG_PORTS``."""
+    the cycle-counting watchdog ports ``WATCHDOG_PORTS``.
+
+    ``backdoor`` (file stem -> memory of ``top``) adds two wrapper inputs: a rising ``mem_load``
+    loads every such memory with ``$readmemh("<stem>.hex")``, a rising ``mem_dump`` writes the
+    memories named in ``dump`` with ``$writememh("<stem>_out.hex")`` (files in the simulator's
+    working folder): whole memories in one event instead of one host-port cycle per word."""
     start = verilog.find(f"module {top}(")
     if start < 0:
         raise ValueError(f"top = {top!r} is not a module of the Verilog; allowed: the generated top module")
@@ -117,7 +123,16 @@ def clock_wrapper(verilog: str, top: str = "core", wrapper: str = TB_TOPLEVEL,
     decl = "\n".join(f"  {d} {sg + ' ' if sg else ''}{w}{n};" for d, sg, w, n in others)
     conn = ",\n".join(f"    .{n}({n})" for *_, n in others)
     names = [n for *_, n in others] + list(WATCHDOG_PORTS)
-    return (f"{verilog}\n\nmodule {wrapper}({', '.join(names)});\n{decl}\n"
+    extra = ""
+    if backdoor:
+        names += ["mem_load", "mem_dump"]
+        # escaped names: a memory may be named after a keyword (the core's `buf` is a gate)
+        ref = {stem: f"dut.\\{mem} " for stem, mem in backdoor.items()}
+        loads = "".join(f'    $readmemh("{stem}.hex", {ref[stem]});\n' for stem in backdoor)
+        dumps = "".join(f'    $writememh("{stem}_out.hex", {ref[stem]});\n' for stem in dump)
+        extra = (f"  input mem_load;\n  input mem_dump;\n  always @(posedge mem_load) begin\n{loads}  end\n"
+                 f"  always @(posedge mem_dump) begin\n{dumps}  end\n")
+    return (f"{verilog}\n\nmodule {wrapper}({', '.join(names)});\n{decl}\n{extra}"
             f"  reg clk = 1'b0;\n  always #{half_period} clk = ~clk;\n{WATCHDOG_VERILOG}"
             f"  {top} dut (\n    .clk(clk),\n{conn}\n  );\nendmodule\n")
 
@@ -128,14 +143,23 @@ def core_source(b: runner.Build) -> str:
     return text[:text.index(f"\n\nmodule {TB_TOPLEVEL}(")] + "\n"
 
 
-def build_core(params: CoreParams, sim: str = "verilator") -> runner.Build:
+# The core's memories by the file stem the backdoor loads them from (sim_tb.core_batch).
+CORE_MEMORIES = {"buf": "buf", "mask": "maskmem", "imem": "imem", "dir": "dirmem"}
+CORE_DUMPS = ("buf", "dir")
+
+
+def build_core(params: CoreParams, sim: str = "verilator", *, backdoor: bool = False) -> runner.Build:
     """Compile the core for ``params`` once (cached under build/sim by content), inside the
-    clock wrapper (toplevel ``core_tb``)."""
-    tag = f"core-g{params.groups}d{params.dw}k{params.k_max}w{params.w_max}"
+    clock wrapper (toplevel ``core_tb``). ``backdoor``: the wrapper also loads and dumps the
+    memories by file (``clock_wrapper``) and, on Verilator, the build is a fast one (only the
+    wrapper's signals public, -O3, parallel make: ``runner.build(fast=True)``)."""
+    tag = f"core-g{params.groups}d{params.dw}k{params.k_max}w{params.w_max}" + ("-bd" if backdoor else "")
+    wrap = dict(backdoor=CORE_MEMORIES, dump=CORE_DUMPS) if backdoor else {}
     # the wrapper is part of the build: its text (not only the core's parameters) keys the cache
     wrapper_key = hashlib.sha256(WATCHDOG_VERILOG.encode() + inspect.getsource(clock_wrapper).encode())
-    return runner.build(lambda: clock_wrapper(core_verilog(params)), TB_TOPLEVEL, sim, name=tag,
-                        params={**params.as_dict(), "wrapper": wrapper_key.hexdigest()[:12]}, timing=True)
+    key = {**params.as_dict(), "wrapper": wrapper_key.hexdigest()[:12], **({"backdoor": True} if backdoor else {})}
+    return runner.build(lambda: clock_wrapper(core_verilog(params), **wrap), TB_TOPLEVEL, sim, name=tag,
+                        params=key, timing=True, fast=backdoor)
 
 
 def _status_fields(word: int, params: CoreParams) -> PPUStatus:

@@ -74,9 +74,42 @@ def hw_fingerprint() -> str:
 
 _BUILT: dict[str, Build] = {}  # per process: a cached configuration is not even re-hashed
 
+# Flags of a `fast` Verilator build, chosen by measurement on the core (docs/verification.md):
+# cocotb 1.9's runner makes every signal of the design public (--public-flat-rw), which stops
+# Verilator from optimising across the design (a quarter of the bare-Verilator rate) and
+# doubles the C++ it compiles; a fast build makes only the toplevel's own signals public (a
+# .vlt file: the testbench touches the wrapper's ports and nothing inside), compiles the C++
+# at -O3 instead of verilated.mk's -Os and runs make in parallel.
+FAST_CXX_OPT = "-O3"
+
+
+def build_jobs() -> int:
+    """Parallel make jobs of a build: $SPARSETRAIN_BUILD_JOBS, else the CPUs this process may use."""
+    env = os.environ.get("SPARSETRAIN_BUILD_JOBS")
+    return max(1, int(env)) if env else max(1, len(os.sched_getaffinity(0)))
+
+
+def _fast_verilator(toplevel: str, build_dir: Path):
+    """A cocotb Verilator runner whose build makes only ``toplevel``'s signals public."""
+    from cocotb.runner import Verilator
+
+    class FastVerilator(Verilator):
+        def _build_command(self):
+            cmds = super()._build_command()
+            vlt = build_dir / "public.vlt"
+            vlt.write_text(f'`verilator_config\npublic_flat_rw -module "{toplevel}" -var "*"\n')
+            cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+            at = next(i for i, a in enumerate(cmds[0]) if a.endswith("verilator.cpp"))
+            cmds[0].insert(at, str(vlt))  # configuration before the sources
+            cmds[1] += [f"-j{build_jobs()}", f"OPT_FAST={FAST_CXX_OPT}"]
+            return cmds
+
+    return FastVerilator()
+
 
 def build(verilog: str | Callable[[], str], toplevel: str, sim: str = "verilator", *,
-          name: str | None = None, params: Mapping[str, object] | None = None, timing: bool = False) -> Build:
+          name: str | None = None, params: Mapping[str, object] | None = None, timing: bool = False,
+          fast: bool = False) -> Build:
     """Compile a Verilog design for ``sim`` once; return where it lives.
 
     ``verilog`` is the text of one file, or a function that makes it. With ``params`` (the
@@ -85,12 +118,16 @@ def build(verilog: str | Callable[[], str], toplevel: str, sim: str = "verilator
     Amaranth's internal names follow Python's hash order, so the text differs between
     processes, and generating a large block takes minutes. Without ``params`` the key is the
     text itself. ``timing`` compiles delays in the design (Verilator ``--timing``; Icarus
-    always does).
+    always does). ``fast`` (Verilator only): only the toplevel's own signals public, C++ at
+    -O3, parallel make (see FAST_CXX_OPT); the testbench must not reach inside the design.
     """
     if sim not in SIMULATORS:
         raise ValueError(f"sim = {sim!r} is out of range; allowed: {', '.join(SIMULATORS)}")
     waves, coverage = waves_requested(), coverage_requested() and sim == "verilator"
     args = _build_args(sim, waves, coverage, timing)
+    fast = fast and sim == "verilator" and not waves and not coverage
+    if fast:  # part of the cache key (the make flags are not build args)
+        args = args + [f"fast:{FAST_CXX_OPT}"]
     memo = json.dumps([toplevel, sim, args, name, dict(sorted(params.items()))], default=str) \
         if params is not None else None
     if memo in _BUILT:
@@ -113,9 +150,9 @@ def build(verilog: str | Callable[[], str], toplevel: str, sim: str = "verilator
             bdir.mkdir(parents=True)
             src = bdir / f"{toplevel}.v"
             src.write_text(verilog() if callable(verilog) else verilog)
-            runner = get_runner(sim)
+            runner = _fast_verilator(toplevel, bdir) if fast else get_runner(sim)
             runner.build(verilog_sources=[src], hdl_toplevel=toplevel, build_dir=bdir,
-                         build_args=args, waves=waves, always=True, timescale=("1ns", "1ps"),
+                         build_args=[a for a in args if not a.startswith("fast:")], waves=waves, always=True, timescale=("1ns", "1ps"),
                          log_file=bdir / "build.log")
             done.write_text(key)
     result = Build(sim, toplevel, bdir, waves, coverage)

@@ -20,8 +20,8 @@ from .compiler_spec import (LayerSpec, check_accumulator, check_field, check_fit
 from .golden.campfire import find_masks, load_masks, weight_row_ops
 from .golden.ppu_model import Op as PPUOp
 from .golden.ppu_model import threshold_constant
-from .golden.rowconv import ConvShape, Step, layer_row_ops
-from .hw.core_isa import CoreParams, Opcode, encode, entry_encode
+from .golden.rowconv import ConvShape, Step, layer_row_ops_tuple
+from .hw.core_isa import CoreParams, Opcode, encode, entry_encode, field_position
 
 STEP_NAMES = tuple(s.value for s in Step)
 STEP_INDEX = {Step.FORWARD: 0, Step.GTA: 1, Step.GTW: 2}  # SYNC step = per-step counter index
@@ -400,6 +400,10 @@ class _ChunkBuilder:
         else:
             lens = dict(in_len=shape.width, out_len=shape.out_width)
         n_ops = 0
+        # An OP word is the same but for addr1, addr2 and mask_addr: encode it once, OR those in
+        # (addresses < BUF_DEPTH <= 2**ADDR_W and mask indices < MASK_DEPTH <= 2**16 fit their fields).
+        base = encode(Opcode.OP, mode=int(step.mode), k=k, stride2=stride2, pad=pad, **lens)
+        sh1, sh2, shm = (field_position(Opcode.OP, f)[0] for f in ("addr1", "addr2", "mask_addr"))
         for u, (key, ops) in enumerate(self.units):
             out_addr = operands + u * self.length
             unit = dict(n_ops=len(ops), dir=u, out_addr=out_addr, length=self.length, shift=t.shift, relu=relu,
@@ -409,9 +413,7 @@ class _ChunkBuilder:
             prog.append(encode(Opcode.UNIT, **unit))
             for op in ops:
                 k1, k2, m = self._keys(op)
-                extra = {"mask_addr": self.mask_set[m]} if m is not None else {}
-                prog.append(encode(Opcode.OP, mode=int(step.mode), k=k, stride2=stride2, pad=pad,
-                                   addr1=addr1[k1], addr2=addr2[k2], **lens, **extra))
+                prog.append(base | addr1[k1] << sh1 | addr2[k2] << sh2 | (self.mask_set[m] << shm if m is not None else 0))
             n_ops += len(ops)
             results.append(ResultRow(len(self.chunks), u, out_addr, key, self.length))
         prog.append(encode(Opcode.END))
@@ -443,7 +445,7 @@ def _emit(data: LayerData, step: Step, shape: ConvShape, p: CoreParams, t: StepT
 def result_units(shape: ConvShape, step: Step) -> list[tuple[tuple[int, int, int], list]]:
     """Consecutive ops of layer_row_ops with the same result row (section 10.1), in issue order."""
     units: list[tuple[tuple[int, int, int], list]] = []
-    for op in layer_row_ops(shape, step):
+    for op in layer_row_ops_tuple(shape, step):
         if step is Step.FORWARD:
             key = (op.n, op.f, op.out_row)
         elif step is Step.GTA:

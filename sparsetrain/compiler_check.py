@@ -1,6 +1,7 @@
 """`sparsetrain check` as a plain API: one layer step of a golden run on the RTL, checked two ways.
 
-1. RTL against the bit-accurate model (``golden.core_model.run_program`` of the same program):
+1. RTL against the bit-accurate model (``golden.core_vec.run_program_fast``, equal to the scalar
+   ``golden.core_model.run_program``, of the same program):
    every result element, the per-step counters and the error status, bit for bit; the first
    differing element is named (tensor, n, channel, row, column, RTL value, model value).
 2. The model against the float64 result of the golden float tensors: within the element-wise
@@ -21,16 +22,18 @@ from typing import Any
 import numpy as np
 
 from .compiler import PRUNE_SLOT, CompiledStep, LayerData, compile_step, result_units
-from .golden.core_model import CoreRun, batch_threshold, run_program
+from .golden.core_model import CoreRun, batch_threshold
+from .golden.core_vec import run_program_fast
 from .golden.rowconv import Step
 from .hw.core_isa import CoreParams
 
 # The simulation configuration of check/demo: G = 2 groups (section 11.1's sim default), K_MAX = 5
-# and W_MAX = 64 (every conv of the small networks), ACC_W = 48 so that section 2's accumulator
-# rule holds for GTW sums over a whole batch, and memories of moderate depth: the Verilog and the
+# and W_MAX = 64 (every conv of the small networks), ACC_W = 52 so that section 2's accumulator
+# rule holds for GTW sums over a whole batch (up to 2**19 products: a 32 x 32 first layer at
+# batch 32 needs 49 bits), and memories of moderate depth: the Verilog and the
 # Verilator build grow with them, and a larger layer is split into several programs.
 TIMEOUT_CODE = 15  # reported as the RTL error code when the watchdog stopped a run
-SIM_PARAMS = dict(dw=16, k_max=5, w_max=64, acc_w=48, groups=2, buf_depth=1 << 14, mask_depth=1 << 10,
+SIM_PARAMS = dict(dw=16, k_max=5, w_max=64, acc_w=52, groups=2, buf_depth=1 << 14, mask_depth=1 << 10,
                   imem_depth=1 << 13, dir_depth=1 << 11)
 
 
@@ -90,6 +93,7 @@ class CheckReport:
     skipped_ops: int = 0
     skipped_units: int = 0
     weight_saved_cycles: int = 0
+    pe_busy_cycles: int = 0      # PE-cycles in operations (the model's units), for the utilisation
 
     @property
     def ok(self) -> bool:
@@ -158,20 +162,18 @@ def check_compiled(c: CompiledStep, data: LayerData, *, sim: str = "verilator") 
 
     Watchdog: each RTL run stops after 4x the model's cycles (+ 100k), so a wrong or hung core
     ends as a failed check, never a hang."""
-    from .sim_tb.core_driver import run_core_program
+    from .sim_tb.core_batch import CoreJob, run_core_programs
     p = c.params
-    t_model = t_rtl = 0.0
-    models, rtls = [], []
     status_of = [(g, PRUNE_SLOT) for g in range(p.groups)]
-    for ch in c.chunks:
-        t0 = time.time()
-        m = run_program(ch.program, ch.buffer_image, p, masks=ch.masks)
-        t1 = time.time()
-        rtls.append(run_core_program(ch.program, ch.buffer_image, p, masks=ch.masks, sim=sim,
-                                     dir_count=len(ch.results), ppu_status=status_of,
-                                     watchdog_cycles=4 * max(m.cycles, 1000) + 100_000))
-        models.append(m)
-        t_model, t_rtl = t_model + t1 - t0, t_rtl + time.time() - t1
+    t0 = time.time()
+    models = [run_program_fast(ch.program, ch.buffer_image, p, masks=ch.masks)  # = run_program, vectorised
+              for ch in c.chunks]
+    t1 = time.time()
+    # every chunk in one simulator start, memories loaded and read back by backdoor
+    rtls = run_core_programs([CoreJob(ch.program, ch.buffer_image, ch.masks, dir_count=len(ch.results),
+                                      watchdog_cycles=4 * max(m.cycles, 1000) + 100_000)
+                              for ch, m in zip(c.chunks, models)], p, sim=sim, ppu_status=status_of)
+    t_model, t_rtl = t1 - t0, time.time() - t1
     model_err = next((int(m.error) for m in models if m.error), 0)
     rtl_err = next((int(r.error_code) if r.error else TIMEOUT_CODE for r in rtls if r.error or r.timed_out
                     or not r.done), 0)
@@ -207,7 +209,8 @@ def check_compiled(c: CompiledStep, data: LayerData, *, sim: str = "verilator") 
         dense_cycles=int(dense), density=float(np.count_nonzero(model_q)) / written if model_q is not None else 0.0,
         wall_s={"model": round(t_model, 2), "rtl": round(t_rtl, 2)}, threshold=threshold,
         skipped_ops=c.skipped_ops, skipped_units=c.skipped_units, weight_saved_cycles=weight_saved_cycles(c),
-        run_cycles_per_s=sum(r.total_cycles for r in rtls) / max(1e-9, sum(r.sim_seconds for r in rtls)))
+        run_cycles_per_s=sum(r.total_cycles for r in rtls) / max(1e-9, sum(r.sim_seconds for r in rtls)),
+        pe_busy_cycles=int(sum(sum(u.op_cycles) for m in models for u in m.units)))
 
 
 def _first_mismatch(name: str, rtl: np.ndarray | None, model: np.ndarray | None) -> Mismatch | None:

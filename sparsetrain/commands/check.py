@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 NAME = "check"
 HELP = ("compile a golden layer step, run it on the core RTL under cocotb, compare bit for bit with the "
@@ -10,8 +12,20 @@ HELP = ("compile a golden layer step, run it on the core RTL under cocotb, compa
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="training run dir with one golden/step_* dir, or a golden dir (section 9)")
-    p.add_argument("--layer", required=True, help="conv layer name as stored in the golden manifest")
-    p.add_argument("--step", required=True, choices=("forward", "gta", "gtw"))
+    p.add_argument("--layer", default=None, help="conv layer name as stored in the golden manifest")
+    p.add_argument("--step", default=None, choices=("forward", "gta", "gtw"))
+    p.add_argument("--all", action="store_true",
+                   help="every conv layer and step of the run (whole batch): summary table, JSON and plot")
+    p.add_argument("--layers", default=None, help="with --all: only these layers (comma-separated)")
+    p.add_argument("--steps", default=None, help="with --all: only these steps (comma-separated forward,gta,gtw)")
+    p.add_argument("-j", "--jobs", type=int, default=1, help="with --all: layer steps run in parallel processes")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="with --all: run the layer steps as tasks on the Ray cluster at ADDRESS ('local' starts one)")
+    p.add_argument("--out", default=None, help="with --all: folder of summary.md/.json and speedup.png "
+                   "(default RUN_DIR/check-all)")
+    p.add_argument("--force", action="store_true", help="with --all: replace an earlier summary in --out")
+    p.add_argument("--bare", action="store_true", help="with --all: also run each step's programs on the bare-"
+                   "Verilator harness and report cocotb's free-running rate as a fraction of it")
     p.add_argument("--sim", default="verilator", choices=("verilator", "icarus"))
     p.add_argument("--samples", type=int, default=None,
                    help="run only the first N samples of the batch (default: the whole layer)")
@@ -27,8 +41,36 @@ def run(args: argparse.Namespace) -> int:
     if args.groups is not None and not 1 <= args.groups <= 255:
         raise ValueError(f"--groups = {args.groups} is out of range; allowed: 1 .. 255")
     params = sim_params(**({"groups": args.groups} if args.groups is not None else {}))
+    if args.all or args.layers or args.steps:
+        return _run_all(args, params)
+    if args.layer is None or args.step is None:
+        print("error: --layer and --step are required (or --all for every layer and step)", file=sys.stderr)
+        return 2
     report = check_layer(args.run_dir, args.layer, args.step, sim=args.sim, samples=args.samples, params=params)
     print(report.text())
     if args.json:
         write_report([report], args.json)
     return 0 if report.ok else 1
+
+
+def _run_all(args: argparse.Namespace, params) -> int:
+    from sparsetrain.check_all import check_all, write_summary
+
+    if args.layer or args.step:
+        print("error: --layer/--step name one layer step; with --all use --layers/--steps", file=sys.stderr)
+        return 2
+    split = (lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "check-all"
+    try:
+        if not args.force and (out / "summary.json").exists():
+            raise ValueError(f"out = {str(out)!r} already holds a summary; allowed: a new --out, or --force")
+        summary = check_all(args.run_dir, layers=split(args.layers), steps=split(args.steps), samples=args.samples,
+                            params=params, sim=args.sim, jobs=args.jobs,
+                            ray_address=args.ray, bare=args.bare)
+        paths = write_summary(summary, out, force=args.force)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summary.markdown())
+    print(f"summary: {paths['markdown']}, {paths['json']}, plot {paths['plot']}")
+    return 0 if summary.ok else 1

@@ -111,7 +111,7 @@ def exact_units(step: str, shape, nz_in: np.ndarray, nz_grad: np.ndarray,
     compiler's rule): all-zero rows for Forward / GTA, mask-pruned rows for GTW; default all.
     """
     from ..golden.campfire import weight_row_ops
-    from ..golden.rowconv import Step, layer_row_ops
+    from ..golden.rowconv import Step, layer_row_ops_tuple
     if step not in STEPS:
         raise ValueError(f"step = {step!r} is out of range; allowed: {', '.join(STEPS)}")
     s = shape
@@ -143,7 +143,7 @@ def exact_units(step: str, shape, nz_in: np.ndarray, nz_grad: np.ndarray,
 
     units: list[Unit] = []
     groups: dict[tuple, list] = {}
-    for op in layer_row_ops(conv_shape(s, n_batch), Step(step)):
+    for op in layer_row_ops_tuple(conv_shape(s, n_batch), Step(step)):
         groups.setdefault(unit_key(op), []).append(op)  # ops of a unit are consecutive; dict keeps order
     cs = conv_shape(s, n_batch)
     for key, ops in groups.items():

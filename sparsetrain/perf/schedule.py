@@ -67,9 +67,24 @@ class Schedule:
 
 def unit_time(op_cycles, finish: int, pes: int = PES_PER_GROUP) -> tuple[int, list[int]]:
     """Ops in issue order, each to the earliest-free PE (ties: lowest PE); then the PPU finish."""
+    cycles = np.asarray(op_cycles, dtype=np.int64).tolist()
+    if pes == 3:  # the usual group, unrolled (the same choice: first free, ties lowest)
+        f0 = f1 = f2 = 0
+        starts = []
+        for c in cycles:
+            if f0 <= f1 and f0 <= f2:
+                starts.append(f0 + 1)
+                f0 += c
+            elif f1 <= f2:
+                starts.append(f1 + 1)
+                f1 += c
+            else:
+                starts.append(f2 + 1)
+                f2 += c
+        return max(f0, f1, f2) + finish, starts
     free = [0] * pes
     starts = []
-    for c in np.asarray(op_cycles, dtype=np.int64).tolist():
+    for c in cycles:
         j = min(range(pes), key=lambda i: (free[i], i))
         starts.append(free[j] + 1)
         free[j] += c
