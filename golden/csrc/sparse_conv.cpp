@@ -42,6 +42,7 @@ const char* isa_name(Isa isa) {
 }
 
 Isa g_isa = best_isa();
+int64_t g_block_bytes = 512 * 1024;
 
 struct Kernels {
   decltype(&st_generic::scan_f32) scan_f32;
@@ -96,9 +97,10 @@ std::tuple<at::Tensor, at::Tensor, double> run(const Geometry& g, const at::Tens
                                                double max_density) {
   const Kernels k = kernels_for(g_isa);
   const int64_t total = g.N * g.F * g.Ho * g.Wo;
+  const int64_t capacity = total + g.N * kScanSlack;  // per image: F * Ho * Wo + slack
   auto d_o = grad_output.contiguous();
-  auto pos = at::empty({total}, input.options().dtype(at::kInt));
-  auto val = at::empty({total}, input.options());
+  auto pos = at::empty({capacity}, input.options().dtype(at::kInt));
+  auto val = at::empty({capacity}, input.options());
   auto start = at::empty({g.N * g.F}, input.options().dtype(at::kLong));
   auto count = at::empty({g.N * g.F}, input.options().dtype(at::kLong));
   const T* d_ptr = d_o.data_ptr<T>();
@@ -164,6 +166,7 @@ std::tuple<at::Tensor, at::Tensor, double> backward(const at::Tensor& input, con
   std::tie(g.ph, g.pw) = pair_of(padding, "padding");
   std::tie(g.dh, g.dw) = pair_of(dilation, "dilation");
   TORCH_CHECK(g.sh >= 1 && g.sw >= 1 && g.dh >= 1 && g.dw >= 1 && g.ph >= 0 && g.pw >= 0, "bad stride/padding/dilation");
+  g.block_bytes = g_block_bytes;
   g.Hp = g.H + 2 * g.ph;
   g.Wp = g.W + 2 * g.pw;
   g.Ho = (g.Hp - g.dh * (g.kh - 1) - 1) / g.sh + 1;
@@ -199,6 +202,13 @@ void set_isa(const std::string& name) {
   g_isa = want;
 }
 
+void set_block_bytes(int64_t bytes) {
+  TORCH_CHECK(bytes >= 1 && bytes <= (int64_t(1) << 40), "block_bytes = ", bytes, " is out of range; allowed: 1 .. 2^40");
+  g_block_bytes = bytes;
+}
+
+int64_t get_block_bytes() { return g_block_bytes; }
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -207,4 +217,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("isa", &get_isa, "instruction set the kernels run with");
   m.def("supported_isas", &supported_isas, "instruction sets this CPU can run");
   m.def("set_isa", &set_isa, "choose the instruction set (tests and benchmarks)");
+  m.def("block_bytes", &get_block_bytes, "bytes of weights per filter block");
+  m.def("set_block_bytes", &set_block_bytes, "bytes of weights per filter block (tuning, tests)");
 }

@@ -7,7 +7,12 @@ struct Geometry {
   int64_t N, C, H, W, F, G, Cg, Fg;
   int64_t kh, kw, sh, sw, ph, pw, dh, dw;
   int64_t Ho, Wo, Hp, Wp;
+  int64_t block_bytes;  // filter blocks of about this many bytes (see sparse_conv_kernel.h)
 };
+
+// Spare entries after each image's region of the non-zero list: the vectorised scan stores whole
+// registers (16 values) past the last non-zero.
+constexpr int64_t kScanSlack = 16;
 
 #define ST_DECLARE_KERNELS(ns)                                                                                   \
   namespace ns {                                                                                                 \

@@ -148,7 +148,9 @@ inline void axpy4(T* __restrict y, const T* x0, const T* x1, const T* x2, const 
   for (; i < len; ++i) y[i] += a0 * x0[i] + a1 * x1[i] + a2 * x2[i] + a3 * x3[i];
 }
 
-// y += sum_j a[j] * x[j] (+ offset) over `count` sources, four at a time.
+// y[0 : len] += sum_j a[j] * x[j][offset : offset + len] over `count` sources, four per pass
+// over y. (Measured against keeping a chunk of y in registers for all sources at once: that
+// was no faster here, because the loads of the sources, not those of y, set the pace.)
 template <typename T>
 inline void axpy_many(T* y, const T* const* x, const T* a, int64_t count, int64_t offset, int64_t len) {
   int64_t j = 0;
@@ -162,23 +164,53 @@ inline void axpy_many(T* y, const T* const* x, const T* a, int64_t count, int64_
 
 // ---- the non-zero list: one pass over dense dO ---------------------------------------------------
 // For images [n0, n1): the non-zeros of dO[n, f] are appended, in (y, x) order, to image n's
-// region of `pos` / `val` (capacity F * Ho * Wo each); start/count[n * F + f] locate them.
-// Branch-free: every element is written, the cursor advances only past non-zeros.
+// region of `pos` / `val` (capacity F * Ho * Wo + kScanSlack each, see sparse_conv.cpp);
+// start/count[n * F + f] locate them. Only the non-zeros are written (AVX-512: compress a
+// register of dO, store it whole, advance by the number of non-zeros), so a sparse dO touches
+// only a small part of the list's memory.
 template <typename T>
 void scan_impl(const Geometry& g, const T* grad_output, int32_t* pos, T* val, int64_t* start, int64_t* count,
                int64_t n0, int64_t n1) {
   const int64_t hw = g.Ho * g.Wo;
   for (int64_t n = n0; n < n1; ++n) {
-    const int64_t base = n * g.F * hw;
+    const int64_t base = n * (g.F * hw + kScanSlack);
     int64_t k = 0;
     for (int64_t f = 0; f < g.F; ++f) {
-      const T* src = grad_output + base + f * hw;
+      const T* src = grad_output + (n * g.F + f) * hw;
       const int64_t first = k;
-      for (int64_t i = 0; i < hw; ++i) {
+      int64_t i = 0;
+#if ST_VEC == 512
+      if constexpr (sizeof(T) == 4) {
+        const __m512i step = _mm512_set1_epi32(16);
+        __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        for (; i + 16 <= hw; i += 16) {
+          const __m512 v = _mm512_loadu_ps(reinterpret_cast<const float*>(src) + i);
+          const __mmask16 m = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+          _mm512_storeu_ps(reinterpret_cast<float*>(val) + base + k, _mm512_maskz_compress_ps(m, v));
+          _mm512_storeu_si512(pos + base + k, _mm512_maskz_compress_epi32(m, idx));
+          k += __builtin_popcount(m);
+          idx = _mm512_add_epi32(idx, step);
+        }
+      } else {
+        const __m256i step = _mm256_set1_epi32(8);
+        __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        for (; i + 8 <= hw; i += 8) {
+          const __m512d v = _mm512_loadu_pd(reinterpret_cast<const double*>(src) + i);
+          const __mmask8 m = _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_NEQ_UQ);
+          _mm512_storeu_pd(reinterpret_cast<double*>(val) + base + k, _mm512_maskz_compress_pd(m, v));
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(pos + base + k), _mm256_maskz_compress_epi32(m, idx));
+          k += __builtin_popcount(m);
+          idx = _mm256_add_epi32(idx, step);
+        }
+      }
+#endif
+      for (; i < hw; ++i) {
         const T v = src[i];
-        pos[base + k] = static_cast<int32_t>(i);
-        val[base + k] = v;
-        k += (v != T(0));
+        if (v != T(0)) {
+          pos[base + k] = static_cast<int32_t>(i);
+          val[base + k] = v;
+          ++k;
+        }
       }
       start[n * g.F + f] = base + first;
       count[n * g.F + f] = k - first;
@@ -186,41 +218,53 @@ void scan_impl(const Geometry& g, const T* grad_output, int32_t* pos, T* val, in
   }
 }
 
+// Filters are handled in blocks whose weights (or weight gradients) take about this many bytes,
+// so that a block and one image's input (or input gradient) stay in the core's L2 cache while
+// every non-zero of that image and block is applied; without blocking each non-zero pulls a
+// whole filter or input window from L3.
+// (Geometry::block_bytes, default 512 KiB; tests set it tiny to exercise many blocks.)
+inline int64_t filter_block(const Geometry& g, int64_t elem_size) {
+  const int64_t per_filter = g.kh * g.kw * g.Cg * elem_size;
+  return std::max<int64_t>(1, g.block_bytes / std::max<int64_t>(1, per_filter));
+}
+
 // ---- dW: filters [f0, f1), each summed over every image in a fixed order (deterministic) -------
+// For each filter the order is: images ascending, positions ascending, four non-zeros per
+// vector pass; it does not depend on the thread count or the block size.
 template <typename T>
 void grad_weight_impl(const Geometry& g, const T* inp, const int32_t* pos, const T* val, const int64_t* start,
                       const int64_t* count, T* grad_weight, int64_t f0, int64_t f1) {
   const int64_t filter_size = g.kh * g.kw * g.Cg;
   const int64_t row_stride = g.Wp * g.C;  // one input row, channels-last
   const bool merged = g.G == 1 && g.dw == 1;
-  std::vector<const T*> src;
-  std::vector<T> coef;
-  src.reserve(static_cast<size_t>(g.N * g.Ho * g.Wo));
-  coef.reserve(static_cast<size_t>(g.N * g.Ho * g.Wo));
-  for (int64_t f = f0; f < f1; ++f) {
-    const int64_t c0 = (f / g.Fg) * g.Cg;  // first input channel of this filter's group
-    src.clear();
-    coef.clear();
+  const int64_t block = filter_block(g, sizeof(T));
+  std::vector<const T*> src(static_cast<size_t>(g.Ho * g.Wo));
+  std::vector<T> coef(static_cast<size_t>(g.Ho * g.Wo));
+  std::memset(grad_weight + f0 * filter_size, 0, sizeof(T) * (f1 - f0) * filter_size);
+  for (int64_t fb = f0; fb < f1; fb += block) {
+    const int64_t fe = std::min(f1, fb + block);
     for (int64_t n = 0; n < g.N; ++n) {
-      const int64_t s0 = start[n * g.F + f], cnt = count[n * g.F + f];
-      for (int64_t j = 0; j < cnt; ++j) {
-        const int64_t p = pos[s0 + j], y = p / g.Wo, x = p % g.Wo;
-        src.push_back(inp + ((n * g.Hp + y * g.sh) * g.Wp + x * g.sw) * g.C + c0);  // window's top-left
-        coef.push_back(val[s0 + j]);
+      for (int64_t f = fb; f < fe; ++f) {
+        const int64_t s0 = start[n * g.F + f], cnt = count[n * g.F + f];
+        if (cnt == 0) continue;
+        const int64_t c0 = (f / g.Fg) * g.Cg;  // first input channel of this filter's group
+        for (int64_t j = 0; j < cnt; ++j) {
+          const int64_t p = pos[s0 + j], y = p / g.Wo, x = p % g.Wo;
+          src[j] = inp + ((n * g.Hp + y * g.sh) * g.Wp + x * g.sw) * g.C + c0;  // window's top-left
+          coef[j] = val[s0 + j];
+        }
+        T* acc = grad_weight + f * filter_size;
+        if (merged) {
+          const int64_t len = g.kw * g.C;
+          for (int64_t ky = 0; ky < g.kh; ++ky)
+            detail::axpy_many(acc + ky * len, src.data(), coef.data(), cnt, ky * g.dh * row_stride, len);
+        } else {
+          for (int64_t ky = 0; ky < g.kh; ++ky)
+            for (int64_t kx = 0; kx < g.kw; ++kx)
+              detail::axpy_many(acc + (ky * g.kw + kx) * g.Cg, src.data(), coef.data(), cnt,
+                                ky * g.dh * row_stride + kx * g.dw * g.C, g.Cg);
+        }
       }
-    }
-    T* acc = grad_weight + f * filter_size;
-    std::memset(acc, 0, sizeof(T) * filter_size);
-    const int64_t cnt = static_cast<int64_t>(src.size());
-    if (merged) {
-      const int64_t len = g.kw * g.C;
-      for (int64_t ky = 0; ky < g.kh; ++ky)
-        detail::axpy_many(acc + ky * len, src.data(), coef.data(), cnt, ky * g.dh * row_stride, len);
-    } else {
-      for (int64_t ky = 0; ky < g.kh; ++ky)
-        for (int64_t kx = 0; kx < g.kw; ++kx)
-          detail::axpy_many(acc + (ky * g.kw + kx) * g.Cg, src.data(), coef.data(), cnt,
-                            ky * g.dh * row_stride + kx * g.dw * g.C, g.Cg);
     }
   }
 }
@@ -234,42 +278,50 @@ void grad_input_impl(const Geometry& g, const T* weight, const int32_t* pos, con
   const int64_t image = g.Hp * row_stride;
   const int64_t hw = g.Ho * g.Wo;
   const bool merged = g.G == 1 && g.dw == 1;
-  // merged rows: the non-zeros of one image bucketed by output position, so all filters that
-  // hit the same window are summed into it four at a time (counting sort of the list)
+  const int64_t block = filter_block(g, sizeof(T));
+  // merged rows: within a block of filters, the non-zeros of one image are bucketed by output
+  // position (counting sort), so all filters that hit the same window are summed into it four
+  // at a time and the window row is loaded and stored once per four non-zeros
   std::vector<int64_t> bucket(static_cast<size_t>(hw + 1));
-  std::vector<const T*> src(static_cast<size_t>(merged ? g.F * hw : 0));
-  std::vector<T> coef(static_cast<size_t>(merged ? g.F * hw : 0));
+  std::vector<const T*> src(static_cast<size_t>(merged ? std::min(block, g.F) * hw : 0));
+  std::vector<T> coef(src.size());
   for (int64_t n = n0; n < n1; ++n) {
     T* out = grad_input + n * image;
     std::memset(out, 0, sizeof(T) * image);
     if (merged) {
-      std::fill(bucket.begin(), bucket.end(), 0);
-      for (int64_t f = 0; f < g.F; ++f) {
-        const int64_t s0 = start[n * g.F + f], cnt = count[n * g.F + f];
-        for (int64_t j = 0; j < cnt; ++j) ++bucket[pos[s0 + j] + 1];
-      }
-      for (int64_t p = 0; p < hw; ++p) bucket[p + 1] += bucket[p];
-      for (int64_t f = 0; f < g.F; ++f) {
-        const int64_t s0 = start[n * g.F + f], cnt = count[n * g.F + f];
-        for (int64_t j = 0; j < cnt; ++j) {
-          const int64_t slot = bucket[pos[s0 + j]]++;
-          src[slot] = weight + f * filter_size;
-          coef[slot] = val[s0 + j];
-        }
-      }
-      // after the fill, bucket[p] is the end of position p's run (the start of p + 1's)
       const int64_t len = g.kw * g.C;
-      int64_t first = 0;
-      for (int64_t p = 0; p < hw; ++p) {
-        const int64_t last = bucket[p];
-        if (last > first) {
-          const int64_t y = p / g.Wo, x = p % g.Wo;
-          T* window = out + (y * g.sh) * row_stride + x * g.sw * g.C;
-          for (int64_t ky = 0; ky < g.kh; ++ky)
-            detail::axpy_many(window + ky * g.dh * row_stride, src.data() + first, coef.data() + first,
-                              last - first, ky * len, len);
+      for (int64_t fb = 0; fb < g.F; fb += block) {
+        const int64_t fe = std::min(g.F, fb + block);
+        int64_t in_block = 0;
+        for (int64_t f = fb; f < fe; ++f) in_block += count[n * g.F + f];
+        if (in_block == 0) continue;
+        std::fill(bucket.begin(), bucket.end(), 0);
+        for (int64_t f = fb; f < fe; ++f) {
+          const int64_t s0 = start[n * g.F + f], cnt = count[n * g.F + f];
+          for (int64_t j = 0; j < cnt; ++j) ++bucket[pos[s0 + j] + 1];
         }
-        first = last;
+        for (int64_t p = 0; p < hw; ++p) bucket[p + 1] += bucket[p];
+        for (int64_t f = fb; f < fe; ++f) {
+          const int64_t s0 = start[n * g.F + f], cnt = count[n * g.F + f];
+          for (int64_t j = 0; j < cnt; ++j) {
+            const int64_t slot = bucket[pos[s0 + j]]++;
+            src[slot] = weight + f * filter_size;
+            coef[slot] = val[s0 + j];
+          }
+        }
+        // after the fill, bucket[p] is the end of position p's run (the start of p + 1's)
+        int64_t first = 0;
+        for (int64_t p = 0; p < hw; ++p) {
+          const int64_t last = bucket[p];
+          if (last > first) {
+            const int64_t y = p / g.Wo, x = p % g.Wo;
+            T* window = out + (y * g.sh) * row_stride + x * g.sw * g.C;
+            for (int64_t ky = 0; ky < g.kh; ++ky)
+              detail::axpy_many(window + ky * g.dh * row_stride, src.data() + first, coef.data() + first,
+                                last - first, ky * len, len);
+          }
+          first = last;
+        }
       }
     } else {
       for (int64_t f = 0; f < g.F; ++f) {
