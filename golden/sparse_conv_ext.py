@@ -53,6 +53,7 @@ def load(verbose: bool = False) -> ModuleType:
             missing = [name for name in SOURCES + HEADERS if not (SOURCE_DIR / name).exists()]
             if missing:
                 raise FileNotFoundError(f"{SOURCE_DIR}: missing C++ sources {missing}")
+            _put_ninja_on_path()
             # -O3 for the vector loops; -fopenmp so at::parallel_for uses torch's OpenMP threads.
             # The per-ISA files set their own targets with #pragma GCC target.
             _module = cpp_load(name=NAME, sources=[str(SOURCE_DIR / s) for s in SOURCES],
@@ -60,6 +61,18 @@ def load(verbose: bool = False) -> ModuleType:
                                extra_ldflags=["-fopenmp"], extra_include_paths=[str(SOURCE_DIR)],
                                build_directory=str(build_directory()), verbose=verbose)
     return _module
+
+
+def _put_ninja_on_path() -> None:
+    """torch runs `ninja` from PATH; the PyPI ninja lives in the venv's bin, which a script
+    started as .venv/bin/python does not have on PATH."""
+    try:
+        import ninja
+    except ImportError:
+        return  # torch will say that ninja is required
+    bin_dir = str(ninja.BIN_DIR)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
 
 
 def main() -> int:
