@@ -9,7 +9,8 @@
 // 3. dW: parallel over filters; each filter's sum runs over images and positions in a fixed
 //    order, so the result does not depend on the thread count and needs no reduction.
 //    dI: parallel over images, each image written by one thread.
-// The layout changes (channels-last, zero padding) are done here with torch copies.
+// The layout changes (channels-last, zero padding and back) are fused into the kernels' passes,
+// except the weight's transpose for dI (a torch copy).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -51,10 +52,13 @@ struct Kernels {
   decltype(&st_generic::grad_weight_f64) grad_weight_f64;
   decltype(&st_generic::grad_input_f32) grad_input_f32;
   decltype(&st_generic::grad_input_f64) grad_input_f64;
+  decltype(&st_generic::pack_input_f32) pack_input_f32;
+  decltype(&st_generic::pack_input_f64) pack_input_f64;
 };
 
 #define ST_KERNELS(ns) \
-  Kernels { ns::scan_f32, ns::scan_f64, ns::grad_weight_f32, ns::grad_weight_f64, ns::grad_input_f32, ns::grad_input_f64 }
+  Kernels { ns::scan_f32, ns::scan_f64, ns::grad_weight_f32, ns::grad_weight_f64, ns::grad_input_f32, ns::grad_input_f64, \
+        ns::pack_input_f32, ns::pack_input_f64 }
 
 Kernels kernels_for(Isa isa) {
 #if defined(__x86_64__)
@@ -70,25 +74,18 @@ template <> struct Typed<float> {
   static auto scan(const Kernels& k) { return k.scan_f32; }
   static auto grad_weight(const Kernels& k) { return k.grad_weight_f32; }
   static auto grad_input(const Kernels& k) { return k.grad_input_f32; }
+  static auto pack_input(const Kernels& k) { return k.pack_input_f32; }
 };
 template <> struct Typed<double> {
   static auto scan(const Kernels& k) { return k.scan_f64; }
   static auto grad_weight(const Kernels& k) { return k.grad_weight_f64; }
   static auto grad_input(const Kernels& k) { return k.grad_input_f64; }
+  static auto pack_input(const Kernels& k) { return k.pack_input_f64; }
 };
 
 std::pair<int64_t, int64_t> pair_of(at::IntArrayRef v, const char* name) {
   TORCH_CHECK(v.size() == 2, name, " must have 2 entries, got ", v.size());
   return {v[0], v[1]};
-}
-
-// Channels-last copy of x (N, C, H, W) inside a zero border: (N, H + 2 ph, W + 2 pw, C).
-at::Tensor padded_channels_last(const at::Tensor& x, int64_t ph, int64_t pw) {
-  auto nhwc = x.permute({0, 2, 3, 1});
-  if (ph == 0 && pw == 0) return nhwc.contiguous();
-  auto out = at::zeros({x.size(0), x.size(2) + 2 * ph, x.size(3) + 2 * pw, x.size(1)}, x.options());
-  out.narrow(1, ph, x.size(2)).narrow(2, pw, x.size(3)).copy_(nhwc);
-  return out;
 }
 
 template <typename T>
@@ -116,26 +113,28 @@ std::tuple<at::Tensor, at::Tensor, double> run(const Geometry& g, const at::Tens
 
   at::Tensor grad_input, grad_weight;
   if (need_weight) {
-    auto inp = padded_channels_last(input, g.ph, g.pw);
-    auto dw_t = at::empty({g.F, g.kh, g.kw, g.Cg}, input.options());
-    const T* inp_ptr = inp.data_ptr<T>();
-    T* out_ptr = dw_t.data_ptr<T>();
+    // the input channels-last inside a zero border of the padding: (N, Hp, Wp, C)
+    auto inp = at::empty({g.N, g.Hp, g.Wp, g.C}, input.options());
+    const T* x_ptr = input.data_ptr<T>();
+    T* inp_ptr = inp.data_ptr<T>();
+    auto pack = Typed<T>::pack_input(k);
+    at::parallel_for(0, g.N, 1, [&](int64_t a, int64_t b) { pack(g, x_ptr, inp_ptr, a, b); });
+    grad_weight = at::empty(weight.sizes(), weight.options());  // contiguous (F, C/G, kh, kw)
+    T* out_ptr = grad_weight.data_ptr<T>();
     auto kernel = Typed<T>::grad_weight(k);
     at::parallel_for(0, g.F, 1, [&](int64_t a, int64_t b) {
       kernel(g, inp_ptr, pos_ptr, val_ptr, start_ptr, count_ptr, out_ptr, a, b);
     });
-    grad_weight = dw_t.permute({0, 3, 1, 2}).contiguous();
   }
   if (need_input) {
     auto w_t = weight.permute({0, 2, 3, 1}).contiguous();
-    auto di_t = at::empty({g.N, g.Hp, g.Wp, g.C}, input.options());
+    grad_input = at::empty(input.sizes(), input.options());  // contiguous (N, C, H, W)
     const T* w_ptr = w_t.data_ptr<T>();
-    T* out_ptr = di_t.data_ptr<T>();
+    T* out_ptr = grad_input.data_ptr<T>();
     auto kernel = Typed<T>::grad_input(k);
     at::parallel_for(0, g.N, 1, [&](int64_t a, int64_t b) {
       kernel(g, w_ptr, pos_ptr, val_ptr, start_ptr, count_ptr, out_ptr, a, b);
     });
-    grad_input = di_t.narrow(1, g.ph, g.H).narrow(2, g.pw, g.W).permute({0, 3, 1, 2}).contiguous();
   }
   return {grad_input, grad_weight, density};
 }

@@ -22,6 +22,8 @@ constexpr int64_t kScanSlack = 16;
                        const int64_t*, float*, int64_t, int64_t);                                                \
   void grad_weight_f64(const Geometry&, const double*, const int32_t*, const double*, const int64_t*,            \
                        const int64_t*, double*, int64_t, int64_t);                                               \
+  void pack_input_f32(const Geometry&, const float*, float*, int64_t, int64_t);                                  \
+  void pack_input_f64(const Geometry&, const double*, double*, int64_t, int64_t);                                \
   void grad_input_f32(const Geometry&, const float*, const int32_t*, const float*, const int64_t*,               \
                       const int64_t*, float*, int64_t, int64_t);                                                 \
   void grad_input_f64(const Geometry&, const double*, const int32_t*, const double*, const int64_t*,             \

@@ -240,9 +240,12 @@ void grad_weight_impl(const Geometry& g, const T* inp, const int32_t* pos, const
   const int64_t block = filter_block(g, sizeof(T));
   std::vector<const T*> src(static_cast<size_t>(g.Ho * g.Wo));
   std::vector<T> coef(static_cast<size_t>(g.Ho * g.Wo));
-  std::memset(grad_weight + f0 * filter_size, 0, sizeof(T) * (f1 - f0) * filter_size);
+  // one block of filters is accumulated channels-last in `scratch`, then written to
+  // grad_weight in torch's (F, C/G, kh, kw) layout
+  std::vector<T> scratch(static_cast<size_t>(std::min(block, f1 - f0) * filter_size));
   for (int64_t fb = f0; fb < f1; fb += block) {
     const int64_t fe = std::min(f1, fb + block);
+    std::fill(scratch.begin(), scratch.end(), T(0));
     for (int64_t n = 0; n < g.N; ++n) {
       for (int64_t f = fb; f < fe; ++f) {
         const int64_t s0 = start[n * g.F + f], cnt = count[n * g.F + f];
@@ -253,7 +256,7 @@ void grad_weight_impl(const Geometry& g, const T* inp, const int32_t* pos, const
           src[j] = inp + ((n * g.Hp + y * g.sh) * g.Wp + x * g.sw) * g.C + c0;  // window's top-left
           coef[j] = val[s0 + j];
         }
-        T* acc = grad_weight + f * filter_size;
+        T* acc = scratch.data() + (f - fb) * filter_size;
         if (merged) {
           const int64_t len = g.kw * g.C;
           for (int64_t ky = 0; ky < g.kh; ++ky)
@@ -265,6 +268,13 @@ void grad_weight_impl(const Geometry& g, const T* inp, const int32_t* pos, const
                                 ky * g.dh * row_stride + kx * g.dw * g.C, g.Cg);
         }
       }
+    }
+    const int64_t kk = g.kh * g.kw;
+    for (int64_t f = fb; f < fe; ++f) {
+      const T* acc = scratch.data() + (f - fb) * filter_size;
+      T* out = grad_weight + f * filter_size;
+      for (int64_t c = 0; c < g.Cg; ++c)
+        for (int64_t k = 0; k < kk; ++k) out[c * kk + k] = acc[k * g.Cg + c];
     }
   }
 }
@@ -282,11 +292,12 @@ void grad_input_impl(const Geometry& g, const T* weight, const int32_t* pos, con
   // merged rows: within a block of filters, the non-zeros of one image are bucketed by output
   // position (counting sort), so all filters that hit the same window are summed into it four
   // at a time and the window row is loaded and stored once per four non-zeros
+  std::vector<T> scratch(static_cast<size_t>(image));  // one padded channels-last image, reused
   std::vector<int64_t> bucket(static_cast<size_t>(hw + 1));
   std::vector<const T*> src(static_cast<size_t>(merged ? std::min(block, g.F) * hw : 0));
   std::vector<T> coef(src.size());
   for (int64_t n = n0; n < n1; ++n) {
-    T* out = grad_input + n * image;
+    T* out = scratch.data();
     std::memset(out, 0, sizeof(T) * image);
     if (merged) {
       const int64_t len = g.kw * g.C;
@@ -339,6 +350,38 @@ void grad_input_impl(const Geometry& g, const T* weight, const int32_t* pos, con
         }
       }
     }
+    // the unpadded interior, transposed to torch's (C, H, W) layout
+    T* dst = grad_input + n * g.C * g.H * g.W;
+    for (int64_t c = 0; c < g.C; ++c)
+      for (int64_t h = 0; h < g.H; ++h) {
+        const T* row = out + ((h + g.ph) * g.Wp + g.pw) * g.C + c;
+        T* d = dst + (c * g.H + h) * g.W;
+        for (int64_t x = 0; x < g.W; ++x) d[x] = row[x * g.C];
+      }
+  }
+}
+
+// ---- the input in the kernels' layout: images [n0, n1) of (N, C, H, W) to (N, Hp, Wp, C) -------
+template <typename T>
+void pack_input_impl(const Geometry& g, const T* input, T* out, int64_t n0, int64_t n1) {
+  const int64_t hw = g.H * g.W;
+  for (int64_t n = n0; n < n1; ++n) {
+    const T* src = input + n * g.C * hw;
+    T* dst = out + n * g.Hp * g.Wp * g.C;
+    for (int64_t h = 0; h < g.Hp; ++h) {
+      T* row = dst + h * g.Wp * g.C;
+      if (h < g.ph || h >= g.ph + g.H) {
+        std::memset(row, 0, sizeof(T) * g.Wp * g.C);
+        continue;
+      }
+      std::memset(row, 0, sizeof(T) * g.pw * g.C);
+      std::memset(row + (g.pw + g.W) * g.C, 0, sizeof(T) * (g.Wp - g.pw - g.W) * g.C);
+      const T* s = src + (h - g.ph) * g.W;
+      for (int64_t x = 0; x < g.W; ++x) {
+        T* d = row + (x + g.pw) * g.C;
+        for (int64_t c = 0; c < g.C; ++c) d[c] = s[c * hw + x];  // each line read serves 16 x
+      }
+    }
   }
 }
 
@@ -357,6 +400,12 @@ void grad_weight_f32(const Geometry& g, const float* i, const int32_t* p, const 
 void grad_weight_f64(const Geometry& g, const double* i, const int32_t* p, const double* v, const int64_t* s,
                      const int64_t* c, double* o, int64_t a, int64_t b) {
   grad_weight_impl<double>(g, i, p, v, s, c, o, a, b);
+}
+void pack_input_f32(const Geometry& g, const float* x, float* o, int64_t a, int64_t b) {
+  pack_input_impl<float>(g, x, o, a, b);
+}
+void pack_input_f64(const Geometry& g, const double* x, double* o, int64_t a, int64_t b) {
+  pack_input_impl<double>(g, x, o, a, b);
 }
 void grad_input_f32(const Geometry& g, const float* w, const int32_t* p, const float* v, const int64_t* s,
                     const int64_t* c, float* o, int64_t a, int64_t b) {
