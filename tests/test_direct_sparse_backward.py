@@ -186,3 +186,24 @@ def test_drop_in_module_counts_sparse_and_fallback_calls():
         torch.testing.assert_close(conv.bias.grad, ref.bias.grad, rtol=1e-10, atol=1e-10)
         stats = conv.sparse_stats
         assert (stats.sparse_calls, stats.dense_calls) == ((1, 0) if sparse else (1, 1))
+
+
+def test_training_with_sparse_backward_follows_the_dense_run():
+    """`sparsetrain train --sparse-backward` (TrainConfig.sparse_backward): same seed, same data,
+    a few pruned steps of a narrow AlexNet; only float rounding separates the two runs."""
+    from sparsetrain.golden.data import fashion_mnist
+    from sparsetrain.golden.train import TrainConfig, make_model, train
+
+    train_split = fashion_mnist("train", samples=96, input_size=32, subset_seed=SEED % 1000)
+    test_split = fashion_mnist("test", samples=64, input_size=32, subset_seed=SEED % 1000)
+    runs = []
+    for sparse in (False, True):
+        cfg = TrainConfig(model="alexnet", p=0.99, n_f=1, batch_size=16, width_mult=0.125, seed=SEED % 1000,
+                          lr=0.01, progress=False, sparse_backward=sparse)
+        if sparse:
+            convs = [m for m in make_model(cfg).modules() if isinstance(m, nn.Conv2d)]
+            assert convs and all(type(m) is sb.SparseBackwardConv2d for m in convs)
+        runs.append(train(cfg, None, train_split=train_split, test_split=test_split)["epochs"][0])
+    dense, sparse = runs
+    assert dense["loss"] == pytest.approx(sparse["loss"], rel=1e-4)
+    assert dense["test_loss"] == pytest.approx(sparse["test_loss"], rel=1e-3)
