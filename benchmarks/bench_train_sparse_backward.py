@@ -39,7 +39,7 @@ def accuracy(args: argparse.Namespace) -> list[dict]:
     for seed in args.seeds:
         row: dict = {"seed": seed}
         for sparse in (False, True):
-            cfg = TrainConfig(model="alexnet", p=args.p, epochs=args.epochs, batch_size=args.batch,
+            cfg = TrainConfig(model="alexnet", p=args.p, epochs=args.epochs, batch_size=args.acc_batch,
                               train_samples=args.train_samples, test_samples=args.test_samples, seed=seed,
                               width_mult=args.acc_width_mult, threads=args.threads, progress=False,
                               sparse_backward=sparse)
@@ -106,20 +106,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny subsets, narrow model")
     ap.add_argument("--p", type=float, default=0.99)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--train-samples", type=int, default=6000)
+    # accuracy runs: the settings of docs/reproduction.md (AlexNet x0.25, 3 epochs of 8000 images)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--acc-batch", type=int, default=64)
+    ap.add_argument("--train-samples", type=int, default=8000)
     ap.add_argument("--test-samples", type=int, default=2000)
-    ap.add_argument("--acc-width-mult", type=float, default=0.5, help="channel scale of the accuracy runs")
+    ap.add_argument("--acc-width-mult", type=float, default=0.25, help="channel scale of the accuracy runs")
+    ap.add_argument("--batch", type=int, default=128, help="batch of the timed steps")
     ap.add_argument("--width-mult", type=float, default=1.0, help="channel scale of the timed steps")
     ap.add_argument("--warmup", type=int, default=6, help="untimed steps first (FIFO depth 4 fills)")
     ap.add_argument("--timed-steps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-accuracy", dest="accuracy", action="store_false")
+    ap.add_argument("--no-steps", dest="steps", action="store_false", help="skip the timed steps")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     if args.quick:
-        args.seeds, args.train_samples, args.test_samples, args.batch = [0], 512, 256, 32
+        args.seeds, args.train_samples, args.test_samples, args.batch, args.acc_batch = [0], 512, 256, 32, 32
+        args.epochs = 1
         args.acc_width_mult, args.width_mult, args.warmup, args.timed_steps = 0.25, 0.25, 5, 3
     check_param("threads", args.threads, 1, 256)
     check_param("timed_steps", args.timed_steps, 1, 10000)
@@ -127,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     results = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                "loadavg_start": os.getloadavg()}
-    results["step"] = step_times(args)
+    if args.steps:
+        results["step"] = step_times(args)
     if args.accuracy:
         results["accuracy"] = accuracy(args)
         diffs = [r["difference"] for r in results["accuracy"]]
