@@ -18,9 +18,17 @@ The products use `torch.sparse.mm` on CSR tensors, chosen over scipy.sparse by m
 (docs/performance.md, "Sparse back-propagation on the CPU"): torch's CSR product calls MKL's sparse BLAS and uses the torch thread
 pool; scipy's is single-threaded and needs a float64/float32 copy across the numpy boundary.
 
-Public API: `sparse_conv2d_backward` (the two gradients, plain tensors in and out),
+That CSR path is kept as a reference and benchmark baseline. Training uses the direct sparse
+kernel instead (`direct_conv2d_backward`, C++ in golden/csrc/, built by golden/sparse_conv_ext):
+for every non-zero dO(n, f, y, x) it adds dO * W[f] to dI's window and dO * I's window to
+dW[f], vectorised over channels, and it is faster than torch's native backward below a dO
+density of about BREAK_EVEN_DENSITY (docs/performance.md, "Sparse back-propagation on the CPU").
+
+Public API: `direct_conv2d_backward` / `direct_conv2d_backward_ex` (the direct kernel, with a
+fallback to the native backward above `max_density`), `sparse_conv2d_backward` (the CSR path),
 `dense_conv2d_backward` (the same im2col formulation with dense GEMMs, the paper's baseline),
-`SparseBackwardConv2d` (a drop-in nn.Conv2d) and `convert_model`.
+`native_conv2d_backward` (torch's own), `SparseBackwardConv2d` (a drop-in nn.Conv2d running the
+direct kernel with a per-layer fallback) and `convert_model`.
 """
 from __future__ import annotations
 
