@@ -302,6 +302,10 @@ def native_conv2d_backward(inp: torch.Tensor, weight: torch.Tensor, grad_output:
 # break-even density of the direct kernel against oneDNN from the benchmark's sweep
 # (benchmarks/bench_sparse_backward.py; docs/performance.md, "CPU sparse back-propagation").
 BREAK_EVEN_DENSITY = 0.3
+# Grouped convolutions with fewer input channels per group than this (depthwise: 1) always use
+# the native backward in SparseBackwardConv2d: the kernel vectorises over a group's channels, and
+# on MobileNet-like depthwise layers it measured 2x to 10x slower than native at every density.
+MIN_GROUP_CHANNELS = 8
 
 
 @dataclass
@@ -375,9 +379,15 @@ class _SparseBackwardConv2dFunction(torch.autograd.Function):
     def backward(ctx, grad_output: torch.Tensor):
         inp, weight = ctx.saved_tensors
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
-        result = direct_conv2d_backward_ex(inp, weight, grad_output, *ctx.conv_args, need_input=need_input,
-                                           need_weight=need_weight, need_bias=need_bias and ctx.has_bias,
-                                           max_density=ctx.max_density)
+        groups = ctx.conv_args[3]
+        if groups > 1 and inp.shape[1] // groups < MIN_GROUP_CHANNELS:
+            dense = native_conv2d_backward(inp, weight, grad_output, *ctx.conv_args, need_input=need_input,
+                                           need_weight=need_weight, need_bias=need_bias and ctx.has_bias)
+            result = DirectResult(dense, float("nan"), False)
+        else:
+            result = direct_conv2d_backward_ex(inp, weight, grad_output, *ctx.conv_args, need_input=need_input,
+                                               need_weight=need_weight, need_bias=need_bias and ctx.has_bias,
+                                               max_density=ctx.max_density)
         ctx.module_stats.record(result)
         grads = result.gradients
         return grads.grad_input, grads.grad_weight, grads.grad_bias, None, None, None, None, None, None
@@ -403,7 +413,8 @@ class SparseBackwardConv2d(nn.Conv2d):
     """nn.Conv2d with the same parameters and forward, whose backward runs the direct sparse kernel.
 
     Per call, when dO is denser than `max_density` (default BREAK_EVEN_DENSITY) the layer uses
-    torch's native backward instead. `convert_model` turns an existing nn.Conv2d into one in
+    torch's native backward instead; so do grouped layers with fewer than MIN_GROUP_CHANNELS
+    input channels per group (depthwise), always. `convert_model` turns an existing nn.Conv2d into one in
     place; the two optional attributes below are created on first use.
     """
 

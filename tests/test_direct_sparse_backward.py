@@ -207,3 +207,20 @@ def test_training_with_sparse_backward_follows_the_dense_run():
     dense, sparse = runs
     assert dense["loss"] == pytest.approx(sparse["loss"], rel=1e-4)
     assert dense["test_loss"] == pytest.approx(sparse["test_loss"], rel=1e-3)
+
+
+def test_depthwise_layers_of_the_drop_in_module_use_the_native_backward():
+    """Fewer than MIN_GROUP_CHANNELS channels per group: native backward at any density."""
+    gen = torch.Generator().manual_seed(SEED % 977)
+    depthwise = sb.convert_model(nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False).double())
+    grouped = sb.convert_model(nn.Conv2d(2 * sb.MIN_GROUP_CHANNELS, 4, 3, padding=1, groups=2, bias=False).double())
+    for conv in (depthwise, grouped):
+        x = torch.randn(2, conv.in_channels, 6, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+        d_o = torch.randn(2, conv.out_channels, 6, 6, generator=gen, dtype=torch.float64)
+        d_o = d_o * (torch.rand(d_o.shape, generator=gen, dtype=torch.float64) < 0.05)
+        conv(x).backward(d_o)
+        ref_i, ref_w = autograd_reference(x.detach(), conv.weight.detach(), d_o, 1, 1, 1, conv.groups)
+        torch.testing.assert_close(x.grad, ref_i, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(conv.weight.grad, ref_w, rtol=1e-10, atol=1e-10)
+    assert (depthwise.sparse_stats.sparse_calls, depthwise.sparse_stats.dense_calls) == (0, 1)
+    assert (grouped.sparse_stats.sparse_calls, grouped.sparse_stats.dense_calls) == (1, 0)
