@@ -7,13 +7,13 @@ PY       := $(VENV)/bin/python
 PIP      := $(VENV)/bin/pip
 ST       := $(VENV)/bin/sparsetrain
 PYTEST   := $(VENV)/bin/pytest
-APT_PKGS := verilator iverilog yosys dataset-fashion-mnist nextpnr-ice40 fpga-icestorm
+APT_PKGS := verilator iverilog yosys dataset-fashion-mnist nextpnr-ice40 fpga-icestorm g++ python3.11-dev
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP    := $(VENV)/.sparsetrain-installed
 JOBS     ?= 2
 OUT      ?= out
 
-.PHONY: help setup apt test demo verilog regress synth perf lint formal clean
+.PHONY: help setup apt ext test demo verilog regress synth perf lint formal clean
 
 help:
 	@echo "make test     run the test suite (installs everything it needs first)"
@@ -43,8 +43,12 @@ $(STAMP): pyproject.toml | apt
 	$(PIP) install -q -e '.[dev,formal,ray]'
 	@touch $@
 
-test: setup
+test: setup ext
 	$(PYTEST) -n $(JOBS) --dist loadgroup -q tests
+
+# The C++ sparse convolution backward (golden/csrc/): compiled once, cached in build/.
+ext: setup
+	$(PY) -m sparsetrain.golden.sparse_conv_ext
 
 demo: setup
 	$(ST) demo --out $(OUT)/demo --force  # out/ belongs to make: a re-run replaces its own demo

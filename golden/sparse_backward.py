@@ -18,9 +18,17 @@ The products use `torch.sparse.mm` on CSR tensors, chosen over scipy.sparse by m
 (docs/performance.md, "Sparse back-propagation on the CPU"): torch's CSR product calls MKL's sparse BLAS and uses the torch thread
 pool; scipy's is single-threaded and needs a float64/float32 copy across the numpy boundary.
 
-Public API: `sparse_conv2d_backward` (the two gradients, plain tensors in and out),
+That CSR path is kept as a reference and benchmark baseline. Training uses the direct sparse
+kernel instead (`direct_conv2d_backward`, C++ in golden/csrc/, built by golden/sparse_conv_ext):
+for every non-zero dO(n, f, y, x) it adds dO * W[f] to dI's window and dO * I's window to
+dW[f], vectorised over channels, and it is faster than torch's native backward below a dO
+density of about BREAK_EVEN_DENSITY (docs/performance.md, "Sparse back-propagation on the CPU").
+
+Public API: `direct_conv2d_backward` / `direct_conv2d_backward_ex` (the direct kernel, with a
+fallback to the native backward above `max_density`), `sparse_conv2d_backward` (the CSR path),
 `dense_conv2d_backward` (the same im2col formulation with dense GEMMs, the paper's baseline),
-`SparseBackwardConv2d` (a drop-in nn.Conv2d) and `convert_model`.
+`native_conv2d_backward` (torch's own), `SparseBackwardConv2d` (a drop-in nn.Conv2d running the
+direct kernel with a per-layer fallback) and `convert_model`.
 """
 from __future__ import annotations
 
@@ -288,6 +296,69 @@ def native_conv2d_backward(inp: torch.Tensor, weight: torch.Tensor, grad_output:
 
 
 # ---------------------------------------------------------------------------------------------
+# The direct sparse backward (C++ extension, golden/csrc/).
+
+# Above this dO density a layer's backward falls back to torch's native (oneDNN) one: the
+# break-even density of the direct kernel against oneDNN from the benchmark's sweep
+# (benchmarks/bench_sparse_backward.py; docs/performance.md, "CPU sparse back-propagation").
+BREAK_EVEN_DENSITY = 0.3
+# Grouped convolutions with fewer input channels per group than this (depthwise: 1) always use
+# the native backward in SparseBackwardConv2d: the kernel vectorises over a group's channels, and
+# on MobileNet-like depthwise layers it measured 2x to 10x slower than native at every density.
+MIN_GROUP_CHANNELS = 8
+
+
+@dataclass
+class DirectResult:
+    """What `direct_conv2d_backward` did: the gradients, dO's density, and whether the kernel ran."""
+
+    gradients: ConvGradients
+    density: float
+    sparse: bool  # False: the density was above max_density and the native backward ran
+
+
+def direct_conv2d_backward_ex(inp: torch.Tensor, weight: torch.Tensor, grad_output: torch.Tensor,
+                              stride: int | tuple[int, ...] = 1, padding: int | tuple[int, ...] = 0,
+                              dilation: int | tuple[int, ...] = 1, groups: int = 1,
+                              need_input: bool = True, need_weight: bool = True, need_bias: bool = False,
+                              max_density: float = 1.0) -> DirectResult:
+    """The direct sparse backward, falling back to the native one when dO is denser than max_density.
+
+    One pass over dO lists its non-zeros (and counts them); every non-zero dO(n, f, y, x) then
+    adds dO * W[f] to dI's window and dO * I's window to dW[f], vectorised over channels
+    (golden/csrc/sparse_conv_kernel.h). No im2col, no CSR tensors.
+    """
+    if not 0.0 <= max_density <= 1.0:
+        raise ValueError(f"max_density = {max_density!r} is out of range; allowed: 0 <= max_density <= 1")
+    g = _prepare(inp, weight, grad_output, stride, padding, dilation, groups)
+    if inp.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype = {inp.dtype} is out of range; allowed: torch.float32, torch.float64")
+    grad_bias = grad_output.sum(dim=(0, 2, 3)) if need_bias else None
+    if not (need_input or need_weight):
+        return DirectResult(ConvGradients(None, None, grad_bias), float("nan"), True)
+    from .sparse_conv_ext import load
+
+    grad_input, grad_weight, density = load().backward(inp, weight, grad_output, list(g.stride), list(g.padding),
+                                                       list(g.dilation), g.groups, need_input, need_weight,
+                                                       float(max_density))
+    if density > max_density:
+        dense = native_conv2d_backward(inp, weight, grad_output, stride, padding, dilation, groups,
+                                       need_input=need_input, need_weight=need_weight)
+        return DirectResult(ConvGradients(dense.grad_input, dense.grad_weight, grad_bias), density, False)
+    return DirectResult(ConvGradients(grad_input, grad_weight, grad_bias), density, True)
+
+
+def direct_conv2d_backward(inp: torch.Tensor, weight: torch.Tensor, grad_output: torch.Tensor,
+                           stride: int | tuple[int, ...] = 1, padding: int | tuple[int, ...] = 0,
+                           dilation: int | tuple[int, ...] = 1, groups: int = 1,
+                           need_input: bool = True, need_weight: bool = True,
+                           need_bias: bool = False, max_density: float = 1.0) -> ConvGradients:
+    """dI, dW (and db) of `F.conv2d` by the direct sparse kernel (no fallback unless max_density < 1)."""
+    return direct_conv2d_backward_ex(inp, weight, grad_output, stride, padding, dilation, groups, need_input,
+                                     need_weight, need_bias, max_density).gradients
+
+
+# ---------------------------------------------------------------------------------------------
 # Drop-in module.
 
 class _SparseBackwardConv2dFunction(torch.autograd.Function):
@@ -295,9 +366,11 @@ class _SparseBackwardConv2dFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, inp: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: Pair,
-                padding: Pair, dilation: Pair, groups: int) -> torch.Tensor:
+                padding: Pair, dilation: Pair, groups: int, max_density: float,
+                stats: "SparseBackwardStats") -> torch.Tensor:
         ctx.save_for_backward(inp, weight)
         ctx.conv_args = (stride, padding, dilation, groups)
+        ctx.max_density, ctx.module_stats = max_density, stats
         ctx.has_bias = bias is not None
         return F.conv2d(inp, weight, bias, stride, padding, dilation, groups)
 
@@ -306,21 +379,60 @@ class _SparseBackwardConv2dFunction(torch.autograd.Function):
     def backward(ctx, grad_output: torch.Tensor):
         inp, weight = ctx.saved_tensors
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
-        grads = sparse_conv2d_backward(inp, weight, grad_output, *ctx.conv_args, need_input=need_input,
-                                       need_weight=need_weight, need_bias=need_bias and ctx.has_bias)
-        return grads.grad_input, grads.grad_weight, grads.grad_bias, None, None, None, None
+        groups = ctx.conv_args[3]
+        if groups > 1 and inp.shape[1] // groups < MIN_GROUP_CHANNELS:
+            dense = native_conv2d_backward(inp, weight, grad_output, *ctx.conv_args, need_input=need_input,
+                                           need_weight=need_weight, need_bias=need_bias and ctx.has_bias)
+            result = DirectResult(dense, float("nan"), False)
+        else:
+            result = direct_conv2d_backward_ex(inp, weight, grad_output, *ctx.conv_args, need_input=need_input,
+                                               need_weight=need_weight, need_bias=need_bias and ctx.has_bias,
+                                               max_density=ctx.max_density)
+        ctx.module_stats.record(result)
+        grads = result.gradients
+        return grads.grad_input, grads.grad_weight, grads.grad_bias, None, None, None, None, None, None
+
+
+@dataclass
+class SparseBackwardStats:
+    """Per-layer counts of backward passes: how many ran the sparse kernel, how many fell back."""
+
+    sparse_calls: int = 0
+    dense_calls: int = 0
+    last_density: float | None = None
+
+    def record(self, result: DirectResult) -> None:
+        if result.sparse:
+            self.sparse_calls += 1
+        else:
+            self.dense_calls += 1
+        self.last_density = result.density
 
 
 class SparseBackwardConv2d(nn.Conv2d):
-    """nn.Conv2d with the same parameters and forward, whose backward exploits sparse dO.
+    """nn.Conv2d with the same parameters and forward, whose backward runs the direct sparse kernel.
 
-    It adds no state, so `convert_model` can turn an existing nn.Conv2d into one in place.
+    Per call, when dO is denser than `max_density` (default BREAK_EVEN_DENSITY) the layer uses
+    torch's native backward instead; so do grouped layers with fewer than MIN_GROUP_CHANNELS
+    input channels per group (depthwise), always. `convert_model` turns an existing nn.Conv2d into one in
+    place; the two optional attributes below are created on first use.
     """
+
+    max_density: float = BREAK_EVEN_DENSITY
+
+    @property
+    def sparse_stats(self) -> SparseBackwardStats:
+        stats = self.__dict__.get("_sparse_stats")
+        if stats is None:
+            stats = self.__dict__["_sparse_stats"] = SparseBackwardStats()
+        return stats
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         check_supported(self)
+        if not torch.is_grad_enabled() or inp.dtype not in (torch.float32, torch.float64) or inp.device.type != "cpu":
+            return F.conv2d(inp, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         return _SparseBackwardConv2dFunction.apply(inp, self.weight, self.bias, self.stride, self.padding,
-                                                   self.dilation, self.groups)
+                                                   self.dilation, self.groups, self.max_density, self.sparse_stats)
 
 
 def check_supported(conv: nn.Conv2d, name: str = "conv") -> None:
@@ -331,19 +443,26 @@ def check_supported(conv: nn.Conv2d, name: str = "conv") -> None:
         raise ValueError(f"{name}.padding = {conv.padding!r} is out of range; allowed: integers (explicit padding)")
 
 
-def convert_model(model: nn.Module) -> nn.Module:
+def convert_model(model: nn.Module, max_density: float | None = None) -> nn.Module:
     """Make every nn.Conv2d of `model` (itself included) a SparseBackwardConv2d, in place; returns `model`.
+
+    max_density: per-layer fallback to the native backward above this dO density (default
+    BREAK_EVEN_DENSITY; 1.0 runs the sparse kernel always).
 
     The modules keep their identity, so weights, bias, stride, padding, groups, hooks, optimizer
     state and references held elsewhere (prune layers, conv_layers lists) all stay valid. Only
     exact nn.Conv2d instances change class; subclasses with their own forward are left alone.
     Raises ValueError (before changing anything) if a conv uses a mode the sparse backward lacks.
     """
+    if max_density is not None and not (isinstance(max_density, (int, float)) and 0.0 <= max_density <= 1.0):
+        raise ValueError(f"max_density = {max_density!r} is out of range; allowed: 0 <= max_density <= 1")
     targets = [(name or "model", m) for name, m in model.named_modules() if type(m) is nn.Conv2d]
     for name, conv in targets:
         check_supported(conv, name)
     for _name, conv in targets:
         conv.__class__ = SparseBackwardConv2d
+        if max_density is not None:
+            conv.max_density = float(max_density)
     return model
 
 

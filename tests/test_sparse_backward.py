@@ -62,7 +62,8 @@ def test_random_gradients_equal_dense_backward(case, density):
     d_o = torch.randn(out_shape, generator=gen, dtype=torch.float64)
     d_o = d_o * (torch.rand(out_shape, generator=gen, dtype=torch.float64) < density)
     ref_i, ref_w, ref_b = autograd_reference(x, w, b, d_o, s, p, g)
-    for backward in (sb.sparse_conv2d_backward, sb.dense_conv2d_backward, sb.native_conv2d_backward):
+    for backward in (sb.sparse_conv2d_backward, sb.dense_conv2d_backward, sb.native_conv2d_backward,
+                     sb.direct_conv2d_backward):
         got = backward(x, w, d_o, s, p, 1, g, need_bias=True)
         torch.testing.assert_close(got.grad_input, ref_i, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(got.grad_weight, ref_w, rtol=1e-10, atol=1e-10)
@@ -171,9 +172,10 @@ def test_real_pruned_gradients_equal_dense_backward(name):
     for cap in captures:
         x, w, d_o = cap.inp.double(), cap.weight.double(), cap.grad_output.double()
         ref_i, ref_w, _ = autograd_reference(x, w, None, d_o, cap.stride, cap.padding, cap.groups, cap.dilation)
-        got = sb.sparse_conv2d_backward(x, w, d_o, cap.stride, cap.padding, cap.dilation, cap.groups)
-        torch.testing.assert_close(got.grad_input, ref_i, rtol=1e-9, atol=1e-12, msg=cap.name)
-        torch.testing.assert_close(got.grad_weight, ref_w, rtol=1e-9, atol=1e-12, msg=cap.name)
+        for backward in (sb.sparse_conv2d_backward, sb.direct_conv2d_backward):
+            got = backward(x, w, d_o, cap.stride, cap.padding, cap.dilation, cap.groups)
+            torch.testing.assert_close(got.grad_input, ref_i, rtol=1e-9, atol=1e-12, msg=cap.name)
+            torch.testing.assert_close(got.grad_weight, ref_w, rtol=1e-9, atol=1e-12, msg=cap.name)
 
 
 class _Net(nn.Module):

@@ -17,6 +17,7 @@ def _int_list(text: str) -> list[int]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from sparsetrain.golden.networks import MODEL_NAMES
     from sparsetrain.golden.pruning import ESTIMATORS
+    from sparsetrain.golden.sparse_backward import BREAK_EVEN_DENSITY
 
     p.add_argument("--model", required=True, choices=MODEL_NAMES)
     p.add_argument("--p", type=float, default=0.9, help="target pruning rate, 0 <= p < 1 (default 0.9)")
@@ -46,7 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dump-steps", type=_int_list, default=None,
                    help="comma-separated 0-based step indices to dump (default: the last step)")
     p.add_argument("--sparse-backward", action="store_true",
-                   help="use sparsetrain.golden.sparse_backward's sparse convolution backward")
+                   help="convolution backward by the direct sparse C++ kernel (golden/sparse_backward.py); "
+                        f"a layer whose dO density exceeds {BREAK_EVEN_DENSITY} uses torch's dense backward")
     p.add_argument("--save-model", action="store_true", help="write the final weights (model.pt) for `sparsetrain robustness`")
     w = p.add_argument_group("Campfire structured weight sparsity (docs/reproduction.md, Campfire)")
     w.add_argument("--weight-sparsity", type=float, default=None, metavar="S",
