@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .golden import outdir
+
 STEPS = ("forward", "gta", "gtw")
 PES_PER_GROUP = 3
 
@@ -246,17 +248,20 @@ def _run_ray(address: str, todo: list[tuple[str, str]], run_dir: str, samples: i
             ray.shutdown()
 
 
-def write_summary(summary: Summary, out_dir: str | Path, *, force: bool = False) -> dict[str, Path]:
-    """summary.md, summary.json and speedup.png in ``out_dir`` (refuses to replace them unless ``force``)."""
-    out = Path(out_dir)
+SUMMARY_FILES = ("summary.md", "summary.json", "speedup.png")
+
+
+def write_summary(summary: Summary, out_dir: str | Path | outdir.OutDir, *, force: bool = False) -> dict[str, Path]:
+    """summary.md, summary.json and speedup.png in ``out_dir`` under the output-folder rule of
+    golden.outdir (a user's file is never replaced; ``force`` replaces an earlier summary).
+    ``out_dir`` may be a folder already planned (checked before the simulation) by the caller."""
+    target = out_dir if isinstance(out_dir, outdir.OutDir) else outdir.plan(out_dir, "check", force=force,
+                                                                            writes=SUMMARY_FILES)
+    out = target.apply()
     paths = {"markdown": out / "summary.md", "json": out / "summary.json", "plot": out / "speedup.png"}
-    existing = [str(p) for p in paths.values() if p.exists()]
-    if existing and not force:
-        raise ValueError(f"out = {str(out)!r} already holds {', '.join(existing)}; allowed: a new folder, or --force "
-                         "to replace them")
-    out.mkdir(parents=True, exist_ok=True)
-    paths["markdown"].write_text(summary.markdown())
-    paths["json"].write_text(json.dumps(summary.as_dict(), indent=1, default=float) + "\n")
+    target.record(*SUMMARY_FILES)
+    outdir.atomic_write_text(paths["markdown"], summary.markdown())
+    outdir.atomic_write_text(paths["json"], json.dumps(summary.as_dict(), indent=1, default=float) + "\n")
     plot_speedup(summary, paths["plot"])
     return paths
 

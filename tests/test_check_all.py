@@ -34,7 +34,7 @@ def test_every_layer_and_step_bit_exact_with_table_json_and_plot(local_summary, 
     data = json.loads(paths["json"].read_text())
     assert data["ok"] and len(data["results"]) == 6
     assert paths["plot"].stat().st_size > 1000
-    with pytest.raises(ValueError, match="already holds"):
+    with pytest.raises(ValueError, match="an earlier `sparsetrain check` run"):
         write_summary(s, tmp_path)
 
 
@@ -76,8 +76,15 @@ def test_cli_all_writes_the_summary_and_refuses_to_replace_it(small_golden_run, 
     assert "| features.4.conv | gtw | bit-exact |" in capsys.readouterr().out
     assert (out / "summary.json").exists() and (out / "speedup.png").exists()
     assert main(args) == 2
-    assert "already holds a summary" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "an earlier `sparsetrain check` run" in err and "--force" in err and "Traceback" not in err
     assert main(args + ["--force"]) == 0
+    # a user's file of a name the summary uses is never replaced, --force included (checked before simulating)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "summary.md").write_text("my notes\n")
+    assert main(args[:-1] + [str(mine), "--force"]) == 2
+    assert "holds files" in capsys.readouterr().err and (mine / "summary.md").read_text() == "my notes\n"
 
 
 def test_bare_verilator_rate_of_the_same_programs_is_reported(small_golden_run):

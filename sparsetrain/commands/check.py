@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 NAME = "check"
@@ -44,8 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if args.all or args.layers or args.steps:
         return _run_all(args, params)
     if args.layer is None or args.step is None:
-        print("error: --layer and --step are required (or --all for every layer and step)", file=sys.stderr)
-        return 2
+        raise ValueError("--layer and --step are required; allowed: both, or --all for every layer and step")
     report = check_layer(args.run_dir, args.layer, args.step, sim=args.sim, samples=args.samples, params=params)
     print(report.text())
     if args.json:
@@ -54,23 +52,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_all(args: argparse.Namespace, params) -> int:
-    from sparsetrain.check_all import check_all, write_summary
+    from sparsetrain.check_all import SUMMARY_FILES, check_all, write_summary
+    from sparsetrain.golden import outdir
 
     if args.layer or args.step:
-        print("error: --layer/--step name one layer step; with --all use --layers/--steps", file=sys.stderr)
-        return 2
+        raise ValueError("--layer/--step name one layer step; allowed with --all: --layers/--steps")
+    if not 1 <= args.jobs <= 256:
+        raise ValueError(f"--jobs = {args.jobs} is out of range; allowed: 1 .. 256")
     split = (lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None)
     out = Path(args.out) if args.out else Path(args.run_dir) / "check-all"
-    try:
-        if not args.force and (out / "summary.json").exists():
-            raise ValueError(f"out = {str(out)!r} already holds a summary; allowed: a new --out, or --force")
-        summary = check_all(args.run_dir, layers=split(args.layers), steps=split(args.steps), samples=args.samples,
-                            params=params, sim=args.sim, jobs=args.jobs,
-                            ray_address=args.ray, bare=args.bare)
-        paths = write_summary(summary, out, force=args.force)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    # the output folder is checked before the simulation (golden.outdir: nothing of the user's is replaced)
+    target = outdir.plan(out, "check", force=args.force, writes=SUMMARY_FILES)
+    summary = check_all(args.run_dir, layers=split(args.layers), steps=split(args.steps), samples=args.samples,
+                        params=params, sim=args.sim, jobs=args.jobs, ray_address=args.ray, bare=args.bare)
+    paths = write_summary(summary, target)
     print(summary.markdown())
     print(f"summary: {paths['markdown']}, {paths['json']}, plot {paths['plot']}")
     return 0 if summary.ok else 1
