@@ -31,6 +31,7 @@ class CoreJob:
     masks: Sequence[int] = ()
     dir_count: int | None = None     # directory entries read back (default all)
     watchdog_cycles: int = 2_000_000
+    stall: bool = False              # tests of the watchdog: hold start, so the core never finishes
 
 
 def _write_hex(path: Path, words: Sequence[int], depth: int) -> None:
@@ -73,7 +74,7 @@ def run_core_programs(jobs: Sequence[CoreJob], params: CoreParams, *, sim: str =
         for stem, words, depth in (("buf", job.buffer_image, p.buf_depth), ("mask", job.masks, p.mask_depth),
                                    ("imem", job.program, p.imem_depth), ("dir", (), p.dir_depth)):
             _write_hex(tb / f"{prefix}{stem}.hex", words, depth)
-        programs.append({"prefix": prefix, "watchdog_cycles": int(job.watchdog_cycles)})
+        programs.append({"prefix": prefix, "watchdog_cycles": int(job.watchdog_cycles), "stall": bool(job.stall)})
     stim, result = work / "stim.json", work / "result.json"
     stim.write_text(json.dumps({"programs": programs, "ppu_status": [list(x) for x in ppu_status]}))
     runner.run(b, TB_MODULE, seed=seed, env={"CORE_STIM": str(stim), "CORE_RESULT": str(result)}, test_dir=tb)
@@ -86,7 +87,7 @@ def run_core_programs(jobs: Sequence[CoreJob], params: CoreParams, *, sim: str =
                 for k, d in enumerate(directory) if d["written"]}
         out.append(CoreResult(
             done=bool(r["done"]), error=bool(r["error"]), error_code=r["error_code"], timed_out=r["timed_out"],
-            cycles=r["cycles"], total_cycles=r["total_cycles"], step_nnz=r["step_nnz"][:N_STEPS],
+            cycles=r["cycles"], total_cycles=r["total_cycles"], waited_cycles=r["waited_cycles"], step_nnz=r["step_nnz"][:N_STEPS],
             step_rows=r["step_rows"], step_elems=r["step_elems"], directory=directory, rows=rows,
             ppu_status=[_status_fields(w, p) for w in r["ppu_status"]], sim_seconds=r["run_seconds"]))
     return out

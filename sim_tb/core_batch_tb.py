@@ -15,21 +15,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 import cocotb
-from cocotb.triggers import FallingEdge, First, RisingEdge, Timer
-from cocotb.utils import get_sim_time
+from cocotb.triggers import FallingEdge, RisingEdge
 
-N_STEPS = 4
-COUNTER_W = 32
+from sparsetrain.sim_tb.core_tb_common import NEVER, run_until_done, status_registers
+
 MEMORIES = ("buf", "mask", "imem", "dir")
 DUMPS = ("buf", "dir")
-
-
-def _split(value: int, n: int, width: int) -> list[int]:
-    return [(value >> (i * width)) & ((1 << width) - 1) for i in range(n)]
 
 
 @cocotb.test()
@@ -38,12 +32,7 @@ async def run_programs(dut):
     for sig in (dut.host_we, dut.host_wsel, dut.host_waddr, dut.host_wdata, dut.host_rsel, dut.host_raddr,
                 dut.start, dut.ppu_sel_group, dut.ppu_sel_slot, dut.ppu_sel_index, dut.mem_load, dut.mem_dump):
         sig.value = 0
-    # The watchdog counts clock periods as the simulator measures them (in its own time steps),
-    # whatever time unit and precision the build gave the wrapper's `#` delay.
-    await RisingEdge(dut.clk)
-    t_edge = get_sim_time(units="step")
-    await RisingEdge(dut.clk)
-    period = get_sim_time(units="step") - t_edge
+    dut.tb_wd_deadline.value = NEVER  # the wrapper's cycle-counting watchdog, armed at each start pulse
     results = []
     for prog in stim["programs"]:
         prefix = prog["prefix"]
@@ -58,24 +47,11 @@ async def run_programs(dut):
         dut.rst.value = 0
         dut.start.value = 1
         await FallingEdge(dut.clk)
+        dut.start.value = int(bool(prog.get("stall")))  # stall (watchdog tests): start held, never done
+        res = await run_until_done(dut, prog["watchdog_cycles"])
         dut.start.value = 0
-        t0 = time.perf_counter()
-        timeout = Timer(prog["watchdog_cycles"] * period, units="step")
-        fired = await First(RisingEdge(dut.done), timeout)
-        wall = time.perf_counter() - t0
         await FallingEdge(dut.clk)
-        res = {
-            "timed_out": fired is timeout,
-            "done": int(dut.done.value),
-            "error": int(dut.error.value),
-            "error_code": int(dut.error_code.value),
-            "cycles": int(dut.cycles.value),
-            "total_cycles": int(dut.total_cycles.value),
-            "step_nnz": _split(int(dut.step_nnz.value), N_STEPS, COUNTER_W),
-            "step_rows": _split(int(dut.step_rows.value), N_STEPS, COUNTER_W),
-            "step_elems": _split(int(dut.step_elems.value), N_STEPS, COUNTER_W),
-            "run_seconds": wall,
-        }
+        res.update(status_registers(dut))
         dut.mem_dump.value = 1   # the wrapper's $writememh of the buffer and the directory
         await FallingEdge(dut.clk)
         dut.mem_dump.value = 0

@@ -13,19 +13,14 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import cocotb
-from cocotb.triggers import FallingEdge, First, RisingEdge
+from cocotb.triggers import FallingEdge, RisingEdge
 
-N_STEPS = 4
-COUNTER_W = 32
+from sparsetrain.sim_tb.core_tb_common import NEVER, run_until_done, status_registers
+
 DIR_FIELDS = (("start", 0, 20), ("entries", 20, 13), ("nnz", 33, 13), ("written", 46, 1))
-
-
-def _split(value: int, n: int, width: int) -> list[int]:
-    return [(value >> (i * width)) & ((1 << width) - 1) for i in range(n)]
 
 
 @cocotb.test()
@@ -35,7 +30,7 @@ async def run_program(dut):
     for sig in (dut.host_we, dut.host_wsel, dut.host_waddr, dut.host_wdata, dut.host_rsel, dut.host_raddr,
                 dut.start, dut.ppu_sel_group, dut.ppu_sel_slot, dut.ppu_sel_index):
         sig.value = 0
-    dut.tb_wd_deadline.value = (1 << 64) - 1  # armed at the start pulse
+    dut.tb_wd_deadline.value = NEVER  # armed at the start pulse
     dut.rst.value = 1
     for _ in range(2):
         await RisingEdge(dut.clk)
@@ -55,30 +50,10 @@ async def run_program(dut):
     dut.start.value = 1
     await FallingEdge(dut.clk)
     dut.start.value = int(bool(stim.get("stall")))  # stall: start held, the core never finishes
-    t0 = time.perf_counter()
-    # Watchdog in clock cycles, counted by the wrapper (core_driver.WATCHDOG_VERILOG), not a
-    # Timer: simulated time per cycle depends on how the simulator reads the wrapper's delay.
-    begin = int(dut.tb_cycle.value)
-    dut.tb_wd_deadline.value = begin + int(stim["watchdog_cycles"])
-    expired = RisingEdge(dut.tb_wd_expired)
-    fired = await First(RisingEdge(dut.done), expired)
-    wall = time.perf_counter() - t0
-    waited = int(dut.tb_cycle.value) - begin
+    res = await run_until_done(dut, stim["watchdog_cycles"])
     dut.start.value = 0
     await FallingEdge(dut.clk)
-    res = {
-        "timed_out": fired is expired,
-        "waited_cycles": waited,
-        "done": int(dut.done.value),
-        "error": int(dut.error.value),
-        "error_code": int(dut.error_code.value),
-        "cycles": int(dut.cycles.value),
-        "total_cycles": int(dut.total_cycles.value),
-        "step_nnz": _split(int(dut.step_nnz.value), N_STEPS, COUNTER_W),
-        "step_rows": _split(int(dut.step_rows.value), N_STEPS, COUNTER_W),
-        "step_elems": _split(int(dut.step_elems.value), N_STEPS, COUNTER_W),
-        "run_seconds": wall,
-    }
+    res.update(status_registers(dut))
 
     async def read(sel: int, addrs: list[int]) -> list[int]:
         out = []

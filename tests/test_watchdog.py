@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 
 from sparsetrain.hw.core_isa import CoreParams, Opcode, encode
-from sparsetrain.sim_tb import core_driver
+from sparsetrain.sim_tb import core_batch
 from sparsetrain.sim_tb.core_driver import run_core_program
 
 # the configurations tests/test_core.py already builds (one compile each, cached under build/sim)
@@ -46,13 +46,15 @@ def test_check_reports_a_hung_core_as_error_15(small_golden_run, monkeypatch):
     from sparsetrain.golden.tensors import load_golden
 
     seen = []
+    run_all = core_batch.run_core_programs
 
-    def hung(*args, **kwargs):
-        r = run_core_program(*args, **kwargs, stall=True)
-        seen.append((r.waited_cycles, kwargs["watchdog_cycles"]))
-        return r
+    def hung(jobs, *args, **kwargs):  # check runs every chunk in one start (sim_tb.core_batch)
+        jobs = [replace(j, stall=True) for j in jobs]
+        rs = run_all(jobs, *args, **kwargs)
+        seen.extend((r.waited_cycles, j.watchdog_cycles) for r, j in zip(rs, jobs))
+        return rs
 
-    monkeypatch.setattr(core_driver, "run_core_program", hung)
+    monkeypatch.setattr(core_batch, "run_core_programs", hung)
     data = LayerData.from_golden(load_golden(small_golden_run), "features.2.conv")
     # the layer's first 2 filters (one short program: the watchdog of 4x its cycles + 100k is soon reached)
     a = data.arrays
@@ -62,3 +64,15 @@ def test_check_reports_a_hung_core_as_error_15(small_golden_run, monkeypatch):
     print(rep.text(), seen)
     assert rep.rtl_error == TIMEOUT_CODE and not rep.ok and "RTL error code 15 (watchdog)" in rep.text()
     assert seen and all(limit <= waited <= limit + 1 for waited, limit in seen)
+
+
+def test_batch_testbench_hung_core_ends_at_the_watchdog():
+    """The one-start testbench (sim_tb.core_batch_tb) uses the same cycle-counting watchdog; the
+    program after a hung one still runs to its end."""
+    prog = [encode(Opcode.END)]
+    hung, free = core_batch.run_core_programs([core_batch.CoreJob(prog, [], dir_count=0, watchdog_cycles=3_000,
+                                                                  stall=True),
+                                               core_batch.CoreJob(prog, [], dir_count=0, watchdog_cycles=3_000)],
+                                              VERILATOR_P)
+    assert hung.timed_out and not hung.done and 3_000 <= hung.waited_cycles <= 3_001
+    assert free.done and not free.timed_out and free.waited_cycles < 10
