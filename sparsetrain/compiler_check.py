@@ -33,7 +33,7 @@ from .hw.core_isa import CoreParams
 # batch 32 needs 49 bits), and memories of moderate depth: the Verilog and the
 # Verilator build grow with them, and a larger layer is split into several programs.
 TIMEOUT_CODE = 15  # reported as the RTL error code when the watchdog stopped a run
-SIM_PARAMS = dict(dw=16, k_max=5, w_max=64, acc_w=52, groups=2, buf_depth=1 << 14, mask_depth=1 << 10,
+SIM_PARAMS = dict(dw=16, k_max=5, w_max=64, acc_w=52, groups=2, buf_depth=1 << 16, mask_depth=1 << 10,
                   imem_depth=1 << 13, dir_depth=1 << 11)
 
 
