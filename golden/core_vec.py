@@ -17,16 +17,15 @@ equals the scalar model on every program; ``CoreRun.vectorised`` says which path
 """
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from ..hw.core_isa import DIR_FIELDS, FIELDS, OPCODE_W, CoreParams, Opcode, decode
-import heapq
-
 from .core_model import PPU_LAT, CoreRun, UnitTrace, _ppu_command, _union_length, run_program
-from .fixedpoint import rne_shift, sat_limit
+from .fixedpoint import sat_limit
 from .ppu_model import Op, PPUModel, command_cycles
 from .timing import Mode
 

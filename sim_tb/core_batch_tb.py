@@ -20,7 +20,7 @@ from pathlib import Path
 import cocotb
 from cocotb.triggers import FallingEdge, RisingEdge
 
-from sparsetrain.sim_tb.core_tb_common import NEVER, run_until_done, status_registers
+from sparsetrain.sim_tb.core_tb_common import NEVER, read_ppu_status, run_until_done, status_registers
 
 MEMORIES = ("buf", "mask", "imem", "dir")
 DUMPS = ("buf", "dir")
@@ -57,13 +57,7 @@ async def run_programs(dut):
         dut.mem_dump.value = 0
         for stem in DUMPS:
             os.replace(f"{stem}_out.hex", f"{prefix}{stem}_out.hex")
-        status = []
-        for g, slot in stim.get("ppu_status", []):
-            dut.ppu_sel_group.value = g
-            dut.ppu_sel_slot.value = slot
-            await FallingEdge(dut.clk)
-            status.append(int(dut.ppu_status.value))
-        res["ppu_status"] = status
+        res["ppu_status"] = await read_ppu_status(dut, stim.get("ppu_status", []))
         results.append(res)
     with open(os.environ["CORE_RESULT"], "w") as f:
         json.dump(results, f)

@@ -18,7 +18,7 @@ from pathlib import Path
 import cocotb
 from cocotb.triggers import FallingEdge, RisingEdge
 
-from sparsetrain.sim_tb.core_tb_common import NEVER, run_until_done, status_registers
+from sparsetrain.sim_tb.core_tb_common import NEVER, read_ppu_status, run_until_done, status_registers
 
 DIR_FIELDS = (("start", 0, 20), ("entries", 20, 13), ("nnz", 33, 13), ("written", 46, 1))
 
@@ -72,12 +72,6 @@ async def run_program(dut):
         if d["written"]:
             rows[str(i)] = await read(0, list(range(d["start"], d["start"] + d["entries"])))
     res["rows"] = rows
-    status = []
-    for g, slot in stim.get("ppu_status", []):
-        dut.ppu_sel_group.value = g
-        dut.ppu_sel_slot.value = slot
-        await FallingEdge(dut.clk)
-        status.append(int(dut.ppu_status.value))
-    res["ppu_status"] = status
+    res["ppu_status"] = await read_ppu_status(dut, stim.get("ppu_status", []))
     with open(os.environ["CORE_RESULT"], "w") as f:
         json.dump(res, f)

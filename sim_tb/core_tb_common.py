@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from cocotb.triggers import First, RisingEdge
+from cocotb.triggers import FallingEdge, First, RisingEdge
 
 N_STEPS = 4
 COUNTER_W = 32
@@ -47,3 +47,14 @@ def status_registers(dut: Any) -> dict[str, Any]:
         "step_rows": split_counters(int(dut.step_rows.value)),
         "step_elems": split_counters(int(dut.step_elems.value)),
     }
+
+
+async def read_ppu_status(dut: Any, selections: list) -> list[int]:
+    """The PPU status word of each (group, slot) through the host's select port, one per cycle."""
+    status = []
+    for g, slot in selections:
+        dut.ppu_sel_group.value = g
+        dut.ppu_sel_slot.value = slot
+        await FallingEdge(dut.clk)
+        status.append(int(dut.ppu_status.value))
+    return status

@@ -13,11 +13,11 @@ on this branch: every error path is a decode or address check.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Assert, Assume, Cover, Fragment
+from amaranth.hdl import Assert, Assume, Cover
 
 from ..hw.core import Core
 from ..hw.core_isa import CoreParams, ErrorCode
-from .props import Harness
+from .props import Harness, check_groups, submodules
 
 GROUPS = ("control", "cover")
 
@@ -26,17 +26,11 @@ CORE_SMALL = CoreParams(dw=4, k_max=2, w_max=3, acc_w=9, groups=2, buf_depth=16,
 
 
 def core_harness(p: CoreParams = CORE_SMALL, groups: tuple[str, ...] = GROUPS, core_cls=Core) -> Harness:
-    unknown = set(groups) - set(GROUPS)
-    if unknown:
-        raise ValueError(f"groups = {sorted(unknown)} unknown; allowed: {', '.join(GROUPS)}")
+    check_groups(groups, GROUPS)
     h = Harness()
     m = h.m
     dut = core_cls(p)
-    frag = Fragment.get(dut, platform=None)
-    m.submodules.core = frag
-    h.ports += [v.as_value() if hasattr(v, "as_value") else v
-                for _, mem, v in dut.signature.flatten(dut) if mem.flow.name == "In"]
-    subs = {name: sub.origins[0] for sub, name, _ in frag.subfragments}
+    subs = submodules(h.add_block("core", dut))
     grps = [subs[f"group{g}"] for g in range(p.groups)]
 
     # host rule: `start` only while no run is in progress (section 11.5 defines no restart of

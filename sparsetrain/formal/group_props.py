@@ -17,12 +17,12 @@ row; each of the group's error codes).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Assert, Assume, Cover, Fragment, Signal
+from amaranth.hdl import Assert, Assume, Cover, Signal
 
 from ..golden.ppu_model import Op
 from ..hw.core_isa import CoreParams, ErrorCode
 from ..hw.group import Group, N_BUF_PORTS
-from .props import Harness, popcount
+from .props import Harness, check_groups, popcount, submodules
 
 GROUPS = ("issue", "write", "stream", "cover")
 
@@ -31,17 +31,11 @@ GROUP_SMALL = CoreParams(dw=4, k_max=2, w_max=3, acc_w=9, groups=1, buf_depth=16
 
 
 def group_harness(p: CoreParams = GROUP_SMALL, groups: tuple[str, ...] = GROUPS, group_cls=Group) -> Harness:
-    unknown = set(groups) - set(GROUPS)
-    if unknown:
-        raise ValueError(f"groups = {sorted(unknown)} unknown; allowed: {', '.join(GROUPS)}")
+    check_groups(groups, GROUPS)
     h = Harness()
     m = h.m
     dut = group_cls(p)
-    frag = Fragment.get(dut, platform=None)
-    m.submodules.group = frag
-    h.ports += [v.as_value() if hasattr(v, "as_value") else v
-                for _, mem, v in dut.signature.flatten(dut) if mem.flow.name == "In"]
-    subs = {name: sub.origins[0] for sub, name, _ in frag.subfragments}
+    subs = submodules(h.add_block("group", dut))
     pes = [subs[f"pe{j}"] for j in range(3)]
     ppu = subs["ppu"]
 

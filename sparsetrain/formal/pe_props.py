@@ -29,7 +29,7 @@ from amaranth.hdl import Assert, Assume, Cover, Mux, Signal
 from ..golden.timing import Mode, pe_cycles
 from ..hw.layouts import HwParams
 from ..hw.pe import MODE_MSRC, MODE_OSRC, MODE_SRC, PE
-from .props import Harness, popcount, probe
+from .props import Harness, check_groups, popcount, probe
 
 GROUPS = ("stream", "contract", "lanes", "refusal", "cover")
 
@@ -45,9 +45,7 @@ def longest_op(p: HwParams) -> int:
 
 
 def pe_harness(p: HwParams = PE_SMALL, groups: tuple[str, ...] = GROUPS, pe_cls=PE) -> Harness:
-    unknown = set(groups) - set(GROUPS)
-    if unknown:
-        raise ValueError(f"groups = {sorted(unknown)} unknown; allowed: {', '.join(GROUPS)}")
+    check_groups(groups, GROUPS)
     h = Harness()
     m = h.m
     dut = pe_cls(p)

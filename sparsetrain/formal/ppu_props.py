@@ -27,7 +27,7 @@ from amaranth.hdl import Assert, Assume, Cover, Mux, Signal, signed
 
 from ..golden.ppu_model import N_PE, Op, PPUConfig
 from ..hw.ppu import PPU
-from .props import Harness, probe
+from .props import Harness, check_groups, probe
 
 GROUPS = ("stream", "acc", "sat", "fifo", "rng", "prune", "row", "cover")
 
@@ -70,9 +70,7 @@ def longest_command(c: PPUConfig) -> int:
 
 
 def ppu_harness(c: PPUConfig = PPU_SMALL, groups: tuple[str, ...] = GROUPS, ppu_cls=PPU) -> Harness:
-    unknown = set(groups) - set(GROUPS)
-    if unknown:
-        raise ValueError(f"groups = {sorted(unknown)} unknown; allowed: {', '.join(GROUPS)}")
+    check_groups(groups, GROUPS)
     h = Harness()
     m = h.m
     dut = ppu_cls(c)

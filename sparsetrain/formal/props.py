@@ -19,18 +19,21 @@ class Harness:
         m.d.sync += self.past_valid.eq(1)
         m.d.comb += Assume(~ResetSignal())
 
-    def add_dut(self, name: str, dut: wiring.Component) -> dict[str, list[Signal]]:
-        """Add ``dut`` as a submodule; its input ports become free inputs of the check.
-
-        Returns the signals assigned inside the block by name (for properties on internal
-        state); the block itself is used unchanged."""
+    def add_block(self, name: str, dut: wiring.Component) -> Fragment:
+        """Add ``dut`` (unchanged) as a submodule; its input ports become free inputs of the
+        check. Returns its elaborated fragment."""
         frag = Fragment.get(dut, platform=None)
         self.m.submodules[name] = frag
         # only the inputs become ports: outputs that no property reads are then removed
         # by Yosys (cone of influence), which keeps the control checks small
         self.ports += [value.as_value() if hasattr(value, "as_value") else value
                        for _, member, value in dut.signature.flatten(dut) if member.flow == wiring.In]
-        return internal_signals(frag)
+        return frag
+
+    def add_dut(self, name: str, dut: wiring.Component) -> dict[str, list[Signal]]:
+        """``add_block``, returning the signals assigned inside the block by name (for
+        properties on internal state)."""
+        return internal_signals(self.add_block(name, dut))
 
     def past(self, value, name: str) -> Signal:
         """``value`` one cycle ago (0 in step 0)."""
@@ -48,6 +51,18 @@ class Harness:
         pp = self.past(s.payload, f"{name}_payload")
         with self.m.If(self.past_valid & pv & ~pr):
             self.m.d.comb += kind(s.valid & (s.payload.as_value() == pp))
+
+
+def check_groups(groups: tuple[str, ...], allowed: tuple[str, ...]) -> None:
+    """Refuse property groups a harness does not have, naming them and the allowed ones."""
+    unknown = set(groups) - set(allowed)
+    if unknown:
+        raise ValueError(f"groups = {sorted(unknown)} unknown; allowed: {', '.join(allowed)}")
+
+
+def submodules(frag: Fragment) -> dict[str, object]:
+    """The elaboratables of ``frag``'s direct subfragments, by submodule name."""
+    return {name: sub.origins[0] for sub, name, _ in frag.subfragments}
 
 
 def internal_signals(frag: Fragment) -> dict[str, list[Signal]]:
