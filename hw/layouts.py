@@ -4,6 +4,7 @@ from __future__ import annotations
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
+from ..arch.isa import FIELDS, OPCODE_W, Opcode
 from ..arch.pe import HwParams, bits_for
 
 
@@ -39,3 +40,11 @@ def beat_layout(p: HwParams) -> data.StructLayout:
         "lanes": data.ArrayLayout(signed(p.acc_w), p.k_max),
         "last": unsigned(1),
     })
+
+
+def instr_layout(opcode: Opcode | int) -> data.StructLayout:
+    """One instruction kind (section 11.3, opcode field included), generated from ``arch.isa.FIELDS``."""
+    members = {"opcode": unsigned(OPCODE_W)}
+    for name, width, is_signed in FIELDS[Opcode(opcode)]:
+        members[name] = signed(width) if is_signed else unsigned(width)
+    return data.StructLayout(members)

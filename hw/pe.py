@@ -25,10 +25,11 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..arch.pe import HwParams
+from ..arch.timing import Mode
 from .blocks import DATAPATH_PARAMS, BlockSpec
 from .layouts import beat_layout, entry_layout, mask_layout, pe_cfg_layout
 
-MODE_SRC, MODE_MSRC, MODE_OSRC = 0, 1, 2
+MODE_SRC, MODE_MSRC, MODE_OSRC = Mode.SRC, Mode.MSRC, Mode.OSRC  # the contract's row-op modes
 
 # FSM states
 IDLE, MASK, WEIGHTS, DATA, OSRC, FINAL = range(6)

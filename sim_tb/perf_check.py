@@ -14,9 +14,9 @@ import numpy as np
 
 from ..arch.fixedpoint import SparseRow
 from ..arch.schedule import ArchParams, schedule_units
-from ..arch.steps import Step
+from ..arch.steps import STEP_NAMES, Step
 from ..golden.bitexact.rowconv import layer_row_ops
-from ..perf.decompose import STEPS, conv_shape, exact_units
+from ..perf.decompose import conv_shape, exact_units
 from ..perf.shapes import LayerShape
 
 
@@ -72,7 +72,7 @@ def compare_with_rtl(layers: list[tuple[LayerShape, dict[str, np.ndarray]]], arc
     plan, all_ops = [], []
     for shape, t in layers:
         pats = {"in": t["I"] != 0, "grad": t["dO"] != 0}
-        for step in STEPS:
+        for step in STEP_NAMES:
             ops = pe_ops_of_step(shape, t, step)
             units = exact_units(step, shape, pats["in"], pats["grad"])
             plan.append((shape, step, len(all_ops), len(ops), units))

@@ -17,11 +17,11 @@ from typing import Any, Callable
 
 from . import outdir
 from .arch.fixedpoint import check_param
+from .arch.steps import STEP_NAMES
 
 DEMO_LAYER = "features.2.conv"   # 3x3, padding 2, 8 -> 24 channels on 17x17 rows at width 1/8
 DEMO_STEPS = 120                 # optimizer steps of the short training run (batch 32)
 DEMO_SAMPLES = 2                 # batch samples simulated per step (0: the whole batch)
-STEPS = ("forward", "gta", "gtw")
 
 
 @dataclass
@@ -78,7 +78,7 @@ def write_verilog(params, path: Path, sim: str = "verilator") -> Path:
 
 def run_demo(out: str | Path, *, force: bool = False, samples: int = DEMO_SAMPLES, steps: int = DEMO_STEPS,
              layer: str = DEMO_LAYER, sim: str = "verilator", train_dir: str | Path | None = None,
-             run_steps: tuple[str, ...] = STEPS, log: Callable[[str], None] = print) -> DemoResult:
+             run_steps: tuple[str, ...] = STEP_NAMES, log: Callable[[str], None] = print) -> DemoResult:
     """The whole demo; ``train_dir`` reuses an existing training run instead of training, and
     ``run_steps`` limits the layer steps simulated (the tests' reduced run)."""
     from .compiler import LayerData, compile_step
@@ -89,9 +89,9 @@ def run_demo(out: str | Path, *, force: bool = False, samples: int = DEMO_SAMPLE
     check_param("samples", samples, 0, 1 << 20)
     if sim not in ("verilator", "icarus"):
         raise ValueError(f"sim = {sim!r} is out of range; allowed: verilator, icarus")
-    bad_steps = [st for st in run_steps if st not in STEPS]
+    bad_steps = [st for st in run_steps if st not in STEP_NAMES]
     if bad_steps:
-        raise ValueError(f"run_steps = {run_steps!r} is out of range; allowed: a subset of {STEPS}")
+        raise ValueError(f"run_steps = {run_steps!r} is out of range; allowed: a subset of {STEP_NAMES}")
     plan = _plan_out(out, force, train_dir)
     if train_dir is not None:
         if not (Path(train_dir) / "metrics.json").is_file():

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 import torch
 
+from sparsetrain.arch.dbtd import threshold_coefficient
 from sparsetrain.cli import main
 from sparsetrain.golden.training import distributed
-from sparsetrain.golden.training.pruning import GradientPruner, pruners, threshold_coefficient
+from sparsetrain.golden.training.pruning import GradientPruner, pruners
 from sparsetrain.golden.training.tensors import load_golden
 from sparsetrain.golden.training.train import (CHECKPOINT_NAME, INTERRUPT_ENV, MODEL_NAME, TrainConfig,
                                                TrainingInterrupted, train, train_distributed)

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from sparsetrain.arch.dbtd import threshold_coefficient
 from sparsetrain.arch.fixedpoint import quantize, rne_shift
 from sparsetrain.arch.ppu import Op, PPUCommand, PPUConfig, command_cycles
-from sparsetrain.golden.bitexact.ppu_model import (PPUModel, ThresholdFifo, Xorshift32, prune_row, prune_value,
+from sparsetrain.golden.bitexact.ppu_model import (PPUModel, PPUThresholdFIFO, Xorshift32, prune_row, prune_value,
                                                    tau_batch, threshold_constant)
 from sparsetrain.golden.bitexact.rowops import Beat
 from sparsetrain.golden.training import pruning
@@ -37,7 +38,7 @@ def test_xorshift_draws_are_uniform(seed):
 def test_threshold_constant_is_nearest_16_bit_value(p, estimator, n):
     c_m, c_shift = threshold_constant(p, n, estimator)
     assert 2**15 <= c_m < 2**16 and 0 <= c_shift <= 63
-    exact = pruning.threshold_coefficient(p, estimator) / n
+    exact = threshold_coefficient(p, estimator) / n
     assert abs(c_m * 2.0**-c_shift - exact) <= 2.0**-(c_shift + 1) * (1 + 1e-9)
 
 
@@ -56,14 +57,14 @@ def test_invalid_parameters_name_themselves():
 
 
 def test_fifo_mean_and_wrap():
-    f = ThresholdFifo(4)
+    f = PPUThresholdFIFO(4)
     pushed = [10, 11, 13, 17, 19, 23]
     for i, v in enumerate(pushed):
         f.push(v)
         assert f.full == (i >= 3)
     window = pushed[-4:]
     assert list(f.entries) == window
-    assert f.predicted == round(sum(window) / 4)  # 72/4 = 18, no tie
+    assert f.mean() == round(sum(window) / 4)  # 72/4 = 18, no tie
 
 
 def test_rne_ties_in_requantisation_and_prune_rules():
@@ -122,7 +123,7 @@ def test_threshold_agrees_with_float_dbtd(seed, p):
     c_m, c_shift = threshold_constant(p, n)
     tau_q = tau_batch(int(np.abs(q).sum()), c_m, c_shift, 16)
     tau_f = pruning.dbtd_threshold(torch.from_numpy(g), p) * 2**f
-    c_p = pruning.threshold_coefficient(p)
+    c_p = threshold_coefficient(p)
     # bound (docs section 7.1): final rounding 1/2 + quantisation of g c_p/2 + constant 2^-16 relative
     assert abs(tau_q - tau_f) <= 0.5 + c_p / 2 + tau_f * 2**-16 + 1e-9
 

@@ -7,8 +7,9 @@ from statistics import NormalDist
 import pytest
 import torch
 
-from sparsetrain.golden.training.pruning import (GradientPruner, PruneConfig, ThresholdFIFO, dbtd_threshold,
-                                                 prune_grad, stochastic_prune, threshold_coefficient)
+from sparsetrain.arch.dbtd import ThresholdFIFO, threshold_coefficient
+from sparsetrain.golden.training.pruning import (GradientPruner, PruneConfig, dbtd_threshold, prune_grad,
+                                                 stochastic_prune)
 
 
 def _gen(seed: int) -> torch.Generator:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.nn.grad import conv2d_input, conv2d_weight
 
-from sparsetrain.golden.training.pruning import threshold_coefficient
+from sparsetrain.arch.dbtd import threshold_coefficient
 from sparsetrain.golden.training.tensors import (FORMAT, MANIFEST_NAME, NPZ_NAME, TENSOR_NAMES, LayerTensors,
                                                  export_golden, load_golden, meta_sha256)
 

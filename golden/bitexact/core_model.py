@@ -16,12 +16,10 @@ import numpy as np
 from ...arch.fixedpoint import SparseRow, sat_unsigned
 from ...arch.isa import (FIELDS, N_STEPS, CoreParams, ErrorCode, Opcode, decode, dir_decode, dir_encode,
                          entry_decode, entry_encode)
-from ...arch.ppu import N_PE, Op, PPUCommand, command_cycles
+from ...arch.ppu import N_PE, PPU_LAT, Op, PPUCommand, command_cycles
 from ...arch.timing import Mode, pe_cycles
 from .ppu_model import PPUModel, tau_batch
 from .rowops import msrc, osrc, src
-
-PPU_LAT = 3  # section 10.3
 
 
 class ProgramError(Exception):

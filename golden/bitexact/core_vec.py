@@ -25,9 +25,9 @@ import numpy as np
 
 from ...arch.fixedpoint import sat_limit
 from ...arch.isa import DIR_FIELDS, FIELDS, OPCODE_W, CoreParams, Opcode, decode
-from ...arch.ppu import Op, command_cycles
+from ...arch.ppu import PPU_LAT, Op, command_cycles
 from ...arch.timing import Mode
-from .core_model import PPU_LAT, CoreRun, UnitTrace, _ppu_command, _union_length, run_program
+from .core_model import CoreRun, UnitTrace, _ppu_command, _union_length, run_program
 from .ppu_model import PPUModel
 
 _M64 = (1 << 64) - 1
@@ -399,7 +399,7 @@ def _finish(ppu: PPUModel, fin: _Finished, u: int, f: dict[str, int], p: CorePar
         st.abs_sum = min((1 << c.sum_w) - 1, st.abs_sum + fin.sumabs[u])  # monotone: one clamp
     last_bit = 1 << (p.dw + p.off_w)
     if f["prune"] and st.fifo.full:
-        row = _prune(ppu, fin.q[u, :length], st.fifo.predicted)
+        row = _prune(ppu, fin.q[u, :length], st.fifo.mean())
         offs = np.flatnonzero(row)
         enc = (row[offs] & ((1 << p.dw) - 1)) | (offs << p.dw)
     else:
@@ -565,4 +565,4 @@ def _run_fast(program, buffer_image, params: CoreParams, masks, directory) -> Co
     return run
 
 
-__all__ = ["run_program_fast", "PPU_LAT"]
+__all__ = ["run_program_fast"]

@@ -7,27 +7,20 @@ sparse row format, the per-layer threshold FIFOs and the fixed-point threshold a
 with, bit for bit. The PPU's parameters, commands and command timing (section 7.1) are the
 contract in ``sparsetrain.arch.ppu``.
 
-No amaranth, no torch: the model is importable anywhere (including inside cocotb).
+No torch, no simulator: the model is importable anywhere (including inside cocotb).
 """
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass, field, fields
-from statistics import NormalDist
 from typing import Sequence
 
 import numpy as np
 
+from ...arch.dbtd import ThresholdFIFO, threshold_coefficient
 from ...arch.fixedpoint import check_param, off_end, rne_shift, sat, sat_unsigned
 from ...arch.ppu import C_M_BITS, C_SHIFT_MAX, DEFAULT_SEED, MASK32, N_PE, Op, PPUCommand, PPUConfig, _is_pow2
 from .rowops import Beat
-
-# Estimator name -> factor that turns mean|g| into sigma_hat (docs/design-notes.md).
-ESTIMATOR_FACTORS: dict[str, float] = {
-    "unbiased": math.sqrt(math.pi / 2),
-    "paper": math.sqrt(2 / math.pi),
-}
 
 
 # ----------------------------------------------------------------------------- random numbers
@@ -57,19 +50,14 @@ class Xorshift32:
 
 # ----------------------------------------------------------------------------- threshold arithmetic
 
-def threshold_factor(p: float, estimator: str = "unbiased") -> float:
-    """c_p: tau = c_p * mean|g| (Phi^-1((1+p)/2) times the estimator's factor)."""
-    if estimator not in ESTIMATOR_FACTORS:
-        raise ValueError(f"estimator = {estimator!r} is out of range; allowed: {', '.join(ESTIMATOR_FACTORS)}")
-    if not (isinstance(p, (int, float)) and 0.0 < float(p) < 1.0):
-        raise ValueError(f"p = {p!r} is out of range; allowed: 0 < p < 1")
-    return NormalDist().inv_cdf((1.0 + float(p)) / 2.0) * ESTIMATOR_FACTORS[estimator]
-
-
 def threshold_constant(p: float, n: int, estimator: str = "unbiased") -> tuple[int, int]:
     """(C_m, C_shift) with C_m in 2**15 .. 2**16-1, C_m * 2**-C_shift nearest to c_p / n."""
     check_param("n", n, 1, 1 << 62)
-    c = threshold_factor(p, estimator) / n
+    c_p = threshold_coefficient(p, estimator)
+    if c_p == 0.0:
+        raise ValueError(f"p = {p!r} is out of range for a threshold constant (c_p = 0: switch pruning off "
+                         "instead); allowed: 0 < p < 1")
+    c = c_p / n
     shift = (C_M_BITS - 1) - math.floor(math.log2(c))
     c_m = round(c * 2.0 ** shift)
     if c_m >= 1 << C_M_BITS:     # rounding carried into a new bit
@@ -102,33 +90,20 @@ def prune_value(g: int, tau: int, rng: Xorshift32, r_w: int) -> int:
     return 0
 
 
-class ThresholdFifo:
-    """One layer's threshold FIFO (Algorithm 1): depth N_F, mean by rne_shift(sum, log2 N_F)."""
+class PPUThresholdFIFO(ThresholdFIFO):
+    """The PPU's threshold FIFO of one slot: integer thresholds, N_F a power of two, and the mean
+    is ``rne_shift(sum, log2 N_F)``, reported in every state (meaningful once full)."""
 
     def __init__(self, n_f: int):
         if not _is_pow2(n_f):
             raise ValueError(f"N_F = {n_f} is out of range; allowed: a power of two in 1 .. 64")
-        self.n_f = n_f
-        self.entries: deque[int] = deque(maxlen=n_f)
+        super().__init__(n_f)
 
-    @property
-    def full(self) -> bool:
-        return len(self.entries) == self.n_f
-
-    @property
-    def total(self) -> int:
-        return int(sum(self.entries))
-
-    @property
-    def predicted(self) -> int:
-        """Mean of the entries (meaningful once full; the RTL reports it in every state)."""
-        return int(rne_shift(self.total, self.n_f.bit_length() - 1))
+    def mean(self) -> int:
+        return int(rne_shift(int(self.total), self.depth.bit_length() - 1))
 
     def push(self, tau: int) -> None:
-        self.entries.append(int(tau))  # maxlen drops the oldest
-
-    def clear(self) -> None:
-        self.entries.clear()
+        super().push(int(tau))
 
 
 # ----------------------------------------------------------------------------- transactions
@@ -163,7 +138,7 @@ class FinishResult:
 
 @dataclass
 class _Slot:
-    fifo: ThresholdFifo
+    fifo: PPUThresholdFIFO
     abs_sum: int = 0
     layer_nnz: int = 0
     layer_elems: int = 0
@@ -182,7 +157,7 @@ class PPUModel:
         c = self.cfg
         self.acc = [0] * c.w_max
         self.rng = Xorshift32(c.seed)
-        self.slots = [_Slot(ThresholdFifo(c.n_f)) for _ in range(c.n_slots)]
+        self.slots = [_Slot(PPUThresholdFIFO(c.n_f)) for _ in range(c.n_slots)]
         self.g_sum = 0
         self.row_nnz = 0
         self.relu_mask = 0
@@ -237,7 +212,7 @@ class PPUModel:
         check_param("shift", shift, 0, c.acc_w - 1)
         st = self._slot(slot)
         prune_on = prune and st.fifo.full
-        tau = st.fifo.predicted
+        tau = st.fifo.mean()
         cnt_max = (1 << c.cnt_w) - 1
         if g_first:
             self.g_sum = 0
@@ -320,10 +295,10 @@ class PPUModel:
     def status(self, slot: int, index: int = 0) -> PPUStatus:
         st = self._slot(slot)
         check_param("index", index, 0, self.cfg.n_f - 1)
-        entries = list(st.fifo.entries)
+        entries = st.fifo.entries
         return PPUStatus(
             row_nnz=self.row_nnz, g_sum=self.g_sum, relu_mask=self.relu_mask,
-            rng_state=self.rng.state, abs_sum=st.abs_sum, tau_pred=st.fifo.predicted,
+            rng_state=self.rng.state, abs_sum=st.abs_sum, tau_pred=st.fifo.mean(),
             fifo_count=len(entries), fifo_full=int(st.fifo.full), layer_nnz=st.layer_nnz,
             layer_elems=st.layer_elems, fifo_entry=entries[index] if index < len(entries) else 0)
 

@@ -3,15 +3,14 @@
 Float reference of the algorithm that the PPU implements in integers (docs/architecture.md
 section 7). Three pieces:
 
-* DBTD threshold determination: ``tau = c_p * mean|g|`` with
-  ``c_p = Phi^-1((1 + p) / 2) * k_est`` where ``k_est = sqrt(pi/2)`` for the unbiased
-  estimator of sigma (default) and ``sqrt(2/pi)`` for the papers' printed one
-  (/work/shared/design-notes.md explains both corrections).
+* DBTD threshold determination: ``tau = c_p * mean|g|``, with c_p and the two estimators of
+  sigma defined once in ``sparsetrain.arch.dbtd``.
 * stochastic pruning: ``|g| >= tau`` kept, otherwise ``sign(g) * tau`` with probability
   ``|g| / tau`` and 0 otherwise, so the expectation is unchanged.
-* threshold prediction: a FIFO of depth N_F of past batch thresholds per layer; a batch is
-  pruned with the FIFO mean only once the FIFO is full, and the batch's own threshold (from
-  its unpruned gradient) is pushed at the end of the batch.
+* threshold prediction: the threshold FIFO of SparseTrain's Algorithm 1
+  (``sparsetrain.arch.dbtd.ThresholdFIFO``, depth N_F per layer); a batch is pruned with the
+  FIFO mean only once the FIFO is full, and the batch's own threshold (from its unpruned
+  gradient) is pushed at the end of the batch.
 
 The random source is a seedable generator per layer (numpy PCG64 for float32 CPU gradients,
 for speed; a ``torch.Generator`` otherwise); the bit-accurate hardware
@@ -20,44 +19,17 @@ sequence (xorshift32) lives in ``golden.bitexact.ppu_model``.
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass, field
-from statistics import NormalDist
 from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ...arch.dbtd import ThresholdFIFO, check_estimator, check_rate, threshold_coefficient
 from ...arch.fixedpoint import check_param
 
-ESTIMATORS = ("unbiased", "paper")
-# sigma_hat = ESTIMATOR_SCALE[name] * mean|g|
-ESTIMATOR_SCALE = {"unbiased": math.sqrt(math.pi / 2.0), "paper": math.sqrt(2.0 / math.pi)}
 PRUNE_TARGETS = {"conv_relu": "dI", "conv_bn_relu": "dO"}
-
-
-def check_rate(p: float) -> float:
-    """Target pruning rate p must be a finite float in [0, 1)."""
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or not 0.0 <= p < 1.0:
-        raise ValueError(f"p = {p!r} is out of range; allowed: 0 <= p < 1")
-    return float(p)
-
-
-def check_estimator(estimator: str) -> str:
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator = {estimator!r} is out of range; allowed: {', '.join(ESTIMATORS)}")
-    return estimator
-
-
-def threshold_coefficient(p: float, estimator: str = "unbiased") -> float:
-    """c_p such that the DBTD threshold is ``tau = c_p * mean|g|`` (mean over all n gradients).
-
-    ``c_p = Phi^-1((1 + p) / 2) * sqrt(pi/2)`` ("unbiased") or ``* sqrt(2/pi)`` ("paper").
-    The PPU's threshold constant is ``c_p / n`` applied to the accumulated ``sum |g|``.
-    """
-    p = check_rate(p)
-    return NormalDist().inv_cdf((1.0 + p) / 2.0) * ESTIMATOR_SCALE[check_estimator(estimator)]
 
 
 def count_nonzero(t: Tensor) -> int:
@@ -118,43 +90,6 @@ def stochastic_prune(g: Tensor, tau: float, generator: torch.Generator | np.rand
     # keep-or-zero for every element, and the kept ones are sign(g) * max(|g|, tau).
     keep = mag > r
     return mag.clamp_(min=tau).copysign_(g).mul_(keep)
-
-
-class ThresholdFIFO:
-    """Threshold FIFO of SparseTrain Algorithm 1: depth N_F, oldest entry dropped on push."""
-
-    def __init__(self, depth: int) -> None:
-        self.depth = check_param("N_F", depth)
-        self._entries: deque[float] = deque(maxlen=self.depth)
-
-    @property
-    def full(self) -> bool:
-        return len(self._entries) == self.depth
-
-    @property
-    def entries(self) -> list[float]:
-        """Contents, oldest first."""
-        return list(self._entries)
-
-    def mean(self) -> float:
-        if not self._entries:
-            raise ValueError("ThresholdFIFO is empty; mean needs at least one pushed threshold")
-        return sum(self._entries) / len(self._entries)
-
-    def predicted(self) -> float | None:
-        """The threshold to prune the next batch with: mean of the FIFO once full, else None."""
-        return self.mean() if self.full else None
-
-    def push(self, tau: float) -> None:
-        if not math.isfinite(tau) or tau < 0.0:
-            raise ValueError(f"tau = {tau!r} is out of range; allowed: a finite float >= 0")
-        self._entries.append(float(tau))
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
 
 @dataclass(frozen=True)

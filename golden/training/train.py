@@ -33,12 +33,13 @@ from torch import nn
 from tqdm import tqdm
 
 from ... import outdir
+from ...arch.dbtd import check_estimator, check_rate
 from ...arch.fixedpoint import check_param
 from . import distributed
 from .campfire import MASKS_META_NAME, MASKS_NAME, CampfirePruner, WeightPruneConfig
 from .data import Split, fashion_mnist
 from .networks import build_model, check_model_name, conv_layers
-from .pruning import PruneConfig, check_estimator, check_rate, count_nonzero, pruners, push_pending
+from .pruning import PruneConfig, count_nonzero, pruners, push_pending
 from .tensors import GoldenRecorder, export_golden
 
 DEFAULT_LR = {"alexnet": 0.01}  # others: 0.1 (Ye et al. 2019, section 6.1; AlexNet there: 0.05, see docstring)

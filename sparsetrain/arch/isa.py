@@ -1,14 +1,14 @@
 """Instruction set, memory word formats and parameters of the core (docs/architecture.md s.11).
 
 The one definition of the instruction fields: ``FIELDS`` (pure Python, used by the compiler,
-``golden.bitexact.core_model`` and the testbench) and ``layout`` (the ``amaranth.lib.data`` view of
-the same bits, used by the RTL). No amaranth import at module level, so the golden model
+``golden.bitexact.core_model`` and the testbench); ``hw.layouts.instr_layout`` generates the
+``amaranth.lib.data`` view of the same bits for the RTL. No amaranth here, so the golden model
 and cocotb processes can use it.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from enum import IntEnum
+from amaranth.lib.enum import IntEnum
 
 from .fixedpoint import DatapathParams, check_param
 from .ppu import DEFAULT_SEED, PPUConfig
@@ -19,9 +19,10 @@ ADDR_W = 20       # buffer addresses (BUF_DEPTH <= 2**20)
 LEN_W = 13        # row lengths (W_MAX <= 4096)
 N_STEPS = 4       # per-step counters
 COUNTER_W = 32
+ERR_W = 4         # error_code of the group and the core (codes 0 .. 15)
 
 
-class Opcode(IntEnum):
+class Opcode(IntEnum, shape=OPCODE_W):
     NOP = 0
     UNIT = 1
     OP = 2
@@ -30,7 +31,7 @@ class Opcode(IntEnum):
     END = 5
 
 
-class ErrorCode(IntEnum):
+class ErrorCode(IntEnum, shape=ERR_W):
     NONE = 0
     BAD_OPCODE = 1
     ADDRESS = 2
@@ -107,17 +108,6 @@ def decode(word: int) -> tuple[int, dict[str, int]]:
         out[name] = v
         pos += width
     return op, out
-
-
-def layout(opcode: Opcode | int):
-    """The ``amaranth.lib.data.StructLayout`` of one instruction kind (opcode field included)."""
-    from amaranth.hdl import signed, unsigned
-    from amaranth.lib import data
-
-    members = {"opcode": unsigned(OPCODE_W)}
-    for name, width, is_signed in FIELDS[Opcode(opcode)]:
-        members[name] = signed(width) if is_signed else unsigned(width)
-    return data.StructLayout(members)
 
 
 def dir_encode(start: int, entries: int, nnz: int, written: int = 1) -> int:

@@ -7,7 +7,7 @@ no torch: importable anywhere (including inside cocotb).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from enum import IntEnum
+from amaranth.lib.enum import IntEnum
 from typing import Sequence
 
 from .fixedpoint import DatapathParams, check_param
@@ -17,9 +17,10 @@ DEFAULT_SEED = 0x2545F491
 C_M_BITS = 16        # mantissa width of the threshold constant
 C_SHIFT_MAX = 63     # largest shift of the threshold constant
 N_PE = 3             # PEs of a group (the PPU has one Beat input per PE)
+PPU_LAT = 3          # FINISH of a row of length L takes L + PPU_LAT cycles (sections 7.1, 10.3)
 
 
-class Op(IntEnum):
+class Op(IntEnum, shape=3):
     """PPU command opcodes (section 7.1)."""
 
     START = 0         # preload every lane of the row accumulator with `bias`
@@ -115,7 +116,7 @@ def command_cycles(cmd: PPUCommand, beats_per_pe: Sequence[int] = (0, 0, 0)) -> 
         n = max((beats_per_pe[j] for j in range(N_PE) if cmd.pe_mask >> j & 1), default=0)
         return 1 + n
     if op is Op.FINISH:
-        return cmd.length + 3
+        return cmd.length + PPU_LAT
     if op is Op.END_BATCH:
         return 2
     return 1

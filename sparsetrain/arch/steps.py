@@ -16,3 +16,7 @@ class Step(Enum):
     @property
     def mode(self) -> Mode:
         return {Step.FORWARD: Mode.SRC, Step.GTA: Mode.MSRC, Step.GTW: Mode.OSRC}[self]
+
+
+# The step names as users, files and reports spell them, in training order.
+STEP_NAMES: tuple[str, ...] = tuple(s.value for s in Step)

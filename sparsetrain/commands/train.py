@@ -16,7 +16,7 @@ def _int_list(text: str) -> list[int]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from sparsetrain.golden.training.networks import MODEL_NAMES
-    from sparsetrain.golden.training.pruning import ESTIMATORS
+    from sparsetrain.arch.dbtd import ESTIMATORS
     from sparsetrain.golden.training.sparse_backward import BREAK_EVEN_DENSITY
 
     p.add_argument("--model", required=True, choices=MODEL_NAMES)

@@ -14,10 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..arch.steps import STEP_NAMES, Step
 from ..arch.timing import Mode, pe_cycles
-
-STEPS = ("forward", "gta", "gtw")
-STEP_MODE = {"forward": Mode.SRC, "gta": Mode.MSRC, "gtw": Mode.OSRC}
 
 
 @dataclass(frozen=True)
@@ -111,10 +109,9 @@ def exact_units(step: str, shape, nz_in: np.ndarray, nz_grad: np.ndarray,
     compiler's rule): all-zero rows for Forward / GTA, mask-pruned rows for GTW; default all.
     """
     from ..golden.training.campfire import weight_row_ops
-    from ..arch.steps import Step
     from ..golden.bitexact.rowconv import layer_row_ops_tuple
-    if step not in STEPS:
-        raise ValueError(f"step = {step!r} is out of range; allowed: {', '.join(STEPS)}")
+    if step not in STEP_NAMES:
+        raise ValueError(f"step = {step!r} is out of range; allowed: {', '.join(STEP_NAMES)}")
     s = shape
     nz_in = np.asarray(nz_in, dtype=bool)
     nz_grad = np.asarray(nz_grad, dtype=bool)
@@ -129,7 +126,7 @@ def exact_units(step: str, shape, nz_in: np.ndarray, nz_grad: np.ndarray,
     ent_in = np.maximum(1, nz_in.sum(axis=3))     # (N, C, H_in) entries per input row
     ent_gr = np.maximum(1, nz_grad.sum(axis=3))   # (N, F, H_out)
     tw = tap_matrix(s.w_in, s.w_out, k, s.stride, s.pad)    # (W_out, W_in)
-    law = CycleLaw.of(STEP_MODE[step], k)
+    law = CycleLaw.of(Step(step).mode, k)
     lanes = tw.sum(axis=0)                        # SRC products of one input column
     macs_src = nz_in.astype(np.int64) @ lanes     # (N, C, H_in)
     wanted = mask.astype(np.int64) @ tw.T         # (N, C, H_in, W_out): wanted targets per dO column
