@@ -281,7 +281,7 @@ class Group(wiring.Component):
             with m.Case(G_FINISH):
                 m.d.comb += [ppu.cmd.valid.eq(1), cmd.op.eq(Op.FINISH), cmd.slot.eq(u.slot),
                              cmd.length.eq(u.length), cmd.shift.eq(u.shift), cmd.relu.eq(u.relu),
-                             cmd.gta.eq(u.gta), cmd.prune.eq(u.prune), cmd.g_first.eq(u.g_first)]
+                             cmd.acc_g.eq(u.acc_g), cmd.prune.eq(u.prune), cmd.g_first.eq(u.g_first)]
                 with m.If(ppu.cmd.ready):
                     m.d.sync += [state.eq(G_WRITE), out_idx.eq(0), nnz.eq(0)]
             with m.Case(G_WRITE):

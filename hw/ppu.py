@@ -38,7 +38,7 @@ def ppu_cmd_layout(cfg: PPUConfig) -> data.StructLayout:
         "length": unsigned(p.off_w),
         "shift": unsigned(bits_for(cfg.acc_w - 1)),
         "relu": unsigned(1),
-        "gta": unsigned(1),
+        "acc_g": unsigned(1),
         "prune": unsigned(1),
         "g_first": unsigned(1),
         "c_m": unsigned(C_M_BITS),
@@ -151,7 +151,7 @@ class PPU(wiring.Component):
         r_slot = Signal(slot_width(c))
         r_len = Signal(p.off_w)
         r_shift = Signal(bits_for(c.acc_w - 1))
-        r_relu, r_gta, r_prune = Signal(), Signal(), Signal()
+        r_relu, r_acc_g, r_prune = Signal(), Signal(), Signal()
         r_cm = Signal(C_M_BITS)
         r_cshift = Signal(bits_for(C_SHIFT_MAX))
         pending = Signal(N_PE)
@@ -229,7 +229,7 @@ class PPU(wiring.Component):
                         with m.Case(Op.FINISH):
                             m.d.sync += [
                                 r_slot.eq(cmd.slot), r_len.eq(cmd.length), r_shift.eq(cmd.shift),
-                                r_relu.eq(cmd.relu), r_gta.eq(cmd.gta), r_prune.eq(cmd.prune),
+                                r_relu.eq(cmd.relu), r_acc_g.eq(cmd.acc_g), r_prune.eq(cmd.prune),
                                 x.eq(0), row_nnz.eq(0), relu_mask.eq(0),
                             ]
                             with m.If(cmd.g_first):
@@ -296,7 +296,7 @@ class PPU(wiring.Component):
                     m.d.sync += [acc[-1].eq(0), x.eq(x + 1), relu_mask.bit_select(x, 1).eq(q > 0)]
                     with m.If(need_r):
                         m.d.sync += rng.eq(rng_next)
-                    with m.If(r_gta):
+                    with m.If(r_acc_g):
                         m.d.sync += [g_sum.eq(_sat_signed(g_sum + q, c.g_w)),
                                      abs_sum[r_slot].eq(_sat_unsigned(abs_sum[r_slot] + absq, c.sum_w))]
                     elems = layer_elems[r_slot]

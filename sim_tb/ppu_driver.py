@@ -22,7 +22,7 @@ from . import runner
 
 TB_MODULE = "sparsetrain.sim_tb.ppu_tb"
 RESET = -1  # pseudo-op in a stimulus: pulse rst between two commands (model.reset())
-CMD_FIELDS = ("op", "slot", "pe_mask", "length", "shift", "relu", "gta", "prune", "g_first",
+CMD_FIELDS = ("op", "slot", "pe_mask", "length", "shift", "relu", "acc_g", "prune", "g_first",
               "c_m", "c_shift", "bias", "value")
 STATUS_FIELDS = ("row_nnz", "g_sum", "rng_state", "abs_sum", "tau_pred", "fifo_count", "fifo_full",
                  "layer_nnz", "layer_elems", "fifo_entry")

@@ -88,7 +88,7 @@ def uniform_program(p: CoreParams, rng: np.random.Generator, amp: int, units: in
         mask = b.mask(rng.random(w_in) < 0.7)
         ops = [b.op(Mode.MSRC, k, w_out, w_in, sparse(w_out, 0.3), b.weights(rng.integers(-amp, amp, k)),
                     stride=stride, pad=pad, mask_addr=mask) for _ in range(int(rng.integers(1, 12)))]
-        b.unit(w_in, ops, shift=int(rng.integers(2, 8)), gta=True, prune=True, slot=1, g_first=u == 0)
+        b.unit(w_in, ops, shift=int(rng.integers(2, 8)), acc_g=True, prune=True, slot=1, g_first=u == 0)
     b.instr(Opcode.SYNC, step=2)
     for _ in range(units):
         k, pad, w_in, w_out = geometry()

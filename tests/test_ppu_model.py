@@ -149,7 +149,7 @@ def test_pruned_density_and_mean_agree_with_float(seed, p):
     var_f = float((p_float * (1 - p_float)).sum())
     assert abs(nnz_f - p_float.sum()) <= SIGMAS * math.sqrt(var_f) + 1
     assert abs(nnz - nnz_f) <= SIGMAS * math.sqrt(var + var_f) + n * 2.0**-r_w + 1
-    # the density formula of design-notes.md (normal g, unbiased threshold), quantisation aside
+    # the expected-density formula of docs/architecture.md s.7 (normal g, unbiased threshold), quantisation aside
     z = float(torch.distributions.Normal(0, 1).icdf(torch.tensor((1 + p) / 2)))
     expected = (1 - p) + math.sqrt(2 / math.pi) * (1 - math.exp(-z * z / 2)) / z
     assert abs(nnz / n - expected) <= SIGMAS * math.sqrt(expected * (1 - expected) / n) + 0.01
@@ -173,7 +173,7 @@ def test_algorithm1_state_evolution(seed):
             for r, row in enumerate(rows):
                 m.accumulate([[Beat(i, min(11, 64 - i), tuple(int(v) for v in row[i:i + 11]), i + 11 >= 64)
                                for i in range(0, 64, 11)], [], []])
-                res = m.finish(64, 0, gta=True, prune=True, slot=slot, g_first=r == 0)
+                res = m.finish(64, 0, acc_g=True, prune=True, slot=slot, g_first=r == 0)
                 assert np.array_equal(res.unpruned, row)
                 if tau_used is None:
                     assert np.array_equal(res.dense, row) and res.draws == 0

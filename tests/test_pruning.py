@@ -1,4 +1,4 @@
-"""DBTD thresholds, stochastic pruning statistics, and the threshold FIFO (Algorithm 1)."""
+"""DBTD thresholds, stochastic pruning statistics, and the threshold FIFO (SparseTrain's Algorithm 1)."""
 from __future__ import annotations
 
 import math
@@ -74,7 +74,7 @@ def test_stochastic_pruning_is_unbiased_and_has_the_second_moment_tau_abs_x(seed
 
 
 def test_density_on_gaussian_matches_the_design_notes_formula(seed: int) -> None:
-    notes = {0.7: 0.620, 0.8: 0.549, 0.9: 0.460, 0.95: 0.398, 0.99: 0.309}  # design-notes.md
+    notes = {0.7: 0.620, 0.8: 0.549, 0.9: 0.460, 0.95: 0.398, 0.99: 0.309}  # docs/architecture.md s.7
     n = 2_000_000
     g = torch.randn(n, generator=_gen(seed))
     for p, printed in notes.items():

@@ -49,7 +49,7 @@ def test_golden_arrays_are_consistent_with_each_other(small_golden_run: Path) ->
         assert torch.allclose(dO.sum((0, 2, 3)), _t(a["db"]), rtol=1e-3, atol=scale)
         dI = conv2d_input(I.shape, W, dO, **kw)
         assert torch.allclose(dI, _t(a["dI"]), rtol=1e-3, atol=scale * float(W.abs().max()))
-        # Algorithm 1 state: pruned with the FIFO mean; this batch's own threshold from unpruned dI
+        # SparseTrain Algorithm 1 state: pruned with the FIFO mean; this batch's own threshold from unpruned dI
         assert lay["tau"] == pytest.approx(sum(lay["fifo"]) / len(lay["fifo"]))
         assert lay["tau_batch"] == pytest.approx(threshold_coefficient(p, est) * float(np.abs(a["dI"]).astype(
             np.float64).mean()), rel=1e-5)

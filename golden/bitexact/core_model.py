@@ -241,7 +241,7 @@ def _run_unit(f: Mapping[str, int], op_words: Sequence[int], pc: int, run: CoreR
         beats, c = execute_op(of, run.buffer, run.masks, p)
         ppu.accumulate([beats, [], []], pe_mask=1)
         cycles.append(c)
-    res = ppu.finish(f["length"], f["shift"], relu=bool(f["relu"]), gta=bool(f["gta"]),
+    res = ppu.finish(f["length"], f["shift"], relu=bool(f["relu"]), acc_g=bool(f["acc_g"]),
                      prune=bool(f["prune"]), g_first=bool(f["g_first"]), slot=f["slot"])
     for i, (v, o, last) in enumerate(res.entries):
         run.buffer[f["out_addr"] + i] = entry_encode(v, o, last, p)
@@ -320,13 +320,13 @@ class ProgramBuilder:
         return encode(Opcode.OP, mode=int(mode), k=k, stride2=int(stride == 2), pad=pad, in_len=in_len,
                       out_len=out_len, addr1=addr1, addr2=addr2, mask_addr=mask_addr)
 
-    def unit(self, length: int, ops: Sequence[int], *, shift: int = 0, relu: bool = False, gta: bool = False,
+    def unit(self, length: int, ops: Sequence[int], *, shift: int = 0, relu: bool = False, acc_g: bool = False,
              prune: bool = False, g_first: bool = False, slot: int = 0, bias: int | None = None) -> int:
         """Queue a unit; returns its directory index (the result row is placed at build time)."""
         d = len(self.results)
         self.results.append((-1, length))
         self._pending.append((dict(n_ops=len(ops), dir=d, length=length, shift=shift, relu=int(relu),
-                                   gta=int(gta), prune=int(prune), g_first=int(g_first), slot=slot,
+                                   acc_g=int(acc_g), prune=int(prune), g_first=int(g_first), slot=slot,
                                    bias_en=int(bias is not None), bias=int(bias or 0)), list(ops)))
         return d
 
@@ -392,7 +392,7 @@ def random_program(params: CoreParams, rng: np.random.Generator, *, units_per_st
             mask = b.mask(rng.random(w_in) < 0.7)
             ops.append(b.op(Mode.MSRC, k, w_out, w_in, sparse(w_out), b.weights(rng.integers(-amp, amp, k)),
                             stride=s, pad=pad, mask_addr=mask))
-        results.append((b.unit(w_in, ops, shift=int(rng.integers(2, 8)), gta=True, prune=True, slot=1,
+        results.append((b.unit(w_in, ops, shift=int(rng.integers(2, 8)), acc_g=True, prune=True, slot=1,
                                g_first=u == 0), w_in))
     b.instr(Opcode.SYNC, step=2)
     for _ in range(units_per_step):   # GTW

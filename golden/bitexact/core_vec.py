@@ -389,7 +389,7 @@ def _finish(ppu: PPUModel, fin: _Finished, u: int, f: dict[str, int], p: CorePar
     if f["g_first"]:
         ppu.g_sum = 0
     ppu.relu_mask = fin.relu_mask[u]
-    if f["gta"]:
+    if f["acc_g"]:
         lim = sat_limit(c.g_w)
         if abs(ppu.g_sum) + fin.sumabs[u] <= lim:
             ppu.g_sum += fin.sum[u]

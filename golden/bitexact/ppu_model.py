@@ -205,7 +205,7 @@ class PPUModel:
             self.accumulate_cycle([bl[t] if t < len(bl) else None for bl in lists])
         return n
 
-    def finish(self, length: int, shift: int, *, relu: bool = False, gta: bool = False,
+    def finish(self, length: int, shift: int, *, relu: bool = False, acc_g: bool = False,
                prune: bool = False, g_first: bool = False, slot: int = 0) -> FinishResult:
         c = self.cfg
         check_param("length", length, 0, c.w_max)
@@ -227,7 +227,7 @@ class PPUModel:
             if q > 0:
                 self.relu_mask |= 1 << x
             unpruned[x] = q
-            if gta:
+            if acc_g:
                 self.g_sum = sat(self.g_sum + q, c.g_w)
                 st.abs_sum = sat_unsigned(st.abs_sum + abs(q), c.sum_w)
             if prune_on:
@@ -280,7 +280,7 @@ class PPUModel:
         if op is Op.ACCUM:
             return self.accumulate(beats or [[]] * N_PE, cmd.pe_mask)
         if op is Op.FINISH:
-            return self.finish(cmd.length, cmd.shift, relu=cmd.relu, gta=cmd.gta, prune=cmd.prune,
+            return self.finish(cmd.length, cmd.shift, relu=cmd.relu, acc_g=cmd.acc_g, prune=cmd.prune,
                                g_first=cmd.g_first, slot=cmd.slot)
         if op is Op.END_BATCH:
             return self.end_batch(cmd.slot, cmd.c_m, cmd.c_shift)

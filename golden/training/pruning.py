@@ -1,4 +1,5 @@
-"""Stochastic activation-gradient pruning (Ye et al. 2019; SparseTrain Algorithm 1).
+"""Activation-gradient pruning: Ye et al. 2019's stochastic pruning (their Algorithm 1) with the
+threshold prediction of SparseTrain's Algorithm 1 "Overall Pruning Scheme" (Dai et al. 2020).
 
 Float reference of the algorithm that the PPU implements in integers (docs/architecture.md
 section 7). Three pieces:
@@ -7,7 +8,7 @@ section 7). Three pieces:
   sigma defined once in ``sparsetrain.arch.dbtd``.
 * stochastic pruning: ``|g| >= tau`` kept, otherwise ``sign(g) * tau`` with probability
   ``|g| / tau`` and 0 otherwise, so the expectation is unchanged.
-* threshold prediction: the threshold FIFO of SparseTrain's Algorithm 1
+* threshold prediction: the threshold FIFO of SparseTrain's Algorithm 1 (Dai et al.)
   (``sparsetrain.arch.dbtd.ThresholdFIFO``, depth N_F per layer); a batch is pruned with the
   FIFO mean only once the FIFO is full, and the batch's own threshold (from its unpruned
   gradient) is pushed at the end of the batch.
@@ -76,7 +77,7 @@ def stochastic_prune(g: Tensor, tau: float, generator: torch.Generator | np.rand
 
     One uniform ``r`` in [0, 1) per element from ``generator`` (a ``torch.Generator``, a
     ``numpy.random.Generator``, or None for torch's global one); an element becomes
-    ``sign(g)*tau`` when ``|g| > r * tau`` (Algorithm 1 of Ye et al.). Zeros stay zero;
+    ``sign(g)*tau`` when ``|g| > r * tau`` (Ye et al.'s Algorithm 1, "Stochastic Pruning"). Zeros stay zero;
     ``tau <= 0`` is a no-op. ``magnitude`` (a precomputed ``g.abs()``) and ``random`` (a
     float32 scratch buffer of g's shape) are overwritten when given, to save allocations.
     """
@@ -212,7 +213,7 @@ class GradientPruner(nn.Module):
         return prune_grad(x, self)
 
     def prune_gradient(self, g: Tensor) -> Tensor:
-        """One batch of Algorithm 1: prune with the predicted (or own) threshold, then push."""
+        """One batch of SparseTrain's Algorithm 1: prune with the predicted (or own) threshold, then push."""
         cfg = self.config
         fast = g.device.type == "cpu" and g.dtype == torch.float32 and g.is_contiguous()
         if fast and (self._mag is None or self._mag.shape != g.shape):

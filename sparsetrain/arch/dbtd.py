@@ -47,7 +47,7 @@ def threshold_coefficient(p: float, estimator: str = "unbiased") -> float:
 
 
 class ThresholdFIFO:
-    """Threshold FIFO of SparseTrain Algorithm 1: depth N_F, oldest entry dropped on push."""
+    """Threshold FIFO of SparseTrain's Algorithm 1 (Dai et al. 2020): depth N_F, oldest entry dropped on push."""
 
     def __init__(self, depth: int) -> None:
         self.depth = check_param("N_F", depth)

@@ -43,7 +43,7 @@ class ErrorCode(IntEnum, shape=ERR_W):
 FIELDS: dict[Opcode, tuple[tuple[str, int, bool], ...]] = {
     Opcode.NOP: (),
     Opcode.UNIT: (("n_ops", 16, False), ("dir", 16, False), ("out_addr", ADDR_W, False),
-                  ("length", LEN_W, False), ("shift", 6, False), ("relu", 1, False), ("gta", 1, False),
+                  ("length", LEN_W, False), ("shift", 6, False), ("relu", 1, False), ("acc_g", 1, False),
                   ("prune", 1, False), ("g_first", 1, False), ("slot", 6, False), ("bias_en", 1, False),
                   ("bias", 64, True)),
     Opcode.OP: (("mode", 2, False), ("k", 5, False), ("stride2", 1, False), ("pad", 5, False),

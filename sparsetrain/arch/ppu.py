@@ -85,7 +85,7 @@ class PPUCommand:
     length: int = 0
     shift: int = 0
     relu: bool = False
-    gta: bool = False
+    acc_g: bool = False
     prune: bool = False
     g_first: bool = False
     c_m: int = 0
@@ -100,7 +100,7 @@ class PPUCommand:
     def from_dict(cls, d: dict) -> "PPUCommand":
         kw = {f.name: d[f.name] for f in fields(cls) if f.name in d}
         kw["op"] = Op(kw["op"])
-        for flag in ("relu", "gta", "prune", "g_first"):
+        for flag in ("relu", "acc_g", "prune", "g_first"):
             if flag in kw:
                 kw[flag] = bool(kw[flag])
         return cls(**kw)
