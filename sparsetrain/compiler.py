@@ -408,7 +408,7 @@ class _ChunkBuilder:
         for u, (key, ops) in enumerate(self.units):
             out_addr = operands + u * self.length
             unit = dict(n_ops=len(ops), dir=u, out_addr=out_addr, length=self.length, shift=t.shift, relu=relu,
-                        gta=int(step is Step.GTA), prune=prune, slot=PRUNE_SLOT)
+                        acc_g=int(step is Step.GTA), prune=prune, slot=PRUNE_SLOT)
             if step is Step.FORWARD and t.bias_preload is not None:
                 unit.update(bias_en=1, bias=int(t.bias_preload[key[1]]))
             prog.append(encode(Opcode.UNIT, **unit))

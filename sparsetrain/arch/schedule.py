@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .fixedpoint import check_param
+from .fixedpoint import check_param, off_width
 from .ppu import N_PE, PPU_LAT
 
 
@@ -46,7 +46,7 @@ class ArchParams:
 
     @property
     def off_w(self) -> int:
-        return (self.w_max + 1).bit_length()
+        return off_width(self.w_max)
 
     def ppu_finish(self, row_len: int) -> int:
         """Cycles the PPU needs to finish one result row (section 10.3)."""
