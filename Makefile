@@ -57,7 +57,7 @@ imports: setup
 	  [os.symlink(os.path.abspath(f"sparsetrain/{n}"), f"{t}/sparsetrain/{n}") for n in os.listdir("sparsetrain")]; \
 	  dirs = tomllib.load(open("pyproject.toml", "rb"))["tool"]["setuptools"]["package-dir"]; \
 	  [os.symlink(os.path.abspath(d), os.path.join(t, *p.split("."))) for p, d in dirs.items() if p != "sparsetrain"]'
-	cd $(IMPORT_TREE) && $(abspath $(VENV))/bin/lint-imports --config $(CURDIR)/pyproject.toml --no-cache
+	cd $(IMPORT_TREE) && $(abspath $(VENV))/bin/lint-imports --no-cache $(CURDIR)/pyproject.toml
 
 # The C++ sparse convolution backward (golden/training/csrc/): compiled once, cached in build/.
 ext: setup
