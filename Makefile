@@ -13,10 +13,11 @@ STAMP    := $(VENV)/.sparsetrain-installed
 JOBS     ?= 2
 OUT      ?= out
 
-.PHONY: help setup apt ext test demo verilog regress synth perf lint formal clean
+.PHONY: help setup apt ext imports test demo verilog regress synth perf lint formal clean
 
 help:
-	@echo "make test     run the test suite (installs everything it needs first)"
+	@echo "make test     run the test suite (installs everything it needs first) and make imports"
+	@echo "make imports  check that imports only run down the package layers (lint-imports)"
 	@echo "make demo     train, export, simulate one layer on the RTL and report"
 	@echo "make verilog  emit the Verilog of every block into $(OUT)/verilog"
 	@echo "make regress  long regressions (100k random operations per PE mode, every conv layer)"
@@ -43,12 +44,24 @@ $(STAMP): pyproject.toml | apt
 	$(PIP) install -q -e '.[dev,formal,ray]'
 	@touch $@
 
-test: setup ext
+test: setup ext imports
 	$(PYTEST) -n $(JOBS) --dist loadgroup -q tests
 
-# The C++ sparse convolution backward (golden/csrc/): compiled once, cached in build/.
+# Package layers (pyproject.toml [tool.importlinter]). lint-imports finds a package's modules in
+# its own folder only, so it runs on a tree of links that puts hw/, golden/, sim_tb/ and synth/
+# under sparsetrain/ as the installed package has them (package-dir of pyproject.toml).
+IMPORT_TREE := build/import-tree
+imports: setup
+	@rm -rf $(IMPORT_TREE) && mkdir -p $(IMPORT_TREE)/sparsetrain
+	@$(PY) -c 'import os, tomllib; t = "$(IMPORT_TREE)"; \
+	  [os.symlink(os.path.abspath(f"sparsetrain/{n}"), f"{t}/sparsetrain/{n}") for n in os.listdir("sparsetrain")]; \
+	  dirs = tomllib.load(open("pyproject.toml", "rb"))["tool"]["setuptools"]["package-dir"]; \
+	  [os.symlink(os.path.abspath(d), os.path.join(t, *p.split("."))) for p, d in dirs.items() if p != "sparsetrain"]'
+	cd $(IMPORT_TREE) && $(abspath $(VENV))/bin/lint-imports --no-cache $(CURDIR)/pyproject.toml
+
+# The C++ sparse convolution backward (golden/training/csrc/): compiled once, cached in build/.
 ext: setup
-	$(PY) -m sparsetrain.golden.sparse_conv_ext
+	$(PY) -m sparsetrain.golden.training.sparse_conv_ext
 
 demo: setup
 	$(ST) demo --out $(OUT)/demo --force  # out/ belongs to make: a re-run replaces its own demo

@@ -13,10 +13,11 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..golden.ppu_model import Op
+from ..arch.isa import ADDR_W, COUNTER_W, DIR_W, ERR_W, INSTR_W, N_STEPS, CoreParams, ErrorCode, Opcode
+from ..arch.ppu import Op
 from .blocks import DATAPATH_PARAMS, BlockSpec, ParamSpec
-from .core_isa import (ADDR_W, COUNTER_W, DIR_W, INSTR_W, N_STEPS, CoreParams, ErrorCode, Opcode, layout)
-from .group import ERR_W, IMEM_PORTS, N_BUF_PORTS, Group
+from .group import IMEM_PORTS, N_BUF_PORTS, Group
+from .layouts import instr_layout
 from .ppu import ppu_status_layout
 
 N_PE = 3
@@ -108,7 +109,8 @@ class Core(wiring.Component):
         m.d.comb += cp.addr.eq(pc_next)
         word = cp.data
         opcode = word[:4]
-        unit, ppu, sync = (layout(o)(word[:layout(o).size]) for o in (Opcode.UNIT, Opcode.PPU, Opcode.SYNC))
+        unit, ppu, sync = (instr_layout(o)(word[:instr_layout(o).size])
+                           for o in (Opcode.UNIT, Opcode.PPU, Opcode.SYNC))
         m.d.comb += [self.busy.eq(state == C_RUN), self.done.eq(state == C_DONE),
                      self.error.eq(error), self.error_code.eq(code)]
 

@@ -18,16 +18,17 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..golden.ppu_model import N_PE, Op
+from ..arch.isa import ADDR_W, DIR_W, ERR_W, INSTR_W, CoreParams, ErrorCode, Opcode
+from ..arch.pe import HwParams
+from ..arch.ppu import N_PE, Op
+from ..arch.timing import Mode
 from .blocks import DATAPATH_PARAMS, BlockSpec, ParamSpec
-from .core_isa import ADDR_W, DIR_W, INSTR_W, CoreParams, ErrorCode, Opcode, layout
-from .layouts import HwParams, entry_layout
-from .pe import PE, MODE_MSRC, MODE_OSRC
+from .layouts import entry_layout, instr_layout
+from .pe import PE
 from .ppu import PPU, ppu_cmd_layout, ppu_status_layout, ppu_status_sel_layout
 
 N_BUF_PORTS = 2 * N_PE
 IMEM_PORTS = N_PE
-ERR_W = 4
 
 # group states
 G_IDLE, G_START, G_ACCUM, G_FINISH, G_WRITE = range(5)
@@ -47,7 +48,7 @@ def op_is_valid(m: Module, op, p: CoreParams):
         cfg_ok.eq((op.mode != 3) & (op.k >= 1) & (op.k <= p.k_max) & (op.pad < op.k) &
                   (op.in_len >= 1) & (op.in_len <= p.w_max) & (op.out_len >= 1) & (op.out_len <= p.w_max)),
         addr_ok.eq((op.addr1 < p.buf_depth) & (op.addr2 < p.buf_depth) &
-                   ((op.mode != MODE_MSRC) | (op.mask_addr < p.mask_depth))),
+                   ((op.mode != Mode.MSRC) | (op.mask_addr < p.mask_depth))),
     ]
     return is_op, cfg_ok, addr_ok
 
@@ -106,7 +107,7 @@ class Group(wiring.Component):
         self.ppu_cfg = p.ppu_config()
         super().__init__({
             "unit_valid": In(1),
-            "unit": In(layout(Opcode.UNIT)),
+            "unit": In(instr_layout(Opcode.UNIT)),
             "unit_pc": In(ADDR_W + 1),
             "free": Out(1),
             "idle": Out(1),
@@ -148,7 +149,7 @@ class Group(wiring.Component):
 
         # ---- unit registers
         state = Signal(range(5))
-        u = Signal(layout(Opcode.UNIT))
+        u = Signal(instr_layout(Opcode.UNIT))
         pc = Signal(ADDR_W + 1)
         remaining = Signal(16)
         out_idx = Signal(13)
@@ -158,7 +159,7 @@ class Group(wiring.Component):
         m.d.comb += [self.error.eq(error), self.error_code.eq(code), self.busy.eq(state != G_IDLE)]
 
         # ---- op dispatch: the i-th free PE (in index order) takes the op at pc + i
-        ops = [Signal(layout(Opcode.OP), name=f"op{i}") for i in range(IMEM_PORTS)]
+        ops = [Signal(instr_layout(Opcode.OP), name=f"op{i}") for i in range(IMEM_PORTS)]
         for i in range(IMEM_PORTS):
             m.d.comb += ops[i].eq(self.imem_data[i])
         free_pe = Cat(*[pe.cfg.ready for pe in pes])
@@ -183,7 +184,7 @@ class Group(wiring.Component):
         op_array = Array([o.as_value() for o in ops])
         fetch_errors = []
         for j, pe in enumerate(pes):
-            op = Signal(layout(Opcode.OP), name=f"pe{j}_op")
+            op = Signal(instr_layout(Opcode.OP), name=f"pe{j}_op")
             m.d.comb += op.eq(op_array[rank[j]])
             is_op, cfg_ok, addr_ok = (Array([c[k] for c in checks])[rank[j]] for k in range(3))
             ok = is_op & cfg_ok & addr_ok
@@ -209,11 +210,11 @@ class Group(wiring.Component):
             f1 = _Fetch(m, f"pe{j}_p1", p, self.buf_raddr[2 * j], self.buf_ren[2 * j], self.buf_rdata[2 * j],
                         pe.port1, start, op.addr1, Const(0), op.k)
             f2 = _Fetch(m, f"pe{j}_p2", p, self.buf_raddr[2 * j + 1], self.buf_ren[2 * j + 1],
-                        self.buf_rdata[2 * j + 1], pe.port2, start, op.addr2, op.mode != MODE_OSRC, op.k)
+                        self.buf_rdata[2 * j + 1], pe.port2, start, op.addr2, op.mode != Mode.OSRC, op.k)
             fetch_errors += [f1.error, f2.error]
             # mask engine: one word, read in the cfg cycle of an MSRC op
             mhave = Signal(name=f"pe{j}_mhave")
-            mstart = start & (op.mode == MODE_MSRC)
+            mstart = start & (op.mode == Mode.MSRC)
             m.d.comb += [self.mask_raddr[j].eq(op.mask_addr), self.mask_ren[j].eq(mstart),
                          pe.port3.valid.eq(mhave), pe.port3.payload.bits.eq(self.mask_rdata[j])]
             with m.If(mstart):
@@ -280,7 +281,7 @@ class Group(wiring.Component):
             with m.Case(G_FINISH):
                 m.d.comb += [ppu.cmd.valid.eq(1), cmd.op.eq(Op.FINISH), cmd.slot.eq(u.slot),
                              cmd.length.eq(u.length), cmd.shift.eq(u.shift), cmd.relu.eq(u.relu),
-                             cmd.gta.eq(u.gta), cmd.prune.eq(u.prune), cmd.g_first.eq(u.g_first)]
+                             cmd.acc_g.eq(u.acc_g), cmd.prune.eq(u.prune), cmd.g_first.eq(u.g_first)]
                 with m.If(ppu.cmd.ready):
                     m.d.sync += [state.eq(G_WRITE), out_idx.eq(0), nnz.eq(0)]
             with m.Case(G_WRITE):

@@ -5,8 +5,8 @@ Inputs: the `Beat` streams of the group's 3 PEs (``pe0`` .. ``pe2``) and the com
 Readback: ``status_sel`` (slot, FIFO entry index) selects what ``status`` shows.
 
 One command runs at a time; ``cmd.ready`` is high only when the PPU is idle. The behaviour is
-``golden.ppu_model.PPUModel`` bit for bit, and the cycle counts are
-``golden.ppu_model.command_cycles``.
+``golden.bitexact.ppu_model.PPUModel`` bit for bit, and the cycle counts are
+``sparsetrain.arch.ppu.command_cycles``.
 """
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigne
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..golden.ppu_model import C_M_BITS, C_SHIFT_MAX, DEFAULT_SEED, N_PE, Op, PPUConfig
+from ..arch.pe import HwParams, bits_for
+from ..arch.ppu import C_M_BITS, C_SHIFT_MAX, DEFAULT_SEED, N_PE, Op, PPUConfig
 from .blocks import DATAPATH_PARAMS, BlockSpec, ParamSpec
-from .layouts import HwParams, beat_layout, bits_for, entry_layout
+from .layouts import beat_layout, entry_layout
 
 
 def hw_params(cfg: PPUConfig) -> HwParams:
@@ -37,7 +38,7 @@ def ppu_cmd_layout(cfg: PPUConfig) -> data.StructLayout:
         "length": unsigned(p.off_w),
         "shift": unsigned(bits_for(cfg.acc_w - 1)),
         "relu": unsigned(1),
-        "gta": unsigned(1),
+        "acc_g": unsigned(1),
         "prune": unsigned(1),
         "g_first": unsigned(1),
         "c_m": unsigned(C_M_BITS),
@@ -52,7 +53,7 @@ def ppu_status_sel_layout(cfg: PPUConfig) -> data.StructLayout:
 
 
 def ppu_status_layout(cfg: PPUConfig) -> data.StructLayout:
-    """Readback fields; their meaning is golden.ppu_model.PPUStatus."""
+    """Readback fields; their meaning is golden.bitexact.ppu_model.PPUStatus."""
     return data.StructLayout({
         "busy": unsigned(1),
         "row_nnz": unsigned(bits_for(cfg.w_max)),
@@ -150,7 +151,7 @@ class PPU(wiring.Component):
         r_slot = Signal(slot_width(c))
         r_len = Signal(p.off_w)
         r_shift = Signal(bits_for(c.acc_w - 1))
-        r_relu, r_gta, r_prune = Signal(), Signal(), Signal()
+        r_relu, r_acc_g, r_prune = Signal(), Signal(), Signal()
         r_cm = Signal(C_M_BITS)
         r_cshift = Signal(bits_for(C_SHIFT_MAX))
         pending = Signal(N_PE)
@@ -228,7 +229,7 @@ class PPU(wiring.Component):
                         with m.Case(Op.FINISH):
                             m.d.sync += [
                                 r_slot.eq(cmd.slot), r_len.eq(cmd.length), r_shift.eq(cmd.shift),
-                                r_relu.eq(cmd.relu), r_gta.eq(cmd.gta), r_prune.eq(cmd.prune),
+                                r_relu.eq(cmd.relu), r_acc_g.eq(cmd.acc_g), r_prune.eq(cmd.prune),
                                 x.eq(0), row_nnz.eq(0), relu_mask.eq(0),
                             ]
                             with m.If(cmd.g_first):
@@ -295,7 +296,7 @@ class PPU(wiring.Component):
                     m.d.sync += [acc[-1].eq(0), x.eq(x + 1), relu_mask.bit_select(x, 1).eq(q > 0)]
                     with m.If(need_r):
                         m.d.sync += rng.eq(rng_next)
-                    with m.If(r_gta):
+                    with m.If(r_acc_g):
                         m.d.sync += [g_sum.eq(_sat_signed(g_sum + q, c.g_w)),
                                      abs_sum[r_slot].eq(_sat_unsigned(abs_sum[r_slot] + absq, c.sum_w))]
                     elems = layer_elems[r_slot]

@@ -1,7 +1,7 @@
 """Plain Python API to run PPU command sequences on the RTL and check them against the model.
 
 ``run_ppu(txns, cfg, sim=...)`` computes every expected output entry, status and cycle count
-with ``golden.ppu_model.PPUModel`` (outside the simulator), writes them with the stimulus
+with ``golden.bitexact.ppu_model.PPUModel`` (outside the simulator), writes them with the stimulus
 into one npz, runs the cocotb test ``sim_tb.ppu_tb`` on a cached build and returns what the
 RTL did. The testbench raises on any difference (entries, status after every command,
 timing contract of docs/architecture.md section 7.1).
@@ -15,13 +15,14 @@ from typing import Sequence
 
 import numpy as np
 
-from ..golden.ppu_model import N_PE, Op, PPUCommand, PPUConfig, PPUModel, PPUStatus, command_cycles
-from ..golden.rowops import Beat
+from ..arch.ppu import N_PE, Op, PPUCommand, PPUConfig, command_cycles
+from ..golden.bitexact.ppu_model import PPUModel, PPUStatus
+from ..golden.bitexact.rowops import Beat
 from . import runner
 
 TB_MODULE = "sparsetrain.sim_tb.ppu_tb"
 RESET = -1  # pseudo-op in a stimulus: pulse rst between two commands (model.reset())
-CMD_FIELDS = ("op", "slot", "pe_mask", "length", "shift", "relu", "gta", "prune", "g_first",
+CMD_FIELDS = ("op", "slot", "pe_mask", "length", "shift", "relu", "acc_g", "prune", "g_first",
               "c_m", "c_shift", "bias", "value")
 STATUS_FIELDS = ("row_nnz", "g_sum", "rng_state", "abs_sum", "tau_pred", "fifo_count", "fifo_full",
                  "layer_nnz", "layer_elems", "fifo_entry")
@@ -46,7 +47,7 @@ class PpuRunResult:
     entries: list[list[tuple[int, int, int]]]  # per FINISH (in order): the entries the RTL wrote
     occupancy: np.ndarray                       # per command: cycles from accept to ready again
     blocked: np.ndarray                         # per command: cycles with out.valid & ~out.ready
-    expected_cycles: np.ndarray                 # per command: golden.ppu_model.command_cycles
+    expected_cycles: np.ndarray                 # per command: sparsetrain.arch.ppu.command_cycles
     statuses: list[PPUStatus]                   # the model's status after each txn
 
 

@@ -1,7 +1,7 @@
 """PPU stimulus: directed cases and constrained-random command sequences (numpy only).
 
 Every function returns a list of ``ppu_driver.PpuTxn``; the expected results come from
-``golden.ppu_model`` when the driver writes the stimulus.
+``golden.bitexact.ppu_model`` when the driver writes the stimulus.
 """
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from typing import Sequence
 
 import numpy as np
 
-from ..golden.fixedpoint import sat_limit
-from ..golden.ppu_model import N_PE, Op, PPUCommand as Cmd, PPUConfig, threshold_constant
-from ..golden.rowops import Beat
+from ..arch.fixedpoint import sat_limit
+from ..arch.ppu import N_PE, Op, PPUCommand as Cmd, PPUConfig
+from ..golden.bitexact.ppu_model import threshold_constant
+from ..golden.bitexact.rowops import Beat
 from .ppu_driver import PpuTxn
 
 
@@ -44,7 +45,7 @@ def directed_txns(cfg: PPUConfig) -> list[PpuTxn]:
     lim, acc_lim = sat_limit(dw), sat_limit(cfg.acc_w)
     t: list[PpuTxn] = []
     # all-zero rows: no START at all, a cleared row with pruning on (FIFO not full), full length
-    t.append(PpuTxn(Cmd(Op.FINISH, length=w, shift=0, prune=True, gta=True, g_first=True)))
+    t.append(PpuTxn(Cmd(Op.FINISH, length=w, shift=0, prune=True, acc_g=True, g_first=True)))
     t.append(PpuTxn(Cmd(Op.FINISH, length=1, shift=3)))
     t.append(PpuTxn(Cmd(Op.FINISH, length=0, shift=0)))
     # bias preload only, ReLU with positive and negative bias (mask all / none)
@@ -78,7 +79,7 @@ def directed_txns(cfg: PPUConfig) -> list[PpuTxn]:
     t += fill_fifo(1, 40, 1)  # now full with all entries 40: predicted tau = 40
     for _ in range(3):
         t += load_row(at, cfg) + [PpuTxn(Cmd(Op.FINISH, length=len(at), shift=0, prune=True, slot=1,
-                                               gta=True))]
+                                               acc_g=True))]
     t += fill_fifo(2, 0, cfg.n_f)
     t += load_row(at, cfg) + [PpuTxn(Cmd(Op.FINISH, length=len(at), shift=0, prune=True, slot=2))]
     # FIFO wrapping: 3 * N_F + 1 pushes of distinct values, predicted mean after each
@@ -89,11 +90,11 @@ def directed_txns(cfg: PPUConfig) -> list[PpuTxn]:
     # END_BATCH arithmetic: rounding, saturation of tau (shift 0), the largest shift, C_m = 0
     t += [PpuTxn(Cmd(Op.CLEAR_SLOT, slot=0))]
     t += load_row([lim, -lim, 3, -7] * (w // 4), cfg) + [
-        PpuTxn(Cmd(Op.FINISH, length=w, shift=0, gta=True, g_first=True, slot=0))]
+        PpuTxn(Cmd(Op.FINISH, length=w, shift=0, acc_g=True, g_first=True, slot=0))]
     c_m, c_sh = threshold_constant(0.9, w)
     for cm, cs in ((c_m, c_sh), (0xFFFF, 0), (0x8000, 63), (0, 5), (0x8001, 16)):
         t += load_row([lim, -lim, 3, -7] * (w // 4), cfg) + [
-            PpuTxn(Cmd(Op.FINISH, length=w, shift=0, gta=True, slot=0)),
+            PpuTxn(Cmd(Op.FINISH, length=w, shift=0, acc_g=True, slot=0)),
             PpuTxn(Cmd(Op.END_BATCH, slot=0, c_m=cm, c_shift=cs), index=cfg.n_f - 1)]
     # counters: clear counts, clear slot
     t += [PpuTxn(Cmd(Op.CLEAR_COUNTS, slot=1)), PpuTxn(Cmd(Op.CLEAR_SLOT, slot=3 % cfg.n_slots))]
@@ -144,7 +145,7 @@ def random_txns(rng: np.random.Generator, cfg: PPUConfig, rows: int, *, with_sta
                     beats[j] = bl
             t.append(PpuTxn(Cmd(Op.ACCUM, pe_mask=mask), beats, garbage_lanes=bool(rng.random() < 0.2)))
         t.append(PpuTxn(Cmd(Op.FINISH, slot=slot, length=int(rng.integers(1, w + 1)), shift=shift,
-                            relu=bool(rng.random() < 0.3), gta=bool(rng.random() < 0.6),
+                            relu=bool(rng.random() < 0.3), acc_g=bool(rng.random() < 0.6),
                             prune=bool(rng.random() < 0.7), g_first=bool(rng.random() < 0.2)),
                         index=int(rng.integers(cfg.n_f))))
         if with_status_ops:
@@ -173,6 +174,6 @@ def gradient_row_txns(g_rows: np.ndarray, cfg: PPUConfig, *, slot: int, shift: i
         half = row // 2
         beats = [row_beats(half, cfg.k_max), row_beats(row - half, cfg.k_max), []]
         t += [PpuTxn(Cmd(Op.START)), PpuTxn(Cmd(Op.ACCUM, pe_mask=0b011), beats),
-              PpuTxn(Cmd(Op.FINISH, slot=slot, length=len(row), shift=shift, gta=True, prune=prune,
+              PpuTxn(Cmd(Op.FINISH, slot=slot, length=len(row), shift=shift, acc_g=True, prune=prune,
                          g_first=g_first and r == 0))]
     return t

@@ -17,10 +17,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .golden import outdir
-
-STEPS = ("forward", "gta", "gtw")
-PES_PER_GROUP = 3
+from . import outdir
+from .arch.ppu import N_PE
+from .arch.steps import STEP_NAMES
 
 
 @dataclass
@@ -95,11 +94,11 @@ class Summary:
 def plan(run_dir: str | Path, layers: Sequence[str] | None = None,
          steps: Sequence[str] | None = None) -> list[tuple[str, str]]:
     """(layer, step) jobs: the run's golden conv layers in manifest order times the steps."""
-    from .golden.tensors import load_golden
-    steps = list(steps or STEPS)
+    from .golden.training.tensors import load_golden
+    steps = list(steps or STEP_NAMES)
     for s in steps:
-        if s not in STEPS:
-            raise ValueError(f"steps = {s!r} is out of range; allowed: {', '.join(STEPS)}")
+        if s not in STEP_NAMES:
+            raise ValueError(f"steps = {s!r} is out of range; allowed: {', '.join(STEP_NAMES)}")
     names = list(load_golden(run_dir).manifest.get("layers", {}))
     if not names:
         raise ValueError(f"run_dir = {str(run_dir)!r} has no golden layers; allowed: a run trained with "
@@ -120,8 +119,8 @@ def check_one(run_dir: str, layer: str, step: str, samples: int | None, params: 
     a process pool or a Ray task runs it as it is."""
     from .compiler import LayerData, compile_step
     from .compiler_check import check_compiled
-    from .golden.tensors import load_golden
-    from .hw.core_isa import CoreParams
+    from .golden.training.tensors import load_golden
+    from .arch.isa import CoreParams
     t0 = time.time()
     try:
         data = LayerData.from_golden(load_golden(run_dir), layer)
@@ -141,7 +140,7 @@ def check_one(run_dir: str, layer: str, step: str, samples: int | None, params: 
             "" if rep.counters_equal else "counters or PPU status differ",
             "" if rep.within_bound else "model outside the float bound",
             f"RTL error code {rep.rtl_error}" if rep.rtl_error else "") if x)
-    pes = PES_PER_GROUP * CoreParams(**params).groups
+    pes = N_PE * CoreParams(**params).groups
     return StepResult(layer, step, status, reason, rep.rtl_cycles, rep.model_cycles, rep.dense_cycles,
                       rep.speedup, rep.pe_busy_cycles / (pes * rep.rtl_cycles) if rep.rtl_cycles else 0.0,
                       rep.sim_rate, rep.run_cycles_per_s, bare_rate, rep.samples, rep.programs, time.time() - t0, d)
@@ -212,7 +211,7 @@ def check_all(run_dir: str | Path, *, layers: Sequence[str] | None = None, steps
 def _prebuild(pdict: dict[str, int], sim: str, bare: bool = False) -> None:
     """Build the core once before workers start (they would wait on the build lock anyway, each
     first generating the Verilog only to find the build there)."""
-    from .hw.core_isa import CoreParams
+    from .arch.isa import CoreParams
     from .sim_tb.core_driver import build_core
     build_core(CoreParams(**pdict), sim, backdoor=True)
     if bare:
@@ -253,7 +252,7 @@ SUMMARY_FILES = ("summary.md", "summary.json", "speedup.png")
 
 def write_summary(summary: Summary, out_dir: str | Path | outdir.OutDir, *, force: bool = False) -> dict[str, Path]:
     """summary.md, summary.json and speedup.png in ``out_dir`` under the output-folder rule of
-    golden.outdir (a user's file is never replaced; ``force`` replaces an earlier summary).
+    sparsetrain.outdir (a user's file is never replaced; ``force`` replaces an earlier summary).
     ``out_dir`` may be a folder already planned (checked before the simulation) by the caller."""
     target = out_dir if isinstance(out_dir, outdir.OutDir) else outdir.plan(out_dir, "check", force=force,
                                                                             writes=SUMMARY_FILES)
@@ -273,8 +272,8 @@ def plot_speedup(summary: Summary, path: Path) -> None:
     import matplotlib.pyplot as plt
     layers = list(dict.fromkeys(r.layer for r in summary.results))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(layers) + 2), 4))
-    width = 0.8 / len(STEPS)
-    for i, step in enumerate(STEPS):
+    width = 0.8 / len(STEP_NAMES)
+    for i, step in enumerate(STEP_NAMES):
         vals = [next((r.speedup for r in summary.results if r.layer == layer and r.step == step
                       and r.status != "not run"), 0.0) for layer in layers]
         ax.bar([x + (i - 1) * width for x in range(len(layers))], vals, width, label=step)

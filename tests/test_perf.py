@@ -10,14 +10,15 @@ import pytest
 import torch
 from torch import nn
 
+from sparsetrain.arch.schedule import ArchParams
+from sparsetrain.arch.steps import STEP_NAMES, Step
 from sparsetrain.cli import main
-from sparsetrain.golden.rowconv import Step, layer_row_ops
+from sparsetrain.golden.bitexact.rowconv import layer_row_ops
 from sparsetrain.perf import api, paper
-from sparsetrain.perf.decompose import STEPS, conv_shape, exact_units
+from sparsetrain.perf.decompose import conv_shape, exact_units
 from sparsetrain.perf.densities import LayerDensity, load_run_dir, load_table, paper_table, table_from_metrics
 from sparsetrain.perf.energy import EnergyTable
 from sparsetrain.perf.model import analytic_layer, evaluate, exact_layer, expected_entries
-from sparsetrain.perf.schedule import ArchParams
 from sparsetrain.perf.shapes import LayerShape, conv_layer_shapes, network_shapes
 
 SEED = int(os.environ.get("SPARSETRAIN_SEED", "2024"))
@@ -105,7 +106,7 @@ def test_fully_dense_layer_speedup_is_one(rng):
                 "grad": np.ones((1, sh.c_out, sh.h_out, sh.w_out), bool)}
         ex = exact_layer(sh, ones, arch)
         an = analytic_layer(sh, LayerDensity(1.0, 1.0), arch)
-        for step in STEPS:
+        for step in STEP_NAMES:
             assert ex.steps[step].speedup == pytest.approx(1.0)
             assert an.steps[step].speedup == pytest.approx(1.0)
             assert ex.steps[step].sparse.macs == ex.steps[step].dense.macs
@@ -118,7 +119,7 @@ def test_dense_macs_match_torch():
         wt = torch.ones(sh.c_out, sh.c_per_group, sh.k, sh.k, dtype=torch.float64)
         macs = torch.nn.functional.conv2d(x, wt, stride=sh.stride, padding=sh.pad, groups=sh.groups).sum()
         res = analytic_layer(sh, LayerDensity(1.0, 1.0), ArchParams(groups=2))
-        for step in STEPS:
+        for step in STEP_NAMES:
             assert res.steps[step].dense.macs == pytest.approx(float(macs)), step
 
 
@@ -127,7 +128,7 @@ def test_dense_macs_match_torch():
 def test_unit_ops_are_the_shared_decomposition(rng):
     sh = shape(c=4, f=2, h=7, w=5, k=3, s=2, p=1)
     pats = patterns(rng, sh, 0.5, 0.3)
-    for step in STEPS:
+    for step in STEP_NAMES:
         units = exact_units(step, sh, pats["in"], pats["grad"])
         assert sum(len(u.cycles) for u in units) == len(list(layer_row_ops(conv_shape(sh), Step(step))))
         an = analytic_layer(sh, LayerDensity(0.5, 0.3), ArchParams())
@@ -141,7 +142,7 @@ def test_analytic_matches_exact_on_random_layers(rng, d_in, d_grad):
     arch = ArchParams(groups=4)
     ex = exact_layer(sh, patterns(rng, sh, d_in, d_grad), arch)
     an = analytic_layer(sh, LayerDensity(d_in, d_grad), arch)
-    for step in STEPS:
+    for step in STEP_NAMES:
         e, a = ex.steps[step].sparse.cycles, an.steps[step].sparse.cycles
         assert abs(a - e) / e < 0.05, (step, a, e)
         assert an.steps[step].sparse.macs == pytest.approx(ex.steps[step].sparse.macs, rel=0.1)
@@ -156,7 +157,7 @@ def test_more_sparsity_is_never_slower(rng):
     grid = np.linspace(0.0, 1.0, 11)
     for sh in shapes:
         arch = ArchParams(groups=int(rng.integers(1, 8)))
-        for step in STEPS:
+        for step in STEP_NAMES:
             prev = None
             for d in grid:  # both densities rising together
                 c = analytic_layer(sh, LayerDensity(d, d), arch).steps[step].sparse.cycles
@@ -238,7 +239,7 @@ def test_energy_table_and_ratio(tmp_path):
     base = analytic_layer(sh, LayerDensity(0.5, 0.2), ArchParams())
     (tmp_path / "e.json").write_text(json.dumps({"mac_pj": 0.0, "buffer_pj": 0.0, "reg_pj": 0.0, "add_pj": 1.0}))
     only_ppu = analytic_layer(sh, LayerDensity(0.5, 0.2), ArchParams(), EnergyTable.load(tmp_path / "e.json"))
-    for step in STEPS:
+    for step in STEP_NAMES:
         assert only_ppu.steps[step].energy["on_chip"] == pytest.approx(only_ppu.steps[step].sparse.acc.adds)
         e, d = base.steps[step].energy, base.steps[step].dense_energy
         assert e["mac"] < d["mac"] and e["on_chip"] < d["on_chip"]
@@ -281,7 +282,7 @@ def test_every_paper_model_has_a_density():
 
 def test_golden_tensors_exact_patterns(tmp_path, rng):
     """Exported golden tensors: the exact model reads their non-zero patterns (dO_pruned for a dO target)."""
-    from sparsetrain.golden.tensors import LayerTensors, export_golden
+    from sparsetrain.golden.training.tensors import LayerTensors, export_golden
     sh = shape(c=3, f=4, h=6, w=7, k=3, s=1, p=1, name="c1")
     i = np.maximum(rng.standard_normal((1, 3, 6, 7)), 0)
     do = rng.standard_normal((1, 4, 6, 7))

@@ -1,4 +1,4 @@
-"""golden.ppu_model: integer arithmetic, xorshift, FIFO, and agreement with the float pruning."""
+"""golden.bitexact.ppu_model: integer arithmetic, xorshift, FIFO, and agreement with the float pruning."""
 from __future__ import annotations
 
 import math
@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from sparsetrain.golden import pruning
-from sparsetrain.golden.fixedpoint import quantize, rne_shift
-from sparsetrain.golden.ppu_model import (Op, PPUCommand, PPUConfig, PPUModel, ThresholdFifo, Xorshift32,
-                                          command_cycles, prune_row, prune_value, tau_batch,
-                                          threshold_constant)
-from sparsetrain.golden.rowops import Beat
+from sparsetrain.arch.dbtd import threshold_coefficient
+from sparsetrain.arch.fixedpoint import quantize, rne_shift
+from sparsetrain.arch.ppu import Op, PPUCommand, PPUConfig, command_cycles
+from sparsetrain.golden.bitexact.ppu_model import (PPUModel, PPUThresholdFIFO, Xorshift32, prune_row, prune_value,
+                                                   tau_batch, threshold_constant)
+from sparsetrain.golden.bitexact.rowops import Beat
+from sparsetrain.golden.training import pruning
 
 SIGMAS = 5.0
 
@@ -37,7 +38,7 @@ def test_xorshift_draws_are_uniform(seed):
 def test_threshold_constant_is_nearest_16_bit_value(p, estimator, n):
     c_m, c_shift = threshold_constant(p, n, estimator)
     assert 2**15 <= c_m < 2**16 and 0 <= c_shift <= 63
-    exact = pruning.threshold_coefficient(p, estimator) / n
+    exact = threshold_coefficient(p, estimator) / n
     assert abs(c_m * 2.0**-c_shift - exact) <= 2.0**-(c_shift + 1) * (1 + 1e-9)
 
 
@@ -56,14 +57,14 @@ def test_invalid_parameters_name_themselves():
 
 
 def test_fifo_mean_and_wrap():
-    f = ThresholdFifo(4)
+    f = PPUThresholdFIFO(4)
     pushed = [10, 11, 13, 17, 19, 23]
     for i, v in enumerate(pushed):
         f.push(v)
         assert f.full == (i >= 3)
     window = pushed[-4:]
     assert list(f.entries) == window
-    assert f.predicted == round(sum(window) / 4)  # 72/4 = 18, no tie
+    assert f.mean() == round(sum(window) / 4)  # 72/4 = 18, no tie
 
 
 def test_rne_ties_in_requantisation_and_prune_rules():
@@ -122,7 +123,7 @@ def test_threshold_agrees_with_float_dbtd(seed, p):
     c_m, c_shift = threshold_constant(p, n)
     tau_q = tau_batch(int(np.abs(q).sum()), c_m, c_shift, 16)
     tau_f = pruning.dbtd_threshold(torch.from_numpy(g), p) * 2**f
-    c_p = pruning.threshold_coefficient(p)
+    c_p = threshold_coefficient(p)
     # bound (docs section 7.1): final rounding 1/2 + quantisation of g c_p/2 + constant 2^-16 relative
     assert abs(tau_q - tau_f) <= 0.5 + c_p / 2 + tau_f * 2**-16 + 1e-9
 
@@ -148,7 +149,7 @@ def test_pruned_density_and_mean_agree_with_float(seed, p):
     var_f = float((p_float * (1 - p_float)).sum())
     assert abs(nnz_f - p_float.sum()) <= SIGMAS * math.sqrt(var_f) + 1
     assert abs(nnz - nnz_f) <= SIGMAS * math.sqrt(var + var_f) + n * 2.0**-r_w + 1
-    # the density formula of design-notes.md (normal g, unbiased threshold), quantisation aside
+    # the expected-density formula of docs/architecture.md s.7 (normal g, unbiased threshold), quantisation aside
     z = float(torch.distributions.Normal(0, 1).icdf(torch.tensor((1 + p) / 2)))
     expected = (1 - p) + math.sqrt(2 / math.pi) * (1 - math.exp(-z * z / 2)) / z
     assert abs(nnz / n - expected) <= SIGMAS * math.sqrt(expected * (1 - expected) / n) + 0.01
@@ -172,7 +173,7 @@ def test_algorithm1_state_evolution(seed):
             for r, row in enumerate(rows):
                 m.accumulate([[Beat(i, min(11, 64 - i), tuple(int(v) for v in row[i:i + 11]), i + 11 >= 64)
                                for i in range(0, 64, 11)], [], []])
-                res = m.finish(64, 0, gta=True, prune=True, slot=slot, g_first=r == 0)
+                res = m.finish(64, 0, acc_g=True, prune=True, slot=slot, g_first=r == 0)
                 assert np.array_equal(res.unpruned, row)
                 if tau_used is None:
                     assert np.array_equal(res.dense, row) and res.draws == 0

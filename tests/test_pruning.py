@@ -1,4 +1,4 @@
-"""DBTD thresholds, stochastic pruning statistics, and the threshold FIFO (Algorithm 1)."""
+"""DBTD thresholds, stochastic pruning statistics, and the threshold FIFO (SparseTrain's Algorithm 1)."""
 from __future__ import annotations
 
 import math
@@ -7,8 +7,9 @@ from statistics import NormalDist
 import pytest
 import torch
 
-from sparsetrain.golden.pruning import (GradientPruner, PruneConfig, ThresholdFIFO, dbtd_threshold, prune_grad,
-                                        stochastic_prune, threshold_coefficient)
+from sparsetrain.arch.dbtd import ThresholdFIFO, threshold_coefficient
+from sparsetrain.golden.training.pruning import (GradientPruner, PruneConfig, dbtd_threshold, prune_grad,
+                                                 stochastic_prune)
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -73,7 +74,7 @@ def test_stochastic_pruning_is_unbiased_and_has_the_second_moment_tau_abs_x(seed
 
 
 def test_density_on_gaussian_matches_the_design_notes_formula(seed: int) -> None:
-    notes = {0.7: 0.620, 0.8: 0.549, 0.9: 0.460, 0.95: 0.398, 0.99: 0.309}  # design-notes.md
+    notes = {0.7: 0.620, 0.8: 0.549, 0.9: 0.460, 0.95: 0.398, 0.99: 0.309}  # docs/architecture.md s.7
     n = 2_000_000
     g = torch.randn(n, generator=_gen(seed))
     for p, printed in notes.items():
@@ -164,8 +165,8 @@ def test_straight_through_function_is_identity_forward_and_prunes_backward(seed:
 
 
 def test_count_nonzero_agrees_with_torch_on_every_layout_and_dtype(seed: int) -> None:
-    # golden.pruning.count_nonzero (numpy's count for CPU float32/bool) feeds the density metrics.
-    from sparsetrain.golden.pruning import count_nonzero
+    # golden.training.pruning.count_nonzero (numpy's count for CPU float32/bool) feeds the density metrics.
+    from sparsetrain.golden.training.pruning import count_nonzero
 
     g = torch.relu(torch.randn(8, 6, 5, 7, generator=_gen(seed)))
     g[0, 0, 0, :3] = torch.tensor([-0.0, float("nan"), float("inf")])  # -0.0 is zero; nan and inf are not

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch.nn.grad import conv2d_input, conv2d_weight
 
-from sparsetrain.golden.pruning import threshold_coefficient
-from sparsetrain.golden.tensors import (FORMAT, MANIFEST_NAME, NPZ_NAME, TENSOR_NAMES, LayerTensors, export_golden,
-                                        load_golden, meta_sha256)
+from sparsetrain.arch.dbtd import threshold_coefficient
+from sparsetrain.golden.training.tensors import (FORMAT, MANIFEST_NAME, NPZ_NAME, TENSOR_NAMES, LayerTensors,
+                                                 export_golden, load_golden, meta_sha256)
 
 torch.set_num_threads(1)
 
@@ -49,7 +49,7 @@ def test_golden_arrays_are_consistent_with_each_other(small_golden_run: Path) ->
         assert torch.allclose(dO.sum((0, 2, 3)), _t(a["db"]), rtol=1e-3, atol=scale)
         dI = conv2d_input(I.shape, W, dO, **kw)
         assert torch.allclose(dI, _t(a["dI"]), rtol=1e-3, atol=scale * float(W.abs().max()))
-        # Algorithm 1 state: pruned with the FIFO mean; this batch's own threshold from unpruned dI
+        # SparseTrain Algorithm 1 state: pruned with the FIFO mean; this batch's own threshold from unpruned dI
         assert lay["tau"] == pytest.approx(sum(lay["fifo"]) / len(lay["fifo"]))
         assert lay["tau_batch"] == pytest.approx(threshold_coefficient(p, est) * float(np.abs(a["dI"]).astype(
             np.float64).mean()), rel=1e-5)
@@ -72,7 +72,7 @@ def test_frac_bits_follow_the_section_2_rule(small_golden_run: Path) -> None:
 
 
 def _copy(src: Path, dst: Path) -> Path:
-    from sparsetrain.golden.tensors import resolve_golden_dir
+    from sparsetrain.golden.training.tensors import resolve_golden_dir
 
     shutil.copytree(resolve_golden_dir(src), dst)
     return dst

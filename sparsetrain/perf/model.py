@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .decompose import (STEP_MODE, STEPS, CycleLaw, exact_units, taps_per_input, taps_per_kernel_row,
+from ..arch.schedule import ArchParams, expected_makespan, expected_unit_time, schedule_units
+from ..arch.steps import STEP_NAMES, Step
+from .decompose import (CycleLaw, exact_units, taps_per_input, taps_per_kernel_row,
                         taps_per_output)
 from .densities import DENSE, DensityTable, LayerDensity, densities_of_patterns
 from .energy import Accesses, EnergyTable
-from .schedule import ArchParams, expected_makespan, expected_unit_time, schedule_units
 from .shapes import LayerShape
 
 
@@ -72,7 +73,7 @@ def expected_entries(length: int, density: float) -> float:
 
 def layer_steps(shape: LayerShape) -> tuple[str, ...]:
     """The steps a layer runs: the first layer has no GTA (nobody needs the image's gradient)."""
-    return ("forward", "gtw") if shape.first else STEPS
+    return ("forward", "gtw") if shape.first else STEP_NAMES
 
 
 def _footprint_bits(step: str, s: LayerShape, d: LayerDensity, arch: ArchParams, dense: bool) -> float:
@@ -107,7 +108,7 @@ def analytic_step(step: str, s: LayerShape, d: LayerDensity, arch: ArchParams, d
     dd = DENSE if dense else d
     e_bits = arch.dw if dense else arch.dw + arch.off_w
     k = s.k
-    law = CycleLaw.of(STEP_MODE[step], k)
+    law = CycleLaw.of(Step(step).mode, k)
     # Campfire: the compiler skips ops (Forward, GTA; a unit keeps one) and units (GTW) of pruned kernel rows
     w_rows = 1.0 if dense else dd.weight_rows
     dense_macs = s.macs() * w_rows
@@ -136,7 +137,7 @@ def analytic_step(step: str, s: LayerShape, d: LayerDensity, arch: ArchParams, d
         out_entries = k
         p2_bits = e_bits
     else:
-        raise ValueError(f"step = {step!r} is out of range; allowed: {', '.join(STEPS)}")
+        raise ValueError(f"step = {step!r} is out of range; allowed: {', '.join(STEP_NAMES)}")
     keep = n_ops > 0
     n_ops, counts = n_ops[keep], counts[keep]
     unit_t = expected_unit_time(n_ops, op_cycles, arch.ppu_finish(row_len))

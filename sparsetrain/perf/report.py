@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .decompose import STEPS
+from ..arch.steps import STEP_NAMES
 from .model import NetworkResult
 
 
@@ -27,13 +27,13 @@ def as_json(res: NetworkResult) -> dict:
                       "energy_pj": res.energy(), "dense_energy_pj": res.energy(True),
                       "energy_ratio": res.energy_ratio,
                       "steps": {s: {"cycles": res.step_cycles(s), "dense_cycles": res.step_cycles(s, True),
-                                    "speedup": res.step_speedup(s)} for s in STEPS}}}
+                                    "speedup": res.step_speedup(s)} for s in STEP_NAMES}}}
 
 
 def write_json(res: NetworkResult, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    from ..golden.outdir import atomic_write_text
+    from ..outdir import atomic_write_text
     return atomic_write_text(path, json.dumps(as_json(res), indent=1))
 
 
@@ -42,16 +42,16 @@ def table(res: NetworkResult) -> str:
     lines = [f"{res.model} ({res.input_kind}), {res.arch.groups} groups x 3 PEs, buffer {res.arch.buffer_kb:g} KB",
              *[f"note: {n}" for n in res.notes],
              f"{'layer':<28}{'shape':>22}{'act':>6}{'grad':>6}"
-             + "".join(f"{s + ' x':>10}" for s in STEPS) + f"{'cycles':>12}{'dense':>12}{'speedup':>9}{'util':>6}"]
+             + "".join(f"{s + ' x':>10}" for s in STEP_NAMES) + f"{'cycles':>12}{'dense':>12}{'speedup':>9}{'util':>6}"]
     for l in res.layers:
         s = l.shape
         shp = f"{s.c_in}>{s.c_out} {s.h_in}x{s.w_in} k{s.k}s{s.stride}"
-        sp = "".join(f"{l.steps[st].speedup:>10.2f}" if st in l.steps else f"{'-':>10}" for st in STEPS)
+        sp = "".join(f"{l.steps[st].speedup:>10.2f}" if st in l.steps else f"{'-':>10}" for st in STEP_NAMES)
         busy = sum(x.sparse.busy for x in l.steps.values())
         util = busy / (res.arch.pes * l.cycles()) if l.cycles() else 0.0
         lines.append(f"{s.name[:27]:<28}{shp:>22}{l.density.act:>6.2f}{l.density.grad:>6.2f}{sp}"
                      f"{l.cycles():>12.0f}{l.cycles(True):>12.0f}{l.speedup:>9.2f}{util:>6.2f}")
-    sp = "".join(f"{res.step_speedup(st):>10.2f}" for st in STEPS)
+    sp = "".join(f"{res.step_speedup(st):>10.2f}" for st in STEP_NAMES)
     lines.append(f"{'total':<28}{'':>22}{'':>6}{'':>6}{sp}{res.cycles():>12.0f}{res.cycles(True):>12.0f}"
                  f"{res.speedup:>9.2f}{res.utilisation():>6.2f}")
     lines.append(f"energy (on chip): {res.energy() / 1e6:.3f} uJ sparse, {res.energy(True) / 1e6:.3f} uJ dense, "
@@ -67,7 +67,7 @@ def plot(results: list[NetworkResult], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     labels = [f"{r.model}\n{r.input_kind}" for r in results]
-    series = {**{s: [r.step_speedup(s) for r in results] for s in STEPS},
+    series = {**{s: [r.step_speedup(s) for r in results] for s in STEP_NAMES},
               "total": [r.speedup for r in results], "energy": [r.energy_ratio for r in results]}
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(results) + 2), 4))
     width = 0.8 / len(series)

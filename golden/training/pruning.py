@@ -1,63 +1,36 @@
-"""Stochastic activation-gradient pruning (Ye et al. 2019; SparseTrain Algorithm 1).
+"""Activation-gradient pruning: Ye et al. 2019's stochastic pruning (their Algorithm 1) with the
+threshold prediction of SparseTrain's Algorithm 1 "Overall Pruning Scheme" (Dai et al. 2020).
 
 Float reference of the algorithm that the PPU implements in integers (docs/architecture.md
 section 7). Three pieces:
 
-* DBTD threshold determination: ``tau = c_p * mean|g|`` with
-  ``c_p = Phi^-1((1 + p) / 2) * k_est`` where ``k_est = sqrt(pi/2)`` for the unbiased
-  estimator of sigma (default) and ``sqrt(2/pi)`` for the papers' printed one
-  (/work/shared/design-notes.md explains both corrections).
+* DBTD threshold determination: ``tau = c_p * mean|g|``, with c_p and the two estimators of
+  sigma defined once in ``sparsetrain.arch.dbtd``.
 * stochastic pruning: ``|g| >= tau`` kept, otherwise ``sign(g) * tau`` with probability
   ``|g| / tau`` and 0 otherwise, so the expectation is unchanged.
-* threshold prediction: a FIFO of depth N_F of past batch thresholds per layer; a batch is
-  pruned with the FIFO mean only once the FIFO is full, and the batch's own threshold (from
-  its unpruned gradient) is pushed at the end of the batch.
+* threshold prediction: the threshold FIFO of SparseTrain's Algorithm 1 (Dai et al.)
+  (``sparsetrain.arch.dbtd.ThresholdFIFO``, depth N_F per layer); a batch is pruned with the
+  FIFO mean only once the FIFO is full, and the batch's own threshold (from its unpruned
+  gradient) is pushed at the end of the batch.
 
 The random source is a seedable generator per layer (numpy PCG64 for float32 CPU gradients,
 for speed; a ``torch.Generator`` otherwise); the bit-accurate hardware
-sequence (xorshift32) lives in ``golden.ppu_model``.
+sequence (xorshift32) lives in ``golden.bitexact.ppu_model``.
 """
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass, field
-from statistics import NormalDist
 from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .fixedpoint import check_param
+from ...arch.dbtd import ThresholdFIFO, check_estimator, check_rate, threshold_coefficient
+from ...arch.fixedpoint import check_param
 
-ESTIMATORS = ("unbiased", "paper")
-# sigma_hat = ESTIMATOR_SCALE[name] * mean|g|
-ESTIMATOR_SCALE = {"unbiased": math.sqrt(math.pi / 2.0), "paper": math.sqrt(2.0 / math.pi)}
 PRUNE_TARGETS = {"conv_relu": "dI", "conv_bn_relu": "dO"}
-
-
-def check_rate(p: float) -> float:
-    """Target pruning rate p must be a finite float in [0, 1)."""
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or not 0.0 <= p < 1.0:
-        raise ValueError(f"p = {p!r} is out of range; allowed: 0 <= p < 1")
-    return float(p)
-
-
-def check_estimator(estimator: str) -> str:
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator = {estimator!r} is out of range; allowed: {', '.join(ESTIMATORS)}")
-    return estimator
-
-
-def threshold_coefficient(p: float, estimator: str = "unbiased") -> float:
-    """c_p such that the DBTD threshold is ``tau = c_p * mean|g|`` (mean over all n gradients).
-
-    ``c_p = Phi^-1((1 + p) / 2) * sqrt(pi/2)`` ("unbiased") or ``* sqrt(2/pi)`` ("paper").
-    The PPU's threshold constant is ``c_p / n`` applied to the accumulated ``sum |g|``.
-    """
-    p = check_rate(p)
-    return NormalDist().inv_cdf((1.0 + p) / 2.0) * ESTIMATOR_SCALE[check_estimator(estimator)]
 
 
 def count_nonzero(t: Tensor) -> int:
@@ -104,7 +77,7 @@ def stochastic_prune(g: Tensor, tau: float, generator: torch.Generator | np.rand
 
     One uniform ``r`` in [0, 1) per element from ``generator`` (a ``torch.Generator``, a
     ``numpy.random.Generator``, or None for torch's global one); an element becomes
-    ``sign(g)*tau`` when ``|g| > r * tau`` (Algorithm 1 of Ye et al.). Zeros stay zero;
+    ``sign(g)*tau`` when ``|g| > r * tau`` (Ye et al.'s Algorithm 1, "Stochastic Pruning"). Zeros stay zero;
     ``tau <= 0`` is a no-op. ``magnitude`` (a precomputed ``g.abs()``) and ``random`` (a
     float32 scratch buffer of g's shape) are overwritten when given, to save allocations.
     """
@@ -118,43 +91,6 @@ def stochastic_prune(g: Tensor, tau: float, generator: torch.Generator | np.rand
     # keep-or-zero for every element, and the kept ones are sign(g) * max(|g|, tau).
     keep = mag > r
     return mag.clamp_(min=tau).copysign_(g).mul_(keep)
-
-
-class ThresholdFIFO:
-    """Threshold FIFO of SparseTrain Algorithm 1: depth N_F, oldest entry dropped on push."""
-
-    def __init__(self, depth: int) -> None:
-        self.depth = check_param("N_F", depth)
-        self._entries: deque[float] = deque(maxlen=self.depth)
-
-    @property
-    def full(self) -> bool:
-        return len(self._entries) == self.depth
-
-    @property
-    def entries(self) -> list[float]:
-        """Contents, oldest first."""
-        return list(self._entries)
-
-    def mean(self) -> float:
-        if not self._entries:
-            raise ValueError("ThresholdFIFO is empty; mean needs at least one pushed threshold")
-        return sum(self._entries) / len(self._entries)
-
-    def predicted(self) -> float | None:
-        """The threshold to prune the next batch with: mean of the FIFO once full, else None."""
-        return self.mean() if self.full else None
-
-    def push(self, tau: float) -> None:
-        if not math.isfinite(tau) or tau < 0.0:
-            raise ValueError(f"tau = {tau!r} is out of range; allowed: a finite float >= 0")
-        self._entries.append(float(tau))
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
 
 @dataclass(frozen=True)
@@ -277,7 +213,7 @@ class GradientPruner(nn.Module):
         return prune_grad(x, self)
 
     def prune_gradient(self, g: Tensor) -> Tensor:
-        """One batch of Algorithm 1: prune with the predicted (or own) threshold, then push."""
+        """One batch of SparseTrain's Algorithm 1: prune with the predicted (or own) threshold, then push."""
         cfg = self.config
         fast = g.device.type == "cpu" and g.dtype == torch.float32 and g.is_contiguous()
         if fast and (self._mag is None or self._mag.shape != g.shape):

@@ -12,9 +12,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..golden.fixedpoint import check_param
-
-PES_PER_GROUP = 3
+from .fixedpoint import check_param, off_width
+from .ppu import N_PE, PPU_LAT
 
 
 @dataclass(frozen=True)
@@ -27,7 +26,7 @@ class ArchParams:
     dram_bw: float | None = None    # bytes per cycle to DRAM; None = spills cost energy, not time
     dw: int = 16
     w_max: int = 256
-    ppu_latency: int = 3            # PPU finish pipeline depth (section 10.3)
+    ppu_latency: int = PPU_LAT      # PPU finish pipeline depth (section 10.3)
 
     def __post_init__(self) -> None:
         check_param("groups", self.groups, 1, 4096)
@@ -43,11 +42,11 @@ class ArchParams:
 
     @property
     def pes(self) -> int:
-        return self.groups * PES_PER_GROUP
+        return self.groups * N_PE
 
     @property
     def off_w(self) -> int:
-        return (self.w_max + 1).bit_length()
+        return off_width(self.w_max)
 
     def ppu_finish(self, row_len: int) -> int:
         """Cycles the PPU needs to finish one result row (section 10.3)."""
@@ -65,7 +64,7 @@ class Schedule:
     op_start: list[list[int]]  # start cycle (cfg accepted) of every op, per unit
 
 
-def unit_time(op_cycles, finish: int, pes: int = PES_PER_GROUP) -> tuple[int, list[int]]:
+def unit_time(op_cycles, finish: int, pes: int = N_PE) -> tuple[int, list[int]]:
     """Ops in issue order, each to the earliest-free PE (ties: lowest PE); then the PPU finish."""
     cycles = np.asarray(op_cycles, dtype=np.int64).tolist()
     if pes == 3:  # the usual group, unrolled (the same choice: first free, ties lowest)
@@ -109,7 +108,7 @@ def schedule_units(units, arch: ArchParams) -> Schedule:
 def expected_unit_time(n_ops: np.ndarray, op_cycles: float, finish: float) -> np.ndarray:
     """Expected time of units of n_ops equal-expectation ops: full waves of 3, the last wave, the finish."""
     n_ops = np.asarray(n_ops, dtype=np.float64)
-    return np.ceil(n_ops / PES_PER_GROUP) * op_cycles + finish
+    return np.ceil(n_ops / N_PE) * op_cycles + finish
 
 
 def expected_makespan(unit_counts: np.ndarray, unit_times: np.ndarray, groups: int) -> float:

@@ -5,10 +5,12 @@ together with the doc and the RTL.
 """
 from __future__ import annotations
 
-from enum import IntEnum
+from amaranth.lib.enum import IntEnum
 
 
-class Mode(IntEnum):
+class Mode(IntEnum, shape=2):
+    """Row-operation mode of a PE op: the cfg / OP-word ``mode`` field (2 bits; 3 is refused)."""
+
     SRC = 0
     MSRC = 1
     OSRC = 2

@@ -1,7 +1,7 @@
 """Campfire structured weight sparsity during training (Campfire sections 2 and 2.1, appendix A).
 
-* **Schedule.** Campfire's equation (1) was lost from the text; /work/shared/design-notes.md
-  restores it as Zhu and Gupta's gradual schedule
+* **Schedule.** Campfire's equation (1) is missing from the paper's text; its words match Zhu
+  and Gupta's gradual schedule (docs/reproduction.md, "Campfire", restates why)
   ``s_t = s_f + (s_i - s_f) * (1 - (t - t0) / n) ** e`` for ``t0 <= t <= t0 + n``
   (``s_i = 0``, exponent ``e`` default 3). The pruning era is the ``n`` epochs
   ``t0 .. t0 + n - 1``; ``t`` is measured at the *end* of a step (resolution "step": the
@@ -16,7 +16,7 @@
     layer's budget ``round((1 - s) * numel)`` is spread as ``m`` or ``m + 1`` per kernel; the
     ``m + 1`` go to the kernels whose ``(m + 1)``-th largest weight is largest, so the layer
     reaches its target to within one weight, not only to within ``1 / K^2``.
-  - ck: whole kernels, ranked by the largest magnitude in the kernel (Algorithm 1), pruned
+  - ck: whole kernels, ranked by the largest magnitude in the kernel (Campfire's Algorithm 1, CK pruning), pruned
     until the layer reaches its target (overshoot below one kernel).
   - combined: window at ``window_fraction * s`` (default 0.8), then ck up to ``s``.
   - fully connected: "fine" (single weights by magnitude) or "block" (``n x n`` blocks by
@@ -41,8 +41,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .fixedpoint import check_param
-from .outdir import atomic_write_bytes, atomic_write_text
+from ...arch.fixedpoint import check_param
+from ...outdir import atomic_write_bytes, atomic_write_text
 
 PRUNING_MODES = ("window", "ck", "combined")
 FC_MODES = ("fine", "block", "none")
@@ -100,7 +100,7 @@ class WeightPruneConfig:
 
 def scheduled_sparsity(t: float, final: float, era_start: float, era_length: float, exponent: float = 3.0,
                        initial: float = 0.0) -> float:
-    """Gradual schedule (design notes): initial before the era, final after it, cubic (``exponent``) in between."""
+    """Gradual schedule (Zhu and Gupta, module docstring): initial before the era, final after it, cubic (``exponent``) in between."""
     if era_length <= 0:
         raise ValueError(f"era_length = {era_length!r} is out of range; allowed: > 0")
     if t <= era_start:
@@ -440,7 +440,7 @@ class CampfirePruner:
                 arrays[f"{lay.name}/bias"] = lay.bias_mask.cpu().numpy().astype(np.uint8)
             layers[lay.name] = {"kind": lay.kind, "shape": list(lay.weight_mask.shape),
                                 "mask_sparsity": float((~lay.weight_mask).sum()) / lay.weight_mask.numel()}
-        buf = io.BytesIO()  # written whole, then renamed (golden.outdir)
+        buf = io.BytesIO()  # written whole, then renamed (sparsetrain.outdir)
         np.savez_compressed(buf, **arrays)
         atomic_write_bytes(run_dir / MASKS_NAME, buf.getvalue())
         meta = {"format": MASKS_FORMAT, "version": MASKS_VERSION, "config": asdict(self.cfg),

@@ -1,17 +1,17 @@
 """Instruction set, memory word formats and parameters of the core (docs/architecture.md s.11).
 
 The one definition of the instruction fields: ``FIELDS`` (pure Python, used by the compiler,
-``golden.core_model`` and the testbench) and ``layout`` (the ``amaranth.lib.data`` view of
-the same bits, used by the RTL). No amaranth import at module level, so the golden model
+``golden.bitexact.core_model`` and the testbench); ``hw.layouts.instr_layout`` generates the
+``amaranth.lib.data`` view of the same bits for the RTL. No amaranth here, so the golden model
 and cocotb processes can use it.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from enum import IntEnum
+from amaranth.lib.enum import IntEnum
 
-from ..golden.fixedpoint import DatapathParams, check_param
-from ..golden.ppu_model import DEFAULT_SEED, PPUConfig
+from .fixedpoint import DatapathParams, check_param
+from .ppu import DEFAULT_SEED, PPUConfig
 
 INSTR_W = 160
 OPCODE_W = 4
@@ -19,9 +19,10 @@ ADDR_W = 20       # buffer addresses (BUF_DEPTH <= 2**20)
 LEN_W = 13        # row lengths (W_MAX <= 4096)
 N_STEPS = 4       # per-step counters
 COUNTER_W = 32
+ERR_W = 4         # error_code of the group and the core (codes 0 .. 15)
 
 
-class Opcode(IntEnum):
+class Opcode(IntEnum, shape=OPCODE_W):
     NOP = 0
     UNIT = 1
     OP = 2
@@ -30,7 +31,7 @@ class Opcode(IntEnum):
     END = 5
 
 
-class ErrorCode(IntEnum):
+class ErrorCode(IntEnum, shape=ERR_W):
     NONE = 0
     BAD_OPCODE = 1
     ADDRESS = 2
@@ -42,7 +43,7 @@ class ErrorCode(IntEnum):
 FIELDS: dict[Opcode, tuple[tuple[str, int, bool], ...]] = {
     Opcode.NOP: (),
     Opcode.UNIT: (("n_ops", 16, False), ("dir", 16, False), ("out_addr", ADDR_W, False),
-                  ("length", LEN_W, False), ("shift", 6, False), ("relu", 1, False), ("gta", 1, False),
+                  ("length", LEN_W, False), ("shift", 6, False), ("relu", 1, False), ("acc_g", 1, False),
                   ("prune", 1, False), ("g_first", 1, False), ("slot", 6, False), ("bias_en", 1, False),
                   ("bias", 64, True)),
     Opcode.OP: (("mode", 2, False), ("k", 5, False), ("stride2", 1, False), ("pad", 5, False),
@@ -107,17 +108,6 @@ def decode(word: int) -> tuple[int, dict[str, int]]:
         out[name] = v
         pos += width
     return op, out
-
-
-def layout(opcode: Opcode | int):
-    """The ``amaranth.lib.data.StructLayout`` of one instruction kind (opcode field included)."""
-    from amaranth.hdl import signed, unsigned
-    from amaranth.lib import data
-
-    members = {"opcode": unsigned(OPCODE_W)}
-    for name, width, is_signed in FIELDS[Opcode(opcode)]:
-        members[name] = signed(width) if is_signed else unsigned(width)
-    return data.StructLayout(members)
 
 
 def dir_encode(start: int, entries: int, nnz: int, written: int = 1) -> int:
