@@ -11,8 +11,6 @@ import json
 import re
 import shlex
 import statistics
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -109,8 +107,23 @@ def test_a_started_sweep_needs_resume_and_the_same_plan(sweep):
     other = plan_from_dict({**TINY, "epochs": 3})
     with pytest.raises(ValueError, match=r"epochs: 2 there, 3 now"):
         run_sweep(other, out, resume=True)
+    lr = plan_from_dict({**TINY, "networks": [{"model": "alexnet", "width_mult": 0.0625, "lr": 0.05}]})
+    with pytest.raises(ValueError, match=r"alexnet x0.0625 lr"):
+        run_sweep(lr, out, resume=True)
     with pytest.raises(FileNotFoundError, match="--resume needs the folder of a started sweep"):
         run_sweep(plan, sweep["root"] / "never-started", resume=True)
+
+
+def test_a_resumed_sweep_may_grow_by_a_seed(sweep, tmp_path):
+    import shutil
+
+    out = tmp_path / "sweep"
+    shutil.copytree(sweep["out"], out)
+    grown = plan_from_dict({**TINY, "seeds": [0, 1, 2], "settings": ["baseline"]})
+    rep = run_sweep(grown, out, resume=True, log=lambda s: None)
+    assert rep.actions == {"alexnet-x0.0625-baseline-s0": "finished-before",
+                           "alexnet-x0.0625-baseline-s1": "finished-before", "alexnet-x0.0625-baseline-s2": "started"}
+    assert json.loads((out / "plan.json").read_text())["seeds"] == [0, 1, 2]
 
 
 def test_collect_marks_partial_and_missing_runs(sweep):
@@ -226,19 +239,17 @@ def test_paper_rows_agree_with_the_performance_models_defaults():
         assert t2[model]["0.9"][1] == REPORTED_GRAD_DENSITY[(model, "cifar")][0]
 
 
-def test_cli_refuses_a_started_sweep_without_resume_and_names_bad_plan_fields(sweep, tmp_path):
+def test_cli_refuses_a_started_sweep_without_resume_and_names_bad_plan_fields(sweep, tmp_path, capsys):
+    from sparsetrain.cli import main
+
     plan_path = tmp_path / "plan.json"
     plan_path.write_text(json.dumps(TINY))
     assert load_plan(plan_path) == sweep["plan"]
-    cli = [sys.executable, "-m", "sparsetrain.cli", "reproduce"]
-    r = subprocess.run([*cli, "run", "--plan", str(plan_path), "--out", str(sweep["out"])], capture_output=True,
-                       text=True)
-    assert r.returncode == 2 and "pass --resume" in r.stderr
-    r = subprocess.run([*cli, "status", "--plan", str(plan_path), "--out", str(sweep["out"])], capture_output=True,
-                       text=True)
-    assert r.returncode == 0 and r.stdout.count("finished") == 4
+    assert main(["reproduce", "run", "--plan", str(plan_path), "--out", str(sweep["out"])]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert main(["reproduce", "status", "--plan", str(plan_path), "--out", str(sweep["out"])]) == 0
+    assert capsys.readouterr().out.count("finished") == 4
     plan_path.write_text(json.dumps({**TINY, "batch_size": 0}))
-    r = subprocess.run([*cli, "run", "--plan", str(plan_path), "--out", str(tmp_path / "s")], capture_output=True,
-                       text=True)
-    assert r.returncode == 2 and "batch_size = 0 is out of range" in r.stderr
+    assert main(["reproduce", "run", "--plan", str(plan_path), "--out", str(tmp_path / "s")]) == 2
+    assert "batch_size = 0 is out of range" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()

@@ -33,6 +33,7 @@ PLAN_NAME, LOCKS = "plan.json", "locks"
 COMMAND = "reproduce"
 # plan fields a resumed sweep may change (train allows its thread count to change on resume)
 RESUME_MAY_CHANGE = ("threads", "note")
+MATRIX = ("networks", "settings", "seeds")  # a resumed sweep may list more of them
 
 
 @dataclass
@@ -78,11 +79,19 @@ def check_sweep_dir(plan: Plan, out: Path, *, resume: bool) -> outdir.OutDir:
         except json.JSONDecodeError as exc:
             raise ValueError(f"{stored}: not JSON ({exc})") from None
         mine = plan.as_dict()
-        differ = [k for k in sorted(set(mine) | set(theirs)) if k not in RESUME_MAY_CHANGE and mine.get(k) != theirs.get(k)]
+        # the matrix may grow (more networks, settings or seeds: new run directories); what every run
+        # trains with may not change, nor the lr of a network already in the sweep
+        differ = [k for k in sorted(set(mine) | set(theirs)) if k not in RESUME_MAY_CHANGE + MATRIX
+                  and mine.get(k) != theirs.get(k)]
+        lrs = {(n["model"], n["width_mult"]): n.get("lr") for n in theirs["networks"]}
+        differ += [f"networks ({n['model']} x{n['width_mult']:g} lr)" for n in mine["networks"]
+                   if (n["model"], n["width_mult"]) in lrs and lrs[(n["model"], n["width_mult"])] != n.get("lr")]
         if differ:
             raise ValueError(f"{stored}: the sweep was started with another plan ({', '.join(differ)} differ: "
-                             + "; ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} now" for k in differ)
-                             + "); resume with the same plan or start a new --out")
+                             + "; ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} now" for k in differ
+                                         if k in mine or k in theirs)
+                             + "); resume with the same plan (networks, settings and seeds may be added) or "
+                               "start a new --out")
     elif stored.exists():
         raise FileExistsError(f"{stored} exists (a started sweep); pass --resume to continue it (finished runs are "
                               f"skipped) or choose another --out")
