@@ -5,8 +5,8 @@ section 7). Three pieces:
 
 * DBTD threshold determination: ``tau = c_p * mean|g|`` with
   ``c_p = Phi^-1((1 + p) / 2) * k_est`` where ``k_est = sqrt(pi/2)`` for the unbiased
-  estimator of sigma (default) and ``sqrt(2/pi)`` for the papers' printed one
-  (/work/shared/design-notes.md explains both corrections).
+  estimator of sigma (default) and ``sqrt(2/pi)`` for the papers' printed one (for a normal
+  gradient E|g| = sigma sqrt(2/pi), so the printed estimator is (2/pi) sigma and prunes less).
 * stochastic pruning: ``|g| >= tau`` kept, otherwise ``sign(g) * tau`` with probability
   ``|g| / tau`` and 0 otherwise, so the expectation is unchanged.
 * threshold prediction: a FIFO of depth N_F of past batch thresholds per layer; a batch is
