@@ -131,7 +131,10 @@ def test_collect_marks_partial_and_missing_runs(sweep):
     assert [r["status"] for r in runs] == ["partial", "missing", "missing", "missing"]
     assert runs[0]["epochs_done"] == 1 and len(runs[0]["epochs"]) == 1
     assert runs[1]["epochs_done"] == 0 and runs[1]["final_test_acc"] is None
-    assert rtable.missing_runs(sweep["partial"])[0] == f"`{runs[0]['name']}` (partial, 1/2 epochs)"
+    names = [r["name"] for r in runs]
+    assert rtable.not_finished(sweep["partial"]) == (f"Runs not finished yet: partial: `{names[0]}` (1/2 epochs); "
+                                                     f"not started: `{names[1]}`, `{names[2]}`, `{names[3]}`.")
+    assert rtable.not_finished(sweep["results"]) == "Runs not finished yet: none."
 
 
 def test_collected_records_equal_the_run_directories(sweep):

@@ -58,6 +58,8 @@ def run_record(spec: RunSpec, out_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(out_dir) / spec.name
     state = run_state(run_dir)
     epochs, extra = _run_epochs(run_dir, state)
+    if state == "missing" and run_dir.is_dir():
+        state = "started"  # training (or stopped) before its first epoch's checkpoint
     if extra.get("config") is not None:
         # the run directory must hold this plan's run, not another one left in the folder
         mine = spec.config
@@ -90,7 +92,7 @@ def run_record(spec: RunSpec, out_dir: str | Path) -> dict[str, Any]:
 
 
 def collect(plan: Plan, out_dir: str | Path) -> dict[str, Any]:
-    """Every planned run's record (finished, partial or missing), in plan order."""
+    """Every planned run's record (finished, partial, started without a checkpoint, or missing), in plan order."""
     return {"format": RESULTS_FORMAT, "version": RESULTS_VERSION, "sweep_dir": str(out_dir), "plan": plan.as_dict(),
             "definitions": {
                 "final_test_acc": "test accuracy (%) on the test split after the last completed epoch",

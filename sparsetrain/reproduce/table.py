@@ -71,14 +71,23 @@ def _f(v: float | None, fmt: str) -> str:
     return "–" if v is None else format(v, fmt)
 
 
+SHORT_SOURCE = {"SparseTrain (Dai et al. 2020) Table II, CIFAR-10": "Table II",
+                "Ye et al. 2019 Table 1, CIFAR-10": "Ye 2019 Table 1",
+                "Ye et al. (sparsifying) Table 1, CIFAR-10": "Ye (sparsifying) Table 1"}
+
+
 def _paper(model: str, setting: str) -> str:
-    vals = []
-    for source, rows in PAPER_ROWS.items():
-        if model in rows and setting in rows[model]:
-            acc, rho = rows[model][setting]
-            vals.append(f"{acc:.2f} / {rho:g}")
-    # the two CIFAR-10 tables repeat the accuracies; show each distinct entry once
-    return "; ".join(dict.fromkeys(vals)) or "–"
+    """The papers' acc % / rho_nnz for this cell; the source is named where two tables differ."""
+    entries = [(SHORT_SOURCE.get(src, src), *rows[model][setting]) for src, rows in PAPER_ROWS.items()
+               if model in rows and setting in rows[model]]
+    if not entries:
+        return "–"
+    accs, rhos = {a for _, a, _ in entries}, {r for _, _, r in entries}
+    if len(accs) == 1 and len(rhos) == 1:
+        return f"{entries[0][1]:.2f} / {entries[0][2]:g}"
+    if len(accs) == 1:
+        return f"{entries[0][1]:.2f} / " + ", ".join(f"{r:g} ({src})" for src, _, r in entries)
+    return "; ".join(f"{a:.2f} / {r:g} ({src})" for src, a, r in entries)
 
 
 def accuracy_table(results: dict[str, Any]) -> str:
@@ -187,10 +196,15 @@ def perf_table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def missing_runs(results: dict[str, Any]) -> list[str]:
-    return [f"`{r['name']}` ({r['status']}" + (f", {r['epochs_done']}/{r['epochs_planned']} epochs" if r["status"] == "partial"
-                                               else "") + ")"
-            for r in results["runs"] if r["status"] != "finished"]
+def not_finished(results: dict[str, Any]) -> str:
+    """The unfinished runs, grouped: partial (with epochs), started (no epoch yet), not started."""
+    runs = results["runs"]
+    groups = [("partial", [f"`{r['name']}` ({r['epochs_done']}/{r['epochs_planned']} epochs)"
+                           for r in runs if r["status"] == "partial"]),
+              ("started, no epoch completed yet", [f"`{r['name']}`" for r in runs if r["status"] == "started"]),
+              ("not started", [f"`{r['name']}`" for r in runs if r["status"] == "missing"])]
+    parts = [f"{label}: {', '.join(names)}" for label, names in groups if names]
+    return "Runs not finished yet: " + ("; ".join(parts) if parts else "none") + "."
 
 
 def render(results: dict[str, Any], img_prefix: str = "img/reproduction") -> str:
@@ -198,10 +212,12 @@ def render(results: dict[str, Any], img_prefix: str = "img/reproduction") -> str
     runs = results["runs"]
     n_fin = sum(r["status"] == "finished" for r in runs)
     n_part = sum(r["status"] == "partial" for r in runs)
+    n_started = sum(r["status"] == "started" for r in runs)
     plan = results["plan"]
     parts = [BEGIN, "",
              f"Generated from `docs/data/reproduction.json` ({len(runs)} planned runs: {n_fin} finished, {n_part} "
-             f"partial, {len(runs) - n_fin - n_part} not started; plan: {plan['epochs']} epochs, batch "
+             f"partial, {n_started} started without a completed epoch, {len(runs) - n_fin - n_part - n_started} "
+             f"not started; plan: {plan['epochs']} epochs, batch "
              f"{plan['batch_size']}, lr schedule {plan['lr_schedule']}, "
              f"{'full 60,000' if plan['train_samples'] is None else plan['train_samples']} training / "
              f"{'full 10,000' if plan['test_samples'] is None else plan['test_samples']} test images). "
@@ -209,8 +225,7 @@ def render(results: dict[str, Any], img_prefix: str = "img/reproduction") -> str
              accuracy_table(results), "",
              "Does pruning stay within 0.5 points of the baseline (mean over seeds)?", "",
              *(verdicts(results) or ["* no pruned setting in the plan"]), ""]
-    missing = missing_runs(results)
-    parts += ["Runs not finished yet: " + (", ".join(missing) if missing else "none") + ".", ""]
+    parts += [not_finished(results), ""]
     for net in plan["networks"]:
         t = layer_table(results, net["model"], float(net["width_mult"]))
         if t:
