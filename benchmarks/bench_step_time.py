@@ -1,6 +1,6 @@
 """Per-step training time of the networks, as `sparsetrain train` runs them, on real Fashion-MNIST.
 
-Each network is built by ``golden.train.make_model`` (pruning layers active, p = 0.9 unless
+Each network is built by ``golden.training.train.make_model`` (pruning layers active, p = 0.9 unless
 ``--no-prune``), carries the same density hooks as a training run (``ActivationDensity``) and
 takes momentum-SGD steps on real batches. N_F + 1 untimed warm-up steps fill the threshold FIFOs
 first, so the timed steps are pruned ones. The networks are timed in alternating blocks so
@@ -14,11 +14,11 @@ its blocks and its ratio to the first network.
     .venv/bin/python benchmarks/bench_step_time.py --variants numpy-float:bool numpy:uint8   # before/after
 
 ``--count-nonzero both`` times every network twice in the same run, once with the density
-counters on ``torch.count_nonzero`` (as before) and once on ``golden.pruning.count_nonzero``.
+counters on ``torch.count_nonzero`` (as before) and once on ``golden.training.pruning.count_nonzero``.
 ``--variants COUNTER:MASK ...`` times every network once per variant: COUNTER is the density
 counters' count (torch; numpy-float: numpy's float count, the code before the bit-pattern count;
-numpy: ``golden.pruning.count_nonzero``), MASK how the pruner zeroes the dropped elements
-(bool: ``torch.mul`` by the bool mask, as before; uint8: ``golden.pruning.apply_keep``).
+numpy: ``golden.training.pruning.count_nonzero``), MASK how the pruner zeroes the dropped elements
+(bool: ``torch.mul`` by the bool mask, as before; uint8: ``golden.training.pruning.apply_keep``).
 """
 from __future__ import annotations
 
@@ -33,11 +33,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from sparsetrain.golden import pruning
-from sparsetrain.golden import train as golden_train
-from sparsetrain.golden.data import fashion_mnist
-from sparsetrain.golden.networks import MODEL_NAMES
-from sparsetrain.golden.train import ActivationDensity, TrainConfig, make_model
+from sparsetrain.golden.training import pruning
+from sparsetrain.golden.training import train as golden_train
+from sparsetrain.golden.training.data import fashion_mnist
+from sparsetrain.golden.training.networks import MODEL_NAMES
+from sparsetrain.golden.training.train import ActivationDensity, TrainConfig, make_model
 
 
 @dataclass
@@ -56,14 +56,14 @@ def torch_count_nonzero(t: torch.Tensor) -> int:
 
 
 def numpy_float_count_nonzero(t: torch.Tensor) -> int:
-    """golden.pruning.count_nonzero before it counted bit patterns (numpy's float count)."""
+    """golden.training.pruning.count_nonzero before it counted bit patterns (numpy's float count)."""
     if t.device.type == "cpu" and t.dtype in (torch.float32, torch.bool):
         return int(np.count_nonzero(t.detach().numpy()))
     return int(torch.count_nonzero(t))
 
 
 def bool_apply_keep(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    return torch.mul(x, keep)  # the pruner's masking before golden.pruning.apply_keep
+    return torch.mul(x, keep)  # the pruner's masking before golden.training.pruning.apply_keep
 
 
 COUNTERS = {"numpy": pruning.count_nonzero, "torch": torch_count_nonzero, "numpy-float": numpy_float_count_nonzero}
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-denormals", action="store_true",
                     help="do not flush denormal floats to zero (sparsetrain train flushes them)")
     ap.add_argument("--count-nonzero", choices=("numpy", "torch", "both"), default="numpy",
-                    help="density counters on golden.pruning.count_nonzero (numpy), torch's, or both in turn")
+                    help="density counters on golden.training.pruning.count_nonzero (numpy), torch's, or both in turn")
     ap.add_argument("--variants", nargs="+", default=None, metavar="COUNTER:MASK",
                     help=f"time each network once per variant; COUNTER in {', '.join(COUNTERS)}, MASK in "
                          f"{', '.join(MASKS)} (e.g. numpy-float:bool numpy:uint8 = before / after)")

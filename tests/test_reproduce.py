@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sparsetrain.golden.train import INTERRUPT_ENV, METRICS_NAME, train
+from sparsetrain.golden.training.train import INTERRUPT_ENV, METRICS_NAME, train
 from sparsetrain.reproduce import collect as rcollect
 from sparsetrain.reproduce import table as rtable
 from sparsetrain.reproduce.plan import load_plan, plan_from_dict

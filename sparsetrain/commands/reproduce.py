@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:40s} {state}")
         return 0
     if args.action == "collect":
-        from ..golden.outdir import check_file_target
+        from ..outdir import check_file_target
         from ..reproduce.collect import collect, write_results
         check_file_target(args.json, "--json")
         res = collect(load_plan(args.plan), args.out)

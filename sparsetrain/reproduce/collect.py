@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..golden import outdir
-from ..golden.train import CHECKPOINT_NAME, METRICS_NAME
+from .. import outdir
+from ..golden.training.train import CHECKPOINT_NAME, METRICS_NAME
 from .plan import Plan, RunSpec
 from .runner import run_state
 

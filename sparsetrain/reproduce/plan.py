@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..golden.networks import check_model_name
-from ..golden.pruning import check_rate
-from ..golden.train import LR_SCHEDULES, TrainConfig
+from ..golden.training.networks import check_model_name
+from ..golden.training.pruning import check_rate
+from ..golden.training.train import LR_SCHEDULES, TrainConfig
 
 PLAN_FORMAT, PLAN_VERSION = "sparsetrain-reproduction-plan", 1
 BASELINE = "baseline"
@@ -34,7 +34,7 @@ _KEYS = {"format", "version", "networks", "settings", "seeds", "epochs", "batch_
 class Network:
     model: str
     width_mult: float
-    lr: float | None = None  # None: golden.train's default for the model
+    lr: float | None = None  # None: golden.training.train's default for the model
 
 
 @dataclass(frozen=True)

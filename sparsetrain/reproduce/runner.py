@@ -1,4 +1,4 @@
-"""Run a reproduction plan: one ``golden.train`` run directory per cell, resumable, finished runs skipped.
+"""Run a reproduction plan: one ``golden.training.train`` run directory per cell, resumable, finished runs skipped.
 
 The sweep folder holds ``plan.json`` (the plan it was started with; a later ``resume`` must
 give the same plan, ``threads`` excepted) and one run directory per cell, named by
@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..golden import outdir
-from ..golden.data import fashion_mnist
-from ..golden.train import CHECKPOINT_NAME, METRICS_NAME, TrainingInterrupted, train
+from .. import outdir
+from ..golden.training.data import fashion_mnist
+from ..golden.training.train import CHECKPOINT_NAME, METRICS_NAME, TrainingInterrupted, train
 from .plan import Plan, RunSpec, plan_from_dict
 
 PLAN_NAME, LOCKS = "plan.json", "locks"
@@ -164,7 +164,7 @@ def run_sweep(plan: Plan, out_dir: str | Path, *, resume: bool = False, only: li
     sweep process holds are passed over; at most ``max_runs`` runs are trained in this call.
     Stops at the first SIGINT/SIGTERM (the run's checkpoint is written; ``report.interrupted``).
     """
-    from ..golden import plots  # noqa: F401  imported now: train() imports it lazily at a run's end, and a
+    from ..golden.training import plots  # noqa: F401  imported now: train() imports it lazily at a run's end, and a
     # sweep runs for days while the source tree may change under it
     out = Path(out_dir)
     runs = select(plan.runs(), only)
