@@ -223,11 +223,15 @@ def run_sweep(plan: Plan, out_dir: str | Path, *, resume: bool = False, only: li
 
 
 def sweep_status(plan: Plan, out_dir: str | Path) -> dict[str, str]:
-    """Run name -> finished / partial (epochs done) / missing, in plan order."""
+    """Run name -> finished / partial (epochs done) / started (no epoch yet) / missing, in plan order."""
     from .collect import epochs_done
     out = Path(out_dir)
     status = {}
     for spec in plan.runs():
         state = run_state(out / spec.name)
-        status[spec.name] = state if state != "partial" else f"partial ({epochs_done(out / spec.name)}/{spec.config.epochs} epochs)"
+        if state == "partial":
+            state = f"partial ({epochs_done(out / spec.name)}/{spec.config.epochs} epochs)"
+        elif state == "missing" and (out / spec.name).is_dir():
+            state = "started (no epoch completed yet)"
+        status[spec.name] = state
     return status
