@@ -256,3 +256,15 @@ def test_cli_refuses_a_started_sweep_without_resume_and_names_bad_plan_fields(sw
     assert main(["reproduce", "run", "--plan", str(plan_path), "--out", str(tmp_path / "s")]) == 2
     assert "batch_size = 0 is out of range" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_the_committed_plans_load_and_cover_the_matrix():
+    repo = Path(__file__).resolve().parent.parent
+    plans = sorted((repo / "docs" / "data").glob("reproduction_plan*.json"))
+    assert len(plans) >= 2
+    for path in plans:
+        plan = load_plan(path)
+        runs = plan.runs()
+        assert set(plan.settings) == {"baseline", "0.7", "0.9", "0.99"} and plan.seeds == (0, 1, 2)
+        assert len(runs) == 12 * len(plan.networks) == len({r.name for r in runs})
+        assert plan.train_samples is None and plan.test_samples is None  # the full 60,000 / 10,000 split
