@@ -268,3 +268,16 @@ def test_the_committed_plans_load_and_cover_the_matrix():
         assert set(plan.settings) == {"baseline", "0.7", "0.9", "0.99"} and plan.seeds == (0, 1, 2)
         assert len(runs) == 12 * len(plan.networks) == len({r.name for r in runs})
         assert plan.train_samples is None and plan.test_samples is None  # the full 60,000 / 10,000 split
+
+
+def test_a_run_directory_without_a_checkpoint_counts_as_started(tmp_path):
+    from sparsetrain.reproduce.runner import sweep_status
+
+    plan = plan_from_dict(TINY)
+    first = plan.runs()[0].name
+    (tmp_path / first).mkdir()  # what a run that has not finished its first epoch leaves
+    res = rcollect.collect(plan, tmp_path)
+    assert [r["status"] for r in res["runs"]] == ["started", "missing", "missing", "missing"]
+    assert sweep_status(plan, tmp_path)[first] == "started (no epoch completed yet)"
+    assert run_state(tmp_path / first) == "missing"  # the runner starts it afresh
+    assert f"started, no epoch completed yet: `{first}`" in rtable.not_finished(res)
