@@ -11,9 +11,14 @@ its blocks and its ratio to the first network.
     .venv/bin/python benchmarks/bench_step_time.py --models mobilenet:0.5 --profile   # torch.profiler table
     .venv/bin/python benchmarks/bench_step_time.py --threads 2            # torch's intra-op threads
     .venv/bin/python benchmarks/bench_step_time.py --count-nonzero both   # torch's count_nonzero vs ours
+    .venv/bin/python benchmarks/bench_step_time.py --variants numpy-float:bool numpy:uint8   # before/after
 
 ``--count-nonzero both`` times every network twice in the same run, once with the density
 counters on ``torch.count_nonzero`` (as before) and once on ``golden.training.pruning.count_nonzero``.
+``--variants COUNTER:MASK ...`` times every network once per variant: COUNTER is the density
+counters' count (torch; numpy-float: numpy's float count, the code before the bit-pattern count;
+numpy: ``golden.training.pruning.count_nonzero``), MASK how the pruner zeroes the dropped elements
+(bool: ``torch.mul`` by the bool mask, as before; uint8: ``golden.training.pruning.apply_keep``).
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import time
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -42,18 +48,33 @@ class Arm:
     hooks: ActivationDensity | None
     times: list[float]
     counter: str = "numpy"  # which count_nonzero the density counters use
+    mask: str = "uint8"  # how the pruner applies its keep mask
 
 
 def torch_count_nonzero(t: torch.Tensor) -> int:
     return int(torch.count_nonzero(t))
 
 
-COUNTERS = {"numpy": pruning.count_nonzero, "torch": torch_count_nonzero}
+def numpy_float_count_nonzero(t: torch.Tensor) -> int:
+    """golden.training.pruning.count_nonzero before it counted bit patterns (numpy's float count)."""
+    if t.device.type == "cpu" and t.dtype in (torch.float32, torch.bool):
+        return int(np.count_nonzero(t.detach().numpy()))
+    return int(torch.count_nonzero(t))
 
 
-def use_counter(name: str) -> None:
-    """Point the training code's density counters at one count_nonzero implementation."""
+def bool_apply_keep(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    return torch.mul(x, keep)  # the pruner's masking before golden.training.pruning.apply_keep
+
+
+COUNTERS = {"numpy": pruning.count_nonzero, "torch": torch_count_nonzero, "numpy-float": numpy_float_count_nonzero}
+MASKS = {"uint8": pruning.apply_keep, "bool": bool_apply_keep}
+
+
+def use_counter(name: str, mask: str = "uint8") -> None:
+    """Point the training code's density counters at one count_nonzero implementation, and the
+    pruner at one way of applying its keep mask."""
     pruning.count_nonzero = golden_train.count_nonzero = COUNTERS[name]
+    pruning.apply_keep = MASKS[mask]
 
 
 def parse_model(spec: str) -> tuple[str, float]:
@@ -66,6 +87,14 @@ def parse_model(spec: str) -> tuple[str, float]:
         raise SystemExit(f"--models: width in {spec!r} is not a number (expected NAME:WIDTH, e.g. mobilenet:0.5)")
 
 
+def parse_variant(spec: str) -> tuple[str, str]:
+    counter, _, mask = spec.partition(":")
+    if counter not in COUNTERS or (mask or "uint8") not in MASKS:
+        raise SystemExit(f"--variants: {spec!r} is out of range; allowed: COUNTER:MASK with COUNTER in "
+                         f"{', '.join(COUNTERS)} and MASK in {', '.join(MASKS)}")
+    return counter, mask or "uint8"
+
+
 def train_steps(arm: Arm, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
     for x, y in batches:
         arm.opt.zero_grad(set_to_none=True)
@@ -76,15 +105,16 @@ def train_steps(arm: Arm, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> N
         arm.opt.step()
 
 
-def build_arm(name: str, width: float, args: argparse.Namespace, counter: str) -> Arm:
+def build_arm(name: str, width: float, args: argparse.Namespace, counter: str, mask: str = "uint8") -> Arm:
     cfg = TrainConfig(model=name, width_mult=width, p=args.p, prune=not args.no_prune, seed=0, progress=False)
     model = make_model(cfg)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay)
     hooks = None if args.no_hooks else ActivationDensity(model)
-    label = f"{name} x{width:g}" + (f" [{counter}]" if args.count_nonzero == "both" else "")
-    return Arm(label, model, opt, hooks, [], counter)
+    label = f"{name} x{width:g}" + (f" [{counter}]" if args.count_nonzero == "both" else "") + (
+        f" [{counter}:{mask}]" if args.variants else "")
+    return Arm(label, model, opt, hooks, [], counter, mask)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,7 +133,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="do not flush denormal floats to zero (sparsetrain train flushes them)")
     ap.add_argument("--count-nonzero", choices=("numpy", "torch", "both"), default="numpy",
                     help="density counters on golden.training.pruning.count_nonzero (numpy), torch's, or both in turn")
+    ap.add_argument("--variants", nargs="+", default=None, metavar="COUNTER:MASK",
+                    help=f"time each network once per variant; COUNTER in {', '.join(COUNTERS)}, MASK in "
+                         f"{', '.join(MASKS)} (e.g. numpy-float:bool numpy:uint8 = before / after)")
     args = ap.parse_args(argv)
+    variants = [parse_variant(v) for v in args.variants] if args.variants else None
     if not 1 <= args.batch_size <= 4096 or args.steps < 1 or args.blocks < 1 or not 1 <= args.threads <= 256:
         raise SystemExit("--batch-size 1..4096, --steps >= 1, --blocks >= 1, --threads 1..256")
     torch.set_num_threads(args.threads)
@@ -113,9 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     batches = list(data.batches(args.batch_size, generator=torch.Generator().manual_seed(0)))
     warm, timed = batches[:n_warm], batches[n_warm:]
     counters = ["torch", "numpy"] if args.count_nonzero == "both" else [args.count_nonzero]
-    arms = [build_arm(*parse_model(s), args, c) for s in args.models for c in counters]
+    variants = variants or [(c, "uint8") for c in counters]
+    arms = [build_arm(*parse_model(s), args, c, m) for s in args.models for c, m in variants]
     for arm in arms:
-        use_counter(arm.counter)
+        use_counter(arm.counter, arm.mask)
         train_steps(arm, warm)
     print(f"batch {args.batch_size}, {args.threads} thread(s), {'no pruning' if args.no_prune else f'p = {args.p}'}"
           f"{', no density hooks' if args.no_hooks else ''}{', denormals kept' if args.keep_denormals else ''}; {args.blocks} blocks of {args.steps} steps, "
@@ -123,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     for b in range(args.blocks):
         for arm in arms:
             chunk = timed[b * args.steps:(b + 1) * args.steps]
-            use_counter(arm.counter)
+            use_counter(arm.counter, arm.mask)
             t0 = time.perf_counter()
             train_steps(arm, chunk)
             arm.times.append((time.perf_counter() - t0) / len(chunk))
@@ -135,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
         for arm in arms:
-            use_counter(arm.counter)
+            use_counter(arm.counter, arm.mask)
             with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
                 train_steps(arm, timed[:1])
             print(f"\n{arm.label}: one step, by self CPU time")

@@ -176,3 +176,24 @@ def test_count_nonzero_agrees_with_torch_on_every_layout_and_dtype(seed: int) ->
              "empty": g[:0]}
     for name, t in cases.items():
         assert count_nonzero(t) == int(torch.count_nonzero(t)), name
+
+
+def test_count_nonzero_counts_float_zeros_of_either_sign_as_zero(seed: int) -> None:
+    from sparsetrain.golden.training.pruning import count_nonzero
+
+    g = torch.randn(4, 8, 16, 16, generator=_gen(seed))
+    g[g.abs() < 0.7] = 0.0
+    g[:, :2] = -0.0  # what the pruner's masking leaves where a negative value is dropped
+    assert (g.view(torch.int32) == -2**31).any()
+    want = int((g != 0).sum())
+    assert count_nonzero(g) == want == int(torch.count_nonzero(g))
+    assert count_nonzero(g[:, ::2]) == int((g[:, ::2] != 0).sum())  # a strided view
+    assert count_nonzero(g != 0) == want  # bool
+
+
+def test_apply_keep_gives_torch_mul_by_the_bool_mask_bit_for_bit(seed: int) -> None:
+    from sparsetrain.golden.training.pruning import apply_keep
+
+    x = torch.randn(3, 5, 7, 9, generator=_gen(seed))
+    keep = torch.rand(x.shape, generator=_gen(seed + 1)) > 0.5
+    assert torch.equal(apply_keep(x, keep).view(torch.int32), torch.mul(x, keep).view(torch.int32))

@@ -41,9 +41,24 @@ def count_nonzero(t: Tensor) -> int:
     counters of a training run call it twice per conv per step, which made it the largest
     single item of MobileNet's step (docs/reproduction.md). -0.0 counts as zero in both.
     """
-    if t.device.type == "cpu" and t.dtype in (torch.float32, torch.bool):
+    if t.device.type == "cpu" and t.dtype == torch.bool:
         return int(np.count_nonzero(t.detach().numpy()))
+    if t.device.type == "cpu" and t.dtype == torch.float32:
+        # numpy counts integers far faster than floats (1.5 vs 2-3.5 ns per element): count the bit
+        # patterns, minus those of -0.0 (0x80000000), the one non-zero pattern of a float zero
+        bits = t.detach().numpy().view(np.int32)
+        return int(np.count_nonzero(bits)) - int(np.count_nonzero(bits == _NEG_ZERO_BITS))
     return int(torch.count_nonzero(t))
+
+
+_NEG_ZERO_BITS = np.int32(-2**31)
+
+
+def apply_keep(x: Tensor, keep: Tensor) -> Tensor:
+    """``x * keep`` for a bool mask: the same values bit for bit (-0.0 included) as ``torch.mul(x, keep)``,
+    through the mask's uint8 view, which torch 2.13's CPU kernel multiplies 2-3x faster than a bool
+    (benchmarks/bench_step_time.py --variants)."""
+    return torch.mul(x, keep.view(torch.uint8))
 
 
 def dbtd_threshold(g: Tensor, p: float, estimator: str = "unbiased") -> float:
@@ -239,7 +254,7 @@ class GradientPruner(nn.Module):
                 r = uniform_like(g, self.generator, self._random).mul_(tau)
                 keep = torch.gt(mag, r, out=self._keep)
                 # |g| >= tau always passes |g| > r*tau, so keep decides for every element.
-                out = torch.mul(mag.clamp_min_(tau).copysign_(g), keep)
+                out = apply_keep(mag.clamp_min_(tau).copysign_(g), keep)
                 nnz_after = count_nonzero(keep)
             else:
                 out = stochastic_prune(g, tau, self._torch_generator, magnitude=mag)

@@ -301,7 +301,6 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, dist_info: distributed.
         train_split = Split(train_split.images.to(device), train_split.labels.to(device))
         test_split = Split(test_split.images.to(device), test_split.labels.to(device))
     model = make_model(cfg)
-    model = make_model(cfg)
     _rank0_check(d, lambda: _check_dumps(cfg, model, len(train_split), d.world_size))
     if run_dir is not None:
         run_dir.apply()

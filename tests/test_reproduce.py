@@ -1,0 +1,283 @@
+"""The reproduction sweep (sparsetrain.reproduce): plan, resumable runner, collector, table generator.
+
+One tiny real sweep (AlexNet x1/16, 256 Fashion-MNIST training images, 2 epochs of 4 steps,
+baseline and p = 0.9, seeds 0 and 1) is interrupted in its first run, resumed, and re-run;
+the collector's JSON and the generated table are checked against the run directories and
+against means and standard deviations computed here.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import statistics
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from sparsetrain.golden.training.train import INTERRUPT_ENV, METRICS_NAME, train
+from sparsetrain.reproduce import collect as rcollect
+from sparsetrain.reproduce import table as rtable
+from sparsetrain.reproduce.plan import load_plan, plan_from_dict
+from sparsetrain.reproduce.runner import run_state, run_sweep
+
+pytestmark = pytest.mark.xdist_group("reproduce")
+
+TINY = {"format": "sparsetrain-reproduction-plan", "version": 1,
+        "networks": [{"model": "alexnet", "width_mult": 0.0625}],
+        "settings": ["baseline", 0.9], "seeds": [0, 1], "epochs": 2, "batch_size": 64, "lr_schedule": "cosine",
+        "train_samples": 256, "test_samples": 200, "threads": 1}
+STEPS_PER_EPOCH = 4
+INTERRUPT_AT = 6  # in the second epoch of the first run
+
+
+def test_plan_orders_runs_seed_then_setting_then_network():
+    plan = plan_from_dict({**TINY, "networks": [{"model": "resnet18", "width_mult": 0.25},
+                                                {"model": "alexnet", "width_mult": 0.5, "lr": 0.01}],
+                           "settings": ["baseline", 0.9, 0.7], "seeds": [0, 1]})
+    names = [r.name for r in plan.runs()]
+    assert names[:4] == ["resnet18-x0.25-baseline-s0", "alexnet-x0.5-baseline-s0", "resnet18-x0.25-p0.9-s0",
+                         "alexnet-x0.5-p0.9-s0"]
+    assert len(names) == 12 and len(set(names)) == 12 and names[-1] == "alexnet-x0.5-p0.7-s1"
+    base = plan.runs()[0].config
+    assert not base.prune and base.lr_schedule == "cosine" and base.epochs == 2 and base.threads == 1
+    assert plan.runs()[3].config.lr == 0.01 and plan.runs()[3].config.p == 0.9
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("epochs", 0, "epochs = 0 is out of range"), ("settings", ["baseline", 1.0], "settings = 1.0"),
+    ("networks", [{"model": "vgg", "width_mult": 1}], "model = 'vgg'"), ("seeds", [0, 0], "seeds"),
+    ("lr_schedule", "linear", "lr_schedule = 'linear'"), ("train_samples", 70000, "train_samples = 70000"),
+    ("bogus", 1, "unknown field 'bogus'")])
+def test_plan_rejects_bad_fields_naming_them(field, value, says):
+    with pytest.raises(ValueError, match=re.escape(says)):
+        plan_from_dict({**TINY, field: value})
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """The tiny sweep: interrupted in run 1, resumed, then re-run (nothing left to do)."""
+    import os
+
+    root = tmp_path_factory.mktemp("reproduce")
+    plan = plan_from_dict(TINY)
+    out = root / "sweep"
+    logs: list[str] = []
+    os.environ[INTERRUPT_ENV] = str(INTERRUPT_AT)
+    try:
+        first = run_sweep(plan, out, log=logs.append)
+    finally:
+        del os.environ[INTERRUPT_ENV]
+    partial = rcollect.collect(plan, out)
+    second = run_sweep(plan, out, resume=True, log=logs.append)
+    mtimes = {r.name: (out / r.name / METRICS_NAME).stat().st_mtime_ns for r in plan.runs()}
+    third = run_sweep(plan, out, resume=True, log=logs.append)
+    results = rcollect.collect(plan, out)
+    return {"plan": plan, "out": out, "first": first, "partial": partial, "second": second, "third": third,
+            "mtimes": mtimes, "results": results, "root": root}
+
+
+def test_an_interrupted_run_is_resumed_and_finished_runs_are_skipped(sweep):
+    plan, out = sweep["plan"], sweep["out"]
+    names = [r.name for r in plan.runs()]
+    first, second, third = sweep["first"], sweep["second"], sweep["third"]
+    assert first.interrupted is not None and first.actions == {names[0]: "interrupted"}
+    assert second.actions == {names[0]: "resumed", **{n: "started" for n in names[1:]}}
+    assert third.actions == {n: "finished-before" for n in names} and third.interrupted is None
+    # the third call trained nothing: every metrics.json is the one the second call wrote
+    assert {n: (out / n / METRICS_NAME).stat().st_mtime_ns for n in names} == sweep["mtimes"]
+    m = json.loads((out / names[0] / METRICS_NAME).read_text())
+    assert m["resumed_at_steps"] == [INTERRUPT_AT] and m["steps"] == 2 * STEPS_PER_EPOCH
+
+
+def test_the_resumed_run_equals_an_uninterrupted_one(sweep):
+    spec = sweep["plan"].runs()[0]
+    fresh = train(spec.config, sweep["root"] / "uninterrupted")
+    resumed = json.loads((sweep["out"] / spec.name / METRICS_NAME).read_text())
+    for a, b in zip(fresh["epochs"], resumed["epochs"], strict=True):
+        assert (a["test_acc"], a["train_acc"], a["loss"]) == (b["test_acc"], b["train_acc"], b["loss"])
+        assert a["layers"] == b["layers"]
+
+
+def test_a_started_sweep_needs_resume_and_the_same_plan(sweep):
+    plan, out = sweep["plan"], sweep["out"]
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        run_sweep(plan, out)
+    other = plan_from_dict({**TINY, "epochs": 3})
+    with pytest.raises(ValueError, match=r"epochs: 2 there, 3 now"):
+        run_sweep(other, out, resume=True)
+    lr = plan_from_dict({**TINY, "networks": [{"model": "alexnet", "width_mult": 0.0625, "lr": 0.05}]})
+    with pytest.raises(ValueError, match=r"alexnet x0.0625 lr"):
+        run_sweep(lr, out, resume=True)
+    with pytest.raises(FileNotFoundError, match="--resume needs the folder of a started sweep"):
+        run_sweep(plan, sweep["root"] / "never-started", resume=True)
+
+
+def test_a_resumed_sweep_may_grow_by_a_seed(sweep, tmp_path):
+    import shutil
+
+    out = tmp_path / "sweep"
+    shutil.copytree(sweep["out"], out)
+    grown = plan_from_dict({**TINY, "seeds": [0, 1, 2], "settings": ["baseline"]})
+    rep = run_sweep(grown, out, resume=True, log=lambda s: None)
+    assert rep.actions == {"alexnet-x0.0625-baseline-s0": "finished-before",
+                           "alexnet-x0.0625-baseline-s1": "finished-before", "alexnet-x0.0625-baseline-s2": "started"}
+    assert json.loads((out / "plan.json").read_text())["seeds"] == [0, 1, 2]
+
+
+def test_collect_marks_partial_and_missing_runs(sweep):
+    runs = sweep["partial"]["runs"]
+    assert [r["status"] for r in runs] == ["partial", "missing", "missing", "missing"]
+    assert runs[0]["epochs_done"] == 1 and len(runs[0]["epochs"]) == 1
+    assert runs[1]["epochs_done"] == 0 and runs[1]["final_test_acc"] is None
+    names = [r["name"] for r in runs]
+    assert rtable.not_finished(sweep["partial"]) == (f"Runs not finished yet: partial: `{names[0]}` (1/2 epochs); "
+                                                     f"not started: `{names[1]}`, `{names[2]}`, `{names[3]}`.")
+    assert rtable.not_finished(sweep["results"]) == "Runs not finished yet: none."
+
+
+def test_collected_records_equal_the_run_directories(sweep):
+    from sparsetrain.commands import train as train_cmd
+    import argparse
+
+    out = sweep["out"]
+    for spec, rec in zip(sweep["plan"].runs(), sweep["results"]["runs"], strict=True):
+        m = json.loads((out / spec.name / METRICS_NAME).read_text())
+        assert rec["status"] == "finished" and rec["epochs_done"] == 2
+        assert rec["final_test_acc"] == m["epochs"][-1]["test_acc"]
+        assert [e["test_acc"] for e in rec["epochs"]] == [e["test_acc"] for e in m["epochs"]]
+        last = m["epochs"][-1]["layers"]
+        grads = [v["grad_density"] for v in last.values() if v.get("grad_density") is not None]
+        d_o = [v["dO_density"] for v in last.values() if "dO_density" in v]
+        assert rec["grad_density"] == pytest.approx(sum(grads) / len(grads), rel=1e-12)
+        assert rec["dO_density"] == pytest.approx(sum(d_o) / len(d_o), rel=1e-12)
+        assert set(rec["layers"]) == set(last)
+        if spec.config.prune:
+            assert rec["grad_density"] < 0.9  # pruned
+        else:
+            assert rec["grad_density"] > 0.95  # AlexNet's dI, unpruned
+        # the recorded command is exactly this run: parsed by `sparsetrain train`, it gives its config
+        argv = shlex.split(rec["command"])
+        assert argv[:2] == ["sparsetrain", "train"]
+        p = argparse.ArgumentParser()
+        train_cmd.add_arguments(p)
+        args = p.parse_args(argv[2:])
+        assert Path(args.out) == out / spec.name
+        assert replace(train_cmd.config_from_args(args), progress=False) == spec.config
+
+
+def _row(md: str, network: str, label: str) -> list[str]:
+    for line in md.splitlines():
+        cols = [c.strip() for c in line.strip("|").split("|")]
+        if len(cols) > 2 and cols[0] == network and cols[1] == label:
+            return cols
+    raise AssertionError(f"no row {network} / {label} in\n{md}")
+
+
+def test_table_numbers_are_the_json_means_and_stds(sweep, tmp_path):
+    results = json.loads(json.dumps(sweep["results"]))  # as written to and read from the file
+    path = rcollect.write_results(results, tmp_path / "r.json")
+    results = rcollect.load_results(path)
+    md = rtable.accuracy_table(results)
+    accs = {}
+    for label, setting in (("baseline", "baseline"), ("p = 0.9", "0.9")):
+        runs = [r for r in results["runs"] if r["setting"] == setting]
+        a = [r["final_test_acc"] for r in runs]
+        accs[setting] = sum(a) / len(a)
+        std = (sum((x - accs[setting]) ** 2 for x in a) / (len(a) - 1)) ** 0.5
+        g = sum(r["grad_density"] for r in runs) / len(runs)
+        cols = _row(md, "alexnet x0.0625", label)
+        assert cols[2] == "2 of 2" and cols[3] == "s0: 2/2, s1: 2/2"
+        assert cols[4] == f"{accs[setting]:.2f}" and cols[5] == f"{std:.2f}" and cols[7] == f"{g:.3f}"
+    assert _row(md, "alexnet x0.0625", "p = 0.9")[6] == f"{accs['0.9'] - accs['baseline']:+.2f}"
+    assert "90.31 / 0.01" in _row(md, "alexnet x0.0625", "p = 0.9")[9]  # the papers' row
+
+
+def test_one_seed_has_no_std_and_partial_runs_are_marked(sweep):
+    md = rtable.accuracy_table(sweep["partial"])
+    cols = _row(md, "alexnet x0.0625", "baseline")
+    assert cols[2] == "1 of 2" and cols[3] == "s0: 1/2, s1: 0/2" and cols[5] == "–"
+    assert cols[4] == f"{sweep['partial']['runs'][0]['final_test_acc']:.2f}"
+    assert "not decided yet" in "\n".join(rtable.verdicts(sweep["partial"]))
+
+
+def test_update_doc_replaces_only_the_generated_section(sweep, tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"intro\n{rtable.BEGIN}\nold\n{rtable.END}\noutro\n")
+    rtable.update_doc(doc, rtable.render(sweep["results"]))
+    text = doc.read_text()
+    assert text.startswith("intro\n" + rtable.BEGIN) and text.endswith(rtable.END + "\noutro\n")
+    assert "old" not in text and rtable.accuracy_table(sweep["results"]) in text
+    (tmp_path / "bad.md").write_text("no markers\n")
+    with pytest.raises(ValueError, match="marker lines"):
+        rtable.update_doc(tmp_path / "bad.md", "x")
+    paths = rtable.plot_curves(sweep["results"], tmp_path / "rp")
+    assert [p.name for p in paths] == ["rp_accuracy.png", "rp_density.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+
+
+def test_perf_table_uses_the_measured_densities(sweep):
+    from sparsetrain.perf.densities import table_from_metrics
+
+    c = [c for c in rtable.cells(sweep["results"]) if c.setting == "0.9"][0]
+    t = rtable.density_table(c)
+    for name, lay in t.per_layer.items():
+        acts = [r["layers"][name]["activation_density"] for r in c.done]
+        assert lay.act == pytest.approx(statistics.fmean(acts), rel=1e-12)
+    # the dI targets (AlexNet) are the seeds' mean pruned dI
+    for name, v in t.di_target.items():
+        assert v == pytest.approx(statistics.fmean(r["layers"][name]["grad_density"] for r in c.done), rel=1e-12)
+    assert table_from_metrics  # the same reader `sparsetrain perf --densities RUN_DIR` uses
+    md = rtable.perf_table(sweep["results"])
+    assert len([l for l in md.splitlines() if l.startswith("| alexnet")]) == 2
+
+
+def test_paper_rows_agree_with_the_performance_models_defaults():
+    from sparsetrain.perf.paper import REPORTED_GRAD_DENSITY
+    from sparsetrain.reproduce.papers import PAPER_ROWS
+
+    t2 = PAPER_ROWS["SparseTrain (Dai et al. 2020) Table II, CIFAR-10"]
+    for model in ("alexnet", "resnet18"):
+        assert t2[model]["0.9"][1] == REPORTED_GRAD_DENSITY[(model, "cifar")][0]
+
+
+def test_cli_refuses_a_started_sweep_without_resume_and_names_bad_plan_fields(sweep, tmp_path, capsys):
+    from sparsetrain.cli import main
+
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(json.dumps(TINY))
+    assert load_plan(plan_path) == sweep["plan"]
+    assert main(["reproduce", "run", "--plan", str(plan_path), "--out", str(sweep["out"])]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert main(["reproduce", "status", "--plan", str(plan_path), "--out", str(sweep["out"])]) == 0
+    assert capsys.readouterr().out.count("finished") == 4
+    plan_path.write_text(json.dumps({**TINY, "batch_size": 0}))
+    assert main(["reproduce", "run", "--plan", str(plan_path), "--out", str(tmp_path / "s")]) == 2
+    assert "batch_size = 0 is out of range" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_the_committed_plans_load_and_cover_the_matrix():
+    repo = Path(__file__).resolve().parent.parent
+    plans = sorted((repo / "docs" / "data").glob("reproduction_plan*.json"))
+    assert len(plans) >= 2
+    for path in plans:
+        plan = load_plan(path)
+        runs = plan.runs()
+        assert set(plan.settings) == {"baseline", "0.7", "0.9", "0.99"} and plan.seeds == (0, 1, 2)
+        assert len(runs) == 12 * len(plan.networks) == len({r.name for r in runs})
+        assert plan.train_samples is None and plan.test_samples is None  # the full 60,000 / 10,000 split
+
+
+def test_a_run_directory_without_a_checkpoint_counts_as_started(tmp_path):
+    from sparsetrain.reproduce.runner import sweep_status
+
+    plan = plan_from_dict(TINY)
+    first = plan.runs()[0].name
+    (tmp_path / first).mkdir()  # what a run that has not finished its first epoch leaves
+    res = rcollect.collect(plan, tmp_path)
+    assert [r["status"] for r in res["runs"]] == ["started", "missing", "missing", "missing"]
+    assert sweep_status(plan, tmp_path)[first] == "started (no epoch completed yet)"
+    assert run_state(tmp_path / first) == "missing"  # the runner starts it afresh
+    assert f"started, no epoch completed yet: `{first}`" in rtable.not_finished(res)
