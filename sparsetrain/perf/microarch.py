@@ -1,0 +1,166 @@
+"""Second-generation microarchitecture switches (issue 15) and the PE timing rules they change.
+
+``MicroArch`` holds the five switches of docs/architecture.md section 12; its default is the
+first generation exactly. This module owns the rules that the event-level schedule
+(``perf.schedule2``) and the closed form (``perf.analytic2``) both use:
+
+* ``op_times``: the PE recurrence of change A (section 12.1), one op at a time;
+* ``window_cycles``: the look-ahead rule of B (MSRC, Port-1 entries) and E (OSRC, merge actions);
+* ``expected_window_cycles``: its expectation for i.i.d. skip flags (closed form only).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+
+from ..golden.timing import Mode
+
+MAX_WINDOW = 8
+
+
+@dataclass(frozen=True)
+class MicroArch:
+    """Switches of the second generation; the default is the first generation exactly.
+
+    prefetch (A): shadow Reg-1 + one-deep cfg/mask queue (section 12.1).
+    lookahead (B): Port-1 entries an MSRC compute cycle examines (1 = off, 2 = the paper's PE).
+    pingpong (C): two PPU accumulators, a unit's finish overlaps the next unit (12.3).
+    skip_empty (D): ops whose sparse operand row is empty are not issued (12.4).
+    osrc_window (E): merge actions an OSRC cycle examines (1 = off; 12.5).
+    """
+
+    prefetch: bool = False
+    lookahead: int = 1
+    pingpong: bool = False
+    skip_empty: bool = False
+    osrc_window: int = 1
+
+    def __post_init__(self) -> None:
+        for nm in ("lookahead", "osrc_window"):
+            v = getattr(self, nm)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or not 1 <= v <= MAX_WINDOW:
+                raise ValueError(f"{nm} = {v!r} is out of range; allowed: 1 .. {MAX_WINDOW} (1 = off)")
+
+    @property
+    def is_gen1(self) -> bool:
+        return self == MicroArch()
+
+    def dense_baseline(self) -> "MicroArch":
+        """The baseline gets every change that does not depend on zeros: A and C (not B, D, E)."""
+        return MicroArch(prefetch=self.prefetch, pingpong=self.pingpong)
+
+    @property
+    def name(self) -> str:
+        letters = [c for c, on in (("A", self.prefetch), ("B", self.lookahead > 1), ("C", self.pingpong),
+                                   ("D", self.skip_empty), ("E", self.osrc_window > 1)) if on]
+        s = "+".join(letters) or "gen1"
+        if self.lookahead not in (1, 2):
+            s += f" (B window {self.lookahead})"
+        if self.osrc_window not in (1, 2):
+            s += f" (E window {self.osrc_window})"
+        return s
+
+    @classmethod
+    def parse(cls, text: str) -> "MicroArch":
+        """'gen1', 'gen2' (= A+B+C+D, the built set), or letters joined by '+', e.g. 'A+D+E'."""
+        t = text.strip().upper()
+        if t in PRESETS:
+            return PRESETS[t]
+        on = {}
+        for part in filter(None, t.replace(",", "+").split("+")):
+            if part not in ("A", "B", "C", "D", "E"):
+                raise ValueError(f"microarch = {text!r} is out of range; allowed: gen1, gen2, or letters A..E "
+                                 f"joined by '+' (e.g. A+D)")
+            on[part] = True
+        return cls(prefetch="A" in on, lookahead=2 if "B" in on else 1, pingpong="C" in on,
+                   skip_empty="D" in on, osrc_window=2 if "E" in on else 1)
+
+    def with_(self, **kw) -> "MicroArch":
+        return replace(self, **kw)
+
+
+GEN1 = MicroArch()
+GEN2 = MicroArch(prefetch=True, lookahead=2, pingpong=True, skip_empty=True)  # the built set A+B+C+D
+PRESETS = {"GEN1": GEN1, "GEN2": GEN2}
+# the what-if table of docs/performance.md, in order
+WHAT_IF = ("gen1", "A", "D", "A+D", "A+C+D", "A+B+C+D", "A+B+C+D+E")
+
+
+@dataclass(frozen=True)
+class OpTimes:
+    """Cycles of one op on its PE (absolute cycle numbers; section 12.1)."""
+
+    a: int   # cfg accepted
+    e: int   # first load cycle (Port-2 weights; the MSRC mask with it under A)
+    s: int   # first compute cycle (Port-1 entries / OSRC merge actions)
+    f: int   # final (last) beat
+    p2: int  # first cycle Port-2 is no longer used by this op
+    prefetch: bool
+
+    @property
+    def queue_free(self) -> int:
+        """First cycle the PE can accept the next cfg: with A when this op leaves the queue
+        (moves to S, its first load cycle), without A the cycle after its final beat."""
+        return self.e if self.prefetch else self.f + 1
+
+
+def op_times(prev: OpTimes | None, a: int, mode: Mode | int, load: int, compute: int,
+             prefetch: bool) -> OpTimes:
+    """The PE recurrence of section 12.1 (change A) for one op, no stalls.
+
+    prev: the same PE's previous op (None: the PE has had none); a: the cycle the cfg is
+    accepted (the caller picks it >= prev.queue_free); load: L (K weights on Port-2 for
+    SRC/MSRC, 0 for OSRC); compute: C (Port-1 cycles for SRC/MSRC, merge actions for OSRC).
+    Without prefetch this is the first generation: cfg, (MSRC: mask), L loads, C, final beat.
+    """
+    mode = Mode(mode)
+    if prev is not None and a < prev.queue_free:
+        raise ValueError(f"a = {a} is out of range; allowed: >= {prev.queue_free} (the PE's queue is full)")
+    if not prefetch:
+        e = a + 1 + (1 if mode is Mode.MSRC else 0)   # the mask beat is its own cycle
+        s = e + load
+    else:
+        e = a + 1
+        if prev is not None:
+            e = max(e, prev.s)                        # S frees when op i-1 starts computing
+            if load > 0:
+                e = max(e, prev.p2)                   # Port-2 still streaming op i-1's dO (OSRC)
+        s = e + load
+        if prev is not None:
+            s = max(s, prev.f + 1)                    # Reg-2 / the output after op i-1's final beat
+    f = s + compute
+    p2 = s + compute if mode is Mode.OSRC else s
+    return OpTimes(a, e, s, f, p2, prefetch)
+
+
+def window_cycles(skip: Sequence[bool], window: int) -> int:
+    """Cycles to consume a sequence of entries (B) or merge actions (E) with look-ahead ``window``.
+
+    Each cycle looks at the first ``window`` pending items, discards the leading skip items
+    among them and performs the first useful one if it is among them; so a cycle consumes 1 to
+    ``window`` items. window = 1: one item per cycle (the first generation).
+    """
+    n, i, cycles = len(skip), 0, 0
+    while i < n:
+        lim = min(n, i + window)
+        j = i
+        while j < lim and skip[j]:
+            j += 1
+        i = j + 1 if j < lim else lim
+        cycles += 1
+    return cycles
+
+
+def expected_window_cycles(n_max: int, q: float, window: int) -> np.ndarray:
+    """E[window_cycles] of n = 0 .. n_max items, each a skip item independently with probability q."""
+    e = np.zeros(n_max + 1)
+    for n in range(1, n_max + 1):
+        m = min(window, n)
+        acc = 1.0
+        for j in range(1, m):                       # item j of the window is the first useful one
+            acc += q ** (j - 1) * (1.0 - q) * e[n - j]
+        acc += q ** (m - 1) * e[n - m]              # the m-th item ends the cycle (useful or not)
+        e[n] = acc
+    return e
