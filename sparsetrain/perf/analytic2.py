@@ -52,6 +52,10 @@ class OpLaw:
     mean_c: float    # E[C]
     period: float    # steady per-op PE time on one PE
     lead: float      # span of a lone op minus its C (cfg to first compute, + final beat)
+    mode: Mode = Mode.SRC
+    entries: np.ndarray | None = None   # pmf of an issued op's entries (Port-1, or Port-1 + Port-2 for OSRC)
+    q_skip: float = 0.0                 # probability an entry / merge action is a skip item (B / E)
+    window: int = 1                     # B / E look-ahead window of this mode
 
 
 def _entries_pmf(w: int, d: float, skip_empty: bool) -> np.ndarray:
@@ -93,6 +97,11 @@ def op_law(mode: Mode, k: int, stride: int, rows: RowLaw, mask: float, micro: Mi
             cyc[1] = 1.0
         else:
             cyc = np.arange(len(pmf), dtype=float)
+    q_skip, window = 0.0, 1
+    if mode is Mode.OSRC and micro.osrc_window > 1:
+        q_skip, window = q, micro.osrc_window
+    elif mode is Mode.MSRC and micro.lookahead > 1:
+        q_skip, window = (1 - mask) ** k, micro.lookahead
     mean_c = float(pmf @ cyc)
     if micro.prefetch:
         period = float(pmf @ np.maximum(load, cyc + 1)) if load > 0 else mean_c + 1.0
@@ -100,17 +109,19 @@ def op_law(mode: Mode, k: int, stride: int, rows: RowLaw, mask: float, micro: Mi
     else:
         lead = 2.0 + load + (1.0 if mode is Mode.MSRC else 0.0)
         period = lead + mean_c
-    return OpLaw(float(p_issue), load, mean_c, period, lead)
+    return OpLaw(float(p_issue), load, mean_c, period, lead, mode, pmf, q_skip, window)
+
+
+SIM_UNITS = 96      # units one group runs in the C estimate (the first quarter is warm-up)
+SIM_SEED = 12       # fixed: the closed form is deterministic
 
 
 def unit_moments(n_ops: np.ndarray, law: OpLaw, finish: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per unit class: E[latency], E[issued ops], E[group time per unit with C].
+    """Per unit class: E[latency from take to finish end], E[issued ops], E[PE work per unit].
 
     X ~ Binomial(n, p_issue) ops are issued; the busiest PE runs m = ceil(X/3) of them:
-    latency = lead + (m - 1) * period + E[C] + finish (finish only when X = 0). With C the
-    group spends per unit the largest of its PE work X * period / 3, the finish (one finish
-    pipeline) and half the latency (unit u + 2 needs unit u's accumulator), in expectation over X."""
-    lats, issued, per_unit = [], [], []
+    latency = lead + (m - 1) * period + E[C] + finish (finish only when X = 0)."""
+    lats, issued, works = [], [], []
     for n in np.asarray(n_ops, dtype=np.float64):
         ni = int(round(n))
         pmf = binom_pmf(ni, law.p_issue)
@@ -119,24 +130,89 @@ def unit_moments(n_ops: np.ndarray, law: OpLaw, finish: float) -> tuple[np.ndarr
         lat = np.where(x > 0, law.lead + (m - 1) * law.period + law.mean_c, 0.0) + finish
         lats.append(float(pmf @ lat))
         issued.append(ni * law.p_issue)
-        work = x * law.period / 3.0
-        # unit u + 2 needs unit u's accumulator; unit u's ops queue behind the previous unit's work
-        per_unit.append(float(pmf @ np.maximum(np.maximum(work, finish), (lat + (x > 0) * float(pmf @ np.minimum(work, law.period))) / 2.0)))
-    return np.array(lats), np.array(issued), np.array(per_unit)
+        works.append(ni * law.p_issue * law.period / 3.0)
+    return np.array(lats), np.array(issued), np.array(works)
+
+
+def _simulate(law: OpLaw, finish: float, micro: MicroArch, draw_x, n_units: int) -> float:
+    """Mean spacing of unit ends of one group running n_units units (X ops each from draw_x(rng),
+    op lengths from the law) through the event-level rules (schedule2.run_unit, op_times)."""
+    from .microarch import window_cycles
+    from .ops2 import UnitOps
+    from .schedule2 import _Group, run_unit
+    rng = np.random.default_rng(SIM_SEED)
+    entries = law.entries if law.entries is not None else np.array([0.0, 1.0])
+    p = entries / entries.sum()
+    g, ends = _Group(), []
+    for _ in range(n_units):
+        x = int(draw_x(rng))
+        ns = rng.choice(len(p), size=x, p=p)
+        if law.window > 1:
+            comp = np.array([window_cycles((rng.random(nn) < law.q_skip).tolist(), law.window) for nn in ns],
+                            dtype=np.int64)
+        else:
+            comp = ns.astype(np.int64)
+        ops = UnitOps(np.ones(x, bool), np.full(x, law.load, np.int64), comp, np.zeros(x, np.int64), law.mode)
+        ends.append(run_unit(g, ops, int(round(finish)), micro)[0])
+    warm = n_units // 4
+    return (ends[-1] - ends[warm]) / (n_units - 1 - warm)
+
+
+def _clear_case(work: float, lat: float, finish: float, period: float) -> float | None:
+    """Per-unit time with C when one bound clearly dominates: the PE work when it exceeds half the
+    latency by a period (the two accumulators never hold the PEs up), or the finish likewise."""
+    if work >= lat / 2.0 + period:
+        return work
+    if finish >= work and finish >= lat / 2.0 + period:
+        return finish
+    return None
+
+
+def pingpong_unit_time(counts: np.ndarray, n_ops: np.ndarray, finish: float, law: OpLaw,
+                       micro: MicroArch, runs: bool) -> float:
+    """Mean time per unit of a group with C in steady state.
+
+    Clear cases in closed form (``_clear_case``). Otherwise (few ops per unit, where the ops of two
+    units and the two accumulators interact) one group runs units drawn from the same laws through
+    the event-level rules and the mean spacing is taken. ``runs``: consecutive units share their
+    issue count (GTW: the units (f, c, kr) of one filter read the same dO rows, so D skips the same
+    ops for all of them); then the time is the average over X of the steady time of a run of X."""
+    lat, issued, work = unit_moments(n_ops, law, finish)
+    w = counts / counts.sum()
+    e_work, e_lat = float(w @ work), float(w @ lat)
+    clear = _clear_case(e_work, e_lat, finish, law.period)
+    if clear is not None:
+        return max(clear, finish)
+    n_vals = np.rint(np.asarray(n_ops, dtype=np.float64)).astype(int)
+    if not runs:
+        return max(_simulate(law, finish, micro, lambda rng: rng.binomial(n_vals[rng.choice(len(n_vals), p=w)],
+                                                                         law.p_issue), SIM_UNITS), finish)
+    total = 0.0
+    for cls, wc in zip(n_vals, w):
+        pmf = binom_pmf(int(cls), law.p_issue)
+        for x in np.flatnonzero(pmf > 1e-4):
+            m = math.ceil(x / 3.0)
+            lat_x = (law.lead + (m - 1) * law.period + law.mean_c if x > 0 else 0.0) + finish
+            t = _clear_case(x * law.period / 3.0, lat_x, finish, law.period)
+            if t is None:
+                t = _simulate(law, finish, micro, lambda rng, x=x: x, SIM_UNITS // 2)
+            total += wc * pmf[x] * max(t, finish)
+    return total / max(1e-12, sum(wc * binom_pmf(int(c), law.p_issue)[binom_pmf(int(c), law.p_issue) > 1e-4].sum()
+                                   for c, wc in zip(n_vals, w)))
 
 
 def makespan(counts: np.ndarray, n_ops: np.ndarray, finish: float, law: OpLaw, groups: int,
-             pingpong: bool) -> tuple[float, float]:
+             micro: MicroArch, runs: bool = False) -> tuple[float, float]:
     """(step cycles, issued ops) of units of a few classes (count, ops per unit) over the groups."""
     counts = np.asarray(counts, dtype=np.float64)
-    lat, issued, per_unit = unit_moments(n_ops, law, finish)
+    lat, issued, _ = unit_moments(n_ops, law, finish)
     n_units = counts.sum()
     if n_units <= 0:
         return 0.0, 0.0
     total_issued = float(counts @ issued)
-    if not pingpong:
+    if not micro.pingpong:
         return max(float(lat.max()), math.ceil(n_units / groups) * float(counts @ lat) / n_units), total_issued
     waves = math.ceil(n_units / groups)
-    t_mean = float(counts @ per_unit) / n_units
+    t_mean = pingpong_unit_time(counts, n_ops, finish, law, micro, runs)
     lat_mean = float(counts @ lat) / n_units
     return max(float(lat.max()), (waves - 1) * t_mean + lat_mean), total_issued

@@ -101,9 +101,11 @@ class OpTimes:
 
     @property
     def queue_free(self) -> int:
-        """First cycle the PE can accept the next cfg: with A when this op leaves the queue
-        (moves to S, its first load cycle), without A the cycle after its final beat."""
-        return self.e if self.prefetch else self.f + 1
+        """First cycle the PE can accept the next cfg. With A: the queue frees in the cycle its op
+        moves on to S at the end of it (the cycle before this op's first load, e - 1), and one cfg
+        is accepted per cycle (section 6.1: a_i = max(a_{i-1} + 1, e_{i-1} - 1)). Without A: the
+        cycle after this op's final beat."""
+        return max(self.a + 1, self.e - 1) if self.prefetch else self.f + 1
 
 
 def op_times(prev: OpTimes | None, a: int, mode: Mode | int, load: int, compute: int,

@@ -156,7 +156,7 @@ def analytic_step(step: str, s: LayerShape, d: LayerDensity, arch: ArchParams, d
             analytic2.RowLaw(s.w_in, dd.act, s.w_out if step == "gtw" else 0, dd.grad if step == "gtw" else 0.0)
         law2 = analytic2.op_law(mode, k, s.stride, rows, 1.0 if dense else dd.mask_density, micro)
         makespan, issued = analytic2.makespan(counts, n_ops, arch.ppu_finish(row_len), law2, arch.groups,
-                                              micro.pingpong)
+                                              micro, runs=step == "gtw")
         busy = issued * law2.period
     ops = float(np.dot(counts, n_ops))
     units = int(counts.sum())
