@@ -13,8 +13,8 @@ import json
 import time
 
 from sparsetrain.perf import api, paper
-from sparsetrain.perf.microarch import WHAT_IF, MicroArch
-from sparsetrain.perf.schedule import ArchParams
+from sparsetrain.arch.microarch import WHAT_IF, MicroArch
+from sparsetrain.arch.schedule import ArchParams
 from sparsetrain.perf.shapes import INPUT_SIZES
 
 TARGET_AVG, TARGET_ALEXNET_C10 = 2.7, 4.5   # the paper's figures (issue 15's goal for A+B+C+D)

@@ -8,19 +8,19 @@ import os
 import numpy as np
 import pytest
 
+from sparsetrain.arch.microarch import (GEN1, GEN2, WHAT_IF, MicroArch, expected_window_cycles, op_times,
+                                        window_cycles)
+from sparsetrain.arch.schedule import ArchParams, schedule_units
+from sparsetrain.arch.timing import Mode
 from sparsetrain.cli import main
-from sparsetrain.golden.timing import Mode
 from sparsetrain.perf import api
 from sparsetrain.perf.decompose import STEPS, exact_units
 from sparsetrain.perf.densities import LayerDensity
-from sparsetrain.perf.microarch import (GEN1, GEN2, WHAT_IF, MicroArch, expected_window_cycles, op_times,
-                                        window_cycles)
 from sparsetrain.perf.model import analytic_layer, exact_layer
 from sparsetrain.perf.ops2 import unit_ops
-from sparsetrain.perf.rtl_check import random_layer_tensors
-from sparsetrain.perf.schedule import ArchParams, schedule_units
 from sparsetrain.perf.schedule2 import schedule_units2
 from sparsetrain.perf.shapes import LayerShape
+from sparsetrain.sim_tb.perf_check import random_layer_tensors
 
 SEED = int(os.environ.get("SPARSETRAIN_SEED", "2024"))
 # closed form (analytic2) against the event-level schedule (schedule2) per layer step, averaged

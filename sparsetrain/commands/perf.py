@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 
+from ..arch.schedule import ArchParams
 from ..perf import api, paper, report
 from ..perf.energy import EnergyTable
-from ..perf.microarch import MicroArch
-from ..perf.schedule import ArchParams
+from ..arch.microarch import MicroArch
 from ..perf.shapes import INPUT_SIZES
 
 NAME = "perf"
@@ -35,12 +35,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..golden import outdir
+    from .. import outdir
 
     arch = ArchParams(groups=args.groups, buffer_kb=args.buffer_kb, buffer_bw=args.buffer_bw, dram_bw=args.dram_bw,
                       micro=args.microarch)
     energy = EnergyTable.load(args.energy) if args.energy else EnergyTable()
-    # output targets checked before the model runs (golden.outdir: a user's file is never replaced)
+    # output targets checked before the model runs (sparsetrain.outdir: a user's file is never replaced)
     outdir.check_file_target(args.json, "--json")
     outdir.check_file_target(args.plot, "--plot")
     if args.all:

@@ -16,8 +16,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..golden.timing import Mode
-from .microarch import MicroArch, expected_window_cycles
+from ..arch.microarch import MicroArch, expected_window_cycles
+from ..arch.timing import Mode
 
 
 @lru_cache(maxsize=4096)
@@ -137,7 +137,7 @@ def unit_moments(n_ops: np.ndarray, law: OpLaw, finish: float) -> tuple[np.ndarr
 def _simulate(law: OpLaw, finish: float, micro: MicroArch, draw_x, n_units: int) -> float:
     """Mean spacing of unit ends of one group running n_units units (X ops each from draw_x(rng),
     op lengths from the law) through the event-level rules (schedule2.run_unit, op_times)."""
-    from .microarch import window_cycles
+    from ..arch.microarch import window_cycles
     from .ops2 import UnitOps
     from .schedule2 import _Group, run_unit
     rng = np.random.default_rng(SIM_SEED)

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..arch.microarch import MicroArch
+from ..arch.schedule import ArchParams, expected_makespan, expected_unit_time, schedule_units
 from .decompose import (STEP_MODE, STEPS, CycleLaw, exact_units, taps_per_input, taps_per_kernel_row,
                         taps_per_output)
 from .densities import DENSE, DensityTable, LayerDensity, densities_of_patterns
 from .energy import Accesses, EnergyTable
-from .microarch import MicroArch
-from .schedule import ArchParams, expected_makespan, expected_unit_time, schedule_units
 from .shapes import LayerShape
 
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..golden.timing import Mode
+from ..arch.microarch import MicroArch, window_cycles
+from ..arch.timing import Mode
 from .decompose import STEP_MODE, Unit, tap_matrix
-from .microarch import MicroArch, window_cycles
 
 
 @dataclass

@@ -10,9 +10,9 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
-from .microarch import MicroArch, OpTimes, op_times
+from ..arch.microarch import MicroArch, OpTimes, op_times
+from ..arch.schedule import PES_PER_GROUP, ArchParams, Schedule
 from .ops2 import UnitOps
-from .schedule import PES_PER_GROUP, ArchParams, Schedule
 
 
 @dataclass

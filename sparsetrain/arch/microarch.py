@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..golden.timing import Mode
+from .timing import Mode
 
 MAX_WINDOW = 8
 
