@@ -244,7 +244,7 @@ def test_dense_fully_dense_layer_speedup_is_one_with_gen2(rng):
 
 # ---------------------------------------------------------------- closed form vs event level
 
-@pytest.mark.parametrize("micro", ["A", "A+D", "A+C+D", "A+B+C+D+E"])
+@pytest.mark.parametrize("micro", ["A", "A+D", "A+C+D", "A+B+C+D+E", "A+B+C+D1"])
 def test_closed_form_agrees_with_event_level(micro):
     """The closed form is an expectation over i.i.d. rows; one small random layer differs from it
     by its own sampling (a GTW unit's ops share their dO rows with every unit of the filter, so D

@@ -28,6 +28,7 @@ class MicroArch:
     lookahead (B): Port-1 entries an MSRC compute cycle examines (1 = off, 2 = the paper's PE).
     pingpong (C): two PPU accumulators, a unit's finish overlaps the next unit (12.3).
     skip_empty (D): ops whose sparse operand row is empty are not issued (12.4).
+    op_scan: OP words the op reader examines per cycle (0 = unlimited: D's skips cost nothing).
     osrc_window (E): merge actions an OSRC cycle examines (1 = off; 12.5).
     """
 
@@ -36,8 +37,12 @@ class MicroArch:
     pingpong: bool = False
     skip_empty: bool = False
     osrc_window: int = 1
+    op_scan: int = 0        # D: OP words the group's op reader examines per cycle (0 = unlimited, 12.4)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.op_scan, (int, np.integer)) or isinstance(self.op_scan, bool) or \
+                not 0 <= self.op_scan <= 64:
+            raise ValueError(f"op_scan = {self.op_scan!r} is out of range; allowed: 0 (unlimited) .. 64")
         for nm in ("lookahead", "osrc_window"):
             v = getattr(self, nm)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or not 1 <= v <= MAX_WINDOW:
@@ -49,33 +54,44 @@ class MicroArch:
 
     def dense_baseline(self) -> "MicroArch":
         """The baseline gets every change that does not depend on zeros: A and C (not B, D, E)."""
-        return MicroArch(prefetch=self.prefetch, pingpong=self.pingpong)
+        return MicroArch(prefetch=self.prefetch, pingpong=self.pingpong, op_scan=self.op_scan)
 
     @property
     def name(self) -> str:
         letters = [c for c, on in (("A", self.prefetch), ("B", self.lookahead > 1), ("C", self.pingpong),
                                    ("D", self.skip_empty), ("E", self.osrc_window > 1)) if on]
         s = "+".join(letters) or "gen1"
-        if self.lookahead not in (1, 2):
-            s += f" (B window {self.lookahead})"
-        if self.osrc_window not in (1, 2):
-            s += f" (E window {self.osrc_window})"
-        return s
+        s = s.replace("B", f"B{self.lookahead}" if self.lookahead > 2 else "B").replace(
+            "E", f"E{self.osrc_window}" if self.osrc_window > 2 else "E")
+        return s + (f" (op reader {self.op_scan}/cycle)" if self.op_scan else "")
 
     @classmethod
     def parse(cls, text: str) -> "MicroArch":
-        """'gen1', 'gen2' (= A+B+C+D, the built set), or letters joined by '+', e.g. 'A+D+E'."""
+        """'gen1', 'gen2' (= A+B+C+D, the built set), or letters joined by '+', e.g. 'A+D+E';
+        B and E take an optional window after the letter (default 2), e.g. 'A+B+C+D+E4'; D an optional
+        op-reader rate (OP words per cycle; default unlimited), e.g. 'A+C+D2'."""
         t = text.strip().upper()
         if t in PRESETS:
             return PRESETS[t]
-        on = {}
+        kw: dict = {}
         for part in filter(None, t.replace(",", "+").split("+")):
-            if part not in ("A", "B", "C", "D", "E"):
+            letter, num = part[:1], part[1:]
+            if letter not in "ABCDE" or not letter or (num and (letter not in "BDE" or not num.isdigit())):
                 raise ValueError(f"microarch = {text!r} is out of range; allowed: gen1, gen2, or letters A..E "
-                                 f"joined by '+' (e.g. A+D)")
-            on[part] = True
-        return cls(prefetch="A" in on, lookahead=2 if "B" in on else 1, pingpong="C" in on,
-                   skip_empty="D" in on, osrc_window=2 if "E" in on else 1)
+                                 f"joined by '+' (e.g. A+D; B and E may take a window, e.g. E4, D an op-reader rate, e.g. D2)")
+            if letter == "A":
+                kw["prefetch"] = True
+            elif letter == "B":
+                kw["lookahead"] = int(num or 2)
+            elif letter == "C":
+                kw["pingpong"] = True
+            elif letter == "D":
+                kw["skip_empty"] = True
+                if num:
+                    kw["op_scan"] = int(num)
+            else:
+                kw["osrc_window"] = int(num or 2)
+        return cls(**kw)
 
     def with_(self, **kw) -> "MicroArch":
         return replace(self, **kw)

@@ -56,6 +56,7 @@ class OpLaw:
     entries: np.ndarray | None = None   # pmf of an issued op's entries (Port-1, or Port-1 + Port-2 for OSRC)
     q_skip: float = 0.0                 # probability an entry / merge action is a skip item (B / E)
     window: int = 1                     # B / E look-ahead window of this mode
+    op_scan: int = 0                    # OP words the op reader examines per cycle (0 = unlimited)
 
 
 def _entries_pmf(w: int, d: float, skip_empty: bool) -> np.ndarray:
@@ -109,7 +110,7 @@ def op_law(mode: Mode, k: int, stride: int, rows: RowLaw, mask: float, micro: Mi
     else:
         lead = 2.0 + load + (1.0 if mode is Mode.MSRC else 0.0)
         period = lead + mean_c
-    return OpLaw(float(p_issue), load, mean_c, period, lead, mode, pmf, q_skip, window)
+    return OpLaw(float(p_issue), load, mean_c, period, lead, mode, pmf, q_skip, window, micro.op_scan)
 
 
 SIM_UNITS = 96      # units one group runs in the C estimate (the first quarter is warm-up)
@@ -127,16 +128,17 @@ def unit_moments(n_ops: np.ndarray, law: OpLaw, finish: float) -> tuple[np.ndarr
         pmf = binom_pmf(ni, law.p_issue)
         x = np.arange(ni + 1)
         m = np.ceil(x / 3.0)
-        lat = np.where(x > 0, law.lead + (m - 1) * law.period + law.mean_c, 0.0) + finish
-        lats.append(float(pmf @ lat))
+        span = np.where(x > 0, law.lead + (m - 1) * law.period + law.mean_c, 0.0)
+        read = math.ceil(ni / law.op_scan) if law.op_scan else 0.0    # 12.4: the op reader's time
+        lats.append(float(pmf @ np.maximum(span, read)) + finish)
         issued.append(ni * law.p_issue)
-        works.append(ni * law.p_issue * law.period / 3.0)
+        works.append(max(ni * law.p_issue * law.period / 3.0, read))
     return np.array(lats), np.array(issued), np.array(works)
 
 
 def _simulate(law: OpLaw, finish: float, micro: MicroArch, draw_x, n_units: int) -> float:
-    """Mean spacing of unit ends of one group running n_units units (X ops each from draw_x(rng),
-    op lengths from the law) through the event-level rules (schedule2.run_unit, op_times)."""
+    """Mean spacing of unit ends of one group running n_units units ((n ops, X issued) from
+    draw_x(rng), op lengths from the law) through the event-level rules (schedule2.run_unit, op_times)."""
     from ..arch.microarch import window_cycles
     from .ops2 import UnitOps
     from .schedule2 import _Group, run_unit
@@ -145,14 +147,19 @@ def _simulate(law: OpLaw, finish: float, micro: MicroArch, draw_x, n_units: int)
     p = entries / entries.sum()
     g, ends = _Group(), []
     for _ in range(n_units):
-        x = int(draw_x(rng))
+        n, x = (int(v) for v in draw_x(rng))
         ns = rng.choice(len(p), size=x, p=p)
         if law.window > 1:
             comp = np.array([window_cycles((rng.random(nn) < law.q_skip).tolist(), law.window) for nn in ns],
                             dtype=np.int64)
         else:
             comp = ns.astype(np.int64)
-        ops = UnitOps(np.ones(x, bool), np.full(x, law.load, np.int64), comp, np.zeros(x, np.int64), law.mode)
+        issued = np.zeros(max(n, x), bool)
+        issued[rng.choice(len(issued), size=x, replace=False)] = True
+        full = np.zeros(len(issued), np.int64)
+        full[issued] = comp
+        ops = UnitOps(issued, np.full(len(issued), law.load, np.int64), full, np.zeros(len(issued), np.int64),
+                      law.mode)
         ends.append(run_unit(g, ops, int(round(finish)), micro)[0])
     warm = n_units // 4
     return (ends[-1] - ends[warm]) / (n_units - 1 - warm)
@@ -185,17 +192,20 @@ def pingpong_unit_time(counts: np.ndarray, n_ops: np.ndarray, finish: float, law
         return max(clear, finish)
     n_vals = np.rint(np.asarray(n_ops, dtype=np.float64)).astype(int)
     if not runs:
-        return max(_simulate(law, finish, micro, lambda rng: rng.binomial(n_vals[rng.choice(len(n_vals), p=w)],
-                                                                         law.p_issue), SIM_UNITS), finish)
+        def draw(rng):
+            n = n_vals[rng.choice(len(n_vals), p=w)]
+            return n, rng.binomial(n, law.p_issue)
+        return max(_simulate(law, finish, micro, draw, SIM_UNITS), finish)
     total = 0.0
     for cls, wc in zip(n_vals, w):
         pmf = binom_pmf(int(cls), law.p_issue)
         for x in np.flatnonzero(pmf > 1e-4):
             m = math.ceil(x / 3.0)
-            lat_x = (law.lead + (m - 1) * law.period + law.mean_c if x > 0 else 0.0) + finish
-            t = _clear_case(x * law.period / 3.0, lat_x, finish, law.period)
+            read = math.ceil(cls / law.op_scan) if law.op_scan else 0.0
+            lat_x = max(law.lead + (m - 1) * law.period + law.mean_c if x > 0 else 0.0, read) + finish
+            t = _clear_case(max(x * law.period / 3.0, read), lat_x, finish, law.period)
             if t is None:
-                t = _simulate(law, finish, micro, lambda rng, x=x: x, SIM_UNITS // 2)
+                t = _simulate(law, finish, micro, lambda rng, n=cls, x=x: (n, x), SIM_UNITS // 2)
             total += wc * pmf[x] * max(t, finish)
     return total / max(1e-12, sum(wc * binom_pmf(int(c), law.p_issue)[binom_pmf(int(c), law.p_issue) > 1e-4].sum()
                                    for c, wc in zip(n_vals, w)))

@@ -40,18 +40,24 @@ def run_unit(g: _Group, ops: UnitOps, finish: int, micro: MicroArch) -> tuple[in
     """Run one unit on a group from its take time; returns (unit end, op cfg cycles, busy PE-cycles)."""
     t0 = g.take
     starts, f_max, a_last, busy = [], t0, t0, 0
+    scan = micro.op_scan
     for i in range(len(ops.issued)):
         if not ops.issued[i]:
             continue
         # 12.2: the op goes to the PE whose queue frees first (ties: lowest PE)
         pe = min(range(PES_PER_GROUP), key=lambda j: (_queue_free(g, j, t0), j))
         a = _queue_free(g, pe, t0)
+        if scan:  # 12.4: the op reader examines `scan` OP words per cycle, from cycle t0 + 1
+            a = max(a, t0 + 1 + i // scan)
         t = op_times(g.prev[pe], a, ops.mode, int(ops.load[i]), int(ops.compute[i]), micro.prefetch)
         busy += t.f - max(t.a - 1, g.busy_until[pe])       # PE-cycles with an op on the PE (A, S or Q)
         g.busy_until[pe] = t.f
         g.prev[pe] = t
         starts.append(a)
         f_max, a_last = max(f_max, t.f), max(a_last, a)
+    if scan:  # every OP word of the unit is examined, issued or not
+        read_end = t0 + -(-len(ops.issued) // scan)
+        f_max, a_last = max(f_max, read_end), max(a_last, read_end)
     acc = g.units % 2
     end = max(f_max, g.ppu_free) + finish    # 12.3: the finish starts after the unit's last final beat
     g.ppu_free = end
