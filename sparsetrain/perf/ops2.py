@@ -63,14 +63,16 @@ def unit_ops(step: str, shape, units: list[Unit], nz_in: np.ndarray, nz_grad: np
     mode = STEP_MODE[step]
     tw = tap_matrix(s.w_in, s.w_out, s.k, s.stride, s.pad)       # (W_out, W_in)
     wanted = mask.astype(np.int64) @ tw.T                        # (N, C, H_in, W_out)
-    u_in, u_gr, u_mask = nz_in, nz_grad, mask
+    u_in, u_gr = nz_in, nz_grad
     u_wanted = wanted
     if useful_from is not None:
         u_in, u_gr = np.asarray(useful_from["in"], bool), np.asarray(useful_from["grad"], bool)
         um = useful_from.get("mask")
-        u_mask = u_in if um is None else np.asarray(um, bool)
-        u_wanted = u_mask.astype(np.int64) @ tw.T
+        u_wanted = (u_in if um is None else np.asarray(um, bool)).astype(np.int64) @ tw.T
     nnz_in, nnz_gr = nz_in.sum(axis=3), nz_grad.sum(axis=3)
+    u_nnz_in = u_in.sum(axis=3)
+    u_want = u_wanted > 0
+    u_partner = (u_gr.astype(np.int64) @ tw) > 0                  # (N, F, H_out, W_in): input column has a dO partner
     out = []
     for u in units:
         n_ops = len(u.ops)
@@ -83,7 +85,7 @@ def unit_ops(step: str, shape, units: list[Unit], nz_in: np.ndarray, nz_grad: np
                 nnz = int(nnz_in[o.n, o.c, o.in_row])
                 issued[i] = nnz > 0
                 compute[i] = max(1, nnz)
-                useful[i] = int(np.count_nonzero(u_in[o.n, o.c, o.in_row]))
+                useful[i] = int(u_nnz_in[o.n, o.c, o.in_row])
             elif mode is Mode.MSRC:
                 nnz = int(nnz_gr[o.n, o.f, o.out_row])
                 issued[i] = nnz > 0
@@ -92,7 +94,7 @@ def unit_ops(step: str, shape, units: list[Unit], nz_in: np.ndarray, nz_grad: np
                                                                 wanted[o.n, o.c, o.in_row]), micro.lookahead)
                 else:
                     compute[i] = max(1, nnz)
-                useful[i] = int(np.count_nonzero(u_gr[o.n, o.f, o.out_row] & (u_wanted[o.n, o.c, o.in_row] > 0)))
+                useful[i] = int(np.count_nonzero(u_gr[o.n, o.f, o.out_row] & u_want[o.n, o.c, o.in_row]))
             else:
                 i_row, g_row = nz_in[o.n, o.c, o.in_row], nz_grad[o.n, o.f, o.out_row]
                 n1, n2 = int(nnz_in[o.n, o.c, o.in_row]), int(nnz_gr[o.n, o.f, o.out_row])
@@ -102,8 +104,7 @@ def unit_ops(step: str, shape, units: list[Unit], nz_in: np.ndarray, nz_grad: np
                                                micro.osrc_window)
                 else:
                     compute[i] = max(1, n1) + max(1, n2)
-                ui, ug = u_in[o.n, o.c, o.in_row], u_gr[o.n, o.f, o.out_row]
-                useful[i] = int(np.count_nonzero(ui & ((ug.astype(np.int64) @ tw) > 0)))
+                useful[i] = int(np.count_nonzero(u_in[o.n, o.c, o.in_row] & u_partner[o.n, o.f, o.out_row]))
         if not micro.skip_empty:
             issued[:] = True
         out.append(UnitOps(issued, load, compute, useful, mode))
