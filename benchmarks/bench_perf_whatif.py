@@ -57,11 +57,35 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def plot(rows: list[dict], path: str) -> None:
+    """Bars: average, AlexNet CIFAR-10 and ResNet-18 ImageNet speedup per set, the paper's marks."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    keys = [("avg", "average (14 pairs)"), ("alexnet_cifar", "AlexNet CIFAR-10"),
+            ("resnet18_imagenet", "ResNet-18 ImageNet")]
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rows) + 2), 4))
+    width = 0.8 / len(keys)
+    for i, (k, label) in enumerate(keys):
+        ax.bar([x + i * width for x in range(len(rows))], [r[k] for r in rows], width, label=label)
+    ax.axhline(TARGET_AVG, color="C0", ls="--", lw=0.8, label=f"paper average {TARGET_AVG}x")
+    ax.axhline(TARGET_ALEXNET_C10, color="C1", ls="--", lw=0.8, label=f"paper AlexNet C10 {TARGET_ALEXNET_C10}x")
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(rows))], [r["microarch"] for r in rows], fontsize=7,
+                  rotation=20)
+    ax.set_ylabel("speedup vs dense baseline (x)")
+    ax.set_title("Second-generation what-if (papers' densities)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--microarch", nargs="*", default=list(WHAT_IF),
                     help="sets to evaluate (gen1, gen2, letters A..E joined by '+')")
     ap.add_argument("--json", metavar="OUT", help="write the rows as JSON")
+    ap.add_argument("--plot", metavar="OUT.png", help="bar chart of the speedups")
     args = ap.parse_args()
     rows = run(args.microarch)
     print(markdown(rows))
@@ -73,6 +97,8 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
+    if args.plot:
+        plot(rows, args.plot)
 
 
 if __name__ == "__main__":
