@@ -25,11 +25,11 @@ class MicroArch:
     """Switches of the second generation; the default is the first generation exactly.
 
     prefetch (A): shadow Reg-1 + one-deep cfg/mask queue (section 12.1).
-    lookahead (B): Port-1 entries an MSRC compute cycle examines (1 = off, 2 = the paper's PE).
+    lookahead (B): Port-1 entries an MSRC compute cycle examines (1 = off, 2 = the paper's PE; 12.5).
     pingpong (C): two PPU accumulators, a unit's finish overlaps the next unit (12.3).
     skip_empty (D): ops whose sparse operand row is empty are not issued (12.4).
     op_scan: OP words the op reader examines per cycle (0 = unlimited: D's skips cost nothing).
-    osrc_window (E): merge actions an OSRC cycle examines (1 = off; 12.5).
+    osrc_window (E): merge actions an OSRC cycle examines (1 = off; 12.6).
     """
 
     prefetch: bool = False

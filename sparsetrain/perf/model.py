@@ -9,6 +9,7 @@ The dense baseline is the same schedule with every entry present (section 10.5).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -33,7 +34,7 @@ class StepCost:
     entries_read: float
     acc: Accesses
     bound: str = "compute"   # compute | buffer | dram
-    useful: float = 0.0      # PE-cycles consuming a non-zero operand that yields a product (section 12.6)
+    useful: float = 0.0      # PE-cycles consuming a non-zero operand that yields a product (section 12.7)
 
     def utilisation(self, pes: int) -> float:
         return self.busy / (pes * self.cycles) if self.cycles else 0.0
@@ -177,9 +178,8 @@ def _micro(arch: ArchParams, dense: bool) -> MicroArch:
 
 
 def _expected_useful(step: str, s: LayerShape, d: LayerDensity) -> float:
-    """Expected useful PE-cycles (section 12.6) of a step: a property of the data, so the dense
+    """Expected useful PE-cycles (section 12.7) of a step: a property of the data, so the dense
     baseline has the same count (it runs the same non-zero products, among its zeros)."""
-    import math
     k = s.k
     if step == "forward":
         n = _kept_ops(s.c_per_group * taps_per_output(s.h_in, s.h_out, k, s.stride, s.pad), d.weight_rows)

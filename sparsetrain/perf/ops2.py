@@ -2,7 +2,7 @@
 
 For every op of every unit (``decompose.exact_units``): whether it is issued (D), its load
 length L and compute length C (A, with B / E look-ahead), and its useful cycles (cycles in
-which the PE consumes a non-zero operand that yields at least one product, section 12.6).
+which the PE consumes a non-zero operand that yields at least one product, section 12.7).
 """
 from __future__ import annotations
 

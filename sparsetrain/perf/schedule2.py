@@ -27,7 +27,7 @@ class _Group:
 
 @dataclass
 class Schedule2(Schedule):
-    useful: int = 0                  # useful PE-cycles (section 12.6)
+    useful: int = 0                  # useful PE-cycles (section 12.7)
     issued: int = 0                  # ops issued (D leaves out the others)
 
 
