@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .fixedpoint import check_param, off_width
+from .microarch import MicroArch
 from .ppu import N_PE, PPU_LAT
 
 
@@ -27,6 +28,7 @@ class ArchParams:
     dw: int = 16
     w_max: int = 256
     ppu_latency: int = PPU_LAT      # PPU finish pipeline depth (section 10.3)
+    micro: MicroArch = MicroArch()  # second-generation switches (section 12); default: the first generation
 
     def __post_init__(self) -> None:
         check_param("groups", self.groups, 1, 4096)
@@ -91,7 +93,13 @@ def unit_time(op_cycles, finish: int, pes: int = N_PE) -> tuple[int, list[int]]:
 
 
 def schedule_units(units, arch: ArchParams) -> Schedule:
-    """Units in issue order, each to the earliest-free group (ties: lowest group)."""
+    """Units in issue order, each to the earliest-free group (ties: lowest group).
+
+    First generation (section 10) only: the second generation (``arch.micro``) needs per-op
+    data and runs through ``perf.schedule2.schedule_units2``."""
+    if not arch.micro.is_gen1:
+        raise ValueError(f"micro = {arch.micro.name} is out of range for schedule_units; allowed: gen1 "
+                         f"(use perf.schedule2.schedule_units2 for the second generation)")
     heap = [(0, g) for g in range(arch.groups)]
     ends, starts, busy, last = [], [], 0, 0
     for u in units:

@@ -6,6 +6,7 @@ import argparse
 from ..arch.schedule import ArchParams
 from ..perf import api, paper, report
 from ..perf.energy import EnergyTable
+from ..arch.microarch import MicroArch
 from ..perf.shapes import INPUT_SIZES
 
 NAME = "perf"
@@ -22,6 +23,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--buffer-kb", type=float, default=386.0, help="global buffer size in KB")
     p.add_argument("--buffer-bw", type=float, default=None, help="buffer entries per cycle (default unlimited)")
     p.add_argument("--dram-bw", type=float, default=None, help="DRAM bytes per cycle (default: not limiting)")
+    p.add_argument("--microarch", default="gen1", type=MicroArch.parse, metavar="NAME",
+                   help="gen1 (default, the RTL today), gen2 (= A+B+C+D, architecture section 12) or letters "
+                        "A..E joined by '+': A prefetch, B MSRC look-ahead, C ping-pong PPU, D skip empty rows, "
+                        "E OSRC look-ahead")
     p.add_argument("--energy", metavar="JSON", help="per-access energies replacing the defaults")
     p.add_argument("--json", metavar="OUT", help="write the full result as JSON")
     p.add_argument("--plot", metavar="OUT.png", help="bar chart of the speedups")
@@ -32,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from .. import outdir
 
-    arch = ArchParams(groups=args.groups, buffer_kb=args.buffer_kb, buffer_bw=args.buffer_bw, dram_bw=args.dram_bw)
+    arch = ArchParams(groups=args.groups, buffer_kb=args.buffer_kb, buffer_bw=args.buffer_bw, dram_bw=args.dram_bw,
+                      micro=args.microarch)
     energy = EnergyTable.load(args.energy) if args.energy else EnergyTable()
     # output targets checked before the model runs (sparsetrain.outdir: a user's file is never replaced)
     outdir.check_file_target(args.json, "--json")

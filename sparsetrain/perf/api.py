@@ -56,13 +56,17 @@ def perf_all(out_dir: str | Path, arch: ArchParams | None = None, energy: Energy
 
 
 def summary_markdown(results: list[NetworkResult]) -> str:
-    lines = ["| network | input | grad density | forward | GTA | GTW | total speedup | PE util (sparse / dense) "
-             "| energy efficiency |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [f"microarchitecture {results[0].arch.micro.name} (dense baseline "
+             f"{results[0].arch.micro.dense_baseline().name})\n" if results else "",
+             "| network | input | grad density | forward | GTA | GTW | total speedup | PE util (sparse / dense) "
+             "| useful util (sparse / dense) | energy efficiency |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         g = sum(l.density.grad for l in r.layers) / max(1, len(r.layers))
         lines.append(f"| {r.model} | {r.input_kind} | {g:.2f} | {r.step_speedup('forward'):.2f} | "
                      f"{r.step_speedup('gta'):.2f} | {r.step_speedup('gtw'):.2f} | {r.speedup:.2f} | "
-                     f"{r.utilisation():.2f} / {r.utilisation(True):.2f} | {r.energy_ratio:.2f} |")
+                     f"{r.utilisation():.2f} / {r.utilisation(True):.2f} | "
+                     f"{r.useful_utilisation():.3f} / {r.useful_utilisation(True):.3f} | {r.energy_ratio:.2f} |")
     mean = sum(r.speedup for r in results) / len(results)
     emean = sum(r.energy_ratio for r in results) / len(results)
     lines.append(f"\nAverage speedup {mean:.2f}x, best {max(r.speedup for r in results):.2f}x, "

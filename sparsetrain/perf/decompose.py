@@ -86,6 +86,7 @@ class Unit:
     macs: np.ndarray     # multiplies per op
     row_len: int         # length of the result row (K for GTW)
     out_nnz: int         # non-zeros the PPU writes back (compressed; dense length for GTW)
+    ops: tuple = ()      # the golden.rowconv.RowOp of every op (the second generation's per-op rules)
 
 
 def conv_shape(shape, batch: int = 1):
@@ -169,5 +170,5 @@ def exact_units(step: str, shape, nz_in: np.ndarray, nz_grad: np.ndarray,
             macs = np.array([int(gg[o.n, o.f, o.out_row] @ tw @ gi[o.n, o.c, o.in_row]) for o in ops],
                             dtype=np.int64)
             row_len = out = k
-        units.append(Unit((step, *key), law(n1, n2), n1, n2, macs, row_len, out))
+        units.append(Unit((step, *key), law(n1, n2), n1, n2, macs, row_len, out, tuple(ops)))
     return units

@@ -9,10 +9,12 @@ The dense baseline is the same schedule with every entry present (section 10.5).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..arch.microarch import MicroArch
 from ..arch.schedule import ArchParams, expected_makespan, expected_unit_time, schedule_units
 from ..arch.steps import STEP_NAMES, Step
 from .decompose import (CycleLaw, exact_units, taps_per_input, taps_per_kernel_row,
@@ -33,9 +35,13 @@ class StepCost:
     entries_read: float
     acc: Accesses
     bound: str = "compute"   # compute | buffer | dram
+    useful: float = 0.0      # PE-cycles consuming a non-zero operand that yields a product (section 12.7)
 
     def utilisation(self, pes: int) -> float:
         return self.busy / (pes * self.cycles) if self.cycles else 0.0
+
+    def useful_utilisation(self, pes: int) -> float:
+        return self.useful / (pes * self.cycles) if self.cycles else 0.0
 
 
 @dataclass
@@ -140,8 +146,20 @@ def analytic_step(step: str, s: LayerShape, d: LayerDensity, arch: ArchParams, d
         raise ValueError(f"step = {step!r} is out of range; allowed: {', '.join(STEP_NAMES)}")
     keep = n_ops > 0
     n_ops, counts = n_ops[keep], counts[keep]
-    unit_t = expected_unit_time(n_ops, op_cycles, arch.ppu_finish(row_len))
-    makespan = expected_makespan(counts, unit_t, arch.groups)
+    micro = _micro(arch, dense)
+    if micro.is_gen1:
+        unit_t = expected_unit_time(n_ops, op_cycles, arch.ppu_finish(row_len))
+        makespan = expected_makespan(counts, unit_t, arch.groups)
+        busy = float(np.dot(counts, n_ops)) * op_cycles
+    else:
+        from . import analytic2
+        mode = Step(step).mode
+        rows = analytic2.RowLaw(s.w_out, dd.grad) if step == "gta" else \
+            analytic2.RowLaw(s.w_in, dd.act, s.w_out if step == "gtw" else 0, dd.grad if step == "gtw" else 0.0)
+        law2 = analytic2.op_law(mode, k, s.stride, rows, 1.0 if dense else dd.mask_density, micro)
+        makespan, issued = analytic2.makespan(counts, n_ops, arch.ppu_finish(row_len), law2, arch.groups,
+                                              micro, runs=step == "gtw")
+        busy = issued * law2.period
     ops = float(np.dot(counts, n_ops))
     units = int(counts.sum())
     entries = ops * (n1 + n2)
@@ -151,8 +169,28 @@ def analytic_step(step: str, s: LayerShape, d: LayerDensity, arch: ArchParams, d
     lanes = row_len if step == "gtw" or dense else min(row_len, n1 * k)
     acc = Accesses(buffer_bits=ops * (n1 * e_bits + n2 * p2_bits) + mask_bits + out_bits,
                    reg=reg1 + 3.0 * macs, macs=macs, adds=ops * lanes + units * row_len)
-    cost = StepCost(0.0, makespan, ops * op_cycles, ops, units, macs, entries, acc)
+    cost = StepCost(0.0, makespan, busy, ops, units, macs, entries, acc, useful=_expected_useful(step, s, d))
     return _finish_cost(cost, step, s, d, arch, dense)
+
+
+def _micro(arch: ArchParams, dense: bool) -> MicroArch:
+    """The switches a run uses: the dense baseline gets only those that do not need zeros (A, C)."""
+    return arch.micro.dense_baseline() if dense else arch.micro
+
+
+def _expected_useful(step: str, s: LayerShape, d: LayerDensity) -> float:
+    """Expected useful PE-cycles (section 12.7) of a step: a property of the data, so the dense
+    baseline has the same count (it runs the same non-zero products, among its zeros)."""
+    k = s.k
+    if step == "forward":
+        n = _kept_ops(s.c_per_group * taps_per_output(s.h_in, s.h_out, k, s.stride, s.pad), d.weight_rows)
+        return float(n.sum()) * s.c_out * s.w_in * d.act
+    if step == "gta":
+        n = _kept_ops(s.f_per_group * taps_per_input(s.h_in, s.h_out, k, s.stride, s.pad), d.weight_rows)
+        return float(n.sum()) * s.c_in * s.w_out * d.grad * (1.0 - (1.0 - d.mask_density) ** k)
+    n = taps_per_kernel_row(s.h_in, s.h_out, k, s.stride, s.pad)
+    return float(n.sum()) * s.c_out * s.c_per_group * d.weight_rows * s.w_in * d.act * \
+        (1.0 - (1.0 - d.grad) ** math.ceil(k / s.stride))
 
 
 def _kept_ops(n_ops: np.ndarray, w_rows: float) -> np.ndarray:
@@ -186,7 +224,16 @@ def exact_step(step: str, s: LayerShape, pats: dict[str, np.ndarray], arch: Arch
         nz_out = pats.get("out") if step == "forward" else pats.get("out_grad") if step == "gta" else None
     live = None if dense else pats.get("gtw_rows" if step == "gtw" else "live_rows")
     units = exact_units(step, s, nz_in, nz_grad, nz_out, mask, live)
-    sched = schedule_units(units, arch)
+    from .ops2 import unit_ops
+    micro = _micro(arch, dense)
+    rules = unit_ops(step, s, units, nz_in, nz_grad, mask, micro,
+                     useful_from=pats if dense else None)
+    if micro.is_gen1:
+        sched = schedule_units(units, replace(arch, micro=micro))  # the dense baseline of B/D/E runs gen1
+    else:
+        from .schedule2 import schedule_units2
+        sched = schedule_units2(units, rules, arch, micro)
+    useful = float(sum(int(r.useful.sum()) for r in rules))
     e_bits = arch.dw if dense else arch.dw + arch.off_w
     n1 = float(sum(u.n1.sum() for u in units))
     n2 = float(sum(u.n2.sum() for u in units))
@@ -202,7 +249,8 @@ def exact_step(step: str, s: LayerShape, pats: dict[str, np.ndarray], arch: Arch
         lanes = sum(int(np.minimum(u.row_len, u.n1 * s.k).sum()) for u in units)
     acc = Accesses(buffer_bits=n1 * e_bits + n2 * p2_bits + mask_bits + out_bits, reg=reg1 + 3.0 * macs,
                    macs=macs, adds=lanes + sum(u.row_len for u in units))
-    cost = StepCost(0.0, float(sched.cycles), float(sched.busy), ops, len(units), macs, n1 + n2, acc)
+    cost = StepCost(0.0, float(sched.cycles), float(sched.busy), ops, len(units), macs, n1 + n2, acc,
+                    useful=useful)
     n_batch = nz_in.shape[0]
     d = densities_of_patterns(pats) if not dense else DENSE
     cost = _finish_cost(cost, step, s, d, arch, dense)
@@ -258,6 +306,12 @@ class NetworkResult:
         busy = sum((st.dense if dense else st.sparse).busy for l in self.layers for st in l.steps.values())
         cyc = self.cycles(dense)
         return busy / (self.arch.pes * cyc) if cyc else 0.0
+
+    def useful_utilisation(self, dense: bool = False) -> float:
+        """Useful PE-cycles (a non-zero operand consumed that yields a product) over PEs x cycles."""
+        useful = sum((st.dense if dense else st.sparse).useful for l in self.layers for st in l.steps.values())
+        cyc = self.cycles(dense)
+        return useful / (self.arch.pes * cyc) if cyc else 0.0
 
 
 def evaluate(shapes: list[LayerShape], densities, arch: ArchParams | None = None,

@@ -16,6 +16,8 @@ def as_json(res: NetworkResult) -> dict:
             steps[name] = {"cycles": st.sparse.cycles, "dense_cycles": st.dense.cycles, "speedup": st.speedup,
                            "utilisation": st.sparse.utilisation(res.arch.pes),
                            "dense_utilisation": st.dense.utilisation(res.arch.pes),
+                           "useful_utilisation": st.sparse.useful_utilisation(res.arch.pes),
+                           "dense_useful_utilisation": st.dense.useful_utilisation(res.arch.pes),
                            "bound": st.sparse.bound, "ops": st.sparse.ops, "macs": st.sparse.macs,
                            "dense_macs": st.dense.macs, "energy_pj": st.energy, "dense_energy_pj": st.dense_energy}
         layers.append({"name": l.shape.name, "shape": l.shape.as_dict(), "density": l.density.as_dict(),
@@ -24,6 +26,8 @@ def as_json(res: NetworkResult) -> dict:
             "notes": res.notes, "layers": layers,
             "total": {"cycles": res.cycles(), "dense_cycles": res.cycles(True), "speedup": res.speedup,
                       "utilisation": res.utilisation(), "dense_utilisation": res.utilisation(True),
+                      "useful_utilisation": res.useful_utilisation(),
+                      "dense_useful_utilisation": res.useful_utilisation(True),
                       "energy_pj": res.energy(), "dense_energy_pj": res.energy(True),
                       "energy_ratio": res.energy_ratio,
                       "steps": {s: {"cycles": res.step_cycles(s), "dense_cycles": res.step_cycles(s, True),
@@ -39,21 +43,26 @@ def write_json(res: NetworkResult, path: str | Path) -> Path:
 
 def table(res: NetworkResult) -> str:
     """Per-layer table and network totals, as printed by `sparsetrain perf`."""
-    lines = [f"{res.model} ({res.input_kind}), {res.arch.groups} groups x 3 PEs, buffer {res.arch.buffer_kb:g} KB",
+    lines = [f"{res.model} ({res.input_kind}), {res.arch.groups} groups x 3 PEs, buffer {res.arch.buffer_kb:g} KB, "
+             f"microarchitecture {res.arch.micro.name} (dense baseline {res.arch.micro.dense_baseline().name})",
              *[f"note: {n}" for n in res.notes],
              f"{'layer':<28}{'shape':>22}{'act':>6}{'grad':>6}"
-             + "".join(f"{s + ' x':>10}" for s in STEP_NAMES) + f"{'cycles':>12}{'dense':>12}{'speedup':>9}{'util':>6}"]
+             + "".join(f"{s + ' x':>10}" for s in STEP_NAMES) + f"{'cycles':>12}{'dense':>12}{'speedup':>9}{'util':>6}{'useful':>7}"]
     for l in res.layers:
         s = l.shape
         shp = f"{s.c_in}>{s.c_out} {s.h_in}x{s.w_in} k{s.k}s{s.stride}"
         sp = "".join(f"{l.steps[st].speedup:>10.2f}" if st in l.steps else f"{'-':>10}" for st in STEP_NAMES)
         busy = sum(x.sparse.busy for x in l.steps.values())
         util = busy / (res.arch.pes * l.cycles()) if l.cycles() else 0.0
+        useful = sum(x.sparse.useful for x in l.steps.values()) / (res.arch.pes * l.cycles()) if l.cycles() else 0.0
         lines.append(f"{s.name[:27]:<28}{shp:>22}{l.density.act:>6.2f}{l.density.grad:>6.2f}{sp}"
-                     f"{l.cycles():>12.0f}{l.cycles(True):>12.0f}{l.speedup:>9.2f}{util:>6.2f}")
+                     f"{l.cycles():>12.0f}{l.cycles(True):>12.0f}{l.speedup:>9.2f}{util:>6.2f}{useful:>7.3f}")
     sp = "".join(f"{res.step_speedup(st):>10.2f}" for st in STEP_NAMES)
     lines.append(f"{'total':<28}{'':>22}{'':>6}{'':>6}{sp}{res.cycles():>12.0f}{res.cycles(True):>12.0f}"
-                 f"{res.speedup:>9.2f}{res.utilisation():>6.2f}")
+                 f"{res.speedup:>9.2f}{res.utilisation():>6.2f}{res.useful_utilisation():>7.3f}")
+    lines.append(f"PE utilisation: busy {res.utilisation():.2f} sparse / {res.utilisation(True):.2f} dense; useful "
+                 f"(a non-zero operand consumed that yields a product) {res.useful_utilisation():.3f} sparse / "
+                 f"{res.useful_utilisation(True):.3f} dense")
     lines.append(f"energy (on chip): {res.energy() / 1e6:.3f} uJ sparse, {res.energy(True) / 1e6:.3f} uJ dense, "
                  f"efficiency {res.energy_ratio:.2f}x; DRAM spills {res.energy(key='dram') / 1e6:.3f} uJ")
     return "\n".join(lines)
