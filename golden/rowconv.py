@@ -25,13 +25,11 @@ from typing import Iterator
 
 import numpy as np
 
+from ..arch.geometry import ConvShape
 from . import rowops
 from .fixedpoint import (FRAC_MAX, FRAC_MIN, SparseRow, check_acc_w, check_param, choose_frac_bits,
                          quantize, requantize, sat, sat_limit)
 from .timing import Mode, entries, pe_cycles
-
-K_LIMIT = 16        # largest K of the contract (K_MAX range, section 1)
-W_LIMIT = 4096      # longest row of the contract (W_MAX range, section 1)
 
 
 class Step(Enum):
@@ -44,112 +42,6 @@ class Step(Enum):
     @property
     def mode(self) -> Mode:
         return {Step.FORWARD: Mode.SRC, Step.GTA: Mode.MSRC, Step.GTW: Mode.OSRC}[self]
-
-
-@dataclass(frozen=True)
-class ConvShape:
-    """Geometry of one conv layer: I is (batch, in_channels, height, width), W is
-    (out_channels, in_channels/groups, kernel, kernel), O and dO are (batch, out_channels,
-    out_height, out_width). ``groups`` is 1 (ordinary) or in_channels (depthwise)."""
-
-    batch: int
-    in_channels: int
-    out_channels: int
-    height: int
-    width: int
-    kernel: int
-    stride: int = 1
-    pad: int = 0
-    groups: int = 1
-
-    def __post_init__(self) -> None:
-        check_param("batch", self.batch, 1, 1 << 20)
-        check_param("in_channels", self.in_channels, 1, 1 << 16)
-        check_param("out_channels", self.out_channels, 1, 1 << 16)
-        check_param("height", self.height, 1, W_LIMIT)
-        check_param("width", self.width, 1, W_LIMIT)
-        check_param("K", self.kernel, 1, K_LIMIT)
-        check_param("stride", self.stride)
-        check_param("pad", self.pad, 0, self.kernel - 1)
-        smallest = min(self.height, self.width) + 2 * self.pad
-        check_param("K", self.kernel, 1, smallest,
-                    allowed=f"1 .. {smallest} (the padded {self.height} x {self.width} input)")
-        if self.groups not in (1, self.in_channels):
-            raise ValueError(f"groups = {self.groups} is out of range; allowed: 1 or in_channels "
-                             f"({self.in_channels})")
-        if self.out_channels % self.groups:
-            raise ValueError(f"out_channels = {self.out_channels} is out of range; allowed: a multiple "
-                             f"of groups ({self.groups})")
-
-    @classmethod
-    def from_tensors(cls, input_shape: tuple[int, ...], weight_shape: tuple[int, ...], *, stride: int = 1,
-                     pad: int = 0, groups: int = 1) -> "ConvShape":
-        input_shape, weight_shape = tuple(input_shape), tuple(weight_shape)
-        _check_ndim("I", input_shape, "(N, C, H, W)")
-        _check_ndim("W", weight_shape, "(F, C/groups, K, K)")
-        f, cg, kh, kw = weight_shape
-        if kh != kw:
-            raise ValueError(f"W shape = {weight_shape} is out of range; allowed: a square kernel "
-                             f"(K, K), got {kh} x {kw}")
-        n, c, h, w = input_shape
-        shape = cls(n, c, f, h, w, kh, stride, pad, groups)
-        if cg != shape.in_per_group:
-            raise ValueError(f"W shape = {weight_shape} does not match the layer; allowed: "
-                             f"{shape.weight_shape}")
-        return shape
-
-    @property
-    def in_per_group(self) -> int:
-        return self.in_channels // self.groups
-
-    @property
-    def out_per_group(self) -> int:
-        return self.out_channels // self.groups
-
-    @property
-    def out_height(self) -> int:
-        return (self.height + 2 * self.pad - self.kernel) // self.stride + 1
-
-    @property
-    def out_width(self) -> int:
-        return (self.width + 2 * self.pad - self.kernel) // self.stride + 1
-
-    @property
-    def input_shape(self) -> tuple[int, int, int, int]:
-        return (self.batch, self.in_channels, self.height, self.width)
-
-    @property
-    def weight_shape(self) -> tuple[int, int, int, int]:
-        return (self.out_channels, self.in_per_group, self.kernel, self.kernel)
-
-    @property
-    def output_shape(self) -> tuple[int, int, int, int]:
-        return (self.batch, self.out_channels, self.out_height, self.out_width)
-
-    def in_channels_of(self, f: int) -> range:
-        g = f // self.out_per_group
-        return range(g * self.in_per_group, (g + 1) * self.in_per_group)
-
-    def out_channels_of(self, c: int) -> range:
-        g = c // self.in_per_group
-        return range(g * self.out_per_group, (g + 1) * self.out_per_group)
-
-    def weight_channel(self, c: int) -> int:
-        """Index of input channel c along W's second axis."""
-        return c % self.in_per_group
-
-    def terms(self, step: Step) -> int:
-        """Largest number of products summed into one result of the step (section 2)."""
-        if step is Step.FORWARD:
-            return self.in_per_group * self.kernel * self.kernel
-        if step is Step.GTA:
-            return self.out_per_group * self.kernel * self.kernel
-        return self.batch * self.out_height * self.out_width
-
-
-def _check_ndim(name: str, shape: tuple[int, ...], allowed: str) -> None:
-    if len(shape) != 4:
-        raise ValueError(f"{name} shape = {shape} is out of range; allowed: 4 dimensions {allowed}")
 
 
 def _check_shape(name: str, array: np.ndarray, expected: tuple[int, ...]) -> None:

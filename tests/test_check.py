@@ -11,7 +11,8 @@ import pytest
 
 from sparsetrain.cli import main
 from sparsetrain.compiler import LayerData, compile_step
-from sparsetrain.compiler_check import Mismatch, _first_mismatch, check_compiled, check_layer, sim_params
+from sparsetrain.check import Mismatch, check_compiled, check_layer, sim_params
+from sparsetrain.check.harness import _first_mismatch
 from sparsetrain.golden.tensors import load_golden
 from sparsetrain.hw.core_isa import Opcode, decode, encode
 

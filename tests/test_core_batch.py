@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from sparsetrain.golden.core_model import random_program
+from sparsetrain.compiler.random_programs import random_program
 from sparsetrain.golden.core_vec import run_program_fast
 from sparsetrain.hw.core_isa import CoreParams, ErrorCode
 from sparsetrain.sim_tb.core_batch import CoreJob, run_core_programs

@@ -7,7 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from sparsetrain.golden.core_model import ProgramBuilder, batch_threshold, random_program, run_program
+from sparsetrain.compiler.emit import ProgramBuilder
+from sparsetrain.compiler.random_programs import random_program
+from sparsetrain.golden.core_model import batch_threshold, run_program
 from sparsetrain.golden.fixedpoint import SparseRow, rne_shift, sat
 from sparsetrain.golden.ppu_model import Op, PPUModel
 from sparsetrain.golden.timing import Mode

@@ -52,12 +52,6 @@ def tap_matrix(n_in: int, n_out: int, k: int, stride: int, pad: int) -> np.ndarr
     return t
 
 
-def valid_taps(n_in: int, n_out: int, k: int, stride: int, pad: int) -> int:
-    """Pairs (output index, kernel tap) that land on a real input index (not padding)."""
-    x = np.arange(n_out)[:, None] * stride + np.arange(k)[None, :] - pad
-    return int(np.count_nonzero((x >= 0) & (x < n_in)))
-
-
 def taps_per_output(n_in: int, n_out: int, k: int, stride: int, pad: int) -> np.ndarray:
     """For each output row y: how many kernel rows kr read a real input row (forward ops per channel)."""
     x = np.arange(n_out)[:, None] * stride + np.arange(k)[None, :] - pad
@@ -91,10 +85,8 @@ class Unit:
 
 
 def conv_shape(shape, batch: int = 1):
-    """The shared decomposition's geometry (golden.rowconv.ConvShape) of a LayerShape."""
-    from ..golden.rowconv import ConvShape
-    return ConvShape(batch, shape.c_in, shape.c_out, shape.h_in, shape.w_in, shape.k, shape.stride,
-                     shape.pad, shape.groups)
+    """The layer's geometry (sparsetrain.arch.geometry.ConvShape) at ``batch`` samples."""
+    return shape.with_batch(batch)
 
 
 def exact_units(step: str, shape, nz_in: np.ndarray, nz_grad: np.ndarray,

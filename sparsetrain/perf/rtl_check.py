@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..arch.geometry import ConvShape
 from ..golden.fixedpoint import SparseRow
 from ..golden.rowconv import Step, layer_row_ops
 from .decompose import STEPS, conv_shape, exact_units
 from .schedule import ArchParams, schedule_units
-from .shapes import LayerShape
 
 
 @dataclass
@@ -34,7 +34,7 @@ class RtlRow:
         return abs(self.model_cycles - self.rtl_cycles) / self.rtl_cycles
 
 
-def random_layer_tensors(shape: LayerShape, rng: np.random.Generator, d_in: float, d_grad: float,
+def random_layer_tensors(shape: ConvShape, rng: np.random.Generator, d_in: float, d_grad: float,
                          vmax: int = 50) -> dict[str, np.ndarray]:
     """Integer I (ReLU-like: non-negative, sparse), W (dense) and dO (signed, sparse) of one sample."""
     i = rng.integers(1, vmax, (1, shape.c_in, shape.h_in, shape.w_in)) * (rng.random((1, shape.c_in, shape.h_in, shape.w_in)) < d_in)
@@ -43,7 +43,7 @@ def random_layer_tensors(shape: LayerShape, rng: np.random.Generator, d_in: floa
     return {"I": i.astype(np.int64), "W": w.astype(np.int64), "dO": g.astype(np.int64)}
 
 
-def pe_ops_of_step(shape: LayerShape, t: dict[str, np.ndarray], step: str) -> list:
+def pe_ops_of_step(shape: ConvShape, t: dict[str, np.ndarray], step: str) -> list:
     """The PeOps of one step, in layer_row_ops order."""
     from ..sim_tb.pe_driver import PeOp
     cs = conv_shape(shape, t["I"].shape[0])
@@ -62,7 +62,7 @@ def pe_ops_of_step(shape: LayerShape, t: dict[str, np.ndarray], step: str) -> li
     return ops
 
 
-def compare_with_rtl(layers: list[tuple[LayerShape, dict[str, np.ndarray]]], arch: ArchParams,
+def compare_with_rtl(layers: list[tuple[ConvShape, dict[str, np.ndarray]]], arch: ArchParams,
                      sim: str = "verilator", params=None) -> list[RtlRow]:
     """Run every op of every step of ``layers`` on the PE RTL; one RtlRow per layer step."""
     from ..hw.layouts import HwParams

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .golden.fixedpoint import FRAC_MIN, choose_frac_bits, quantize, sat_limit
-from .golden.rowconv import ConvShape, Step, error_bound
+from ..arch.geometry import ConvShape
+from ..golden.fixedpoint import FRAC_MIN, choose_frac_bits, quantize, sat_limit
+from ..golden.rowconv import Step, error_bound
 
 
 @dataclass
