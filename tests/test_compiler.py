@@ -269,3 +269,36 @@ def test_compile_network_every_conv_and_refusal_names_the_layer():
     model[2] = nn.Conv2d(2, 3, 3, padding=2, dilation=2)
     with _refusal(match=r"layer 2: dilation = \(2, 2\)"):
         compile_network(model, layers, PARAMS)
+
+
+def test_program_builder_places_result_rows_either_way(seed):
+    """The one ProgramBuilder: result slots after the rows written before the next instruction (the
+    core tests' layout) or above every operand (the compiler's); the core model gives the same rows."""
+    from sparsetrain.compiler import ProgramBuilder
+    from sparsetrain.golden.fixedpoint import SparseRow
+    from sparsetrain.golden.timing import Mode
+    rng = np.random.default_rng(seed)
+    rows = [rng.integers(-50, 50, 9) * (rng.random(9) < 0.5) for _ in range(4)]
+    weights = [rng.integers(-50, 50, 3) for _ in range(4)]
+    got = {}
+    for last in (False, True):
+        b = ProgramBuilder(PARAMS, results_last=last)
+        b.instr(Opcode.SYNC, step=0)
+        for u in range(2):
+            ops = [b.op(Mode.SRC, 3, 9, 7, b.row(SparseRow.from_dense(rows[2 * u + i])), b.weights(weights[2 * u + i]))
+                   for i in range(2)]
+            b.unit(7, ops)
+        b.instr(Opcode.END)
+        program, image, masks = b.build()
+        slots = [a for a, _ in b.results]
+        operands = sum(max(1, np.count_nonzero(r)) for r in rows) + 4 * 3
+        if last:
+            assert len(image) == operands and slots == [operands, operands + 7]
+        else:
+            assert len(image) == operands + 14 and slots == [operands, operands + 7]  # placed at END
+        run = run_program(program, image, PARAMS, masks=masks)
+        assert run.error == 0, run.error_message
+        got[last] = [run.row(d, 7, PARAMS) for d in range(2)]
+    want = [sum(np.convolve(rows[2 * u + i], weights[2 * u + i][::-1], "valid") for i in range(2)) for u in range(2)]
+    for last in (False, True):
+        np.testing.assert_array_equal(np.array(got[last]), np.array(want))

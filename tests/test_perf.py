@@ -14,7 +14,7 @@ from sparsetrain.arch.geometry import ConvShape
 from sparsetrain.cli import main
 from sparsetrain.golden.rowconv import Step, layer_row_ops
 from sparsetrain.perf import api, paper
-from sparsetrain.perf.decompose import STEPS, conv_shape, exact_units
+from sparsetrain.perf.decompose import STEPS, exact_units
 from sparsetrain.perf.densities import LayerDensity, load_run_dir, load_table, paper_table, table_from_metrics
 from sparsetrain.perf.energy import EnergyTable
 from sparsetrain.perf.model import analytic_layer, evaluate, exact_layer, expected_entries
@@ -129,7 +129,7 @@ def test_unit_ops_are_the_shared_decomposition(rng):
     pats = patterns(rng, sh, 0.5, 0.3)
     for step in STEPS:
         units = exact_units(step, sh, pats["in"], pats["grad"])
-        assert sum(len(u.cycles) for u in units) == len(list(layer_row_ops(conv_shape(sh), Step(step))))
+        assert sum(len(u.cycles) for u in units) == len(list(layer_row_ops(sh, Step(step))))
         an = analytic_layer(sh, LayerDensity(0.5, 0.3), ArchParams())
         assert an.steps[step].sparse.ops == sum(len(u.cycles) for u in units)
         assert an.steps[step].sparse.units == len(units)

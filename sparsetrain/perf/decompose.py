@@ -84,11 +84,6 @@ class Unit:
     out_nnz: int         # non-zeros the PPU writes back (compressed; dense length for GTW)
 
 
-def conv_shape(shape, batch: int = 1):
-    """The layer's geometry (sparsetrain.arch.geometry.ConvShape) at ``batch`` samples."""
-    return shape.with_batch(batch)
-
-
 def exact_units(step: str, shape, nz_in: np.ndarray, nz_grad: np.ndarray,
                 nz_out: np.ndarray | None = None, mask: np.ndarray | None = None,
                 live_rows: np.ndarray | None = None) -> list[Unit]:
@@ -135,9 +130,9 @@ def exact_units(step: str, shape, nz_in: np.ndarray, nz_grad: np.ndarray,
 
     units: list[Unit] = []
     groups: dict[tuple, list] = {}
-    for op in layer_row_ops_tuple(conv_shape(s, n_batch), Step(step)):
+    cs = s.with_batch(n_batch)
+    for op in layer_row_ops_tuple(cs, Step(step)):
         groups.setdefault(unit_key(op), []).append(op)  # ops of a unit are consecutive; dict keeps order
-    cs = conv_shape(s, n_batch)
     for key, ops in groups.items():
         ops = weight_row_ops(step, ops, live_rows, cs.weight_channel)
         if not ops:

@@ -15,7 +15,7 @@ import numpy as np
 from ..arch.geometry import ConvShape
 from ..golden.fixedpoint import SparseRow
 from ..golden.rowconv import Step, layer_row_ops
-from .decompose import STEPS, conv_shape, exact_units
+from .decompose import STEPS, exact_units
 from .schedule import ArchParams, schedule_units
 
 
@@ -46,7 +46,7 @@ def random_layer_tensors(shape: ConvShape, rng: np.random.Generator, d_in: float
 def pe_ops_of_step(shape: ConvShape, t: dict[str, np.ndarray], step: str) -> list:
     """The PeOps of one step, in layer_row_ops order."""
     from ..sim_tb.pe_driver import PeOp
-    cs = conv_shape(shape, t["I"].shape[0])
+    cs = shape.with_batch(t["I"].shape[0])
     ops = []
     for op in layer_row_ops(cs, Step(step)):
         wrow = t["W"][op.f, cs.weight_channel(op.c), op.kr].tolist()
