@@ -38,9 +38,9 @@ def bench_exact(seed: int) -> None:
 
 
 def bench_rtl(seed: int) -> None:
-    from sparsetrain.perf.rtl_check import compare_with_rtl, markdown_table, random_layer_tensors
     from sparsetrain.arch.geometry import ConvShape
-    from sparsetrain.perf.schedule import ArchParams
+    from sparsetrain.arch.schedule import ArchParams
+    from sparsetrain.sim_tb.perf_check import compare_with_rtl, markdown_table, random_layer_tensors
     rng = np.random.default_rng(seed)
     layers = []
     for name, c, f, h, w, k, s, p, d_in, d_grad in [

@@ -1,5 +1,5 @@
 """The compiler: scale choice, refusals with their reasons, program structure, and programs that the
-bit-accurate core model runs to the same integers as golden.rowconv's integer path."""
+bit-accurate core model runs to the same integers as golden.bitexact.rowconv's integer path."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,13 +7,14 @@ import pytest
 import torch
 from torch import nn
 
+from sparsetrain.arch.fixedpoint import sat_limit
+from sparsetrain.arch.isa import CoreParams, Opcode, decode, entry_decode
+from sparsetrain.arch.ppu import Op as PPUOp
+from sparsetrain.arch.steps import Step
 from sparsetrain.compiler import ConvShape, LayerData, acc_bits_needed, compile_network, compile_step
-from sparsetrain.golden import rowconv
-from sparsetrain.golden.core_model import run_program
-from sparsetrain.golden.fixedpoint import sat_limit
-from sparsetrain.golden.ppu_model import Op as PPUOp
-from sparsetrain.golden.rowconv import Step, layer_row_ops
-from sparsetrain.hw.core_isa import CoreParams, Opcode, decode, entry_decode
+from sparsetrain.golden.bitexact import rowconv
+from sparsetrain.golden.bitexact.core_model import run_program
+from sparsetrain.golden.bitexact.rowconv import layer_row_ops
 
 PARAMS = CoreParams(acc_w=48, groups=2, buf_depth=1 << 14, mask_depth=1 << 10, imem_depth=1 << 14, dir_depth=1 << 12)
 
@@ -275,8 +276,8 @@ def test_program_builder_places_result_rows_either_way(seed):
     """The one ProgramBuilder: result slots after the rows written before the next instruction (the
     core tests' layout) or above every operand (the compiler's); the core model gives the same rows."""
     from sparsetrain.compiler import ProgramBuilder
-    from sparsetrain.golden.fixedpoint import SparseRow
-    from sparsetrain.golden.timing import Mode
+    from sparsetrain.arch.fixedpoint import SparseRow
+    from sparsetrain.arch.timing import Mode
     rng = np.random.default_rng(seed)
     rows = [rng.integers(-50, 50, 9) * (rng.random(9) < 0.5) for _ in range(4)]
     weights = [rng.integers(-50, 50, 3) for _ in range(4)]

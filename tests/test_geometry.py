@@ -59,9 +59,9 @@ def test_input_must_match_the_conv():
 
 
 def test_terms_by_step_name_or_step():
-    from sparsetrain.golden.rowconv import Step
+    from sparsetrain.arch.steps import Step
     s = ConvShape(3, 4, 6, 8, 8, 3, 1, 1)
     assert s.terms(Step.FORWARD) == s.terms("forward") == 4 * 9
     assert s.terms(Step.GTA) == 6 * 9 and s.terms("gtw") == 3 * 8 * 8
-    with pytest.raises(ValueError, match="step = 'back' is out of range"):
+    with pytest.raises(ValueError, match="'back' is not a valid Step"):
         s.terms("back")

@@ -1,2 +1,6 @@
-"""The contract between the packages: definitions every layer (hw, golden, compiler, perf) shares,
-free of torch and simulation code (docs/architecture.md is the prose of the same contract)."""
+"""The architecture contract: every parameter, format, opcode and timing rule that the RTL
+(``hw``), the bit-accurate model (``golden.bitexact``), the compiler, the testbenches and the
+performance model share. docs/architecture.md states it in prose; this package is its code.
+
+Nothing here imports torch or a simulator, so every layer above can use it.
+"""

@@ -14,9 +14,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-# TODO(issue 14, i14a): check_param belongs to the contract's number format; imported from its
-# current home until that module moves into sparsetrain.arch.
-from ..golden.fixedpoint import check_param
+from .fixedpoint import check_param
+from .steps import Step
 
 K_LIMIT = 16        # largest K of the contract (K_MAX range, section 1)
 W_LIMIT = 4096      # longest row of the contract (W_MAX range, section 1)
@@ -179,17 +178,14 @@ class ConvShape:
         """Index of input channel c along W's second axis."""
         return c % self.in_per_group
 
-    def terms(self, step: Any) -> int:
-        """Largest number of products summed into one result of the step (section 2); ``step``
-        is a ``golden.rowconv.Step`` or its name (forward, gta, gtw)."""
-        name = getattr(step, "value", step)
-        if name == "forward":
+    def terms(self, step: Step | str) -> int:
+        """Largest number of products summed into one result of the step (section 2)."""
+        step = Step(step)
+        if step is Step.FORWARD:
             return self.in_per_group * self.kernel * self.kernel
-        if name == "gta":
+        if step is Step.GTA:
             return self.out_per_group * self.kernel * self.kernel
-        if name == "gtw":
-            return self.batch * self.out_height * self.out_width
-        raise ValueError(f"step = {step!r} is out of range; allowed: forward, gta, gtw")
+        return self.batch * self.out_height * self.out_width
 
     def macs(self) -> int:
         """Dense multiply-accumulates of the forward step per sample (padding excluded)."""

@@ -12,5 +12,6 @@ from .harness import check_compiled, check_layer
 from .report import CheckReport, Mismatch, write_report
 from .simconfig import SIM_PARAMS, TIMEOUT_CODE, sim_params
 
+
 __all__ = ["check_compiled", "check_layer", "CheckReport", "Mismatch", "write_report", "SIM_PARAMS", "TIMEOUT_CODE",
            "sim_params"]

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..golden.rowconv import Step
-from ..perf.decompose import exact_units
-from ..perf.schedule import ArchParams, schedule_units
+from ..arch.schedule import ArchParams, schedule_units
+from ..arch.steps import Step
 from ..compiler.compile import CompiledStep, result_units
+from ..perf.decompose import exact_units
+
 
 
 def _step_patterns(c: CompiledStep):

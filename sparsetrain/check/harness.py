@@ -1,11 +1,11 @@
 """`sparsetrain check` as a plain API: one layer step of a golden run on the RTL, checked two ways.
 
-1. RTL against the bit-accurate model (``golden.core_vec.run_program_fast``, equal to the scalar
-   ``golden.core_model.run_program``, of the same program):
+1. RTL against the bit-accurate model (``golden.bitexact.core_vec.run_program_fast``, equal to the scalar
+   ``golden.bitexact.core_model.run_program``, of the same program):
    every result element, the per-step counters and the error status, bit for bit; the first
    differing element is named (tensor, n, channel, row, column, RTL value, model value).
 2. The model against the float64 result of the golden float tensors: within the element-wise
-   bound of section 2 (``golden.rowconv.error_bound``). Pruned GTA rows are checked where the
+   bound of section 2 (``golden.bitexact.rowconv.error_bound``). Pruned GTA rows are checked where the
    PPU kept the value; a pruned element must have been below the threshold (within the bound).
 
 Cycles: the RTL's counter, the model's, the section 10 schedule and the dense baseline of the
@@ -20,21 +20,22 @@ from typing import Any
 
 import numpy as np
 
-from ..golden.core_model import CoreRun, batch_threshold
-from ..golden.core_vec import run_program_fast
-from ..golden.rowconv import Step
-from ..hw.core_isa import CoreParams
+from ..arch.isa import CoreParams
+from ..arch.steps import Step
 from ..compiler.compile import CompiledStep, LayerData, compile_step
-from .cycles import schedule_cycles, weight_saved_cycles
 from ..compiler.emit import PRUNE_SLOT
+from ..golden.bitexact.core_model import CoreRun, batch_threshold
+from ..golden.bitexact.core_vec import run_program_fast
+from .cycles import schedule_cycles, weight_saved_cycles
 from .report import CheckReport, Mismatch
 from .simconfig import TIMEOUT_CODE, sim_params
+
 
 
 def check_layer(run_dir: str | Path, layer: str, step: str, *, sim: str = "verilator", samples: int | None = None,
                 params: CoreParams | None = None) -> CheckReport:
     """Compile ``layer``'s ``step`` from the golden run, run it on the RTL and the model, compare."""
-    from ..golden.tensors import load_golden
+    from ..golden.training.tensors import load_golden
     if step not in tuple(s.value for s in Step):
         raise ValueError(f"step = {step!r} is out of range; allowed: forward, gta, gtw")
     run = load_golden(run_dir)

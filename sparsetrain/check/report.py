@@ -13,6 +13,7 @@ from typing import Any
 from .simconfig import TIMEOUT_CODE
 
 
+
 @dataclass
 class Mismatch:
     tensor: str
@@ -53,8 +54,8 @@ class CheckReport:
     golden_max_error: float | None  # model vs the stored float32 golden tensor (complete layers)
     rtl_cycles: int
     model_cycles: int
-    schedule_cycles: int         # section 10 prediction (sparsetrain.perf.schedule)
-    contract_cycles: int         # the model's own section 10 figure (golden.core_model cycles_contract)
+    schedule_cycles: int         # section 10 prediction (sparsetrain.arch.schedule)
+    contract_cycles: int         # the model's own section 10 figure (golden.bitexact.core_model cycles_contract)
     dense_cycles: int            # dense baseline of the same layer step
     density: float               # non-zeros written / elements
     wall_s: dict[str, float] = field(default_factory=dict)
@@ -119,5 +120,5 @@ class CheckReport:
 
 
 def write_report(reports: list[CheckReport], path: str | Path) -> Path:
-    from ..golden.outdir import atomic_write_text
+    from ..outdir import atomic_write_text
     return atomic_write_text(path, json.dumps([r.as_dict() for r in reports], indent=1, default=float) + "\n")

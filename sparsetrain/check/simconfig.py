@@ -9,7 +9,8 @@ into several programs.
 """
 from __future__ import annotations
 
-from ..hw.core_isa import CoreParams
+from ..arch.isa import CoreParams
+
 
 SIM_PARAMS = dict(dw=16, k_max=5, w_max=64, acc_w=52, groups=2, buf_depth=1 << 16, mask_depth=1 << 10,
                   imem_depth=1 << 13, dir_depth=1 << 11)

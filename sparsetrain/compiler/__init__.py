@@ -20,5 +20,6 @@ from .compile import STEP_NAMES, CompiledStep, LayerData, compile_layer, compile
 from .emit import PRUNE_SLOT, Chunk, ProgramBuilder, ResultRow
 from .geometry import KINDS, acc_bits_needed
 
+
 __all__ = ["ConvShape", "STEP_NAMES", "CompiledStep", "LayerData", "compile_layer", "compile_network", "compile_step",
            "result_units", "PRUNE_SLOT", "Chunk", "ProgramBuilder", "ResultRow", "KINDS", "acc_bits_needed"]

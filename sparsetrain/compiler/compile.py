@@ -3,7 +3,7 @@
 ``compile_step`` turns one layer (``LayerData``: its ``ConvShape``, block kind and float tensors)
 into the instructions of section 11.3 for one step (forward / gta / gtw): it refuses any layer
 the core cannot run (``geometry``), chooses the scales (section 2, ``quantise``), packs the units
-of section 10.1, in the order of ``golden.rowconv.layer_row_ops`` (the one decomposition), into
+of section 10.1, in the order of ``golden.bitexact.rowconv.layer_row_ops`` (the one decomposition), into
 programs that fit the core's memories (``layout``) and writes their words (``emit``).
 ``compile_layer`` / ``compile_network`` do every step of a layer / every conv of a model.
 ``CompiledStep.decode`` turns the result rows back into a tensor.
@@ -16,13 +16,15 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..arch.geometry import ConvShape
-from ..golden.campfire import find_masks, load_masks, weight_row_ops
-from ..golden.rowconv import Step, layer_row_ops_tuple
-from ..hw.core_isa import CoreParams
+from ..arch.isa import CoreParams
+from ..arch.steps import Step
+from ..golden.bitexact.rowconv import layer_row_ops_tuple
+from ..golden.training.campfire import find_masks, load_masks, weight_row_ops
 from .emit import Chunk, ResultRow, emit_chunk, threshold_program
 from .geometry import (check_accumulator, check_geometry, check_kind, check_reproducible, check_samples)
 from .layout import ChunkPacker, StepOperands, Unit
 from .quantise import StepTensors, forward_tensors, gta_tensors, gtw_tensors
+
 
 STEP_NAMES = tuple(s.value for s in Step)
 
@@ -71,7 +73,7 @@ class LayerData:
 
     @classmethod
     def from_golden(cls, run: Any, name: str) -> "LayerData":
-        """From ``golden.tensors.load_golden(...)``: a layer's manifest entry and arrays (and the
+        """From ``golden.training.tensors.load_golden(...)``: a layer's manifest entry and arrays (and the
         run's weight masks, when the golden directory lies in a Campfire run directory)."""
         meta = run.layer(name)
         info = run.manifest.get("run", {})
@@ -114,7 +116,7 @@ class CompiledStep:
     samples: int                        # batch samples compiled
     single_program_words: dict[str, int]  # what one program for the whole step would need
     threshold: dict[str, int] = field(default_factory=dict)  # GTA: tau ints, C_m, C_shift
-    # Kernel rows the program runs (golden.campfire.weight_row_ops): non-zero rows of W for
+    # Kernel rows the program runs (golden.training.campfire.weight_row_ops): non-zero rows of W for
     # Forward / GTA, rows the weight masks kept for GTW; None: every row. Ops / units left out:
     live_rows: np.ndarray | None = None
     skipped_ops: int = 0
@@ -295,12 +297,12 @@ def compile_layer(data: LayerData, params: CoreParams, *, steps: Sequence[Step |
 def compile_network(model: Any, layers: Mapping[str, LayerData], params: CoreParams, *,
                     steps: Sequence[Step | str] = STEP_NAMES, samples: int | None = None,
                     first_has_gta: bool = False) -> dict[str, dict[Step, CompiledStep]]:
-    """Every conv of ``model`` (golden.networks.conv_layers order) that has tensors in ``layers``.
+    """Every conv of ``model`` (golden.training.networks.conv_layers order) that has tensors in ``layers``.
 
     The network's first conv has no GTA (section 10.1) unless ``first_has_gta``. A layer the
     core cannot run raises ValueError naming it and the reason.
     """
-    from ..golden.networks import conv_layers
+    from ..golden.training.networks import conv_layers
     out: dict[str, dict[Step, CompiledStep]] = {}
     for i, (name, conv, kind) in enumerate(conv_layers(model)):
         if name not in layers:

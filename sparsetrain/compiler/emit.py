@@ -13,14 +13,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..golden.fixedpoint import SparseRow
-from ..golden.ppu_model import Op as PPUOp
-from ..golden.ppu_model import threshold_constant
-from ..golden.rowconv import Step
-from ..golden.timing import Mode
-from ..hw.core_isa import CoreParams, Opcode, encode, entry_encode, field_position
+from ..arch.fixedpoint import SparseRow
+from ..arch.isa import CoreParams, Opcode, encode, entry_encode, field_position
+from ..arch.ppu import Op as PPUOp
+from ..arch.steps import Step
+from ..arch.timing import Mode
+from ..golden.bitexact.ppu_model import threshold_constant
 from .layout import ChunkPlan, Key, StepOperands
 from .quantise import StepTensors, tau_to_int
+
 
 STEP_INDEX = {Step.FORWARD: 0, Step.GTA: 1, Step.GTW: 2}  # SYNC step = per-step counter index
 PRUNE_SLOT = 0

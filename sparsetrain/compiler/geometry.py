@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from ..arch.fixedpoint import check_param
 from ..arch.geometry import ConvShape
-from ..golden.fixedpoint import check_param
-from ..golden.rowconv import Step
+from ..arch.steps import Step
+
 
 if TYPE_CHECKING:
-    from ..hw.core_isa import CoreParams
+    from ..arch.isa import CoreParams
     from .compile import LayerData
 
 KINDS = ("conv_relu", "conv_bn_relu")  # the blocks around a conv that the PPU completes (section 5)
@@ -51,7 +52,7 @@ def check_accumulator(shape: ConvShape, steps: list[Step], *, dw: int, acc_w: in
         terms = shape.terms(step)
         need = acc_bits_needed(dw, terms)
         if step is Step.FORWARD and bias_preload:
-            # A preloaded bias adds its magnitude to the worst case (golden.rowconv.required_acc_w).
+            # A preloaded bias adds its magnitude to the worst case (golden.bitexact.rowconv.required_acc_w).
             worst = terms * ((1 << (dw - 1)) - 1) ** 2 + bias_preload
             need = max(need, worst.bit_length() + 1)
         if acc_w < need:

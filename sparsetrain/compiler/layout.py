@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..arch.geometry import ConvShape
-from ..golden.rowconv import RowOp, Step
-from ..hw.core_isa import CoreParams
+from ..arch.isa import CoreParams
+from ..arch.steps import Step
+from ..golden.bitexact.rowconv import RowOp
 from .geometry import check_field, check_fits
 from .quantise import StepTensors
+
 
 Key = tuple[int, int, int]
 Unit = tuple[Key, list[RowOp]]   # (result row, its row ops in issue order)

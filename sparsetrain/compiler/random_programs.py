@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..golden.fixedpoint import SparseRow
-from ..golden.ppu_model import Op
-from ..golden.timing import Mode
-from ..hw.core_isa import CoreParams, Opcode
+from ..arch.fixedpoint import SparseRow
+from ..arch.isa import CoreParams, Opcode
+from ..arch.ppu import Op
+from ..arch.timing import Mode
 from .emit import ProgramBuilder
+
 
 
 def random_program(params: CoreParams, rng: np.random.Generator, *, units_per_step: int = 4,
