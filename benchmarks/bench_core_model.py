@@ -16,8 +16,9 @@ import time
 
 import numpy as np
 
-from sparsetrain.compiler_check import sim_params
-from sparsetrain.golden.bitexact.core_model import random_program, run_program
+from sparsetrain.check import sim_params
+from sparsetrain.compiler.random_programs import random_program
+from sparsetrain.golden.bitexact.core_model import run_program
 from sparsetrain.golden.bitexact.core_vec import run_program_fast
 
 

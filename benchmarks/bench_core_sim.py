@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sparsetrain.compiler_check import sim_params
-from sparsetrain.golden.bitexact.core_model import random_program
+from sparsetrain.check import sim_params
+from sparsetrain.compiler.random_programs import random_program
 from sparsetrain.golden.bitexact.core_vec import run_program_fast
 from sparsetrain.sim_tb import runner
 from sparsetrain.sim_tb.bare import build_bare, rates

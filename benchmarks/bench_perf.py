@@ -27,10 +27,10 @@ def bench_resnet152() -> None:
 
 
 def bench_exact(seed: int) -> None:
+    from sparsetrain.arch.geometry import ConvShape
     from sparsetrain.perf.model import exact_layer
-    from sparsetrain.perf.shapes import LayerShape
     rng = np.random.default_rng(seed)
-    s = LayerShape("bench", 16, 16, 16, 16, 16, 16, 3, 1, 1, 1)
+    s = ConvShape(1, 16, 16, 16, 16, 3, 1, 1, 1, name="bench")
     pats = {"in": rng.random((1, 16, 16, 16)) < 0.5, "grad": rng.random((1, 16, 16, 16)) < 0.3}
     t0 = time.perf_counter()
     exact_layer(s, pats)
@@ -38,17 +38,16 @@ def bench_exact(seed: int) -> None:
 
 
 def bench_rtl(seed: int) -> None:
-    from sparsetrain.sim_tb.perf_check import compare_with_rtl, markdown_table, random_layer_tensors
+    from sparsetrain.arch.geometry import ConvShape
     from sparsetrain.arch.schedule import ArchParams
-    from sparsetrain.perf.shapes import LayerShape
+    from sparsetrain.sim_tb.perf_check import compare_with_rtl, markdown_table, random_layer_tensors
     rng = np.random.default_rng(seed)
     layers = []
     for name, c, f, h, w, k, s, p, d_in, d_grad in [
             ("conv3x3", 4, 4, 12, 16, 3, 1, 1, 0.5, 0.3), ("conv3x3_s2", 4, 4, 13, 15, 3, 2, 1, 0.6, 0.4),
             ("conv5x5", 2, 3, 10, 20, 5, 1, 2, 0.5, 0.2), ("conv1x1", 8, 4, 6, 12, 1, 1, 0, 0.4, 0.1),
             ("dense3x3", 2, 2, 8, 12, 3, 1, 1, 1.0, 1.0)]:
-        ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-        shape = LayerShape(name, c, f, h, w, ho, wo, k, s, p, 1)
+        shape = ConvShape(1, c, f, h, w, k, s, p, 1, name=name)
         layers.append((shape, random_layer_tensors(shape, rng, d_in, d_grad)))
     t0 = time.perf_counter()
     rows = compare_with_rtl(layers, ArchParams(groups=4))

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..arch.fixedpoint import SparseRow
+from ..arch.geometry import ConvShape
 from ..arch.schedule import ArchParams, schedule_units
 from ..arch.steps import STEP_NAMES, Step
 from ..golden.bitexact.rowconv import layer_row_ops
-from ..perf.decompose import conv_shape, exact_units
-from ..perf.shapes import LayerShape
+from ..perf.decompose import exact_units
 
 
 @dataclass
@@ -35,7 +35,7 @@ class RtlRow:
         return abs(self.model_cycles - self.rtl_cycles) / self.rtl_cycles
 
 
-def random_layer_tensors(shape: LayerShape, rng: np.random.Generator, d_in: float, d_grad: float,
+def random_layer_tensors(shape: ConvShape, rng: np.random.Generator, d_in: float, d_grad: float,
                          vmax: int = 50) -> dict[str, np.ndarray]:
     """Integer I (ReLU-like: non-negative, sparse), W (dense) and dO (signed, sparse) of one sample."""
     i = rng.integers(1, vmax, (1, shape.c_in, shape.h_in, shape.w_in)) * (rng.random((1, shape.c_in, shape.h_in, shape.w_in)) < d_in)
@@ -44,10 +44,10 @@ def random_layer_tensors(shape: LayerShape, rng: np.random.Generator, d_in: floa
     return {"I": i.astype(np.int64), "W": w.astype(np.int64), "dO": g.astype(np.int64)}
 
 
-def pe_ops_of_step(shape: LayerShape, t: dict[str, np.ndarray], step: str) -> list:
+def pe_ops_of_step(shape: ConvShape, t: dict[str, np.ndarray], step: str) -> list:
     """The PeOps of one step, in layer_row_ops order."""
     from .pe_driver import PeOp
-    cs = conv_shape(shape, t["I"].shape[0])
+    cs = shape.with_batch(t["I"].shape[0])
     ops = []
     for op in layer_row_ops(cs, Step(step)):
         wrow = t["W"][op.f, cs.weight_channel(op.c), op.kr].tolist()
@@ -63,7 +63,7 @@ def pe_ops_of_step(shape: LayerShape, t: dict[str, np.ndarray], step: str) -> li
     return ops
 
 
-def compare_with_rtl(layers: list[tuple[LayerShape, dict[str, np.ndarray]]], arch: ArchParams,
+def compare_with_rtl(layers: list[tuple[ConvShape, dict[str, np.ndarray]]], arch: ArchParams,
                      sim: str = "verilator", params=None) -> list[RtlRow]:
     """Run every op of every step of ``layers`` on the PE RTL; one RtlRow per layer step."""
     from ..arch.pe import HwParams

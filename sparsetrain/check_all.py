@@ -1,11 +1,11 @@
 """`sparsetrain check RUN_DIR --all` as a plain API: every conv layer and step of a golden run on the RTL.
 
-``check_all(run_dir)`` runs ``compiler_check.check_layer`` for every (layer, step) of the run's
+``check_all(run_dir)`` runs ``check.harness.check_layer`` for every (layer, step) of the run's
 golden tensors (or the ``layers`` / ``steps`` given), the whole batch by default, as
 independent jobs: in this process (``jobs=1``), in ``jobs`` worker processes, or as Ray tasks
 on the cluster at ``ray_address``. Every worker uses the same Verilator build cache (one core
 build, guarded by a file lock). A (layer, step) the core cannot run (kernel, stride, row
-length, memory or accumulator limits: ``compiler_spec``) is listed with the compiler's reason.
+length, memory or accumulator limits: ``compiler.geometry``) is listed with the compiler's reason.
 ``write_summary`` writes the table as markdown and JSON and plots the speedup per layer/step.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ class StepResult:
     samples: int = 0
     programs: int = 0
     wall_s: float = 0.0
-    report: dict[str, Any] = field(default_factory=dict)  # compiler_check.CheckReport.as_dict()
+    report: dict[str, Any] = field(default_factory=dict)  # check.report.CheckReport.as_dict()
 
     @property
     def ok(self) -> bool:
@@ -118,9 +118,9 @@ def check_one(run_dir: str, layer: str, step: str, samples: int | None, params: 
     the bare-Verilator harness (``sim_tb.bare``) for its free-running rate. A plain function:
     a process pool or a Ray task runs it as it is."""
     from .compiler import LayerData, compile_step
-    from .compiler_check import check_compiled
-    from .golden.training.tensors import load_golden
     from .arch.isa import CoreParams
+    from .check import check_compiled
+    from .golden.training.tensors import load_golden
     t0 = time.time()
     try:
         data = LayerData.from_golden(load_golden(run_dir), layer)
@@ -171,7 +171,7 @@ def check_all(run_dir: str | Path, *, layers: Sequence[str] | None = None, steps
               samples: int | None = None, params: Any = None, sim: str = "verilator", jobs: int = 1,
               ray_address: str | None = None, progress: bool = True, bare: bool = False) -> Summary:
     """Every (layer, step) of the run on the RTL; ``jobs`` processes here, or Ray tasks on ``ray_address``."""
-    from .compiler_check import sim_params
+    from .check.simconfig import sim_params
     from .sim_tb.runner import build_root
     if not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs = {jobs!r} is out of range; allowed: an integer >= 1")

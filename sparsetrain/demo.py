@@ -82,7 +82,7 @@ def run_demo(out: str | Path, *, force: bool = False, samples: int = DEMO_SAMPLE
     """The whole demo; ``train_dir`` reuses an existing training run instead of training, and
     ``run_steps`` limits the layer steps simulated (the tests' reduced run)."""
     from .compiler import LayerData, compile_step
-    from .compiler_check import check_compiled, sim_params, write_report
+    from .check import check_compiled, sim_params, write_report
     from .golden.training.tensors import load_golden
 
     # Every argument is checked before --force removes anything or a simulation starts.
@@ -214,5 +214,5 @@ def _num(v: Any, digits: int = 3) -> str:
 
 
 def _params_of(result: DemoResult) -> dict[str, int]:
-    from .compiler_check import SIM_PARAMS
+    from .check.simconfig import SIM_PARAMS
     return dict(SIM_PARAMS)

@@ -201,7 +201,7 @@ def test_check_refuses_two_pass_runs_and_allows_steps_without_pruning(nf3_run, s
     from dataclasses import replace
 
     from sparsetrain.compiler import LayerData, compile_step
-    from sparsetrain.compiler_check import sim_params
+    from sparsetrain.check import sim_params
     from sparsetrain.golden.training.tensors import load_golden
     data = LayerData.from_golden(load_golden(small_golden_run), LAYER)
     with pytest.raises(ValueError, match="two_pass = True"):

@@ -317,10 +317,10 @@ def test_weight_row_ops_rule(seed: int) -> None:
 
 def test_perf_analytic_weight_rows() -> None:
     from sparsetrain.perf.densities import LayerDensity
+    from sparsetrain.arch.geometry import ConvShape
     from sparsetrain.perf.model import analytic_layer
-    from sparsetrain.perf.shapes import LayerShape
 
-    s = LayerShape("conv", 64, 64, 16, 16, 16, 16, 3, 1, 1, 1)
+    s = ConvShape(1, 64, 64, 16, 16, 3, 1, 1, 1, name="conv")
     full = analytic_layer(s, LayerDensity(act=0.5, grad=0.4))
     same = analytic_layer(s, LayerDensity(act=0.5, grad=0.4, weight_rows=1.0))
     assert full.cycles() == same.cycles()
@@ -365,10 +365,10 @@ def test_perf_takes_weight_sparsity_from_masks(tmp_path, seed: int) -> None:
 
 
 def test_perf_exact_units_skip_rows(seed: int) -> None:
+    from sparsetrain.arch.geometry import ConvShape
     from sparsetrain.perf.decompose import exact_units
-    from sparsetrain.perf.shapes import LayerShape
 
-    s = LayerShape("conv", 4, 5, 7, 7, 7, 7, 3, 1, 1, 1)
+    s = ConvShape(1, 4, 5, 7, 7, 3, 1, 1, 1, name="conv")
     rng = np.random.default_rng(seed)
     nz_in, nz_grad = rng.random((2, 4, 7, 7)) < 0.5, rng.random((2, 5, 7, 7)) < 0.5
     live = rng.random((5, 4, 3)) < 0.5
@@ -429,12 +429,10 @@ def test_train_command_with_weight_and_gradient_pruning(tmp_path, capsys) -> Non
 
 def _ck_layer(seed: int):
     """A conv_relu layer whose weights are CK-pruned at 60 %, with its pruned kernel rows."""
-    from sparsetrain.compiler import LayerData
-    from sparsetrain.compiler_spec import LayerSpec
+    from sparsetrain.compiler import ConvShape, LayerData
 
     rng = np.random.default_rng(seed)
-    spec = LayerSpec("ck", "conv_relu", 3, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1, True)
-    shape = spec.conv_shape(2, 7, 9)
+    shape = ConvShape(2, 3, 4, 7, 9, 3, 1, 1, 1, name="ck")
     x = rng.standard_normal(shape.input_shape) * (rng.random(shape.input_shape) < 0.5)
     w = rng.standard_normal(shape.weight_shape) * 0.3
     mask = ck_mask(torch.from_numpy(w), 0.6).numpy()
@@ -442,17 +440,17 @@ def _ck_layer(seed: int):
               "b": (rng.standard_normal(4) * 0.1).astype(np.float32),
               "dO": (rng.standard_normal(shape.output_shape) * 1e-3
                      * (rng.random(shape.output_shape) < 0.5)).astype(np.float32)}
-    return LayerData(spec, arrays, [], False, False, 0.9, "unbiased", 7, pruned_rows=~mask.any(axis=3)), mask
+    return LayerData(shape, "conv_relu", arrays, [], False, False, 0.9, "unbiased", 7,
+                     pruned_rows=~mask.any(axis=3)), mask
 
 
 def test_compiler_skips_pruned_kernel_rows_bit_exactly(seed: int) -> None:
     from sparsetrain.compiler import compile_step
-    from sparsetrain.compiler_check import schedule_cycles, weight_saved_cycles
-    from sparsetrain.golden.bitexact.core_model import run_program
     from sparsetrain.arch.isa import CoreParams
-    from sparsetrain.perf.decompose import exact_units
     from sparsetrain.arch.schedule import ArchParams, schedule_units
-    from sparsetrain.perf.shapes import LayerShape
+    from sparsetrain.check.cycles import schedule_cycles, weight_saved_cycles
+    from sparsetrain.golden.bitexact.core_model import run_program
+    from sparsetrain.perf.decompose import exact_units
 
     params = CoreParams(acc_w=48, groups=2, buf_depth=1 << 14, mask_depth=1 << 10, imem_depth=1 << 14,
                         dir_depth=1 << 12)
@@ -478,9 +476,7 @@ def test_compiler_skips_pruned_kernel_rows_bit_exactly(seed: int) -> None:
         t = skip.tensors
         assert np.all(np.abs(got[1] * 2.0 ** -t.frac[t.result_name] - t.reference) <= t.bound)
         # the performance model's exact schedule predicts the skipped program's cycles (section 10)
-        s = skip.shape
-        ls = LayerShape("ck", s.in_channels, s.out_channels, s.height, s.width, s.out_height, s.out_width, s.kernel,
-                        s.stride, s.pad, s.groups)
+        s = ls = skip.shape
         if step == "forward":
             nz_in, nz_grad, m = t.q["I"] != 0, np.zeros(s.output_shape, bool), None
         elif step == "gta":
@@ -516,7 +512,7 @@ def ck_golden_run(tmp_path_factory) -> str:
 def test_check_ck_run_on_verilator(ck_golden_run: str, step: str) -> None:
     """`sparsetrain check` on a layer of a CK-pruned run: RTL bit-exact with the model, the model's
     cycles are the performance model's schedule, and the skipped rows save cycles."""
-    from sparsetrain.compiler_check import check_layer
+    from sparsetrain.check import check_layer
 
     rep = check_layer(ck_golden_run, "features.2.conv", step, samples=1)
     print(rep.text())
@@ -528,7 +524,7 @@ def test_check_ck_run_on_verilator(ck_golden_run: str, step: str) -> None:
 
 def test_golden_of_a_ck_run_carries_its_masks(ck_golden_run: str) -> None:
     from sparsetrain.compiler import LayerData, compile_step
-    from sparsetrain.compiler_check import sim_params
+    from sparsetrain.check import sim_params
     from sparsetrain.golden.training.tensors import load_golden
     from sparsetrain.perf.densities import golden_patterns
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from sparsetrain.arch.isa import Opcode, decode, encode
+from sparsetrain.check import Mismatch, check_compiled, check_layer, sim_params
+from sparsetrain.check.harness import _first_mismatch
 from sparsetrain.cli import main
 from sparsetrain.compiler import LayerData, compile_step
-from sparsetrain.compiler_check import Mismatch, _first_mismatch, check_compiled, check_layer, sim_params
 from sparsetrain.golden.training.tensors import load_golden
 
 LAYER = "features.2.conv"

@@ -10,7 +10,7 @@ import pytest
 
 from sparsetrain.check_all import check_all, plan, write_summary
 from sparsetrain.cli import main
-from sparsetrain.compiler_check import sim_params
+from sparsetrain.check import sim_params
 
 LAYERS = ["features.2.conv", "features.4.conv"]
 

@@ -11,8 +11,7 @@ from sparsetrain.arch.fixedpoint import sat_limit
 from sparsetrain.arch.isa import CoreParams, Opcode, decode, entry_decode
 from sparsetrain.arch.ppu import Op as PPUOp
 from sparsetrain.arch.steps import Step
-from sparsetrain.compiler import LayerData, compile_network, compile_step
-from sparsetrain.compiler_spec import LayerSpec, acc_bits_needed
+from sparsetrain.compiler import ConvShape, LayerData, acc_bits_needed, compile_network, compile_step
 from sparsetrain.golden.bitexact import rowconv
 from sparsetrain.golden.bitexact.core_model import run_program
 from sparsetrain.golden.bitexact.rowconv import layer_row_ops
@@ -23,8 +22,7 @@ PARAMS = CoreParams(acc_w=48, groups=2, buf_depth=1 << 14, mask_depth=1 << 10, i
 def random_layer(rng: np.random.Generator, *, n=2, c=3, f=4, h=7, w=9, k=3, stride=1, pad=1, groups=1,
                  kind="conv_relu", pruned=False, density=0.5) -> LayerData:
     """Float tensors of a layer with ReLU-like sparse inputs and sparse gradients."""
-    spec = LayerSpec("rand", kind, c, f, (k, k), (stride, stride), (pad, pad), (1, 1), groups, True)
-    shape = spec.conv_shape(n, h, w)
+    shape = ConvShape(n, c, f, h, w, k, stride, pad, groups, name="rand")
     x = rng.standard_normal(shape.input_shape) * (rng.random(shape.input_shape) < density)
     arrays = {"I": np.maximum(x, 0).astype(np.float32),
               "W": (rng.standard_normal(shape.weight_shape) * 0.3).astype(np.float32),
@@ -32,7 +30,7 @@ def random_layer(rng: np.random.Generator, *, n=2, c=3, f=4, h=7, w=9, k=3, stri
               "dO": (rng.standard_normal(shape.output_shape) * 1e-3
                      * (rng.random(shape.output_shape) < density)).astype(np.float32)}
     fifo = [2e-4, 3e-4, 2.5e-4, 3.5e-4] if pruned else []
-    return LayerData(spec, arrays, fifo, pruned, pruned, 0.9, "unbiased", 7)
+    return LayerData(shape, kind, arrays, fifo, pruned, pruned, 0.9, "unbiased", 7)
 
 
 def model_result(c, params=PARAMS):
@@ -160,23 +158,28 @@ def _refusal(**kw):
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(kernel=(3, 5)), "not square"),
-    (dict(kernel=(13, 13), padding=(0, 0)), "K_MAX"),
-    (dict(stride=(3, 3)), "stride"),
-    (dict(dilation=(2, 2)), "dilation"),
+    (dict(kernel_size=(3, 5)), "not square"),
+    (dict(kernel_size=13, padding=0), "K_MAX"),
+    (dict(stride=3), "stride"),
+    (dict(stride=(1, 2)), "stride"),
+    (dict(dilation=2), "dilation"),
     (dict(groups=3, in_channels=6, out_channels=6), "groups = 3"),
     (dict(padding_mode="reflect"), "padding_mode"),
+    (dict(padding=(1, 0)), "padding"),
 ])
 def test_refuses_layers_the_core_cannot_run(change, message):
-    base = dict(name="bad", kind="conv_relu", in_channels=2, out_channels=2, kernel=(3, 3), stride=(1, 1),
-                padding=(1, 1), dilation=(1, 1), groups=1, bias=False)
-    spec = LayerSpec(**{**base, **change})
-    k = spec.kernel
-    c = spec.in_channels
-    arrays = {"I": np.ones((1, c, 16, 16), np.float32), "W": np.ones((spec.out_channels, c // spec.groups, *k), np.float32)}
+    base = dict(in_channels=2, out_channels=2, kernel_size=3, stride=1, padding=1, dilation=1, groups=1, bias=False)
+    conv = nn.Conv2d(**{**base, **change})
+    c = conv.in_channels
+    arrays = {"I": np.ones((1, c, 16, 16), np.float32), "W": conv.weight.detach().numpy()}
     with _refusal(match=message) as e:
-        compile_step(LayerData(spec, arrays), "forward", PARAMS)
+        compile_step(LayerData.from_conv("bad", conv, "conv_relu", arrays), "forward", PARAMS)
     assert "layer bad" in str(e.value)
+
+
+def test_refuses_a_block_kind_it_does_not_know():
+    with _refusal(match=r"layer x: kind = 'conv_bn' is out of range; allowed: conv_relu, conv_bn_relu"):
+        LayerData(ConvShape(1, 1, 1, 4, 4, 3, name="x"), "conv_bn", {})
 
 
 def test_refuses_rows_longer_than_w_max():
@@ -254,10 +257,11 @@ def test_compile_network_every_conv_and_refusal_names_the_layer():
     layers = {}
     for name, x in (("0", x0), ("2", x1)):
         conv = dict(model.named_modules())[name]
-        layers[name] = LayerData(LayerSpec.from_conv(name, conv, "conv_relu"),
-                                 {"I": x, "W": conv.weight.detach().numpy(), "b": conv.bias.detach().numpy(),
-                                  "dO": rng.standard_normal((1, conv.out_channels, 10 // conv.stride[0],
-                                                             10 // conv.stride[0])).astype(np.float32)})
+        layers[name] = LayerData.from_conv(name, conv, "conv_relu",
+                                           {"I": x, "W": conv.weight.detach().numpy(),
+                                            "b": conv.bias.detach().numpy(),
+                                            "dO": rng.standard_normal((1, conv.out_channels, 10 // conv.stride[0],
+                                                                       10 // conv.stride[0])).astype(np.float32)})
     out = compile_network(model, layers, PARAMS)
     assert list(out) == ["0", "2"]
     assert set(out["0"]) == {Step.FORWARD, Step.GTW}          # the first conv has no GTA
@@ -266,3 +270,36 @@ def test_compile_network_every_conv_and_refusal_names_the_layer():
     model[2] = nn.Conv2d(2, 3, 3, padding=2, dilation=2)
     with _refusal(match=r"layer 2: dilation = \(2, 2\)"):
         compile_network(model, layers, PARAMS)
+
+
+def test_program_builder_places_result_rows_either_way(seed):
+    """The one ProgramBuilder: result slots after the rows written before the next instruction (the
+    core tests' layout) or above every operand (the compiler's); the core model gives the same rows."""
+    from sparsetrain.compiler import ProgramBuilder
+    from sparsetrain.arch.fixedpoint import SparseRow
+    from sparsetrain.arch.timing import Mode
+    rng = np.random.default_rng(seed)
+    rows = [rng.integers(-50, 50, 9) * (rng.random(9) < 0.5) for _ in range(4)]
+    weights = [rng.integers(-50, 50, 3) for _ in range(4)]
+    got = {}
+    for last in (False, True):
+        b = ProgramBuilder(PARAMS, results_last=last)
+        b.instr(Opcode.SYNC, step=0)
+        for u in range(2):
+            ops = [b.op(Mode.SRC, 3, 9, 7, b.row(SparseRow.from_dense(rows[2 * u + i])), b.weights(weights[2 * u + i]))
+                   for i in range(2)]
+            b.unit(7, ops)
+        b.instr(Opcode.END)
+        program, image, masks = b.build()
+        slots = [a for a, _ in b.results]
+        operands = sum(max(1, np.count_nonzero(r)) for r in rows) + 4 * 3
+        if last:
+            assert len(image) == operands and slots == [operands, operands + 7]
+        else:
+            assert len(image) == operands + 14 and slots == [operands, operands + 7]  # placed at END
+        run = run_program(program, image, PARAMS, masks=masks)
+        assert run.error == 0, run.error_message
+        got[last] = [run.row(d, 7, PARAMS) for d in range(2)]
+    want = [sum(np.convolve(rows[2 * u + i], weights[2 * u + i][::-1], "valid") for i in range(2)) for u in range(2)]
+    for last in (False, True):
+        np.testing.assert_array_equal(np.array(got[last]), np.array(want))

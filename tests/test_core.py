@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from sparsetrain.arch.isa import CoreParams, ErrorCode
-from sparsetrain.golden.bitexact.core_model import random_program, run_program
+from sparsetrain.compiler.random_programs import random_program
+from sparsetrain.golden.bitexact.core_model import run_program
 from sparsetrain.sim_tb.core_driver import run_core_program
 from test_core_model import invalid_program
 

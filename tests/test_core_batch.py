@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from sparsetrain.arch.isa import CoreParams, ErrorCode
-from sparsetrain.golden.bitexact.core_model import random_program
+from sparsetrain.compiler.random_programs import random_program
 from sparsetrain.golden.bitexact.core_vec import run_program_fast
 from sparsetrain.sim_tb.core_batch import CoreJob, run_core_programs
 from test_core_model import invalid_program

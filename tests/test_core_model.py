@@ -11,7 +11,9 @@ from sparsetrain.arch.fixedpoint import SparseRow, rne_shift, sat
 from sparsetrain.arch.isa import CoreParams, ErrorCode, Opcode, decode, encode
 from sparsetrain.arch.ppu import Op
 from sparsetrain.arch.timing import Mode
-from sparsetrain.golden.bitexact.core_model import ProgramBuilder, batch_threshold, random_program, run_program
+from sparsetrain.compiler.emit import ProgramBuilder
+from sparsetrain.compiler.random_programs import random_program
+from sparsetrain.golden.bitexact.core_model import batch_threshold, run_program
 from sparsetrain.golden.bitexact.ppu_model import PPUModel
 
 SEED = int(os.environ.get("SPARSETRAIN_SEED", "1234"))

@@ -14,7 +14,9 @@ from sparsetrain.arch.fixedpoint import SparseRow
 from sparsetrain.arch.isa import CoreParams, Opcode, encode
 from sparsetrain.arch.ppu import Op
 from sparsetrain.arch.timing import Mode
-from sparsetrain.golden.bitexact.core_model import CoreRun, ProgramBuilder, random_program, run_program
+from sparsetrain.compiler.emit import ProgramBuilder
+from sparsetrain.compiler.random_programs import random_program
+from sparsetrain.golden.bitexact.core_model import CoreRun, run_program
 from sparsetrain.golden.bitexact.core_vec import run_program_fast
 
 SEED = int(os.environ.get("SPARSETRAIN_SEED", "1234"))
@@ -137,7 +139,7 @@ def test_invalid_programs_give_the_scalar_models_error():
 
 def test_compiled_layer_steps_of_a_real_run_equal_the_scalar_model(small_golden_run):
     from sparsetrain.compiler import LayerData, compile_step
-    from sparsetrain.compiler_check import sim_params
+    from sparsetrain.check import sim_params
     from sparsetrain.golden.training.tensors import load_golden
     p = sim_params()
     data = LayerData.from_golden(load_golden(small_golden_run), "features.4.conv")

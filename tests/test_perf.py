@@ -10,16 +10,17 @@ import pytest
 import torch
 from torch import nn
 
+from sparsetrain.arch.geometry import ConvShape
 from sparsetrain.arch.schedule import ArchParams
 from sparsetrain.arch.steps import STEP_NAMES, Step
 from sparsetrain.cli import main
 from sparsetrain.golden.bitexact.rowconv import layer_row_ops
 from sparsetrain.perf import api, paper
-from sparsetrain.perf.decompose import conv_shape, exact_units
+from sparsetrain.perf.decompose import exact_units
 from sparsetrain.perf.densities import LayerDensity, load_run_dir, load_table, paper_table, table_from_metrics
 from sparsetrain.perf.energy import EnergyTable
 from sparsetrain.perf.model import analytic_layer, evaluate, exact_layer, expected_entries
-from sparsetrain.perf.shapes import LayerShape, conv_layer_shapes, network_shapes
+from sparsetrain.perf.shapes import conv_layer_shapes, network_shapes
 
 SEED = int(os.environ.get("SPARSETRAIN_SEED", "2024"))
 
@@ -31,8 +32,7 @@ def rng():
 
 
 def shape(c=4, f=4, h=8, w=8, k=3, s=1, p=1, groups=1, first=False, name="L"):
-    ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-    return LayerShape(name, c, f, h, w, ho, wo, k, s, p, groups, first)
+    return ConvShape(1, c, f, h, w, k, s, p, groups, name=name, first=first)
 
 
 def patterns(rng, sh, d_in, d_grad, n=1):
@@ -44,7 +44,7 @@ def patterns(rng, sh, d_in, d_grad, n=1):
 
 def test_single_row_convolution_by_hand(rng):
     """One input row, one filter, K=3: forward is one SRC op plus the PPU finish of its row."""
-    sh = LayerShape("row", 1, 1, 3, 10, 1, 8, 3, 1, 0, 1)  # 3 input rows, one output row of 8
+    sh = ConvShape(1, 1, 1, 3, 10, 3, 1, 0, 1, name="row")  # 3 input rows, one output row of 8
     arch = ArchParams(groups=1, ppu_latency=3)
     row = rng.random((1, 1, 3, 10)) < 0.4
     row[0, 0, 1, :] = False  # the middle kernel row sees an empty row: one marker entry
@@ -130,7 +130,7 @@ def test_unit_ops_are_the_shared_decomposition(rng):
     pats = patterns(rng, sh, 0.5, 0.3)
     for step in STEP_NAMES:
         units = exact_units(step, sh, pats["in"], pats["grad"])
-        assert sum(len(u.cycles) for u in units) == len(list(layer_row_ops(conv_shape(sh), Step(step))))
+        assert sum(len(u.cycles) for u in units) == len(list(layer_row_ops(sh, Step(step))))
         an = analytic_layer(sh, LayerDensity(0.5, 0.3), ArchParams())
         assert an.steps[step].sparse.ops == sum(len(u.cycles) for u in units)
         assert an.steps[step].sparse.units == len(units)

@@ -14,13 +14,13 @@ from sparsetrain.arch.schedule import ArchParams, schedule_units
 from sparsetrain.arch.timing import Mode
 from sparsetrain.cli import main
 from sparsetrain.perf import api
+from sparsetrain.arch.geometry import ConvShape
 from sparsetrain.arch.steps import STEP_NAMES
 from sparsetrain.perf.decompose import exact_units
 from sparsetrain.perf.densities import LayerDensity
 from sparsetrain.perf.model import analytic_layer, exact_layer
 from sparsetrain.perf.ops2 import unit_ops
 from sparsetrain.perf.schedule2 import schedule_units2
-from sparsetrain.perf.shapes import LayerShape
 from sparsetrain.sim_tb.perf_check import random_layer_tensors
 
 SEED = int(os.environ.get("SPARSETRAIN_SEED", "2024"))
@@ -44,8 +44,7 @@ def rng():
 
 
 def shape(c=4, f=4, h=8, w=8, k=3, s=1, p=1, name="L"):
-    ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-    return LayerShape(name, c, f, h, w, ho, wo, k, s, p, 1)
+    return ConvShape(1, c, f, h, w, k, s, p, 1, name=name)
 
 
 def patterns(rng, sh, d_in, d_grad, n=1):
@@ -270,7 +269,7 @@ def test_closed_form_agrees_with_event_level(micro):
 
 def test_useful_cycles_by_hand():
     """SRC: one useful cycle per non-zero input entry; OSRC: per input entry with a dO partner."""
-    sh = LayerShape("row", 1, 1, 1, 8, 1, 8, 1, 1, 0, 1)   # 1x1 conv of one row of 8
+    sh = ConvShape(1, 1, 1, 1, 8, 1, 1, 0, 1, name="row")   # 1x1 conv of one row of 8
     i = np.zeros((1, 1, 1, 8), bool)
     i[0, 0, 0, [1, 4, 6]] = True
     g = np.zeros((1, 1, 1, 8), bool)
@@ -305,7 +304,7 @@ def test_command_picks_the_microarchitecture(capsys):
 
 def test_slow_op_reader_costs_the_examined_words():
     """D with an op reader of 2 OP words per cycle: a unit of 6 skipped ops still reads its 6 words."""
-    sh = LayerShape("row", 1, 6, 1, 5, 1, 5, 1, 1, 0, 1)          # 1x1 conv: one GTA unit of 6 MSRC ops
+    sh = ConvShape(1, 1, 6, 1, 5, 1, 1, 0, 1, name="row")          # 1x1 conv: one GTA unit of 6 MSRC ops
     pats = {"in": np.ones((1, 1, 1, 5), bool), "grad": np.zeros((1, 6, 1, 5), bool)}
     free = exact_layer(sh, pats, ArchParams(groups=1, micro=MicroArch(skip_empty=True)))
     slow = exact_layer(sh, pats, ArchParams(groups=1, micro=MicroArch(skip_empty=True, op_scan=2)))

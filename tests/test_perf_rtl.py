@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 
+from sparsetrain.arch.geometry import ConvShape
 from sparsetrain.arch.schedule import ArchParams
-from sparsetrain.perf.shapes import LayerShape
 from sparsetrain.sim_tb.perf_check import compare_with_rtl, markdown_table, random_layer_tensors
 
 SEED = int(os.environ.get("SPARSETRAIN_SEED", "2024"))
@@ -26,8 +26,7 @@ def test_model_matches_pe_rtl():
     rng = np.random.default_rng(SEED)
     layers = []
     for name, c, f, h, w, k, s, p, d_in, d_grad in LAYERS:
-        ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-        shape = LayerShape(name, c, f, h, w, ho, wo, k, s, p, 1)
+        shape = ConvShape(1, c, f, h, w, k, s, p, 1, name=name)
         layers.append((shape, random_layer_tensors(shape, rng, d_in, d_grad)))
     rows = compare_with_rtl(layers, ArchParams(groups=2))
     print(markdown_table(rows))

@@ -42,7 +42,7 @@ def test_watchdog_cycles_out_of_range_is_refused(bad):
 def test_check_reports_a_hung_core_as_error_15(small_golden_run, monkeypatch):
     """`sparsetrain check` on a core that hangs: the report says error 15 (watchdog), FAIL."""
     from sparsetrain.compiler import LayerData, compile_step
-    from sparsetrain.compiler_check import TIMEOUT_CODE, check_compiled, sim_params
+    from sparsetrain.check import TIMEOUT_CODE, check_compiled, sim_params
     from sparsetrain.golden.training.tensors import load_golden
 
     seen = []
@@ -58,7 +58,7 @@ def test_check_reports_a_hung_core_as_error_15(small_golden_run, monkeypatch):
     data = LayerData.from_golden(load_golden(small_golden_run), "features.2.conv")
     # the layer's first 2 filters (one short program: the watchdog of 4x its cycles + 100k is soon reached)
     a = data.arrays
-    data = replace(data, spec=replace(data.spec, out_channels=2),
+    data = replace(data, shape=replace(data.shape, out_channels=2),
                    arrays={"I": a["I"], "W": a["W"][:2], "b": a["b"][:2]})
     rep = check_compiled(compile_step(data, "forward", sim_params(), samples=1), data)
     print(rep.text(), seen)

@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparsetrain.compiler_check import check_layer, sim_params, write_report
+    from sparsetrain.check import check_layer, sim_params, write_report
     from sparsetrain.outdir import check_file_target
 
     check_file_target(args.json, "--json")  # before the simulation, never after it

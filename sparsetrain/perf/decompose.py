@@ -50,12 +50,6 @@ def tap_matrix(n_in: int, n_out: int, k: int, stride: int, pad: int) -> np.ndarr
     return t
 
 
-def valid_taps(n_in: int, n_out: int, k: int, stride: int, pad: int) -> int:
-    """Pairs (output index, kernel tap) that land on a real input index (not padding)."""
-    x = np.arange(n_out)[:, None] * stride + np.arange(k)[None, :] - pad
-    return int(np.count_nonzero((x >= 0) & (x < n_in)))
-
-
 def taps_per_output(n_in: int, n_out: int, k: int, stride: int, pad: int) -> np.ndarray:
     """For each output row y: how many kernel rows kr read a real input row (forward ops per channel)."""
     x = np.arange(n_out)[:, None] * stride + np.arange(k)[None, :] - pad
@@ -87,13 +81,6 @@ class Unit:
     row_len: int         # length of the result row (K for GTW)
     out_nnz: int         # non-zeros the PPU writes back (compressed; dense length for GTW)
     ops: tuple = ()      # the golden.rowconv.RowOp of every op (the second generation's per-op rules)
-
-
-def conv_shape(shape, batch: int = 1):
-    """The shared decomposition's geometry (golden.bitexact.rowconv.ConvShape) of a LayerShape."""
-    from ..golden.bitexact.rowconv import ConvShape
-    return ConvShape(batch, shape.c_in, shape.c_out, shape.h_in, shape.w_in, shape.k, shape.stride,
-                     shape.pad, shape.groups)
 
 
 def exact_units(step: str, shape, nz_in: np.ndarray, nz_grad: np.ndarray,
@@ -142,9 +129,9 @@ def exact_units(step: str, shape, nz_in: np.ndarray, nz_grad: np.ndarray,
 
     units: list[Unit] = []
     groups: dict[tuple, list] = {}
-    for op in layer_row_ops_tuple(conv_shape(s, n_batch), Step(step)):
+    cs = s.with_batch(n_batch)
+    for op in layer_row_ops_tuple(cs, Step(step)):
         groups.setdefault(unit_key(op), []).append(op)  # ops of a unit are consecutive; dict keeps order
-    cs = conv_shape(s, n_batch)
     for key, ops in groups.items():
         ops = weight_row_ops(step, ops, live_rows, cs.weight_channel)
         if not ops:

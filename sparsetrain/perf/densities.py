@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..arch.geometry import ConvShape
 from . import paper
-from .shapes import LayerShape
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class DensityTable:
     # dO is resolved from the next layer the same way
     grad_from_next: set[str] = field(default_factory=set)
 
-    def for_layer(self, shape: LayerShape) -> LayerDensity:
+    def for_layer(self, shape: ConvShape) -> LayerDensity:
         d = self.per_layer.get(shape.name, self.default)
         if d is None:
             raise ValueError(f"densities: layer {shape.name!r} is missing from {self.source}; "
@@ -79,7 +79,7 @@ class DensityTable:
             d = replace(d, act=1.0, mask=1.0)  # the image itself is dense
         return d
 
-    def for_network(self, shapes: list[LayerShape]) -> list[LayerDensity]:
+    def for_network(self, shapes: list[ConvShape]) -> list[LayerDensity]:
         """Per-layer densities in execution order, with dI-target layers resolved. A layer of the
         table that is not a conv of the network (a misspelt name) is an error, '*' default or not."""
         names = [s.name for s in shapes]
@@ -273,7 +273,7 @@ def with_weight_masks(table: DensityTable, run_dir: str | Path) -> DensityTable:
     return table
 
 
-def golden_patterns(run_dir: str | Path) -> list[tuple[LayerShape, dict[str, np.ndarray]]]:
+def golden_patterns(run_dir: str | Path) -> list[tuple[ConvShape, dict[str, np.ndarray]]]:
     """Exact non-zero patterns of exported golden tensors (section 9), with each layer's shape.
 
     The gradient a layer's backward consumes is dO_pruned where the layer prunes dO
@@ -288,9 +288,10 @@ def golden_patterns(run_dir: str | Path) -> list[tuple[LayerShape, dict[str, np.
         meta, arrs = run.layer(name), run.arrays[name]
         grad_name = "dO_pruned" if meta.get("prune_target") == "dO" and "dO_pruned" in arrs else "dO"
         i_arr, g_arr, w = arrs["I"], arrs[grad_name], arrs["W"]
-        shape = LayerShape(name, i_arr.shape[1], g_arr.shape[1], i_arr.shape[2], i_arr.shape[3],
-                           g_arr.shape[2], g_arr.shape[3], int(w.shape[2]), int(meta.get("stride", 1)),
-                           int(meta.get("padding", 0)), int(meta.get("groups", 1)), first=i == 0 and i_arr.shape[1] <= 3)
+        shape = ConvShape.from_tensors((1, *i_arr.shape[1:]), w.shape, stride=int(meta.get("stride", 1)),
+                                       pad=int(meta.get("padding", 0)), groups=int(meta.get("groups", 1)),
+                                       name=name)
+        shape = replace(shape, first=i == 0 and i_arr.shape[1] <= 3)
         pats = {"in": i_arr != 0, "grad": g_arr != 0, "live_rows": np.asarray(w != 0).any(axis=3)}
         if masks is not None and f"{name}/weight" in masks:  # GTW skips only rows the mask pruned
             pats["gtw_rows"] = masks[f"{name}/weight"].any(axis=3)

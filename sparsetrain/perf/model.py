@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..arch.geometry import ConvShape
 from ..arch.microarch import MicroArch
 from ..arch.schedule import ArchParams, expected_makespan, expected_unit_time, schedule_units
 from ..arch.steps import STEP_NAMES, Step
@@ -21,7 +22,6 @@ from .decompose import (CycleLaw, exact_units, taps_per_input, taps_per_kernel_r
                         taps_per_output)
 from .densities import DENSE, DensityTable, LayerDensity, densities_of_patterns
 from .energy import Accesses, EnergyTable
-from .shapes import LayerShape
 
 
 @dataclass
@@ -59,7 +59,7 @@ class StepResult:
 
 @dataclass
 class LayerResult:
-    shape: LayerShape
+    shape: ConvShape
     density: LayerDensity
     steps: dict[str, StepResult] = field(default_factory=dict)
 
@@ -77,12 +77,12 @@ def expected_entries(length: int, density: float) -> float:
     return length * density + (1.0 - density) ** length
 
 
-def layer_steps(shape: LayerShape) -> tuple[str, ...]:
+def layer_steps(shape: ConvShape) -> tuple[str, ...]:
     """The steps a layer runs: the first layer has no GTA (nobody needs the image's gradient)."""
     return ("forward", "gtw") if shape.first else STEP_NAMES
 
 
-def _footprint_bits(step: str, s: LayerShape, d: LayerDensity, arch: ArchParams, dense: bool) -> float:
+def _footprint_bits(step: str, s: ConvShape, d: LayerDensity, arch: ArchParams, dense: bool) -> float:
     """Bits a step keeps in the buffer: its operands and its result (compressed unless dense)."""
     e_bits = arch.dw if dense else arch.dw + arch.off_w
     dd = DENSE if dense else d
@@ -96,7 +96,7 @@ def _footprint_bits(step: str, s: LayerShape, d: LayerDensity, arch: ArchParams,
     return act * dd.act * e_bits + grad * dd.grad * e_bits + wts
 
 
-def _finish_cost(cost: StepCost, step: str, s: LayerShape, d: LayerDensity, arch: ArchParams,
+def _finish_cost(cost: StepCost, step: str, s: ConvShape, d: LayerDensity, arch: ArchParams,
                  dense: bool) -> StepCost:
     """Apply the buffer-bandwidth and DRAM bounds (section 10.4) and count DRAM spills."""
     spill = max(0.0, _footprint_bits(step, s, d, arch, dense) - arch.buffer_kb * 8192.0)
@@ -109,7 +109,7 @@ def _finish_cost(cost: StepCost, step: str, s: LayerShape, d: LayerDensity, arch
     return cost
 
 
-def analytic_step(step: str, s: LayerShape, d: LayerDensity, arch: ArchParams, dense: bool = False) -> StepCost:
+def analytic_step(step: str, s: ConvShape, d: LayerDensity, arch: ArchParams, dense: bool = False) -> StepCost:
     """Expected cost of one step of one sample, in closed form over unit classes."""
     dd = DENSE if dense else d
     e_bits = arch.dw if dense else arch.dw + arch.off_w
@@ -178,7 +178,7 @@ def _micro(arch: ArchParams, dense: bool) -> MicroArch:
     return arch.micro.dense_baseline() if dense else arch.micro
 
 
-def _expected_useful(step: str, s: LayerShape, d: LayerDensity) -> float:
+def _expected_useful(step: str, s: ConvShape, d: LayerDensity) -> float:
     """Expected useful PE-cycles (section 12.7) of a step: a property of the data, so the dense
     baseline has the same count (it runs the same non-zero products, among its zeros)."""
     k = s.k
@@ -202,7 +202,7 @@ def _result(step: str, sparse: StepCost, dense: StepCost, energy: EnergyTable) -
     return StepResult(step, sparse, dense, sparse.acc.energy(energy), dense.acc.energy(energy))
 
 
-def analytic_layer(s: LayerShape, d: LayerDensity, arch: ArchParams | None = None,
+def analytic_layer(s: ConvShape, d: LayerDensity, arch: ArchParams | None = None,
                    energy: EnergyTable | None = None) -> LayerResult:
     arch, energy = arch or ArchParams(), energy or EnergyTable()
     res = LayerResult(s, d)
@@ -212,7 +212,7 @@ def analytic_layer(s: LayerShape, d: LayerDensity, arch: ArchParams | None = Non
     return res
 
 
-def exact_step(step: str, s: LayerShape, pats: dict[str, np.ndarray], arch: ArchParams,
+def exact_step(step: str, s: ConvShape, pats: dict[str, np.ndarray], arch: ArchParams,
                dense: bool = False) -> StepCost:
     """Cost of one step from exact non-zero patterns ('in', 'grad', optional 'out', 'out_grad', 'mask')."""
     nz_in, nz_grad = pats["in"], pats["grad"]
@@ -259,7 +259,7 @@ def exact_step(step: str, s: LayerShape, pats: dict[str, np.ndarray], arch: Arch
     return cost
 
 
-def exact_layer(s: LayerShape, pats: dict[str, np.ndarray], arch: ArchParams | None = None,
+def exact_layer(s: ConvShape, pats: dict[str, np.ndarray], arch: ArchParams | None = None,
                 energy: EnergyTable | None = None) -> LayerResult:
     arch, energy = arch or ArchParams(), energy or EnergyTable()
     res = LayerResult(s, densities_of_patterns(pats))
@@ -314,7 +314,7 @@ class NetworkResult:
         return useful / (self.arch.pes * cyc) if cyc else 0.0
 
 
-def evaluate(shapes: list[LayerShape], densities, arch: ArchParams | None = None,
+def evaluate(shapes: list[ConvShape], densities, arch: ArchParams | None = None,
              energy: EnergyTable | None = None, model: str = "custom", input_kind: str = "custom") -> NetworkResult:
     """Analytic model of a whole network; ``densities`` is a DensityTable or one LayerDensity for all."""
     arch, energy = arch or ArchParams(), energy or EnergyTable()

@@ -14,9 +14,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .arch.fixedpoint import FRAC_MIN, choose_frac_bits, quantize, sat_limit
-from .arch.steps import Step
-from .golden.bitexact.rowconv import ConvShape, error_bound
+from ..arch.fixedpoint import FRAC_MIN, choose_frac_bits, quantize, sat_limit
+from ..arch.geometry import ConvShape
+from ..arch.steps import Step
+from ..golden.bitexact.rowconv import error_bound
+
 
 
 @dataclass

@@ -1,0 +1,143 @@
+"""`sparsetrain check` as a plain API: one layer step of a golden run on the RTL, checked two ways.
+
+1. RTL against the bit-accurate model (``golden.bitexact.core_vec.run_program_fast``, equal to the scalar
+   ``golden.bitexact.core_model.run_program``, of the same program):
+   every result element, the per-step counters and the error status, bit for bit; the first
+   differing element is named (tensor, n, channel, row, column, RTL value, model value).
+2. The model against the float64 result of the golden float tensors: within the element-wise
+   bound of section 2 (``golden.bitexact.rowconv.error_bound``). Pruned GTA rows are checked where the
+   PPU kept the value; a pruned element must have been below the threshold (within the bound).
+
+Cycles: the RTL's counter, the model's, the section 10 schedule and the dense baseline of the
+same layer (section 10.5, same groups; ``cycles``). The simulated core is ``simconfig``'s; the
+report and its text are ``report``'s.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..arch.isa import CoreParams
+from ..arch.steps import Step
+from ..compiler.compile import CompiledStep, LayerData, compile_step
+from ..compiler.emit import PRUNE_SLOT
+from ..golden.bitexact.core_model import CoreRun, batch_threshold
+from ..golden.bitexact.core_vec import run_program_fast
+from .cycles import schedule_cycles, weight_saved_cycles
+from .report import CheckReport, Mismatch
+from .simconfig import TIMEOUT_CODE, sim_params
+
+
+
+def check_layer(run_dir: str | Path, layer: str, step: str, *, sim: str = "verilator", samples: int | None = None,
+                params: CoreParams | None = None) -> CheckReport:
+    """Compile ``layer``'s ``step`` from the golden run, run it on the RTL and the model, compare."""
+    from ..golden.training.tensors import load_golden
+    if step not in tuple(s.value for s in Step):
+        raise ValueError(f"step = {step!r} is out of range; allowed: forward, gta, gtw")
+    run = load_golden(run_dir)
+    data = LayerData.from_golden(run, layer)
+    return check_compiled(compile_step(data, step, params or sim_params(), samples=samples), data, sim=sim)
+
+
+def check_compiled(c: CompiledStep, data: LayerData, *, sim: str = "verilator") -> CheckReport:
+    """Run every program chunk of ``c`` on the model and the RTL; compare and report.
+
+    Watchdog: each RTL run stops after 4x the model's cycles (+ 100k), so a wrong or hung core
+    ends as a failed check, never a hang."""
+    from ..sim_tb.core_batch import CoreJob, run_core_programs
+    p = c.params
+    status_of = [(g, PRUNE_SLOT) for g in range(p.groups)]
+    t0 = time.time()
+    models = [run_program_fast(ch.program, ch.buffer_image, p, masks=ch.masks)  # = run_program, vectorised
+              for ch in c.chunks]
+    t1 = time.time()
+    # every chunk in one simulator start, memories loaded and read back by backdoor
+    rtls = run_core_programs([CoreJob(ch.program, ch.buffer_image, ch.masks, dir_count=len(ch.results),
+                                      watchdog_cycles=4 * max(m.cycles, 1000) + 100_000)
+                              for ch, m in zip(c.chunks, models)], p, sim=sim, ppu_status=status_of)
+    t_model, t_rtl = t1 - t0, time.time() - t1
+    model_err = next((int(m.error) for m in models if m.error), 0)
+    rtl_err = next((int(r.error_code) if r.error else TIMEOUT_CODE for r in rtls if r.error or r.timed_out
+                    or not r.done), 0)
+    model_q = None if model_err else c.decode(lambda r: models[r.chunk].row(r.dir, r.length, p))
+    rtl_q = None if rtl_err else c.decode(lambda r: np.array(rtls[r.chunk].dense_row(r.dir, r.length, p.off_end)))
+    mism = _first_mismatch(c.result_name, rtl_q, model_q)
+    n_diff = -1 if rtl_q is None or model_q is None else int(np.count_nonzero(rtl_q != model_q))
+    counters = all(list(getattr(r, k))[:3] == list(getattr(m, k))[:3]
+                   for r, m in zip(rtls, models) for k in ("step_nnz", "step_rows", "step_elems"))
+    # Every PPU's status (threshold FIFO, sum|g|, generator state, counters) as the host reads it.
+    counters = counters and all(r.ppu_status[g].as_dict() == m.ppus[g].status(PRUNE_SLOT).as_dict()
+                                for r, m in zip(rtls, models) for g in range(p.groups) if not rtl_err)
+    bound_info = _bound(c, model_q, models[0]) if model_q is not None else dict(
+        within=False, max_error=float("nan"), max_bound=float("nan"), ratio=float("inf"), checked=0)
+    sched, dense = schedule_cycles(c)
+    golden_err = _golden_error(c, data, model_q) if model_q is not None else None
+    threshold: dict[str, Any] = {}
+    if c.step is Step.GTA and c.threshold and not model_err:
+        sums = [pp.status(0).abs_sum for m in models for pp in m.ppus]
+        threshold = dict(c.threshold, tau_batch=batch_threshold(sums, c.threshold["c_m"], c.threshold["c_shift"], p))
+    written = int(model_q.size) if model_q is not None else 1
+    return CheckReport(
+        layer=c.layer, step=c.step.value, sim=sim, samples=c.samples, batch=int(data.require("I").shape[0]),
+        units=c.n_units, ops=c.n_ops, programs=len(c.chunks), instructions=c.instructions,
+        buffer_words=c.buffer_words, frac=dict(c.tensors.frac),
+        bit_exact=mism is None and rtl_q is not None and model_q is not None,
+        mismatches=n_diff, first_mismatch=str(mism) if mism else None, counters_equal=counters,
+        rtl_error=rtl_err, model_error=model_err, within_bound=bound_info["within"],
+        max_error=bound_info["max_error"], max_bound=bound_info["max_bound"], worst_ratio=bound_info["ratio"],
+        checked_elements=bound_info["checked"], golden_max_error=golden_err,
+        rtl_cycles=int(sum(r.cycles for r in rtls)), model_cycles=int(sum(m.cycles for m in models)),
+        schedule_cycles=int(sched), contract_cycles=int(sum(m.cycles_contract for m in models)),
+        dense_cycles=int(dense), density=float(np.count_nonzero(model_q)) / written if model_q is not None else 0.0,
+        wall_s={"model": round(t_model, 2), "rtl": round(t_rtl, 2)}, threshold=threshold,
+        skipped_ops=c.skipped_ops, skipped_units=c.skipped_units, weight_saved_cycles=weight_saved_cycles(c),
+        run_cycles_per_s=sum(r.total_cycles for r in rtls) / max(1e-9, sum(r.sim_seconds for r in rtls)),
+        pe_busy_cycles=int(sum(sum(u.op_cycles) for m in models for u in m.units)))
+
+
+def _first_mismatch(name: str, rtl: np.ndarray | None, model: np.ndarray | None) -> Mismatch | None:
+    if rtl is None or model is None:
+        return None
+    diff = np.argwhere(rtl != model)
+    if diff.size == 0:
+        return None
+    idx = tuple(int(i) for i in diff[0])
+    return Mismatch(name, idx, int(rtl[idx]), int(model[idx]))
+
+
+def _bound(c: CompiledStep, q: np.ndarray, model: CoreRun) -> dict[str, Any]:
+    """Model vs float64 reference within the section 2 bound (pruned elements: below tau)."""
+    t = c.tensors
+    scale = 2.0 ** -t.frac[t.result_name]
+    value = q.astype(np.float64) * scale
+    err = np.abs(value - t.reference)
+    check = np.ones(q.shape, dtype=bool)
+    ok = err <= t.bound
+    if c.step is Step.GTA and c.threshold.get("fifo_full") and c.threshold.get("fifo"):
+        tau = int(model.ppus[0].status(0).tau_pred)
+        # The PPU changes only values with |g| < tau: those must come from a reference below tau.
+        touched = np.abs(q) <= tau
+        ok = np.where(touched, np.abs(t.reference) <= tau * scale + t.bound, ok)
+        check = ~touched
+    ratio = float(np.max(np.where(check, err / np.maximum(t.bound, 1e-300), 0.0))) if q.size else 0.0
+    return dict(within=bool(np.all(ok)), max_error=float(np.max(np.where(check, err, 0.0))) if q.size else 0.0,
+                max_bound=float(np.max(t.bound)) if q.size else 0.0, ratio=ratio, checked=int(np.count_nonzero(check)))
+
+
+def _golden_error(c: CompiledStep, data: LayerData, q: np.ndarray) -> float | None:
+    """Max |model - stored golden float32 tensor| for an unpruned complete result (reported only)."""
+    if c.samples != data.require("I").shape[0] or (c.step is Step.GTA and c.threshold.get("fifo_full")):
+        return None
+    name = {Step.FORWARD: "O", Step.GTA: "dI", Step.GTW: "dW"}[c.step]
+    if name not in data.arrays:
+        return None
+    ref = np.asarray(data.arrays[name], np.float64)
+    if c.step is Step.FORWARD and data.kind == "conv_relu":
+        ref = np.maximum(ref, 0.0)
+    if c.step is Step.GTA:
+        ref = ref * c.tensors.mask
+    return float(np.max(np.abs(q * 2.0 ** -c.tensors.frac[c.result_name] - ref)))

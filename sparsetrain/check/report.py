@@ -1,0 +1,124 @@
+"""The report of one checked layer step: its numbers (``CheckReport``), its text and its JSON.
+
+``harness.check_compiled`` fills a ``CheckReport``; ``text()`` is what `sparsetrain check` prints
+and the demo and `check --all` tabulate; ``write_report`` writes a list of them as JSON.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .simconfig import TIMEOUT_CODE
+
+
+
+@dataclass
+class Mismatch:
+    tensor: str
+    index: tuple[int, ...]      # (n, channel, row, column) or (f, c, kr, k) for dW
+    rtl: int
+    model: int
+
+    def __str__(self) -> str:
+        names = ("f", "c", "kr", "k") if self.tensor == "dW" else ("n", "channel", "row", "column")
+        where = ", ".join(f"{a} = {b}" for a, b in zip(names, self.index))
+        return f"{self.tensor}[{where}]: RTL {self.rtl}, model {self.model}"
+
+
+@dataclass
+class CheckReport:
+    layer: str
+    step: str
+    sim: str
+    samples: int
+    batch: int
+    units: int
+    ops: int
+    programs: int                # program chunks the step was split into (memory limits)
+    instructions: int
+    buffer_words: int
+    frac: dict[str, int]
+    bit_exact: bool
+    mismatches: int
+    first_mismatch: str | None
+    counters_equal: bool
+    rtl_error: int
+    model_error: int
+    within_bound: bool
+    max_error: float
+    max_bound: float
+    worst_ratio: float           # max of error / bound over the checked elements
+    checked_elements: int
+    golden_max_error: float | None  # model vs the stored float32 golden tensor (complete layers)
+    rtl_cycles: int
+    model_cycles: int
+    schedule_cycles: int         # section 10 prediction (sparsetrain.arch.schedule)
+    contract_cycles: int         # the model's own section 10 figure (golden.bitexact.core_model cycles_contract)
+    dense_cycles: int            # dense baseline of the same layer step
+    density: float               # non-zeros written / elements
+    wall_s: dict[str, float] = field(default_factory=dict)
+    run_cycles_per_s: float = 0.0  # the free-running core alone (core_driver's run time, no loads)
+    threshold: dict[str, Any] = field(default_factory=dict)
+    # Campfire weight sparsity: row ops / GTW units of zero or pruned kernel rows the compiler left
+    # out, and the section 10 cycles that saves against the same step with every row
+    skipped_ops: int = 0
+    skipped_units: int = 0
+    weight_saved_cycles: int = 0
+    pe_busy_cycles: int = 0      # PE-cycles in operations (the model's units), for the utilisation
+
+    @property
+    def ok(self) -> bool:
+        return self.bit_exact and self.counters_equal and self.within_bound and not self.rtl_error
+
+    @property
+    def speedup(self) -> float:
+        return self.dense_cycles / self.rtl_cycles if self.rtl_cycles else 0.0
+
+    @property
+    def sim_rate(self) -> float:
+        """Simulated cycles per wall second of the RTL run (load, run and read back)."""
+        t = self.wall_s.get("rtl", 0.0)
+        return self.rtl_cycles / t if t else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(ok=self.ok, speedup=self.speedup, sim_cycles_per_s=self.sim_rate)
+        return d
+
+    def text(self) -> str:
+        verdict = "OK" if self.ok else "FAIL"
+        lines = [
+            f"{self.layer} {self.step} on {self.sim}: {verdict}",
+            f"  program: {self.samples} of {self.batch} samples, {self.units} units, {self.ops} ops, "
+            f"{self.instructions} instructions in {self.programs} program(s), up to {self.buffer_words} buffer words",
+            "  RTL vs bit-accurate model: " + ("bit-exact" if self.bit_exact else "not compared" if self.mismatches < 0
+                                                else f"{self.mismatches} elements differ; first {self.first_mismatch}")
+            + ("; per-step counters or PPU status differ" if not self.counters_equal else "")
+            + (f"; RTL error code {self.rtl_error}" + (" (watchdog)" if self.rtl_error == TIMEOUT_CODE else "")
+               if self.rtl_error else ""),
+            f"  model vs float64 golden: max error {self.max_error:.3g}, bound {self.max_bound:.3g}, worst "
+            f"error/bound {self.worst_ratio:.3f} over {self.checked_elements} elements: "
+            + ("within the bound" if self.within_bound else "OUTSIDE the bound"),
+        ]
+        if self.golden_max_error is not None:
+            lines.append(f"  model vs stored float32 golden tensor: max error {self.golden_max_error:.3g}")
+        lines.append(f"  cycles: RTL {self.rtl_cycles}, model {self.model_cycles}, schedule (section 10) "
+                     f"{self.schedule_cycles}, dense baseline {self.dense_cycles} (speedup {self.speedup:.2f}x)")
+        lines.append(f"  output density {self.density:.3f}; simulation: {self.run_cycles_per_s:,.0f} cycles/s free-running, "
+                     f"{self.sim_rate:,.0f} cycles/s with loading and start-up (RTL {self.wall_s.get('rtl', 0):.1f} s, "
+                     f"model {self.wall_s.get('model', 0):.1f} s)")
+        if self.skipped_ops or self.skipped_units:
+            what = (f"{self.skipped_units} GTW units ({self.skipped_ops} row ops) of pruned kernel rows"
+                    if self.skipped_units else f"{self.skipped_ops} row ops of all-zero kernel rows")
+            lines.append(f"  weight sparsity: {what} skipped, saving {self.weight_saved_cycles} cycles (section 10 "
+                         f"schedule of the whole step with and without them)")
+        if self.threshold:
+            lines.append(f"  threshold: {self.threshold}")
+        return "\n".join(lines)
+
+
+def write_report(reports: list[CheckReport], path: str | Path) -> Path:
+    from ..outdir import atomic_write_text
+    return atomic_write_text(path, json.dumps([r.as_dict() for r in reports], indent=1, default=float) + "\n")

@@ -1,0 +1,21 @@
+"""The simulated core of `sparsetrain check`, `check --all` and the demo: one place for its
+parameters (docs/usage.md).
+
+G = 2 groups (section 11.1's sim default), K_MAX = 5 and W_MAX = 64 (every conv of the small
+networks), ACC_W = 52 so that section 2's accumulator rule holds for GTW sums over a whole batch
+(up to 2**19 products: a 32 x 32 first layer at batch 32 needs 49 bits), and memories of
+moderate depth: the Verilog and the Verilator build grow with them, and a larger layer is split
+into several programs.
+"""
+from __future__ import annotations
+
+from ..arch.isa import CoreParams
+
+
+SIM_PARAMS = dict(dw=16, k_max=5, w_max=64, acc_w=52, groups=2, buf_depth=1 << 16, mask_depth=1 << 10,
+                  imem_depth=1 << 13, dir_depth=1 << 11)
+TIMEOUT_CODE = 15  # reported as the RTL error code when the watchdog stopped a run
+
+
+def sim_params(**overrides: int) -> CoreParams:
+    return CoreParams(**{**SIM_PARAMS, **overrides})

@@ -1,0 +1,67 @@
+"""Random core programs for the core model's, the core's and the testbenches' tests and benchmarks,
+written with the compiler's one ``ProgramBuilder``."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..arch.fixedpoint import SparseRow
+from ..arch.isa import CoreParams, Opcode
+from ..arch.ppu import Op
+from ..arch.timing import Mode
+from .emit import ProgramBuilder
+
+
+
+def random_program(params: CoreParams, rng: np.random.Generator, *, units_per_step: int = 4,
+                   max_ops: int = 5, density: float = 0.5) -> tuple[ProgramBuilder, list[tuple[int, int]]]:
+    """A random three-step program (SRC with bias/ReLU, pruned MSRC, OSRC) for directed tests.
+
+    Rows, weights, masks, K (up to K_MAX), stride, padding and op counts are random; returns
+    the builder (call ``build()``) and (directory index, row length) of every result.
+    """
+    p = params
+    b = ProgramBuilder(p)
+    results = []
+    amp = 1 << (p.dw - 4)
+
+    def geometry() -> tuple[int, int, int, int, int]:
+        """Random kernel size, stride, padding and the input/output row lengths they fit."""
+        k = int(rng.integers(1, p.k_max + 1))
+        s = int(rng.integers(1, 3))
+        pad = int(rng.integers(0, k))
+        w_in = min(int(rng.integers(max(1, k - 2 * pad), p.w_max + 1)), p.w_max - 2 * pad + k - 1)
+        return k, s, pad, w_in, (w_in + 2 * pad - k) // s + 1
+
+    def sparse(n):
+        row = np.where(rng.random(n) < density, rng.integers(-amp, amp, n), 0)
+        return b.row(SparseRow.from_dense(row))
+
+    # threshold FIFO of slot 1 full on every PPU, so GTA pruning is on
+    b.instr(Opcode.PPU, all=1, op=int(Op.CLEAR_SLOT), slot=1)
+    for tau in rng.integers(1, amp, p.n_f):
+        b.instr(Opcode.PPU, all=1, op=int(Op.PUSH_TAU), slot=1, value=int(tau))
+    b.instr(Opcode.SYNC, step=0)
+    for _ in range(units_per_step):   # forward
+        k, s, pad, w_in, w_out = geometry()
+        ops = [b.op(Mode.SRC, k, w_in, w_out, sparse(w_in), b.weights(rng.integers(-amp, amp, k)), stride=s, pad=pad)
+               for _ in range(int(rng.integers(1, max_ops + 1)))]
+        results.append((b.unit(w_out, ops, shift=int(rng.integers(0, 6)), relu=bool(rng.integers(0, 2)),
+                               bias=int(rng.integers(-amp, amp))), w_out))
+    b.instr(Opcode.SYNC, step=1)
+    for u in range(units_per_step):   # GTA
+        k, s, pad, w_in, w_out = geometry()
+        ops = []
+        for _ in range(int(rng.integers(0 if u == 0 else 1, max_ops + 1))):
+            mask = b.mask(rng.random(w_in) < 0.7)
+            ops.append(b.op(Mode.MSRC, k, w_out, w_in, sparse(w_out), b.weights(rng.integers(-amp, amp, k)),
+                            stride=s, pad=pad, mask_addr=mask))
+        results.append((b.unit(w_in, ops, shift=int(rng.integers(2, 8)), acc_g=True, prune=True, slot=1,
+                               g_first=u == 0), w_in))
+    b.instr(Opcode.SYNC, step=2)
+    for _ in range(units_per_step):   # GTW
+        k, s, pad, w_in, w_out = geometry()
+        ops = [b.op(Mode.OSRC, k, w_in, w_out, sparse(w_in), sparse(w_out), stride=s, pad=pad)
+               for _ in range(int(rng.integers(1, max_ops + 1)))]
+        results.append((b.unit(k, ops, shift=int(rng.integers(0, 6))), k))
+    b.instr(Opcode.END)
+    return b, results
