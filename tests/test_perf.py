@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import numpy as np
@@ -19,15 +18,6 @@ from sparsetrain.perf.energy import EnergyTable
 from sparsetrain.perf.model import analytic_layer, evaluate, exact_layer, expected_entries
 from sparsetrain.perf.schedule import ArchParams
 from sparsetrain.perf.shapes import LayerShape, conv_layer_shapes, network_shapes
-
-SEED = int(os.environ.get("SPARSETRAIN_SEED", "2024"))
-
-
-@pytest.fixture
-def rng():
-    print(f"SPARSETRAIN_SEED={SEED}")
-    return np.random.default_rng(SEED)
-
 
 def shape(c=4, f=4, h=8, w=8, k=3, s=1, p=1, groups=1, first=False, name="L"):
     ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
