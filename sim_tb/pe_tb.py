@@ -33,9 +33,12 @@ class PeTB(BlockTB):
     """The PE under a stimulus file: drivers (cfg, Port-1/2/3 sources), a monitor (the out
     sink), a beat scoreboard, per-op cycle and stall counters, resets in the middle of ops.
 
-    Extending the checks: ``check()`` calls ``check_timing(live)`` and ``check_errors(live)``;
-    each appends its findings to ``self.problems``, and the per-op measurements they read are
-    the arrays ``start``, ``cycles``, ``stalls``, ``cfg_error``, ``aborted`` (one entry per op)."""
+    Extending it: ``check()`` calls ``check_timing(live)`` and ``check_errors(live)``; each
+    appends its findings to ``self.problems`` and reads the per-op arrays ``start_cycle``,
+    ``cycles``, ``stalls``, ``cfg_error``, ``aborted`` (one entry per op). A subclass that needs
+    more per-op measurements (say, the cycle of every Port-2 handshake) overrides the monitors
+    ``on_cfg``, ``on_input(port, item, cycle)`` and ``on_beat`` (calling super) and
+    ``check_timing``."""
 
     def __init__(self, dut, stim: Mapping[str, np.ndarray], params: HwParams, *, seed: int,
                  p_valid: float = 1.0, p_ready: float = 1.0, resets: Mapping[int, int] | None = None):
@@ -61,12 +64,12 @@ class PeTB(BlockTB):
         self.board = Scoreboard("pe beats")
         # drivers and the monitor
         self.cfg_src = self.bench.add(StreamSource(dut, "cfg", None, valid=self.valid_pattern(),
-                                                   on_transfer=self._on_cfg))
+                                                   on_transfer=self.on_cfg))
         self.inputs = {name: self.bench.add(StreamSource(dut, name, None, valid=self.valid_pattern(),
-                                                         on_transfer=partial(self._on_input, name)))
+                                                         on_transfer=partial(self.on_input, name)))
                        for name in INPUT_PORTS}
         self.out = self.bench.add(StreamSink(dut, "out", self.layout, ready=self.ready_pattern(),
-                                             on_transfer=self._on_beat, raw=True))
+                                             on_transfer=self.on_beat, raw=True))
         self.tags: dict[str, deque[int]] = {}  # per input port: the op of each queued item
         self.load(stim)
 
@@ -95,17 +98,17 @@ class PeTB(BlockTB):
                                    tuple(int(x) for x in row[4:])))
 
     # ---- monitors (called by the endpoints on each transfer)
-    def _on_cfg(self, _item: Any, cycle: int) -> None:
+    def on_cfg(self, _item: Any, cycle: int) -> None:
         self.cur += 1
         self.in_op = True
         self.progress = True
         self.start_cycle[self.cur] = cycle
 
-    def _on_input(self, port: str, _item: Any, _cycle: int) -> None:
+    def on_input(self, port: str, _item: Any, _cycle: int) -> None:
         self.tags[port].popleft()  # keep each item's op tag in step with its queue
         self.progress = True
 
-    def _on_beat(self, raw: int, cycle: int) -> None:
+    def on_beat(self, raw: int, cycle: int) -> None:
         b = unpack(self.layout, raw)
         item = (self.cur, b["base"], b["count"], b["last"], tuple(b["lanes"]))
         self.got_beats.append([self.cur, b["base"], b["count"], b["last"], *b["lanes"]])

@@ -18,7 +18,7 @@ from sparsetrain.hw.pe import PE
 from sparsetrain.sim_tb.faults import PE_FAULTS
 from sparsetrain.sim_tb.pe_driver import PeOp, run_pe_ops, write_stimulus
 from sparsetrain.sim_tb.pe_stimulus import directed_ops, random_ops
-from sparsetrain.sim_tb.streams import pack, unpack
+from sparsetrain.sim_tb.streams import always, pack, random_handshakes, unpack
 
 ALL = (Mode.SRC, Mode.MSRC, Mode.OSRC)
 # Small accumulator (ACC_W = 2*DW+1) so that saturation is reachable with short rows.
@@ -55,6 +55,21 @@ def test_pack_matches_amaranth_layout_constants(rng):
         blay = beat_layout(SMALL)
         assert pack(blay, b) == blay.const(b).as_value().value
         assert unpack(blay, pack(blay, b)) == b
+
+
+def test_backpressure_generators_are_seeded_and_keep_their_probability(seed):
+    import random
+
+    gen = random_handshakes(random.Random(seed), 0.3)
+    draws = [next(gen) for _ in range(20_000)]
+    again = random_handshakes(random.Random(seed), 0.3)
+    assert draws == [next(again) for _ in range(20_000)]  # the same seed, the same back-pressure
+    assert 0.28 < sum(draws) / len(draws) < 0.32
+    assert all(next(random_handshakes(random.Random(seed), 1.0)) for _ in range(100))
+    assert all(next(always()) for _ in range(100))
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match=f"probability = {bad} is out of range"):
+            random_handshakes(random.Random(seed), bad)
 
 
 def test_pack_rejects_out_of_range_values():
