@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 
 import cocotb
 
-from ..hw.core_isa import dir_decode
+from ..arch.isa import dir_decode
 from .core_tb_common import RSEL_BUF, RSEL_DIR, CoreTB
 
 

@@ -5,9 +5,10 @@ Launched by ``sim_tb.pe_driver.run_pe_ops``. Environment: PE_STIM (npz written b
 p_ready, resets, params, seed). ``PeTB`` checks, unless the stimulus says check = 0:
 
 * every beat against the golden beats, bit for bit, in order (scoreboard);
-* every operation's cycle count (``check_timing``): cycles - stall cycles == golden.timing,
-  where a stall cycle is one in which no progress handshake (cfg, Port-1/2/3, final beat)
-  happened; and with no back-pressure (p_valid = p_ready = 1) there must be no stall cycle;
+* every operation's cycle count (``check_timing``): cycles - stall cycles ==
+  sparsetrain.arch.timing, where a stall cycle is one in which no progress handshake (cfg,
+  Port-1/2/3, final beat) happened; and with no back-pressure (p_valid = p_ready = 1) there
+  must be no stall cycle;
 * cfg_error set exactly for refused operations (``check_errors``).
 No torch here: numpy and the stimulus file only.
 """
@@ -22,7 +23,8 @@ from typing import Any, Mapping
 import cocotb
 import numpy as np
 
-from ..hw.layouts import HwParams, beat_layout
+from ..arch.pe import HwParams
+from ..hw.layouts import beat_layout
 from .streams import BlockTB, Scoreboard, StreamSink, StreamSource, signal_int, unpack
 
 INPUT_PORTS = ("port1", "port2", "port3")
@@ -187,7 +189,7 @@ class PeTB(BlockTB):
         return self.all_problems(self.board)
 
     def check_timing(self, live: np.ndarray) -> None:
-        """Every op not cut short by a reset: cycles - stalls == the contract (golden.timing);
+        """Every op not cut short by a reset: cycles - stalls == the contract (sparsetrain.arch.timing);
         no stall at all without back-pressure."""
         bad = np.flatnonzero(live & (self.cycles - self.stalls != self.exp_cycles))
         if bad.size:

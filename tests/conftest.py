@@ -4,7 +4,7 @@
 subset for 120 steps (batch 32) with p = 0.9 and dumps the golden tensors of two conv layers at the last
 step (FIFO full, so pruning is on). It runs once per code version and parameter set: the
 result is cached under build/golden-cache/<key>/ (key = hash of the parameters and of every
-source file under ``TRAINING_SOURCE_DIRS``: all of the golden package, its C++ included), guarded
+source file under ``TRAINING_SOURCES``: all of the golden package, its C++ included), guarded
 by a file lock so that pytest-xdist workers share it.
 
 Seeds: every randomised test takes the one ``seed`` fixture (or ``rng`` / ``rng_for``, made from
@@ -29,10 +29,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / "build" / "golden-cache"
-# Folders (relative to the repository) whose every source file keys the training cache: training
-# uses much of the golden package (campfire.py, sparse_backward.py and its C++ too), so a list of
-# files would go stale; tests/test_golden_cache.py checks that training imports nothing outside.
-TRAINING_SOURCE_DIRS = ("golden",)
+# Source folders and files (relative to the repository) that key the training cache: training uses
+# much of the golden package (campfire.py, sparse_backward.py and its C++ too) and the contract's
+# number format and output folders, so a list of single modules would go stale;
+# tests/test_golden_cache.py checks that training imports nothing outside these.
+TRAINING_SOURCES = ("golden", "sparsetrain/arch", "sparsetrain/outdir.py", "sparsetrain/__init__.py")  # folders or files
 SOURCE_SUFFIXES = (".py", ".cpp", ".h")
 DEFAULT_SEED = 1234
 SEED_ENV = "SPARSETRAIN_SEED"
@@ -44,7 +45,7 @@ SMALL_RUN_STEPS = 120
 
 
 def small_run_config():
-    from sparsetrain.golden.train import TrainConfig
+    from sparsetrain.golden.training.train import TrainConfig
 
     return TrainConfig(model="alexnet", p=0.9, prune=True, epochs=1, batch_size=32, seed=1, n_f=4,
                        train_samples=SMALL_RUN_STEPS * 32, test_samples=1000, max_steps=SMALL_RUN_STEPS,
@@ -54,9 +55,11 @@ def small_run_config():
 
 def training_sources(root: Path = REPO) -> list[Path]:
     """Every source file that keys the training cache, in a fixed order."""
-    files = [f for d in TRAINING_SOURCE_DIRS for f in (root / d).rglob("*")
-             if f.suffix in SOURCE_SUFFIXES and f.is_file() and "__pycache__" not in f.parts]
-    return sorted(files)
+    files = []
+    for name in TRAINING_SOURCES:
+        path = root / name
+        files += [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
+    return sorted(f for f in files if f.suffix in SOURCE_SUFFIXES and "__pycache__" not in f.parts)
 
 
 def _cache_key(config_dict: dict, root: Path = REPO) -> str:
@@ -69,7 +72,7 @@ def _cache_key(config_dict: dict, root: Path = REPO) -> str:
 
 def cached_training_run(cfg) -> Path:
     """Run ``cfg`` once per (config, source) key, under a file lock; return the run dir."""
-    from sparsetrain.golden.train import METRICS_NAME, train
+    from sparsetrain.golden.training.train import METRICS_NAME, train
 
     key = _cache_key(asdict(cfg))
     run_dir = CACHE / f"{cfg.model}-{key}"
@@ -92,7 +95,7 @@ def cached_training_run(cfg) -> Path:
 def small_golden_run() -> Path:
     """Run dir of a short real pruned AlexNet training (metrics.json, golden/step_000119/).
 
-    ``sparsetrain.golden.tensors.load_golden(small_golden_run)`` loads its golden tensors:
+    ``sparsetrain.golden.training.tensors.load_golden(small_golden_run)`` loads its golden tensors:
     layers features.2.conv and features.4.conv (conv_relu, stride 1, padding 2 and 1).
     """
     return cached_training_run(small_run_config())

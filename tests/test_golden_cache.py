@@ -9,15 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TRAINING_SOURCE_DIRS, _cache_key, small_run_config, training_sources
+from conftest import REPO, TRAINING_SOURCES, _cache_key, small_run_config, training_sources
 
-TRAINING_ENTRY = "sparsetrain.golden.train"
+TRAINING_ENTRY = "sparsetrain.golden.training.train"
 
 
 def _imports(module: str) -> set[str]:
     """The sparsetrain modules ``module`` imports anywhere in its text (also inside functions:
     the lazy imports of sparse_backward and plots run during training too)."""
     spec = importlib.util.find_spec(module)
+    if not spec.has_location:  # a namespace package: no text of its own
+        return set()
     tree = ast.parse(Path(spec.origin).read_text())
     package = module if spec.submodule_search_locations else module.rpartition(".")[0]
     out = set()
@@ -47,7 +49,8 @@ def training_closure() -> set[Path]:
             continue
         seen.add(mod)
         todo += sorted(_imports(mod))
-    return {Path(importlib.util.find_spec(m).origin).resolve() for m in seen}
+    specs = [importlib.util.find_spec(m) for m in seen]
+    return {Path(spec.origin).resolve() for spec in specs if spec.has_location}
 
 
 def test_training_imports_only_keyed_sources():
@@ -56,18 +59,23 @@ def test_training_imports_only_keyed_sources():
     names = {p.name for p in closure}
     assert {"train.py", "campfire.py", "sparse_backward.py", "pruning.py"} <= names  # the walk works
     outside = sorted(str(p.relative_to(REPO)) for p in closure - keyed)
-    assert not outside, f"training uses {outside}, which the cache key leaves out (TRAINING_SOURCE_DIRS)"
+    assert not outside, f"training uses {outside}, which the cache key leaves out (TRAINING_SOURCES)"
     assert any(p.suffix == ".cpp" for p in keyed)  # the C++ sparse backward is keyed too
 
 
-@pytest.mark.parametrize("name", ["campfire.py", "sparse_backward.py", "csrc/sparse_conv_generic.cpp", "rowops.py"])
-def test_any_change_under_the_keyed_folders_changes_the_key(tmp_path, name):
-    for d in TRAINING_SOURCE_DIRS:
-        shutil.copytree(REPO / d, tmp_path / d, ignore=shutil.ignore_patterns("__pycache__"))
+@pytest.mark.parametrize("name", ["campfire.py", "sparse_backward.py", "sparse_conv_generic.cpp", "rowops.py",
+                                  "fixedpoint.py", "outdir.py"])
+def test_any_change_in_the_keyed_sources_changes_the_key(tmp_path, name):
+    for rel in TRAINING_SOURCES:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        if (REPO / rel).is_file():
+            shutil.copy2(REPO / rel, tmp_path / rel)
+        else:
+            shutil.copytree(REPO / rel, tmp_path / rel, ignore=shutil.ignore_patterns("__pycache__"))
     cfg = {"model": "alexnet", "steps": 1}
     before = _cache_key(cfg, tmp_path)
     assert before == _cache_key(cfg, tmp_path)  # deterministic
-    target = next(tmp_path / d / name for d in TRAINING_SOURCE_DIRS if (tmp_path / d / name).is_file())
+    target = next(p for p in training_sources(tmp_path) if p.name == name)
     target.write_bytes(target.read_bytes() + b"\n// changed\n")
     assert _cache_key(cfg, tmp_path) != before
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 
 
-from sparsetrain.perf.rtl_check import compare_with_rtl, markdown_table, random_layer_tensors
-from sparsetrain.perf.schedule import ArchParams
+from sparsetrain.arch.schedule import ArchParams
 from sparsetrain.perf.shapes import LayerShape
+from sparsetrain.sim_tb.perf_check import compare_with_rtl, markdown_table, random_layer_tensors
 
 TOLERANCE = 0.05
 

@@ -1,4 +1,4 @@
-"""golden.rowconv: the row decomposition of a conv layer against torch, and the integer path.
+"""golden.bitexact.rowconv: the row decomposition of a conv layer against torch, and the integer path.
 
 Randomised tests take their seed from the ``seed`` fixture (tests/conftest.py), which prints it.
 """
@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
-from sparsetrain.golden import rowconv as rc
-from sparsetrain.golden.fixedpoint import choose_frac_bits, quantize, requantize, sat_limit
-from sparsetrain.golden.timing import Mode, pe_cycles
+from sparsetrain.arch.fixedpoint import choose_frac_bits, quantize, requantize, sat_limit
+from sparsetrain.arch.timing import Mode, pe_cycles
+from sparsetrain.golden.bitexact import rowconv as rc
 
 torch.set_num_threads(1)
 

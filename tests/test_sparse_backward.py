@@ -1,4 +1,4 @@
-"""golden.sparse_backward: the sparse x dense conv backward against torch's dense autograd.
+"""golden.training.sparse_backward: the sparse x dense conv backward against torch's dense autograd.
 
 Randomised tests take their seed from the ``seed`` fixture (tests/conftest.py), which prints it.
 """
@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparsetrain.golden import sparse_backward as sb
-from sparsetrain.golden.data import fashion_mnist
-from sparsetrain.golden.networks import build_model
-from sparsetrain.golden.pruning import PruneConfig
+from sparsetrain.golden.training import sparse_backward as sb
+from sparsetrain.golden.training.data import fashion_mnist
+from sparsetrain.golden.training.networks import build_model
+from sparsetrain.golden.training.pruning import PruneConfig
 
 torch.set_num_threads(1)
 # torch labels every CSR use "beta"; pytest resets the module's own filter for each test
