@@ -2,7 +2,6 @@
 convolutions, cycle prediction against sparsetrain.arch.schedule, invalid programs."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 

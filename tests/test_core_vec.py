@@ -5,7 +5,6 @@ path), on programs that can saturate or are invalid (the scalar fallback) and on
 layer steps of a real training run."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 

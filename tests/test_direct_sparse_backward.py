@@ -9,7 +9,6 @@ Randomised tests take their seed from the ``seed`` fixture (tests/conftest.py), 
 """
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn.functional as F

@@ -4,7 +4,6 @@ Randomised tests take their seed from the ``seed`` fixture (tests/conftest.py), 
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch

@@ -5,7 +5,6 @@ rows. Seed from the ``seed`` fixture (tests/conftest.py), printed.
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
