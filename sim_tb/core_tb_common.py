@@ -14,10 +14,10 @@ from typing import Any, Iterable, Sequence
 
 from cocotb.triggers import FallingEdge, First, RisingEdge
 
-N_STEPS = 4
-COUNTER_W = 32
+from ..arch.isa import COUNTER_W, N_STEPS
+from .streams import RESET_CYCLES
+
 NEVER = (1 << 64) - 1  # a watchdog deadline that is never reached (the wrapper's tb_cycle is 64 bits)
-RESET_CYCLES = 2
 # the host ports' memory selects (hw/core.py): host_wsel for writes, host_rsel for reads
 SEL_BUF, SEL_MASK, SEL_IMEM, SEL_DIR = range(4)
 RSEL_BUF, RSEL_DIR = 0, 1
