@@ -24,9 +24,9 @@ from typing import Mapping, Sequence
 from ..arch.isa import N_STEPS, CoreParams, dir_decode, entry_decode
 from ..golden.bitexact.ppu_model import PPUStatus
 from . import runner
+from .core_tb_common import SEL_BUF, SEL_DIR, SEL_IMEM, SEL_MASK
 
 TB_MODULE = "sparsetrain.sim_tb.core_tb"
-SEL_BUF, SEL_MASK, SEL_IMEM, SEL_DIR = range(4)
 
 
 @dataclass
@@ -96,6 +96,16 @@ WATCHDOG_VERILOG = """\
 """
 
 
+def verilog_ports(verilog: str, top: str) -> list[tuple[str, str, str, str]]:
+    """The ports of module ``top`` in Amaranth's Verilog, in order: (direction, "signed" or "",
+    "[msb:lsb] " or "", name) each."""
+    start = verilog.find(f"module {top}(")
+    if start < 0:
+        raise ValueError(f"top = {top!r} is not a module of the Verilog; allowed: the generated top module")
+    body = verilog[start:verilog.index("endmodule", start)]
+    return re.findall(r"^  (input|output) (?:(signed) )?(\[\d+:\d+\] )?(\S+) ?;$", body, flags=re.M)
+
+
 def clock_wrapper(verilog: str, top: str = "core", wrapper: str = TB_TOPLEVEL,
                   half_period: int = HALF_PERIOD_NS, backdoor: Mapping[str, str] | None = None,
                   dump: Sequence[str] = ()) -> str:
@@ -108,11 +118,7 @@ def clock_wrapper(verilog: str, top: str = "core", wrapper: str = TB_TOPLEVEL,
     loads every such memory with ``$readmemh("<stem>.hex")``, a rising ``mem_dump`` writes the
     memories named in ``dump`` with ``$writememh("<stem>_out.hex")`` (files in the simulator's
     working folder): whole memories in one event instead of one host-port cycle per word."""
-    start = verilog.find(f"module {top}(")
-    if start < 0:
-        raise ValueError(f"top = {top!r} is not a module of the Verilog; allowed: the generated top module")
-    body = verilog[start:verilog.index("endmodule", start)]
-    ports = re.findall(r"^  (input|output) (?:(signed) )?(\[\d+:\d+\] )?(\S+) ?;$", body, flags=re.M)
+    ports = verilog_ports(verilog, top)
     if not any(direction == "input" and name == "clk" for direction, _, _, name in ports):
         raise ValueError(f"top = {top!r} has no 'clk' input; allowed: a design with one clock named clk")
     others = [(d, sg, w, n) for d, sg, w, n in ports if n != "clk"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -205,7 +205,8 @@ def pe_build(p: HwParams, sim: str = "verilator") -> runner.Build:
 
 def run_pe_ops(ops: Sequence[PeOp], params: HwParams, sim: str = "verilator", *, seed: int | None = None,
                p_valid: float = 1.0, p_ready: float = 1.0, resets: Sequence[tuple[int, int]] = (),
-               check: bool = True, workdir: Path | None = None) -> list[PeOpResult]:
+               check: bool = True, workdir: Path | None = None,
+               stimulus_hook: Callable[[Path], None] | None = None) -> list[PeOpResult]:
     """Run ``ops`` back to back on the RTL; return the beats and measured cycles of each.
 
     p_valid / p_ready: per-cycle probability that a source offers / the sink accepts (1.0 =
@@ -213,7 +214,9 @@ def run_pe_ops(ops: Sequence[PeOp], params: HwParams, sim: str = "verilator", *,
     (op index, cycles after its cfg handshake) at which rst is pulsed; that op is abandoned
     and its remaining input dropped. check: the testbench compares every beat with the
     golden model and every cycle count with sparsetrain.arch.timing and fails (AssertionError) on any
-    difference.
+    difference (its message lists every problem found). stimulus_hook: called with the written
+    stimulus file before the simulator starts (the checker self-tests inject a fault there,
+    ``sim_tb.faults``).
     """
     seed = runner.default_seed() if seed is None else seed
     runner.check_handshake_probabilities(p_valid, p_ready)
@@ -221,13 +224,16 @@ def run_pe_ops(ops: Sequence[PeOp], params: HwParams, sim: str = "verilator", *,
     wdir = runner.run_folder(b, "pe-ops-", workdir)
     stim, result = wdir / "stim.npz", wdir / "result.npz"
     goldens = write_stimulus(ops, params, stim, check=check)
+    if stimulus_hook is not None:
+        stimulus_hook(stim)
     cfg = {"p_valid": p_valid, "p_ready": p_ready, "resets": [list(r) for r in resets],
            "params": params.as_dict(), "seed": seed}
     env = {"PE_STIM": str(stim), "PE_RESULT": str(result), "PE_TB_CFG": json.dumps(cfg)}
     try:
         runner.run(b, TB_MODULE, seed=seed, env=env, test_dir=wdir / "tb")
     except AssertionError as exc:
-        raise AssertionError(f"PE testbench failed (seed {seed}); log and data in {wdir}") from exc
+        raise AssertionError(f"PE testbench failed (seed {seed}): {runner.tb_problems(result)}; "
+                             f"log and data in {wdir}") from exc
     return read_results(result, goldens, params)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -125,12 +125,13 @@ def ppu_build(cfg: PPUConfig, sim: str = "verilator") -> runner.Build:
 
 def run_ppu(txns: Sequence[PpuTxn], cfg: PPUConfig, sim: str = "verilator", *, seed: int | None = None,
             p_valid: float = 1.0, p_ready: float = 1.0, workdir: Path | None = None,
-            corrupt: bool = False) -> PpuRunResult:
+            stimulus_hook: Callable[[Path], None] | None = None) -> PpuRunResult:
     """Run ``txns`` back to back on the RTL; the testbench fails on any difference from the model.
 
     p_valid / p_ready: per-cycle probability that a source offers / the sink accepts (1.0:
     no back-pressure; then every command's occupancy must equal the contract exactly).
-    corrupt: flip one expected value (checker self-test: the run must fail).
+    stimulus_hook: called with the written stimulus file before the simulator starts (the
+    checker self-tests inject a fault there, ``sim_tb.faults``).
     """
     seed = runner.default_seed() if seed is None else seed
     runner.check_handshake_probabilities(p_valid, p_ready)
@@ -138,12 +139,15 @@ def run_ppu(txns: Sequence[PpuTxn], cfg: PPUConfig, sim: str = "verilator", *, s
     wdir = runner.run_folder(b, "ppu-run-", workdir)
     stim, result = wdir / "stim.npz", wdir / "result.npz"
     info = write_stimulus(txns, cfg, stim, seed)
-    tbcfg = {"p_valid": p_valid, "p_ready": p_ready, "seed": seed, "cfg": cfg_dict(cfg), "corrupt": corrupt}
+    if stimulus_hook is not None:
+        stimulus_hook(stim)
+    tbcfg = {"p_valid": p_valid, "p_ready": p_ready, "seed": seed, "cfg": cfg_dict(cfg)}
     env = {"PPU_STIM": str(stim), "PPU_RESULT": str(result), "PPU_TB_CFG": json.dumps(tbcfg)}
     try:
         runner.run(b, TB_MODULE, seed=seed, env=env, test_dir=wdir / "tb")
     except AssertionError as exc:
-        raise AssertionError(f"PPU testbench failed (seed {seed}); log and data in {wdir}") from exc
+        raise AssertionError(f"PPU testbench failed (seed {seed}): {runner.tb_problems(result)}; "
+                             f"log and data in {wdir}") from exc
     r = np.load(result)
     entries: list[list[tuple[int, int, int]]] = [[] for _ in range(info["finishes"])]
     for f, v, o, last in r["entries"]:

@@ -173,6 +173,17 @@ def check_handshake_probabilities(p_valid: float, p_ready: float) -> None:
             raise ValueError(f"{name} = {prob} is out of range; allowed: (0, 1]")
 
 
+def tb_problems(result: Path) -> str:
+    """The problems a block testbench (``streams.BlockTB``) saved in its result npz, in one line."""
+    import numpy as np
+
+    try:
+        problems = [str(x) for x in np.load(result)["problems"]]
+    except (OSError, KeyError, ValueError):
+        return "no result file (the simulator stopped early)"
+    return " | ".join(problems) if problems else "no problem recorded"
+
+
 def run_folder(b: Build, prefix: str, workdir: Path | None = None) -> Path:
     """``workdir`` (created), or a fresh folder under the build: each run keeps its own files."""
     wdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=prefix, dir=b.build_dir))

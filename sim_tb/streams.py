@@ -5,10 +5,14 @@ Amaranth flattens a stream port ``NAME`` into the top-level signals ``NAME__vali
 in declaration order, array elements from index 0 upwards). This module provides:
 
 * ``pack`` / ``unpack``: payload dicts <-> ints for any ``amaranth.lib.data`` layout;
-* ``StreamSource``: drives a queue of payloads with seeded random ``valid`` gaps;
-* ``StreamSink``: accepts payloads with seeded random ``ready`` back-pressure;
+* ``random_handshakes`` / ``always``: back-pressure generators, the per-cycle offer (source)
+  or accept (sink) decisions as an iterator of bools;
+* ``StreamSource``: drives a queue of payloads with ``valid`` gaps from such a generator;
+* ``StreamSink``: accepts payloads with ``ready`` back-pressure from such a generator;
 * ``ClockedBench``: one coroutine that steps every endpoint once per cycle (much cheaper
   than one coroutine per stream: about half the simulator callbacks);
+* ``BlockTB``: the base of the block testbenches (``pe_tb.PeTB``, ``ppu_tb.PpuTB``): clock,
+  ``reset()``, the bench, a seeded RNG and the list of problems found;
 * ``Scoreboard``: in-order comparison of expected and observed items.
 
 Timing discipline (avoids every race between the testbench and the design): all inputs
@@ -18,16 +22,19 @@ both were high at that sample point.
 """
 from __future__ import annotations
 
+import itertools
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from amaranth.hdl import Shape
 from amaranth.lib import data
 
-__all__ = ["pack", "unpack", "payload_width", "StreamSource", "StreamSink", "ClockedBench",
-           "Scoreboard", "signal_int"]
+__all__ = ["pack", "unpack", "payload_width", "random_handshakes", "always", "StreamSource", "StreamSink",
+           "ClockedBench", "BlockTB", "Scoreboard", "signal_int"]
+
+RESET_CYCLES = 2  # cycles rst is held by BlockTB.reset() unless told otherwise
 
 
 def payload_width(layout: data.Layout | Shape) -> int:
@@ -84,11 +91,24 @@ def signal_int(handle) -> int:
     return v.integer if v.is_resolvable else 0
 
 
+def always() -> Iterator[bool]:
+    """No back-pressure: offer (or accept) in every cycle."""
+    return itertools.repeat(True)
+
+
+def random_handshakes(rng: random.Random, probability: float) -> Iterator[bool]:
+    """Seeded random back-pressure: each draw is True with ``probability`` (1.0: ``always()``,
+    which draws nothing from ``rng``)."""
+    if not 0.0 < probability <= 1.0:
+        raise ValueError(f"probability = {probability} is out of range; allowed: (0, 1]")
+    if probability >= 1.0:
+        return always()
+    return (rng.random() < probability for _ in itertools.count())
+
+
 class _Endpoint:
-    def __init__(self, dut, name: str, layout, rng: random.Random, probability: float):
-        if not 0.0 < probability <= 1.0:
-            raise ValueError(f"probability = {probability} is out of range; allowed: (0, 1]")
-        self.name, self.layout, self.rng, self.probability = name, layout, rng, probability
+    def __init__(self, dut, name: str, layout, pattern: Iterator[bool]):
+        self.name, self.layout, self.pattern = name, layout, pattern
         self.valid = getattr(dut, f"{name}__valid")
         self.ready = getattr(dut, f"{name}__ready")
         self.payload = getattr(dut, f"{name}__payload", None)
@@ -99,17 +119,27 @@ class _Endpoint:
         return bool(signal_int(self.valid) and signal_int(self.ready))
 
 
+def _pattern(pattern: Iterator[bool] | None, rng: random.Random | None, probability: float) -> Iterator[bool]:
+    if pattern is not None:
+        return pattern
+    if probability < 1.0 and rng is None:
+        raise ValueError(f"rng = None with probability = {probability}; allowed: a random.Random "
+                         "(or a pattern) for random back-pressure")
+    return random_handshakes(rng, probability)
+
+
 class StreamSource(_Endpoint):
-    """Drives ``name`` from a queue; ``p_valid`` is the chance to offer an item on a cycle.
+    """Drives ``name`` from a queue; ``valid`` (a back-pressure generator) decides in each cycle
+    whether an item is offered (default: ``random_handshakes(rng, p_valid)``).
 
     Once ``valid`` is high it stays high with the same payload until the transfer (the
     AXI-style rule that the DUT may rely on). ``on_transfer(item, cycle)`` is called for
     every item the DUT accepts.
     """
 
-    def __init__(self, dut, name: str, layout, *, rng: random.Random, p_valid: float = 1.0,
-                 on_transfer: Callable[[Any, int], None] | None = None):
-        super().__init__(dut, name, layout, rng, p_valid)
+    def __init__(self, dut, name: str, layout, *, rng: random.Random | None = None, p_valid: float = 1.0,
+                 valid: Iterator[bool] | None = None, on_transfer: Callable[[Any, int], None] | None = None):
+        super().__init__(dut, name, layout, _pattern(valid, rng, p_valid))
         self.queue: deque = deque()
         self.offering = False
         self.on_transfer = on_transfer
@@ -119,10 +149,14 @@ class StreamSource(_Endpoint):
     def send(self, items: Iterable[Any]) -> None:
         self.queue.extend(items)
 
+    def drop(self) -> None:
+        """Withdraw the item on offer (a reset: the DUT forgot the handshake in progress)."""
+        self.offering = False
+
     def drive(self) -> None:
         if self.hold:
             self.offering = False
-        elif not self.offering and self.queue and self.rng.random() < self.probability:
+        elif not self.offering and self.queue and next(self.pattern):
             self.offering = True
             if self.payload is not None:
                 item = self.queue[0]
@@ -147,11 +181,13 @@ class StreamSource(_Endpoint):
 
 
 class StreamSink(_Endpoint):
-    """Accepts ``name`` with probability ``p_ready`` per cycle; unpacks every transfer."""
+    """Accepts ``name`` when ``ready`` (a back-pressure generator, default
+    ``random_handshakes(rng, p_ready)``) says so; unpacks every transfer."""
 
-    def __init__(self, dut, name: str, layout, *, rng: random.Random, p_ready: float = 1.0,
-                 on_transfer: Callable[[Any, int], None] | None = None, raw: bool = False):
-        super().__init__(dut, name, layout, rng, p_ready)
+    def __init__(self, dut, name: str, layout, *, rng: random.Random | None = None, p_ready: float = 1.0,
+                 ready: Iterator[bool] | None = None, on_transfer: Callable[[Any, int], None] | None = None,
+                 raw: bool = False):
+        super().__init__(dut, name, layout, _pattern(ready, rng, p_ready))
         self.received: list = []
         self.on_transfer = on_transfer
         self.raw = raw
@@ -160,7 +196,7 @@ class StreamSink(_Endpoint):
         self._driven = False
 
     def drive(self) -> None:
-        self.accepting = not self.hold and (self.probability >= 1.0 or self.rng.random() < self.probability)
+        self.accepting = not self.hold and next(self.pattern)
         if self.accepting != self._driven:
             self.ready.value = int(self.accepting)
             self._driven = self.accepting
@@ -230,6 +266,97 @@ class ClockedBench:
         return self.cycle - start
 
 
+class BlockTB:
+    """Base of a block testbench: the clock, ``reset()``, one ``ClockedBench``, a seeded RNG and
+    ``problems`` (everything found wrong, reported at once by ``finish``).
+
+    A subclass adds its endpoints with ``self.bench.add`` and overrides the per-cycle hooks:
+    ``drive(cycle)`` (before the endpoints drive, while not in reset; may write DUT inputs and
+    call ``reset()``, which then starts in this very cycle) and ``sample(cycle)`` (after every
+    endpoint sampled; values still stable). The DUT has inputs ``clk`` and ``rst``.
+    """
+
+    CLOCK_NS = 10
+
+    def __init__(self, dut, seed: int, *, p_valid: float = 1.0, p_ready: float = 1.0):
+        self.dut, self.seed = dut, int(seed)
+        self.rng = random.Random(self.seed)
+        self.p_valid, self.p_ready = float(p_valid), float(p_ready)
+        self.bench = ClockedBench(dut.clk)
+        self.bench.before_drive.append(self._before_drive)
+        self.bench.on_cycle(self.sample)
+        self.problems: list[str] = []
+        self._reset_left = 0
+        self._rst_driven: bool | None = None
+
+    # ---- back-pressure: every source and sink of the block draws from the same seeded RNG
+    def valid_pattern(self) -> Iterator[bool]:
+        return random_handshakes(self.rng, self.p_valid)
+
+    def ready_pattern(self) -> Iterator[bool]:
+        return random_handshakes(self.rng, self.p_ready)
+
+    @property
+    def backpressure(self) -> bool:
+        return self.p_valid < 1.0 or self.p_ready < 1.0
+
+    # ---- clock and reset
+    def start(self) -> None:
+        """Start the clock with the design in reset (``RESET_CYCLES`` cycles once stepping)."""
+        import cocotb
+        from cocotb.clock import Clock
+
+        cocotb.start_soon(Clock(self.dut.clk, self.CLOCK_NS, units="ns").start())
+        self._set_rst(True)
+        self.reset()
+
+    def reset(self, cycles: int = RESET_CYCLES) -> None:
+        """Hold ``rst`` for ``cycles`` cycles from the next drive (from this one when called in
+        ``drive``); every endpoint is held too (no offer, no accept). Only bookkeeping here, so
+        that ``sample`` (read-only phase) may call it too."""
+        self._reset_left = cycles
+
+    @property
+    def in_reset(self) -> bool:
+        return self._reset_left > 0
+
+    def _set_rst(self, on: bool) -> None:
+        if on != self._rst_driven:
+            self.dut.rst.value = int(on)
+            for e in self.bench.endpoints:
+                e.hold = on
+            self._rst_driven = on
+
+    def _before_drive(self, cycle: int) -> None:
+        if not self._reset_left:
+            self._set_rst(False)
+            self.drive(cycle)
+        if self._reset_left:
+            self._set_rst(True)
+            self._reset_left -= 1
+
+    # ---- per-cycle hooks of a subclass
+    def drive(self, cycle: int) -> None:
+        pass
+
+    def sample(self, cycle: int) -> None:
+        pass
+
+    # ---- end of a run
+    def all_problems(self, board: "Scoreboard") -> list[str]:
+        """``problems`` and the scoreboard's own, in one list (empty: everything matched)."""
+        try:
+            board.check()
+        except AssertionError as exc:
+            return [*self.problems, str(exc)]
+        return list(self.problems)
+
+    def fail(self, problems: list[str]) -> None:
+        """One AssertionError with the seed and every problem, or nothing when there is none."""
+        if problems:
+            raise AssertionError(f"seed {self.seed}: " + " | ".join(problems))
+
+
 @dataclass
 class Scoreboard:
     """In-order scoreboard: ``expect`` items, ``observe`` DUT items, ``check`` at the end."""
@@ -267,13 +394,3 @@ class Scoreboard:
         if problems:
             raise AssertionError(f"{self.name}: {self.matched} matched; " + " | ".join(problems))
 
-
-def fail_on_problems(seed: int, problems: list[str], board: Scoreboard) -> None:
-    """End of a testbench: one AssertionError with the seed, the scoreboard's own problems
-    (if any) and the testbench's other ``problems`` (timing, status, ...), all at once."""
-    try:
-        board.check()
-    except AssertionError as exc:
-        problems = [*problems, str(exc)]
-    if problems:
-        raise AssertionError(f"seed {seed}: " + " | ".join(problems))

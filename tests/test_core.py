@@ -3,8 +3,6 @@ directory, per-step counters, cycles (exactly the model, within 5 % of section 1
 programs ending in an error status, Icarus on a small subset."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
@@ -14,7 +12,6 @@ from sparsetrain.golden.bitexact.core_model import run_program
 from sparsetrain.sim_tb.core_driver import run_core_program
 from test_core_model import invalid_program
 
-SEED = int(os.environ.get("SPARSETRAIN_SEED", "1234"))
 # one Verilator configuration for every test (compiled once, cached under build/sim)
 P = CoreParams(groups=2, buf_depth=1024, imem_depth=256, dir_depth=64, mask_depth=64, w_max=16, k_max=5)
 
@@ -39,13 +36,13 @@ def check_against_model(p: CoreParams, seed: int, sim: str, units_per_step: int)
 
 
 @pytest.mark.parametrize("offset", [0, 1, 2])
-def test_random_src_msrc_osrc_steps_match_model(offset):
+def test_random_src_msrc_osrc_steps_match_model(offset, seed):
     """SRC (bias, ReLU, stride 2, padding), pruned MSRC with masks, OSRC, K up to K_MAX, 2 groups."""
-    check_against_model(P, SEED + offset, "verilator", units_per_step=5)
+    check_against_model(P, seed + offset, "verilator", units_per_step=5)
 
 
-def test_same_program_twice_is_reproducible():
-    b, results = random_program(P, np.random.default_rng(SEED), units_per_step=3)
+def test_same_program_twice_is_reproducible(rng):
+    b, results = random_program(P, rng, units_per_step=3)
     prog, img, masks = b.build()
     r1 = run_core_program(prog, img, P, masks=masks, dir_count=len(results))
     r2 = run_core_program(prog, img, P, masks=masks, dir_count=len(results))
@@ -63,9 +60,9 @@ def test_invalid_program_ends_in_error_not_hang(case, code):
     assert r.error_code == code
 
 
-def test_icarus_small_subset():
+def test_icarus_small_subset(seed):
     p = CoreParams(groups=1, buf_depth=256, imem_depth=64, dir_depth=16, mask_depth=16, w_max=8, k_max=3)
-    check_against_model(p, SEED, "icarus", units_per_step=2)
+    check_against_model(p, seed, "icarus", units_per_step=2)
 
 
 def test_clock_wrapper_passes_every_port_but_the_clock():

@@ -4,9 +4,6 @@ directory, counters, PPU status, cycles), state from one program never leaking i
 (an invalid program between valid ones), and the watchdog ending a program that runs too long."""
 from __future__ import annotations
 
-import os
-
-import numpy as np
 
 from sparsetrain.arch.isa import CoreParams, ErrorCode
 from sparsetrain.compiler.random_programs import random_program
@@ -14,13 +11,10 @@ from sparsetrain.golden.bitexact.core_vec import run_program_fast
 from sparsetrain.sim_tb.core_batch import CoreJob, run_core_programs
 from test_core_model import invalid_program
 
-SEED = int(os.environ.get("SPARSETRAIN_SEED", "1234"))
 P = CoreParams(groups=2, buf_depth=1024, imem_depth=256, dir_depth=64, mask_depth=64, w_max=16, k_max=5)
 
 
-def test_programs_in_one_start_match_the_model_and_do_not_leak_state():
-    print(f"seed {SEED}")
-    rng = np.random.default_rng(SEED)
+def test_programs_in_one_start_match_the_model_and_do_not_leak_state(rng):
     jobs, expect = [], []
     for i in range(3):
         b, results = random_program(P, rng, units_per_step=4)
@@ -46,8 +40,8 @@ def test_programs_in_one_start_match_the_model_and_do_not_leak_state():
         assert [s.as_dict() for s in r.ppu_status] == [pp.status(1).as_dict() for pp in model.ppus]
 
 
-def test_watchdog_ends_a_program_that_runs_too_long():
-    b, results = random_program(P, np.random.default_rng(SEED), units_per_step=4)
+def test_watchdog_ends_a_program_that_runs_too_long(rng):
+    b, results = random_program(P, rng, units_per_step=4)
     prog, img, masks = b.build()
     model = run_program_fast(prog, img, P, masks=masks)
     short, full = run_core_programs([CoreJob(prog, img, masks, dir_count=len(results), watchdog_cycles=20),

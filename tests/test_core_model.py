@@ -2,8 +2,6 @@
 convolutions, cycle prediction against sparsetrain.arch.schedule, invalid programs."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
@@ -16,16 +14,10 @@ from sparsetrain.compiler.random_programs import random_program
 from sparsetrain.golden.bitexact.core_model import batch_threshold, run_program
 from sparsetrain.golden.bitexact.ppu_model import PPUModel
 
-SEED = int(os.environ.get("SPARSETRAIN_SEED", "1234"))
 P = CoreParams(groups=2, buf_depth=2048, imem_depth=512, dir_depth=64, mask_depth=64, w_max=16, k_max=5)
 
 
-def rng_for(name: str) -> np.random.Generator:
-    print(f"seed {SEED} ({name})")
-    return np.random.default_rng([SEED, sum(map(ord, name))])
-
-
-def test_encode_decode_roundtrip_and_range_errors():
+def test_encode_decode_roundtrip_and_range_errors(rng_for):
     rng = rng_for("isa")
     for _ in range(50):
         f = dict(n_ops=int(rng.integers(0, 1 << 16)), dir=int(rng.integers(0, 1 << 16)),
@@ -49,7 +41,7 @@ def direct_src(w, row, s, pad, w_out):
     return np.array([sum(int(w[k]) * int(x[o * s + k]) for k in range(len(w))) for o in range(w_out)])
 
 
-def test_forward_units_equal_direct_convolution():
+def test_forward_units_equal_direct_convolution(rng_for):
     rng = rng_for("forward")
     b = ProgramBuilder(P)
     expect = []
@@ -77,7 +69,7 @@ def test_forward_units_equal_direct_convolution():
     assert run.step_nnz[0] == sum(int(np.count_nonzero(e)) for _, e in expect)
 
 
-def test_gtw_unit_equals_direct_correlation():
+def test_gtw_unit_equals_direct_correlation(rng_for):
     rng = rng_for("gtw")
     b = ProgramBuilder(P)
     k, s, pad, w_in = 5, 2, 2, 15
@@ -97,7 +89,7 @@ def test_gtw_unit_equals_direct_correlation():
     np.testing.assert_array_equal(run.row(d, k, P), sat(rne_shift(total, 3), P.dw))
 
 
-def test_cycles_follow_the_schedule_contract():
+def test_cycles_follow_the_schedule_contract(rng_for):
     rng = rng_for("cycles")
     for groups in (1, 2, 3):
         p = CoreParams(groups=groups, buf_depth=4096, imem_depth=1024, dir_depth=64, mask_depth=128,
@@ -169,7 +161,7 @@ def invalid_program(case: str, p: CoreParams) -> tuple[list[int], list[int]]:
     return prog, img[:p.buf_depth]
 
 
-def test_batch_threshold_of_one_group_equals_the_ppu_end_batch():
+def test_batch_threshold_of_one_group_equals_the_ppu_end_batch(rng_for):
     rng = rng_for("tau")
     ppu = PPUModel(P.ppu_config())
     ppu.slots[0].abs_sum = int(rng.integers(1, 1 << 20))

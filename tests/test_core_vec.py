@@ -5,8 +5,6 @@ path), on programs that can saturate or are invalid (the scalar fallback) and on
 layer steps of a real training run."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
@@ -19,17 +17,11 @@ from sparsetrain.compiler.random_programs import random_program
 from sparsetrain.golden.bitexact.core_model import CoreRun, run_program
 from sparsetrain.golden.bitexact.core_vec import run_program_fast
 
-SEED = int(os.environ.get("SPARSETRAIN_SEED", "1234"))
 P = CoreParams(groups=2, buf_depth=2048, imem_depth=512, dir_depth=64, mask_depth=64, w_max=16, k_max=5)
 P_WIDE = CoreParams(dw=8, acc_w=17, groups=3, buf_depth=8192, imem_depth=512, dir_depth=64, mask_depth=64,
                     w_max=64, k_max=11)
 P_NARROW = CoreParams(dw=6, acc_w=13, groups=1, buf_depth=2048, imem_depth=512, dir_depth=64, mask_depth=64,
                       w_max=10, k_max=3)
-
-
-def rng_for(name: str) -> np.random.Generator:
-    print(f"seed {SEED} ({name})")
-    return np.random.default_rng([SEED, sum(map(ord, name))])
 
 
 def state(r: CoreRun) -> dict:
@@ -52,7 +44,7 @@ def assert_equal_runs(program, image, masks, p: CoreParams) -> CoreRun:
 
 
 @pytest.mark.parametrize("p", [P, P_WIDE, P_NARROW], ids=["default", "wide", "narrow"])
-def test_random_programs_equal_the_scalar_model(p):
+def test_random_programs_equal_the_scalar_model(p, rng_for):
     rng = rng_for(f"random-{p.w_max}")
     for _ in range(25):
         b, _ = random_program(p, rng, density=float(rng.random()), max_ops=int(rng.integers(1, 9)))
@@ -101,7 +93,7 @@ def uniform_program(p: CoreParams, rng: np.random.Generator, amp: int, units: in
     return b.build()
 
 
-def test_uniform_units_take_the_grouped_path_and_equal_the_scalar_model():
+def test_uniform_units_take_the_grouped_path_and_equal_the_scalar_model(rng_for):
     rng = rng_for("uniform")
     p = CoreParams(groups=2, buf_depth=8192, imem_depth=1024, dir_depth=64, mask_depth=64, w_max=32, k_max=5)
     for _ in range(15):
@@ -109,7 +101,7 @@ def test_uniform_units_take_the_grouped_path_and_equal_the_scalar_model():
         assert run.vectorised
 
 
-def test_sums_that_could_saturate_fall_back_to_the_scalar_model():
+def test_sums_that_could_saturate_fall_back_to_the_scalar_model(rng_for):
     """DW = 8, ACC_W = 17: full-scale values over many ops saturate the accumulator."""
     rng = rng_for("saturate")
     p = CoreParams(dw=8, acc_w=17, groups=2, buf_depth=8192, imem_depth=1024, dir_depth=64, mask_depth=64,

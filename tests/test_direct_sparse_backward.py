@@ -5,27 +5,25 @@ and float32 (float tolerance), on random shapes from hypothesis: strides 1 and 2
 1x1, grouped and depthwise convolutions, dilation, the first layer (no dI), densities 0 to 1,
 and tiny filter blocks so that the blocked loops run many blocks.
 
-Randomised tests take their seed from SPARSETRAIN_SEED (default below) and print it.
+Randomised tests take their seed from the ``seed`` fixture (tests/conftest.py), which prints it.
 """
 from __future__ import annotations
-
-import os
 
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from torch import nn
 
 from sparsetrain.golden.training import sparse_backward as sb
 from sparsetrain.golden.training.sparse_conv_ext import load
 
-SEED = int(os.environ.get("SPARSETRAIN_SEED", "20261201"))
 EXT = load()  # builds the extension on first use (make test builds it before pytest starts)
 ISAS = EXT.supported_isas()
 DEFAULT_BLOCK = EXT.block_bytes()
-print(f"seed={SEED}; extension instruction sets on this CPU: {ISAS} (default {EXT.isa()})")
+print(f"extension instruction sets on this CPU: {ISAS} (default {EXT.isa()})")
 
 
 @pytest.fixture
@@ -104,30 +102,32 @@ def check_case(case: dict, dtype: torch.dtype) -> None:
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-@seed(SEED)
-@settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                                 HealthCheck.function_scoped_fixture])
-@given(case=conv_cases(), tiny_blocks=st.booleans())
-def test_random_layers_equal_autograd(isa_and_block, isa, dtype, case, tiny_blocks):
-    isa_and_block(isa, 1 if tiny_blocks else DEFAULT_BLOCK)  # 1 byte: one filter per block
-    check_case(case, dtype)
+def test_random_layers_equal_autograd(isa_and_block, isa, dtype, seed):
+    @hypothesis_seed(seed)  # hypothesis draws from the test's seed
+    @settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(case=conv_cases(), tiny_blocks=st.booleans())
+    def check(case, tiny_blocks):
+        isa_and_block(isa, 1 if tiny_blocks else DEFAULT_BLOCK)  # 1 byte: one filter per block
+        check_case(case, dtype)
+
+    check()
 
 
 @pytest.mark.parametrize("isa", ISAS)
-def test_alexnet_sized_layer_uses_several_blocks(isa_and_block, isa):
+def test_alexnet_sized_layer_uses_several_blocks(isa_and_block, isa, seed):
     """Channel counts past two vector registers, a vector tail, and the default block size
     (512 KiB) split into several filter blocks: the paths the real layers take."""
     isa_and_block(isa, 64 * 1024)
     case = dict(shape=(2, 83, 9, 9), weight=(70, 83, 3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1),
-                groups=1, density=0.1, first=False, data_seed=SEED % 1000)
+                groups=1, density=0.1, first=False, data_seed=seed % 1000)
     for dtype in (torch.float64, torch.float32):
         check_case(case, dtype)
 
 
-def test_results_do_not_depend_on_the_thread_count():
+def test_results_do_not_depend_on_the_thread_count(seed):
     """dW is summed per filter and dI per image in a fixed order: bit-identical with 1 or 2 threads."""
     case = dict(shape=(4, 24, 10, 10), weight=(32, 24, 3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1),
-                groups=1, density=0.2, first=False, data_seed=SEED % 997)
+                groups=1, density=0.2, first=False, data_seed=seed % 997)
     x, w, d_o = make_tensors(case, torch.float32)
     threads = torch.get_num_threads()
     try:
@@ -141,9 +141,9 @@ def test_results_do_not_depend_on_the_thread_count():
     assert torch.equal(results[0].grad_weight, results[1].grad_weight)
 
 
-def test_fallback_above_max_density_runs_the_native_backward():
+def test_fallback_above_max_density_runs_the_native_backward(seed):
     case = dict(shape=(2, 4, 8, 8), weight=(6, 4, 3, 3), stride=(2, 2), padding=(1, 1), dilation=(1, 1),
-                groups=1, density=0.5, first=False, data_seed=SEED % 991)
+                groups=1, density=0.5, first=False, data_seed=seed % 991)
     x, w, d_o = make_tensors(case, torch.float64)
     density = float(torch.count_nonzero(d_o)) / d_o.numel()
     ref_i, ref_w = autograd_reference(x, w, d_o, 2, 1, 1, 1)
@@ -168,8 +168,8 @@ def test_bad_arguments_raise_naming_the_parameter():
         EXT.set_isa("sse9")
 
 
-def test_drop_in_module_counts_sparse_and_fallback_calls():
-    gen = torch.Generator().manual_seed(SEED % 983)
+def test_drop_in_module_counts_sparse_and_fallback_calls(seed):
+    gen = torch.Generator().manual_seed(seed % 983)
     conv = sb.convert_model(nn.Conv2d(3, 5, 3, padding=1).double(), max_density=0.5)
     ref = nn.Conv2d(3, 5, 3, padding=1).double()
     ref.load_state_dict(conv.state_dict())
@@ -188,17 +188,17 @@ def test_drop_in_module_counts_sparse_and_fallback_calls():
         assert (stats.sparse_calls, stats.dense_calls) == ((1, 0) if sparse else (1, 1))
 
 
-def test_training_with_sparse_backward_follows_the_dense_run():
+def test_training_with_sparse_backward_follows_the_dense_run(seed):
     """`sparsetrain train --sparse-backward` (TrainConfig.sparse_backward): same seed, same data,
     a few pruned steps of a narrow AlexNet; only float rounding separates the two runs."""
     from sparsetrain.golden.training.data import fashion_mnist
     from sparsetrain.golden.training.train import TrainConfig, make_model, train
 
-    train_split = fashion_mnist("train", samples=96, input_size=32, subset_seed=SEED % 1000)
-    test_split = fashion_mnist("test", samples=64, input_size=32, subset_seed=SEED % 1000)
+    train_split = fashion_mnist("train", samples=96, input_size=32, subset_seed=seed % 1000)
+    test_split = fashion_mnist("test", samples=64, input_size=32, subset_seed=seed % 1000)
     runs = []
     for sparse in (False, True):
-        cfg = TrainConfig(model="alexnet", p=0.99, n_f=1, batch_size=16, width_mult=0.125, seed=SEED % 1000,
+        cfg = TrainConfig(model="alexnet", p=0.99, n_f=1, batch_size=16, width_mult=0.125, seed=seed % 1000,
                           lr=0.01, progress=False, sparse_backward=sparse)
         if sparse:
             convs = [m for m in make_model(cfg).modules() if isinstance(m, nn.Conv2d)]
@@ -209,9 +209,9 @@ def test_training_with_sparse_backward_follows_the_dense_run():
     assert dense["test_loss"] == pytest.approx(sparse["test_loss"], rel=1e-3)
 
 
-def test_depthwise_layers_of_the_drop_in_module_use_the_native_backward():
+def test_depthwise_layers_of_the_drop_in_module_use_the_native_backward(seed):
     """Fewer than MIN_GROUP_CHANNELS channels per group: native backward at any density."""
-    gen = torch.Generator().manual_seed(SEED % 977)
+    gen = torch.Generator().manual_seed(seed % 977)
     depthwise = sb.convert_model(nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False).double())
     grouped = sb.convert_model(nn.Conv2d(2 * sb.MIN_GROUP_CHANNELS, 4, 3, padding=1, groups=2, bias=False).double())
     for conv in (depthwise, grouped):

@@ -1,11 +1,10 @@
 """sparsetrain.arch.fixedpoint: rounding, saturation, the scale rule and the sparse row format.
 
 Expected values come from independent definitions (exact rationals via fractions.Fraction,
-whose round() is round-half-even). Seed from SPARSETRAIN_SEED (default below), printed.
+whose round() is round-half-even). Seed from the ``seed`` fixture (tests/conftest.py), printed.
 """
 from __future__ import annotations
 
-import os
 from fractions import Fraction
 
 import numpy as np
@@ -13,12 +12,8 @@ import pytest
 
 from sparsetrain.arch import fixedpoint as fp
 
-SEED = int(os.environ.get("SPARSETRAIN_SEED", "20240611"))
 
 
-def rng_for(*salt: int) -> np.random.Generator:
-    print(f"seed={SEED} salt={salt}")
-    return np.random.default_rng([SEED, *salt])
 
 
 def rne_exact(v: int, s: int) -> int:
@@ -37,7 +32,7 @@ def test_rne_shift_ties_go_to_even_for_both_signs() -> None:
             assert fp.rne_shift(np.array([v]), s)[0] == expect
 
 
-def test_rne_shift_matches_exact_rounding_on_random_values() -> None:
+def test_rne_shift_matches_exact_rounding_on_random_values(rng_for) -> None:
     rng = rng_for(1)
     v = rng.integers(-2**40, 2**40, 4000)
     for s in (0, 1, 2, 3, 7, 16, 31):
@@ -88,7 +83,7 @@ def test_sat_unsigned_clamps_both_ends() -> None:
 # ------------------------------------------------------------------ scale rule and quantize
 
 @pytest.mark.parametrize("dw", [4, 8, 12, 16, 24, 31])
-def test_chosen_scale_never_saturates_and_is_the_largest(dw: int) -> None:
+def test_chosen_scale_never_saturates_and_is_the_largest(dw: int, rng_for) -> None:
     rng = rng_for(2, dw)
     lim = 2 ** (dw - 1) - 1
     for scale in (1e-6, 3e-3, 0.7, 1.0, 2.0, 123.4, 5e4):
@@ -141,7 +136,7 @@ def test_quantize_rejects_frac_out_of_range() -> None:
 
 # ------------------------------------------------------------------ sparse row format
 
-def test_sparse_row_round_trips() -> None:
+def test_sparse_row_round_trips(rng_for) -> None:
     rng = rng_for(3)
     for density in (0.0, 0.2, 0.7, 1.0):
         for length in (1, 2, 9, 64):

@@ -16,12 +16,11 @@ from sparsetrain.arch.timing import Mode
 from sparsetrain.hw.blocks import BLOCKS, elaborate
 from sparsetrain.hw.layouts import beat_layout, entry_layout, pe_cfg_layout
 from sparsetrain.hw.pe import PE
-from sparsetrain.sim_tb import runner
-from sparsetrain.sim_tb.pe_driver import PeOp, pe_build, run_pe_ops, write_stimulus
+from sparsetrain.sim_tb.faults import PE_FAULTS
+from sparsetrain.sim_tb.pe_driver import PeOp, run_pe_ops, write_stimulus
 from sparsetrain.sim_tb.pe_stimulus import directed_ops, random_ops
-from sparsetrain.sim_tb.streams import pack, unpack
+from sparsetrain.sim_tb.streams import always, pack, random_handshakes, unpack
 
-SEED = int(os.environ.get("SPARSETRAIN_SEED", "20240611"))
 ALL = (Mode.SRC, Mode.MSRC, Mode.OSRC)
 # Small accumulator (ACC_W = 2*DW+1) so that saturation is reachable with short rows.
 SMALL = HwParams(dw=8, k_max=5, w_max=16, acc_w=17)
@@ -29,6 +28,7 @@ DEFAULT = HwParams()
 
 
 def assert_matches_golden(ops, results, exact_cycles: bool) -> None:
+    assert len(results) == len(ops)
     for i, (op, r) in enumerate(zip(ops, results)):
         g = r.expected
         if op.raw_cfg is not None:
@@ -45,9 +45,7 @@ def assert_matches_golden(ops, results, exact_cycles: bool) -> None:
 
 # ---- pure Python: packing, parameters ----------------------------------------------------
 
-def test_pack_matches_amaranth_layout_constants():
-    rng = np.random.default_rng(SEED)
-    print("seed", SEED)
+def test_pack_matches_amaranth_layout_constants(rng):
     for _ in range(50):
         e = {"value": int(rng.integers(-128, 128)), "offset": int(rng.integers(0, 32)), "last": int(rng.integers(0, 2))}
         lay = entry_layout(SMALL)
@@ -58,6 +56,21 @@ def test_pack_matches_amaranth_layout_constants():
         blay = beat_layout(SMALL)
         assert pack(blay, b) == blay.const(b).as_value().value
         assert unpack(blay, pack(blay, b)) == b
+
+
+def test_backpressure_generators_are_seeded_and_keep_their_probability(seed):
+    import random
+
+    gen = random_handshakes(random.Random(seed), 0.3)
+    draws = [next(gen) for _ in range(20_000)]
+    again = random_handshakes(random.Random(seed), 0.3)
+    assert draws == [next(again) for _ in range(20_000)]  # the same seed, the same back-pressure
+    assert 0.28 < sum(draws) / len(draws) < 0.32
+    assert all(next(random_handshakes(random.Random(seed), 1.0)) for _ in range(100))
+    assert all(next(always()) for _ in range(100))
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match=f"probability = {bad} is out of range"):
+            random_handshakes(random.Random(seed), bad)
 
 
 def test_pack_rejects_out_of_range_values():
@@ -97,10 +110,10 @@ def test_run_pe_ops_rejects_ops_the_instance_cannot_hold():
 # ---- Verilator --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("params", [SMALL, DEFAULT], ids=["small", "default"])
-def test_directed_cases_exact(params):
+def test_directed_cases_exact(params, seed):
     cases = directed_ops(params)
     ops = [op for group in cases.values() for op in group]
-    results = run_pe_ops(ops, params, seed=SEED)
+    results = run_pe_ops(ops, params, seed=seed)
     assert_matches_golden(ops, results, exact_cycles=True)
     # the saturation case must really saturate, or it tests nothing
     sat_ops = cases["maximum magnitude (saturation)"]
@@ -109,56 +122,46 @@ def test_directed_cases_exact(params):
         assert all(np.abs(op.golden(params.acc_w).dense).max() == lim for op in sat_ops)
 
 
-def test_random_ops_no_backpressure_cycle_exact():
-    print("seed", SEED)
-    ops = random_ops(SEED, SMALL, ALL, 600)
-    results = run_pe_ops(ops, SMALL, seed=SEED)
+def test_random_ops_no_backpressure_cycle_exact(seed):
+    ops = random_ops(seed, SMALL, ALL, 600)
+    results = run_pe_ops(ops, SMALL, seed=seed)
     assert_matches_golden(ops, results, exact_cycles=True)
 
 
-def test_random_ops_with_backpressure():
-    print("seed", SEED + 1)
-    ops = random_ops(SEED + 1, SMALL, ALL, 600)
-    results = run_pe_ops(ops, SMALL, seed=SEED + 1, p_valid=0.6, p_ready=0.5)
+def test_random_ops_with_backpressure(seed):
+    ops = random_ops(seed + 1, SMALL, ALL, 600)
+    results = run_pe_ops(ops, SMALL, seed=seed + 1, p_valid=0.6, p_ready=0.5)
     assert_matches_golden(ops, results, exact_cycles=False)
     assert sum(r.stalls for r in results) > 0  # back-pressure really happened
 
 
-def test_reset_mid_operation_leaves_pe_ready_and_correct():
-    print("seed", SEED + 2)
-    ops = random_ops(SEED + 2, SMALL, ALL, 30)
+def test_reset_mid_operation_leaves_pe_ready_and_correct(seed):
+    ops = random_ops(seed + 2, SMALL, ALL, 30)
     # reset at several depths: during weights/mask, during data, on the final beat cycle
     want = [(0, 2), (4, 3), (8, 5), (13, 4), (17, 99), (21, 1)]
     resets = [(i, max(1, min(at, ops[i].golden(SMALL.acc_w).cycles - 1))) for i, at in want]
-    results = run_pe_ops(ops, SMALL, seed=SEED + 2, p_valid=0.8, p_ready=0.8, resets=resets)
+    results = run_pe_ops(ops, SMALL, seed=seed + 2, p_valid=0.8, p_ready=0.8, resets=resets)
     aborted = {i for i, _ in resets}
     assert {i for i, r in enumerate(results) if r.aborted} == aborted
     live = [i for i in range(len(ops)) if i not in aborted]
     assert_matches_golden([ops[i] for i in live], [results[i] for i in live], exact_cycles=False)
 
 
-def test_testbench_detects_a_wrong_result(tmp_path):
-    """The checker can fail: corrupt one expected lane and the cocotb run must raise."""
-    import json
-    ops = random_ops(SEED + 3, SMALL, ALL, 20)
-    stim = tmp_path / "stim.npz"
-    write_stimulus(ops, SMALL, stim)
-    d = dict(np.load(stim))
-    d["beats"][len(d["beats"]) // 2, 4] += 1
-    np.savez(stim, **d)
-    env = {"PE_STIM": str(stim), "PE_RESULT": str(tmp_path / "r.npz"),
-           "PE_TB_CFG": json.dumps({"p_valid": 1.0, "p_ready": 1.0, "resets": [], "params": SMALL.as_dict(),
-                                    "seed": SEED})}
-    with pytest.raises((AssertionError, SystemExit)):  # cocotb's runner exits on a failed test
-        runner.run(pe_build(SMALL), "sparsetrain.sim_tb.pe_tb", seed=SEED, env=env, test_dir=tmp_path / "tb")
+@pytest.mark.parametrize("fault", list(PE_FAULTS))
+def test_testbench_detects_a_wrong_expectation(fault, seed):
+    """The checker can fail: one wrong expectation in the stimulus (a beat's lane, an op's cycle
+    count, a cfg_error; sim_tb.faults) and the run of the correct PE must fail, for that reason."""
+    hook, reason = PE_FAULTS[fault]
+    ops = random_ops(seed + 3, SMALL, ALL, 20)
+    with pytest.raises(AssertionError, match=reason):
+        run_pe_ops(ops, SMALL, seed=seed + 3, stimulus_hook=hook)
 
 
 # ---- Icarus: second opinion on a smaller subset ------------------------------------------
 
-def test_icarus_directed_and_random_subset():
-    print("seed", SEED + 4)
-    ops = [op for group in directed_ops(SMALL).values() for op in group] + random_ops(SEED + 4, SMALL, ALL, 90)
-    results = run_pe_ops(ops, SMALL, sim="icarus", seed=SEED + 4, p_valid=0.8, p_ready=0.7)
+def test_icarus_directed_and_random_subset(seed):
+    ops = [op for group in directed_ops(SMALL).values() for op in group] + random_ops(seed + 4, SMALL, ALL, 90)
+    results = run_pe_ops(ops, SMALL, sim="icarus", seed=seed + 4, p_valid=0.8, p_ready=0.7)
     assert_matches_golden(ops, results, exact_cycles=False)
 
 
@@ -168,31 +171,56 @@ REGRESS_OPS = int(os.environ.get("PE_REGRESS_OPS", "100000"))
 REGRESS_CHUNK = 25000
 
 
+def regress_chunks(total: int) -> list[int]:
+    """Op counts of the chunks: at most REGRESS_CHUNK each and at least two chunks (one without
+    and one with back-pressure), also for a short run (PE_REGRESS_OPS=2000)."""
+    if total < 2:
+        raise ValueError(f"PE_REGRESS_OPS = {total} is out of range; allowed: 2 or more")
+    size = min(REGRESS_CHUNK, -(-total // 2))
+    return [min(size, total - start) for start in range(0, total, size)]
+
+
 @pytest.mark.regress
 @pytest.mark.parametrize("mode", ALL, ids=[m.name for m in ALL])
-def test_regress_random_ops(mode):
-    """REGRESS_OPS ops of one mode on SMALL, half without back-pressure (cycle exact)."""
-    done = 0
-    chunk = 0
-    while done < REGRESS_OPS:
-        n = min(REGRESS_CHUNK, REGRESS_OPS - done)
-        seed = SEED * 1000 + int(mode) * 100 + chunk
-        print(f"mode {mode.name} chunk {chunk}: seed {seed}, {n} ops")
-        ops = random_ops(seed, SMALL, (mode,), n)
-        if chunk == 0:  # the directed cases too, so that coverage includes them
-            ops = [op for group in directed_ops(SMALL).values() for op in group] + ops
+def test_regress_random_ops(mode, seed):
+    """REGRESS_OPS ops of one mode on SMALL, chunks alternately without back-pressure (cycle exact)
+    and with it; at the end, the run must have covered what it claims: REGRESS_OPS random ops of
+    the mode, every K from 1 to K_MAX and both strides among them, all-zero outputs, stall cycles
+    under back-pressure, and saturated outputs (the directed case saturates every mode; random
+    SRC/MSRC ops of SMALL rarely do, so saturation is counted over every op of the run)."""
+    lim = (1 << (SMALL.acc_w - 1)) - 1
+    ks, strides, saturated, empty, random_checked, bp_stalls = set(), set(), 0, 0, 0, 0
+    random_saturated = 0
+    for chunk, n in enumerate(regress_chunks(REGRESS_OPS)):
+        chunk_seed = seed * 1000 + int(mode) * 100 + chunk
+        print(f"mode {mode.name} chunk {chunk}: seed {chunk_seed}, {n} ops")
+        ops = random_ops(chunk_seed, SMALL, (mode,), n)
+        directed = [op for group in directed_ops(SMALL).values() for op in group] if chunk == 0 else []
         bp = chunk % 2 == 1
-        results = run_pe_ops(ops, SMALL, seed=seed, p_valid=0.7 if bp else 1.0, p_ready=0.7 if bp else 1.0)
-        assert_matches_golden(ops, results, exact_cycles=not bp)
-        done += n
-        chunk += 1
-    assert done >= REGRESS_OPS
+        results = run_pe_ops(directed + ops, SMALL, seed=chunk_seed, p_valid=0.7 if bp else 1.0,
+                             p_ready=0.7 if bp else 1.0)
+        assert_matches_golden(directed + ops, results, exact_cycles=not bp)
+        saturated += sum(int(np.abs(r.dense).max(initial=0) == lim) for r in results if r.expected is not None)
+        for op, r in zip(ops, results[len(directed):]):
+            assert op.mode is mode and r.expected is not None and not r.aborted
+            ks.add(op.k)
+            strides.add(op.stride)
+            random_saturated += int(np.abs(r.dense).max(initial=0) == lim)
+            empty += int(not r.dense.any())
+            random_checked += 1
+            bp_stalls += r.stalls if bp else 0
+    print(f"{random_checked} random {mode.name} ops checked: K {sorted(ks)}, strides {sorted(strides)}, "
+          f"{empty} all-zero, {bp_stalls} stall cycles under back-pressure; saturated outputs in "
+          f"{saturated} ops ({random_saturated} of them random)")
+    assert random_checked == REGRESS_OPS
+    assert ks == set(range(1, SMALL.k_max + 1)) and strides == {1, 2}
+    assert saturated > 0 and empty > 0 and bp_stalls > 0
 
 
 @pytest.mark.regress
-def test_regress_default_config_random_ops():
+def test_regress_default_config_random_ops(seed):
     """The default (synthesis-sized) configuration: 3,000 mixed ops with back-pressure."""
-    seed = SEED + 7
+    seed = seed + 7
     print("seed", seed)
     ops = random_ops(seed, DEFAULT, ALL, 3000)
     results = run_pe_ops(ops, DEFAULT, seed=seed, p_valid=0.8, p_ready=0.8)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import numpy as np
@@ -21,15 +20,6 @@ from sparsetrain.perf.densities import LayerDensity, load_run_dir, load_table, p
 from sparsetrain.perf.energy import EnergyTable
 from sparsetrain.perf.model import analytic_layer, evaluate, exact_layer, expected_entries
 from sparsetrain.perf.shapes import conv_layer_shapes, network_shapes
-
-SEED = int(os.environ.get("SPARSETRAIN_SEED", "2024"))
-
-
-@pytest.fixture
-def rng():
-    print(f"SPARSETRAIN_SEED={SEED}")
-    return np.random.default_rng(SEED)
-
 
 def shape(c=4, f=4, h=8, w=8, k=3, s=1, p=1, groups=1, first=False, name="L"):
     return ConvShape(1, c, f, h, w, k, s, p, groups, name=name, first=first)

@@ -2,15 +2,12 @@
 per op and per layer step (through the section 10 schedule) must agree within 5 %."""
 from __future__ import annotations
 
-import os
 
-import numpy as np
 
 from sparsetrain.arch.geometry import ConvShape
 from sparsetrain.arch.schedule import ArchParams
 from sparsetrain.sim_tb.perf_check import compare_with_rtl, markdown_table, random_layer_tensors
 
-SEED = int(os.environ.get("SPARSETRAIN_SEED", "2024"))
 TOLERANCE = 0.05
 
 LAYERS = [
@@ -21,9 +18,7 @@ LAYERS = [
 ]
 
 
-def test_model_matches_pe_rtl():
-    print(f"SPARSETRAIN_SEED={SEED}")
-    rng = np.random.default_rng(SEED)
+def test_model_matches_pe_rtl(rng):
     layers = []
     for name, c, f, h, w, k, s, p, d_in, d_grad in LAYERS:
         shape = ConvShape(1, c, f, h, w, k, s, p, 1, name=name)

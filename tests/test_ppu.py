@@ -6,17 +6,24 @@ own on what the run returned.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from amaranth.back import verilog
+from amaranth.hdl import Shape
+from amaranth.lib.wiring import In
 
 from sparsetrain.arch.fixedpoint import choose_frac_bits, quantize
 from sparsetrain.arch.ppu import Op, PPUConfig
 from sparsetrain.golden.bitexact.ppu_model import threshold_constant
 from sparsetrain.golden.training.tensors import load_golden
 from sparsetrain.hw.blocks import to_verilog
+from sparsetrain.hw.lint import lint_file
 from sparsetrain.hw.ppu import PPU
 from sparsetrain.sim_tb import ppu_stimulus as stim
+from sparsetrain.sim_tb.core_driver import verilog_ports
+from sparsetrain.sim_tb.faults import PPU_FAULTS
 from sparsetrain.sim_tb.ppu_driver import PpuTxn, run_ppu
 
 # make test: a small configuration (fast to compile); make regress: the default one too
@@ -45,9 +52,14 @@ def test_directed_and_random_with_backpressure(seed):
     assert r.blocked.sum() > 0  # back-pressure really happened
 
 
-def test_checker_catches_a_wrong_value(seed):
-    with pytest.raises(AssertionError):
-        run_ppu(stim.directed_txns(SMALL)[:8], SMALL, seed=seed, corrupt=True)
+@pytest.mark.parametrize("fault", list(PPU_FAULTS))
+def test_checker_catches_a_wrong_expectation(fault, seed):
+    """The checker can fail: one wrong expectation in the stimulus (an output entry, a status
+    field, a command's cycle count; sim_tb.faults) and the run of the correct PPU must fail, for
+    that reason."""
+    hook, reason = PPU_FAULTS[fault]
+    with pytest.raises(AssertionError, match=reason):
+        run_ppu(stim.directed_txns(SMALL)[:8], SMALL, seed=seed, stimulus_hook=hook)
 
 
 def test_algorithm1_multi_layer_multi_batch(seed):
@@ -109,11 +121,44 @@ def test_invalid_parameters_raise_at_elaboration(kwargs, name):
         to_verilog("ppu", {k.upper(): v for k, v in kwargs.items()})
 
 
-def test_verilog_block_emits_ppu():
-    text, used = to_verilog("ppu", {"N_F": 8, "W_MAX": 16, "K_MAX": 3, "DW": 8, "R_W": 8})
-    assert "module ppu" in text and used["N_F"] == 8
-    assert "pe2__payload" in text and "status_sel" in text
-    assert len(verilog.convert(PPU(SMALL), name="ppu_small", emit_src=False)) > 1000
+def signature_ports(ppu: PPU) -> list[tuple[str, str, int]]:
+    """(direction, name, width) of every port the component's signature says the Verilog has."""
+    ppu._MustUse__silence = True  # only its signature is read here, never elaborated
+    ports = [("input", "clk", 1), ("input", "rst", 1)]
+    for path, member in ppu.signature.members.flatten():
+        if member.is_port:
+            ports.append(("input" if member.flow is In else "output", "__".join(map(str, path)),
+                          Shape.cast(member.shape).width))
+    return sorted(ports)
+
+
+def emitted_ports(text: str, top: str) -> list[tuple[str, str, int]]:
+    out = []
+    for direction, _signed, rng, name in verilog_ports(text, top):
+        msb, lsb = map(int, re.findall(r"\d+", rng)) if rng else (0, 0)
+        out.append((direction, name, msb - lsb + 1))
+    return sorted(out)
+
+
+def test_verilog_block_emits_the_ppu_of_its_parameters(tmp_path):
+    """`sparsetrain verilog --block ppu` with N_F=8 ...: the module's ports are exactly those of
+    the PPU of those parameters (names, directions, widths from its signature), they differ from
+    the default's where the parameters change a width, and the text is lint-clean."""
+    params = {"N_F": 8, "W_MAX": 16, "K_MAX": 3, "DW": 8, "R_W": 8}
+    text, used = to_verilog("ppu", params)
+    assert {k: used[k] for k in params} == params
+    want = signature_ports(PPU(PPUConfig(n_f=8, w_max=16, k_max=3, dw=8, r_w=8)))
+    assert emitted_ports(text, "ppu") == want
+    assert want != signature_ports(PPU(PPUConfig()))  # the parameters reached the ports
+    vpath = tmp_path / "ppu.v"
+    vpath.write_text(text)
+    res = lint_file(vpath)
+    assert res.ok, res.failures
+
+
+def test_small_config_verilog_has_the_signature_ports():
+    ppu = PPU(SMALL)
+    assert emitted_ports(verilog.convert(ppu, name="ppu_small", emit_src=False), "ppu_small") == signature_ports(ppu)
 
 
 @pytest.mark.regress

@@ -1,28 +1,23 @@
 """golden.bitexact.rowconv: the row decomposition of a conv layer against torch, and the integer path.
 
-Randomised tests take their seed from SPARSETRAIN_SEED (default below) and print it.
+Randomised tests take their seed from the ``seed`` fixture (tests/conftest.py), which prints it.
 """
 from __future__ import annotations
-
-import os
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 from sparsetrain.arch.fixedpoint import choose_frac_bits, quantize, requantize, sat_limit
 from sparsetrain.arch.timing import Mode, pe_cycles
 from sparsetrain.golden.bitexact import rowconv as rc
 
-SEED = int(os.environ.get("SPARSETRAIN_SEED", "20240611"))
 torch.set_num_threads(1)
 
 
-def rng_for(*salt: int) -> np.random.Generator:
-    print(f"seed={SEED} salt={salt}")
-    return np.random.default_rng([SEED, *salt])
 
 
 def sparse_normal(rng: np.random.Generator, shape: tuple[int, ...], density: float = 0.6) -> np.ndarray:
@@ -65,7 +60,7 @@ def check_float_layer(shape: rc.ConvShape, rng: np.random.Generator, relu: bool)
 @pytest.mark.parametrize("k", [1, 3, 5, 7, 11])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("depthwise", [False, True])
-def test_float_path_equals_torch(k: int, stride: int, depthwise: bool) -> None:
+def test_float_path_equals_torch(k: int, stride: int, depthwise: bool, rng_for) -> None:
     rng = rng_for(k, stride, depthwise)
     pad = int(rng.integers(0, k))
     c = int(rng.integers(1, 4))
@@ -77,7 +72,7 @@ def test_float_path_equals_torch(k: int, stride: int, depthwise: bool) -> None:
 
 
 @pytest.mark.parametrize("stride,pad,k", [(1, 1, 3), (2, 2, 5)])
-def test_msrc_mask_equals_autograd_through_relu(stride: int, pad: int, k: int) -> None:
+def test_msrc_mask_equals_autograd_through_relu(stride: int, pad: int, k: int, rng_for) -> None:
     rng = rng_for(stride, pad, k, 7)
     check_float_layer(rc.ConvShape(3, 3, 4, 9, 10, k, stride, pad), rng, relu=True)
 
@@ -97,13 +92,16 @@ def layer_shapes(draw) -> tuple[rc.ConvShape, int]:
     return rc.ConvShape(n, c, f, h, w, k, stride, pad, c if depthwise else 1), data_seed
 
 
-@seed(SEED)
-@settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-@given(layer_shapes(), st.booleans())
-def test_float_path_random_shapes(case: tuple[rc.ConvShape, int], relu: bool) -> None:
-    shape, data_seed = case
-    print(f"seed={SEED} shape={shape} data_seed={data_seed}")
-    check_float_layer(shape, np.random.default_rng(data_seed), relu)
+def test_float_path_random_shapes(seed: int) -> None:
+    @hypothesis_seed(seed)  # hypothesis draws from the test's seed
+    @settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(layer_shapes(), st.booleans())
+    def check(case: tuple[rc.ConvShape, int], relu: bool) -> None:
+        shape, data_seed = case
+        print(f"shape={shape} data_seed={data_seed}")
+        check_float_layer(shape, np.random.default_rng(data_seed), relu)
+
+    check()
 
 
 # ------------------------------------------------------------------ the decomposition itself
@@ -140,7 +138,7 @@ def test_row_ops_are_grouped_by_target_row() -> None:
                 prev = k
 
 
-def test_float_cycles_follow_the_timing_contract() -> None:
+def test_float_cycles_follow_the_timing_contract(rng_for) -> None:
     rng = rng_for(11)
     shape = rc.ConvShape(2, 2, 3, 6, 7, 3, 1, 1)
     x = sparse_normal(rng, shape.input_shape, 0.3)
@@ -200,7 +198,7 @@ def int_reference(xq, wq, gq, mask, bq_preload, shape: rc.ConvShape):
     (1, 2, 2, 12, 13, 11, 2, 5, 1),
     (3, 2, 4, 5, 6, 1, 2, 0, 2),
 ])
-def test_integer_path_within_bound_and_exact(dw: int, geometry: tuple[int, ...]) -> None:
+def test_integer_path_within_bound_and_exact(dw: int, geometry: tuple[int, ...], rng_for) -> None:
     shape = rc.ConvShape(*geometry)
     rng = rng_for(dw, *geometry)
     x = sparse_normal(rng, shape.input_shape) * 3.0
@@ -269,7 +267,7 @@ def test_wide_accumulator_saturates_without_int64_overflow() -> None:
     assert expect[0] > 0 > expect[1]
 
 
-def test_bound_holds_with_all_zero_tensors_and_no_bias() -> None:
+def test_bound_holds_with_all_zero_tensors_and_no_bias(rng_for) -> None:
     shape = rc.ConvShape(1, 2, 2, 5, 5, 3, 1, 1)
     z = np.zeros(shape.input_shape)
     w = rng_for(3).standard_normal(shape.weight_shape)

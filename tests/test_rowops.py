@@ -1,11 +1,9 @@
 """golden.bitexact.rowops (the PE reference) against direct definitions of SRC, MSRC and OSRC.
 
 Randomised over every K in 1..11, stride 1 and 2, every padding, and empty / sparse / dense
-rows. Seed from SPARSETRAIN_SEED (default below), printed.
+rows. Seed from the ``seed`` fixture (tests/conftest.py), printed.
 """
 from __future__ import annotations
-
-import os
 
 import numpy as np
 import pytest
@@ -14,14 +12,10 @@ from sparsetrain.arch.fixedpoint import SparseRow, sat_limit
 from sparsetrain.arch.timing import Mode, entries, pe_cycles
 from sparsetrain.golden.bitexact import rowops
 
-SEED = int(os.environ.get("SPARSETRAIN_SEED", "20240611"))
 VMAX = 2**15 - 1  # DW = 16 values; with ACC_W = 40 no lane can saturate for K <= 11
 DENSITIES = (0.0, 0.35, 1.0)
 
 
-def rng_for(*salt: int) -> np.random.Generator:
-    print(f"seed={SEED} salt={salt}")
-    return np.random.default_rng([SEED, *salt])
 
 
 def random_row(rng: np.random.Generator, length: int, density: float) -> np.ndarray:
@@ -84,7 +78,7 @@ def cases():
 
 
 @pytest.mark.parametrize("k", range(1, 12))
-def test_src_matches_definition(k: int) -> None:
+def test_src_matches_definition(k: int, rng_for) -> None:
     for _, s, p in (c for c in cases() if c[0] == k):
         for d, density in enumerate(DENSITIES):
             rng = rng_for(1, k, s, p, d)
@@ -103,7 +97,7 @@ def test_src_matches_definition(k: int) -> None:
 
 
 @pytest.mark.parametrize("k", range(1, 12))
-def test_msrc_matches_definition(k: int) -> None:
+def test_msrc_matches_definition(k: int, rng_for) -> None:
     for _, s, p in (c for c in cases() if c[0] == k):
         for d, density in enumerate(DENSITIES):
             rng = rng_for(2, k, s, p, d)
@@ -123,7 +117,7 @@ def test_msrc_matches_definition(k: int) -> None:
 
 
 @pytest.mark.parametrize("k", range(1, 12))
-def test_osrc_matches_definition(k: int) -> None:
+def test_osrc_matches_definition(k: int, rng_for) -> None:
     for _, s, p in (c for c in cases() if c[0] == k):
         for d, density in enumerate(DENSITIES):
             rng = rng_for(3, k, s, p, d)
@@ -142,7 +136,7 @@ def test_osrc_matches_definition(k: int) -> None:
             assert res.macs == pairs
 
 
-def test_dense_row_form_gives_the_same_result_and_more_cycles() -> None:
+def test_dense_row_form_gives_the_same_result_and_more_cycles(rng_for) -> None:
     rng = rng_for(4)
     row = random_row(rng, 20, 0.3)
     w = rng.integers(-VMAX, VMAX + 1, 5).tolist()

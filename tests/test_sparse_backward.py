@@ -1,11 +1,10 @@
 """golden.training.sparse_backward: the sparse x dense conv backward against torch's dense autograd.
 
-Randomised tests take their seed from SPARSETRAIN_SEED (default below) and print it.
+Randomised tests take their seed from the ``seed`` fixture (tests/conftest.py), which prints it.
 """
 from __future__ import annotations
 
 import copy
-import os
 
 import pytest
 import torch
@@ -17,16 +16,18 @@ from sparsetrain.golden.training.data import fashion_mnist
 from sparsetrain.golden.training.networks import build_model
 from sparsetrain.golden.training.pruning import PruneConfig
 
-SEED = int(os.environ.get("SPARSETRAIN_SEED", "20240611"))
 torch.set_num_threads(1)
 # torch labels every CSR use "beta"; pytest resets the module's own filter for each test
 pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
 
 
-def generator_for(*salt: int) -> torch.Generator:
-    seed = SEED * 1000003 + sum(s * 7919 ** i for i, s in enumerate(salt))
-    print(f"seed={SEED} salt={salt}")
-    return torch.Generator().manual_seed(seed % (1 << 62))
+@pytest.fixture
+def generator_for(seed: int):
+    """``generator_for(*salt)``: a torch generator from the test's seed and ``salt``."""
+    def make(*salt: int) -> torch.Generator:
+        value = seed * 1000003 + sum(s * 7919 ** i for i, s in enumerate(salt))
+        return torch.Generator().manual_seed(value % (1 << 62))
+    return make
 
 
 def autograd_reference(x, w, b, d_o, stride, padding, groups, dilation=1):
@@ -52,7 +53,7 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[f"case{i}" for i in range(len(CASES))])
 @pytest.mark.parametrize("density", [1.0, 0.3, 0.02])
-def test_random_gradients_equal_dense_backward(case, density):
+def test_random_gradients_equal_dense_backward(case, density, generator_for):
     n, c, h, wd, f, k, s, p, g = case
     gen = generator_for(CASES.index(case), int(density * 100))
     x = torch.randn(n, c, h, wd, generator=gen, dtype=torch.float64)
@@ -71,7 +72,7 @@ def test_random_gradients_equal_dense_backward(case, density):
 
 
 @pytest.mark.parametrize("chunk_elements", [1, 200])
-def test_chunked_batches_give_the_same_gradients(monkeypatch, chunk_elements):
+def test_chunked_batches_give_the_same_gradients(monkeypatch, chunk_elements, generator_for):
     """Small chunks split the batch into single images / several images per product."""
     gen = generator_for(99, chunk_elements)
     x = torch.randn(5, 4, 8, 8, generator=gen, dtype=torch.float64)
@@ -87,7 +88,7 @@ def test_chunked_batches_give_the_same_gradients(monkeypatch, chunk_elements):
     torch.testing.assert_close(got.grad_weight, ref_w, rtol=1e-10, atol=1e-10)
 
 
-def test_float32_within_float_tolerance():
+def test_float32_within_float_tolerance(generator_for):
     gen = generator_for(7)
     x = torch.randn(4, 16, 16, 16, generator=gen)
     w = torch.randn(32, 16, 3, 3, generator=gen)
@@ -99,7 +100,7 @@ def test_float32_within_float_tolerance():
     torch.testing.assert_close(got.grad_weight.double(), ref_w, rtol=1e-4, atol=1e-4)
 
 
-def test_all_zero_gradient_gives_zeros():
+def test_all_zero_gradient_gives_zeros(generator_for):
     gen = generator_for(3)
     for s, g in ((1, 1), (2, 4)):
         x = torch.randn(2, 4, 9, 9, generator=gen)
@@ -149,18 +150,17 @@ def test_bad_tensors_raise():
         sb.sparse_conv2d_backward(x.long(), w, d_o)
 
 
-def _pruned_captures(name: str, salt: int) -> list[sb.ConvCapture]:
+def _pruned_captures(name: str, gen: torch.Generator, seed: int) -> list[sb.ConvCapture]:
     """Real pruned gradients: a few steps of the golden model's pruned training (FIFO depth 1)."""
-    gen = generator_for(salt)
     torch.manual_seed(int(torch.randint(0, 1 << 30, (1,), generator=gen)))
-    model = build_model(name, in_channels=1, width_mult=0.125, prune=PruneConfig(p=0.99, n_f=1, seed=SEED % 1000))
-    split = fashion_mnist("train", samples=24, input_size=32, subset_seed=SEED % 1000)
+    model = build_model(name, in_channels=1, width_mult=0.125, prune=PruneConfig(p=0.99, n_f=1, seed=seed % 1000))
+    split = fashion_mnist("train", samples=24, input_size=32, subset_seed=seed % 1000)
     return sb.capture_conv_gradients(model, split.batches(8, generator=gen), steps=3)
 
 
 @pytest.mark.parametrize("name", ["alexnet", "resnet18", "mobilenet"])
-def test_real_pruned_gradients_equal_dense_backward(name):
-    captures = _pruned_captures(name, {"alexnet": 1, "resnet18": 2, "mobilenet": 3}[name])
+def test_real_pruned_gradients_equal_dense_backward(name, generator_for, seed):
+    captures = _pruned_captures(name, generator_for({"alexnet": 1, "resnet18": 2, "mobilenet": 3}[name]), seed)
     assert len(captures) >= 5
     # the pruning really made dO sparse (p = 0.99 keeps well under half of the entries)
     assert sum(c.density for c in captures) / len(captures) < 0.5
@@ -195,7 +195,7 @@ class _Net(nn.Module):
         return self.fc(self.block(x).flatten(1))
 
 
-def test_drop_in_module_gives_the_same_training_steps():
+def test_drop_in_module_gives_the_same_training_steps(generator_for):
     gen = generator_for(11)
     torch.manual_seed(int(torch.randint(0, 1 << 30, (1,), generator=gen)))
     dense = _Net().double()
