@@ -27,9 +27,9 @@ from ..golden.ppu_model import N_PE, PPUConfig
 from .blocks import DATAPATH_PARAMS, BlockSpec, ParamSpec
 from .core_isa import ADDR_W, DIR_FIELDS, DIR_W, INSTR_W, CoreParams, ErrorCode, Opcode, layout
 from .enums import ERR_W, ErrorShape, Mode, PpuOp, field_width
-from .layouts import HwParams, entry_layout, mask_layout
+from .layouts import entry_layout, mask_layout
 from .pe import PE
-from .ppu import PPU, ppu_cmd_layout, ppu_status_layout, ppu_status_sel_layout
+from .ppu import PPU, hw_params, ppu_cmd_layout, ppu_status_layout, ppu_status_sel_layout
 
 __all__ = ["ERR_W", "IMEM_PORTS", "N_BUF_PORTS", "PC_W", "Group", "FetchEngine", "MaskFetch", "UnitSignature",
            "PpuCommandSignature", "PpuStatusSignature", "RowCountSignature"]
@@ -52,10 +52,6 @@ def check_core_params(params: object, name: str = "params") -> CoreParams:
     if not isinstance(params, CoreParams):
         raise TypeError(f"{name} = {params!r} is not a CoreParams; allowed: a CoreParams instance")
     return params
-
-
-def hw_params(p: CoreParams) -> HwParams:
-    return HwParams(dw=p.dw, k_max=p.k_max, w_max=p.w_max, acc_w=p.acc_w)
 
 
 def dir_layout() -> data.StructLayout:

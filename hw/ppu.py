@@ -15,13 +15,15 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigne
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..golden.fixedpoint import DatapathParams
 from ..golden.ppu_model import C_M_BITS, C_SHIFT_MAX, DEFAULT_SEED, N_PE, PPUConfig
 from .blocks import DATAPATH_PARAMS, BlockSpec, ParamSpec
 from .enums import PpuOp
 from .layouts import HwParams, beat_layout, bits_for, entry_layout
 
 
-def hw_params(cfg: PPUConfig) -> HwParams:
+def hw_params(cfg: DatapathParams) -> HwParams:
+    """The PE's parameters (DW, K_MAX, W_MAX, ACC_W) of a PPU's or a core's parameters."""
     return HwParams(dw=cfg.dw, k_max=cfg.k_max, w_max=cfg.w_max, acc_w=cfg.acc_w)
 
 

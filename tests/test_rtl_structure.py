@@ -31,6 +31,7 @@ SMALL = CoreParams(dw=4, k_max=2, w_max=3, acc_w=9, groups=1, buf_depth=16, mask
     (Group, PPUConfig(), "params"), (Group, HwParams(), "params"), (Core, {"groups": 2}, "params"),
     (FetchEngine, PPUConfig(), "params"), (MaskFetch, 3, "params"), (HostSignature, None, "params"),
 ])
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")  # the refused object is never built
 def test_a_wrong_parameter_type_is_a_type_error_naming_it(make, arg, name):
     with pytest.raises(TypeError, match=f"{name} = .* is not a"):
         make(arg)
