@@ -16,13 +16,13 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
 
-from ..golden.fixedpoint import PARAM_RANGES
-from ..golden.ppu_model import N_PE
+from ..arch.fixedpoint import PARAM_RANGES
+from ..arch.isa import ADDR_W, COUNTER_W, DIR_W, INSTR_W, N_STEPS, OPCODE_W, CoreParams, ErrorCode, Opcode, layout
+from ..arch.pe import bits_for
+from ..arch.ppu import N_PE
 from .blocks import DATAPATH_PARAMS, BlockSpec, ParamSpec
-from .core_isa import ADDR_W, COUNTER_W, DIR_W, INSTR_W, N_STEPS, OPCODE_W, CoreParams, ErrorCode, Opcode, layout
 from .enums import ErrorShape, OpcodeShape, PpuOp, field_width
 from .group import IMEM_PORTS, N_BUF_PORTS, PC_W, Group, check_core_params, copy_fields
-from .layouts import bits_for
 from .ppu import ppu_status_layout
 
 # host write select (host_wsel): which memory a host write goes to

@@ -17,9 +17,9 @@ import types
 from amaranth.hdl import unsigned
 from amaranth.lib import enum
 
-from ..golden.ppu_model import Op
-from ..golden.timing import Mode as RowMode
-from .core_isa import OPCODE_W, ErrorCode, Opcode, field_position
+from ..arch.isa import OPCODE_W, ErrorCode, Opcode, field_position
+from ..arch.ppu import Op
+from ..arch.timing import Mode as RowMode
 
 # width of an error code register and of the error_code ports (codes 0 .. 15)
 ERR_W = 4

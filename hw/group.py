@@ -23,9 +23,9 @@ from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out, connect, flipped
 from amaranth.utils import ceil_log2
 
-from ..golden.ppu_model import N_PE, PPUConfig
+from ..arch.isa import ADDR_W, DIR_FIELDS, DIR_W, INSTR_W, CoreParams, ErrorCode, Opcode, layout
+from ..arch.ppu import N_PE, PPUConfig
 from .blocks import DATAPATH_PARAMS, BlockSpec, ParamSpec
-from .core_isa import ADDR_W, DIR_FIELDS, DIR_W, INSTR_W, CoreParams, ErrorCode, Opcode, layout
 from .enums import ERR_W, ErrorShape, Mode, PpuOp, field_width
 from .layouts import entry_layout, mask_layout
 from .pe import PE
@@ -55,7 +55,7 @@ def check_core_params(params: object, name: str = "params") -> CoreParams:
 
 
 def dir_layout() -> data.StructLayout:
-    """A row directory word (``core_isa.DIR_FIELDS``, section 11.2) as a layout."""
+    """A row directory word (``arch.isa.DIR_FIELDS``, section 11.2) as a layout."""
     members, pos = {}, 0
     for name, lsb, width in DIR_FIELDS:
         if lsb != pos:

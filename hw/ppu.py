@@ -6,8 +6,8 @@ Readback: ``status_sel`` (slot, FIFO entry index) selects what ``status`` shows.
 The per-slot threshold FIFOs are a component of their own, ``ThresholdFifos``.
 
 One command runs at a time; ``cmd.ready`` is high only when the PPU is idle. The behaviour is
-``golden.ppu_model.PPUModel`` bit for bit, and the cycle counts are
-``golden.ppu_model.command_cycles``.
+``golden.bitexact.ppu_model.PPUModel`` bit for bit, and the cycle counts are
+``sparsetrain.arch.ppu.command_cycles``.
 """
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigne
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..golden.fixedpoint import DatapathParams
-from ..golden.ppu_model import C_M_BITS, C_SHIFT_MAX, DEFAULT_SEED, N_PE, PPUConfig
+from ..arch.fixedpoint import DatapathParams
+from ..arch.pe import HwParams, bits_for
+from ..arch.ppu import C_M_BITS, C_SHIFT_MAX, DEFAULT_SEED, N_PE, PPUConfig
 from .blocks import DATAPATH_PARAMS, BlockSpec, ParamSpec
 from .enums import PpuOp
-from .layouts import HwParams, beat_layout, bits_for, entry_layout
+from .layouts import beat_layout, entry_layout
 
 
 def hw_params(cfg: DatapathParams) -> HwParams:
@@ -56,7 +57,7 @@ def ppu_status_sel_layout(cfg: PPUConfig) -> data.StructLayout:
 
 
 def ppu_status_layout(cfg: PPUConfig) -> data.StructLayout:
-    """Readback fields; their meaning is golden.ppu_model.PPUStatus."""
+    """Readback fields; their meaning is golden.bitexact.ppu_model.PPUStatus."""
     return data.StructLayout({
         "busy": unsigned(1),
         "row_nnz": unsigned(bits_for(cfg.w_max)),

@@ -13,10 +13,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..golden.fixedpoint import SparseRow, check_param
-from ..golden.rowops import Beat, RowOpResult, conv_out_len, msrc, osrc, src
-from ..golden.timing import Mode
-from ..hw.layouts import HwParams
+from ..arch.fixedpoint import SparseRow, check_param
+from ..arch.pe import HwParams
+from ..arch.timing import Mode
+from ..golden.bitexact.rowops import Beat, RowOpResult, conv_out_len, msrc, osrc, src
 from . import runner
 
 TB_MODULE = "sparsetrain.sim_tb.pe_tb"
@@ -212,7 +212,7 @@ def run_pe_ops(ops: Sequence[PeOp], params: HwParams, sim: str = "verilator", *,
     no back-pressure, where the cycle count must equal the contract exactly). resets:
     (op index, cycles after its cfg handshake) at which rst is pulsed; that op is abandoned
     and its remaining input dropped. check: the testbench compares every beat with the
-    golden model and every cycle count with golden.timing and fails (AssertionError) on any
+    golden model and every cycle count with sparsetrain.arch.timing and fails (AssertionError) on any
     difference.
     """
     seed = runner.default_seed() if seed is None else seed

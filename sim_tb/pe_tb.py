@@ -5,7 +5,7 @@ Launched by ``sim_tb.pe_driver.run_pe_ops``. Environment: PE_STIM (npz written b
 p_ready, resets, params, seed). Checks, unless the stimulus says check = 0:
 
 * every beat against the golden beats, bit for bit, in order (scoreboard);
-* every operation's cycle count: cycles - stall cycles == golden.timing, where a stall
+* every operation's cycle count: cycles - stall cycles == sparsetrain.arch.timing, where a stall
   cycle is one in which no progress handshake (cfg, Port-1/2/3, final beat) happened; and
   with no back-pressure (p_valid = p_ready = 1) there must be no stall cycle at all;
 * cfg_error set exactly for refused operations.
@@ -22,7 +22,8 @@ import cocotb
 import numpy as np
 from cocotb.clock import Clock
 
-from ..hw.layouts import HwParams, beat_layout
+from ..arch.pe import HwParams
+from ..hw.layouts import beat_layout
 from .streams import ClockedBench, Scoreboard, fail_on_problems, StreamSink, StreamSource, signal_int, unpack
 
 RESET_CYCLES = 2

@@ -1,4 +1,4 @@
-"""PE RTL against golden.rowops (bit for bit) and golden.timing (cycle for cycle).
+"""PE RTL against golden.bitexact.rowops (bit for bit) and sparsetrain.arch.timing (cycle for cycle).
 
 Every simulation goes through sim_tb.pe_driver.run_pe_ops; the cocotb testbench itself
 fails on any beat or cycle mismatch, and the tests below check the returned results against
@@ -11,9 +11,10 @@ import os
 import numpy as np
 import pytest
 
-from sparsetrain.golden.timing import Mode
+from sparsetrain.arch.pe import HwParams
+from sparsetrain.arch.timing import Mode
 from sparsetrain.hw.blocks import BLOCKS, elaborate
-from sparsetrain.hw.layouts import HwParams, beat_layout, entry_layout, pe_cfg_layout
+from sparsetrain.hw.layouts import beat_layout, entry_layout, pe_cfg_layout
 from sparsetrain.hw.pe import PE
 from sparsetrain.sim_tb import runner
 from sparsetrain.sim_tb.pe_driver import PeOp, pe_build, run_pe_ops, write_stimulus
@@ -86,7 +87,7 @@ def test_block_registry_builds_pe_and_rejects_unknown_params():
 
 
 def test_run_pe_ops_rejects_ops_the_instance_cannot_hold():
-    from sparsetrain.golden.fixedpoint import SparseRow
+    from sparsetrain.arch.fixedpoint import SparseRow
     with pytest.raises(ValueError, match="K = 6 is out of range"):
         write_stimulus([PeOp.src([1] * 6, SparseRow(8))], SMALL, "/dev/null")
     with pytest.raises(ValueError, match="in_len = 40 is out of range"):

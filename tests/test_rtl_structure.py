@@ -10,14 +10,15 @@ import pytest
 from amaranth.hdl import Shape
 from amaranth.sim import Simulator
 
-from sparsetrain.golden.ppu_model import Op, PPUConfig, ThresholdFifo
-from sparsetrain.golden.timing import Mode as RowMode
+from sparsetrain.arch.isa import FIELDS, OPCODE_W, CoreParams, ErrorCode, Opcode, entry_encode
+from sparsetrain.arch.pe import HwParams
+from sparsetrain.arch.ppu import Op, PPUConfig
+from sparsetrain.arch.timing import Mode as RowMode
+from sparsetrain.golden.bitexact.ppu_model import ThresholdFifo
 from sparsetrain.hw.blocks import BLOCKS, DATAPATH_PARAMS, BlockSpec, ParamSpec, parse_overrides, to_verilog
 from sparsetrain.hw.core import Core, HostSignature
-from sparsetrain.hw.core_isa import FIELDS, OPCODE_W, CoreParams, ErrorCode, Opcode, entry_encode
 from sparsetrain.hw.enums import ERR_W, ErrorShape, Mode, OpcodeShape, PpuOp, field_width, shaped
 from sparsetrain.hw.group import FetchEngine, Group, MaskFetch
-from sparsetrain.hw.layouts import HwParams
 from sparsetrain.hw.ppu import PPU, ThresholdFifos
 
 SMALL = CoreParams(dw=4, k_max=2, w_max=3, acc_w=9, groups=1, buf_depth=16, mask_depth=2, imem_depth=16,
@@ -126,7 +127,7 @@ def test_group_and_core_port_widths_come_from_the_tables():
     assert core["ppu_sel_slot"].shape == _field(Opcode.PPU, "slot")
 
 
-# ---- the threshold FIFOs as their own component, against golden.ppu_model.ThresholdFifo
+# ---- the threshold FIFOs as their own component, against golden.bitexact.ppu_model.ThresholdFifo
 
 def test_threshold_fifos_match_the_reference_fifo(seed):
     cfg = PPUConfig(dw=8, k_max=2, w_max=4, n_f=4, n_slots=3, r_w=8)

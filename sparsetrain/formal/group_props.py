@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from amaranth.hdl import Assert, Assume, Cover, Signal
 
-from ..golden.ppu_model import N_PE
-from ..hw.core_isa import CoreParams, ErrorCode
+from ..arch.isa import CoreParams, ErrorCode
+from ..arch.ppu import N_PE
 from ..hw.enums import PpuOp
 from ..hw.group import Group, N_BUF_PORTS
 from .props import Harness, check_groups, popcount, submodules
