@@ -5,55 +5,75 @@ The controller walks the instruction memory one word per cycle: a ``UNIT`` goes 
 lowest-index free group (which reads the unit's ``OP`` words itself), ``PPU`` commands go to
 idle groups, ``SYNC`` / ``END`` wait for every group. Any invalid word or operand address
 stops the run with ``done = error = 1`` and an error code; nothing waits forever.
+
+The groups' memory ports are ``amaranth.lib.memory`` port signatures, joined to the memories
+with ``wiring.connect``; the core's own ports are ``HostSignature`` (section 11.5).
 """
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import In, Out, connect
 
-from ..arch.isa import ADDR_W, COUNTER_W, DIR_W, ERR_W, INSTR_W, N_STEPS, CoreParams, ErrorCode, Opcode
-from ..arch.ppu import Op
+from ..arch.fixedpoint import PARAM_RANGES
+from ..arch.isa import ADDR_W, COUNTER_W, DIR_W, INSTR_W, N_STEPS, OPCODE_W, CoreParams, ErrorCode, Opcode
+from ..arch.pe import bits_for
+from ..arch.ppu import N_PE
 from .blocks import DATAPATH_PARAMS, BlockSpec, ParamSpec
-from .group import IMEM_PORTS, N_BUF_PORTS, Group
+from .enums import ErrorShape, OpcodeShape, PpuOp, field_width
+from .group import IMEM_PORTS, N_BUF_PORTS, PC_W, Group, check_core_params, copy_fields
 from .layouts import instr_layout
 from .ppu import ppu_status_layout
 
-N_PE = 3
-C_IDLE, C_RUN, C_DONE = range(3)
+# host write select (host_wsel): which memory a host write goes to
+HOST_WSEL = ("buffer", "mask", "instruction", "directory")
 
 
-class Core(wiring.Component):
-    def __init__(self, params: CoreParams):
-        if not isinstance(params, CoreParams):
-            raise ValueError(f"params = {params!r} is not a CoreParams; allowed: a CoreParams instance")
-        self.params = p = params
-        self.ppu_cfg = p.ppu_config()
-        self.rdata_w = max(p.entry_w, DIR_W)
+class HostSignature(wiring.Signature):
+    """The core's ports, seen from the core (docs/architecture.md section 11.5): the host's
+    memory write and read port, run control and status, the counters and the PPU status
+    readback. Flat members, so the Verilog ports keep the documented names (``host_we``, ...);
+    a host model takes ``HostSignature(p).flip()``."""
+
+    def __init__(self, p: CoreParams):
+        check_core_params(p)
+        cfg = p.ppu_config()
         super().__init__({
             "host_we": In(1),
-            "host_wsel": In(2),
+            "host_wsel": In(bits_for(len(HOST_WSEL) - 1)),
             "host_waddr": In(ADDR_W),
             "host_wdata": In(INSTR_W),
             "host_rsel": In(1),
             "host_raddr": In(ADDR_W),
-            "host_rdata": Out(self.rdata_w),
+            "host_rdata": Out(max(p.entry_w, DIR_W)),
             "start": In(1),
             "busy": Out(1),
             "done": Out(1),
             "error": Out(1),
-            "error_code": Out(ERR_W),
+            "error_code": Out(ErrorShape),
             "cycles": Out(COUNTER_W),
             "total_cycles": Out(COUNTER_W),
             "step_nnz": Out(COUNTER_W * N_STEPS),
             "step_rows": Out(COUNTER_W * N_STEPS),
             "step_elems": Out(COUNTER_W * N_STEPS),
-            "ppu_sel_group": In(8),
-            "ppu_sel_slot": In(6),
-            "ppu_sel_index": In(6),
-            "ppu_status": Out(ppu_status_layout(self.ppu_cfg)),
+            "ppu_sel_group": In(field_width(Opcode.PPU, "group")),
+            "ppu_sel_slot": In(field_width(Opcode.PPU, "slot")),
+            "ppu_sel_index": In(bits_for(PARAM_RANGES["N_F"][1] - 1)),
+            "ppu_status": Out(ppu_status_layout(cfg)),
         })
+
+
+class Core(wiring.Component):
+    """G groups, the memories and the controller; ``params``: a CoreParams (a TypeError
+    otherwise; CoreParams refuses out-of-range values with a ValueError naming the parameter
+    and its range)."""
+
+    def __init__(self, params: CoreParams):
+        self.params = p = check_core_params(params)
+        self.ppu_cfg = p.ppu_config()
+        self.rdata_w = max(p.entry_w, DIR_W)
+        super().__init__(HostSignature(p))
 
     def elaborate(self, platform) -> Module:
         p = self.params
@@ -79,43 +99,37 @@ class Core(wiring.Component):
         m.d.comb += [hr_buf.addr.eq(self.host_raddr), hr_dir.addr.eq(self.host_raddr),
                      self.host_rdata.eq(Mux(rsel, hr_dir.data, hr_buf.data))]
 
-        # ---- group memory ports
+        # ---- group memory ports (in this order: a memory's write ports are prioritised by it)
         for grp in groups:
             for i in range(N_BUF_PORTS):
-                rp = buf.read_port()
-                m.d.comb += [rp.addr.eq(grp.buf_raddr[i]), rp.en.eq(grp.buf_ren[i]), grp.buf_rdata[i].eq(rp.data)]
+                connect(m, grp.buf_read[i], buf.read_port())
             for j in range(N_PE):
-                rp = maskmem.read_port()
-                m.d.comb += [rp.addr.eq(grp.mask_raddr[j]), rp.en.eq(grp.mask_ren[j]), grp.mask_rdata[j].eq(rp.data)]
+                connect(m, grp.mask_read[j], maskmem.read_port())
             for i in range(IMEM_PORTS):
-                rp = imem.read_port()
-                m.d.comb += [rp.addr.eq(grp.imem_addr[i]), grp.imem_data[i].eq(rp.data)]
-            wp = buf.write_port()
-            m.d.comb += [wp.addr.eq(grp.wr_addr), wp.data.eq(grp.wr_data), wp.en.eq(grp.wr_en)]
-            dp = dirmem.write_port()
-            m.d.comb += [dp.addr.eq(grp.dir_addr), dp.data.eq(grp.dir_data), dp.en.eq(grp.dir_en)]
-            m.d.comb += [grp.status_sel.slot.eq(self.ppu_sel_slot), grp.status_sel.index.eq(self.ppu_sel_index)]
-        statuses = Array([grp.status.as_value() for grp in groups])
+                connect(m, grp.imem[i], imem.read_port())
+            connect(m, grp.buf_write, buf.write_port())
+            connect(m, grp.dir_write, dirmem.write_port())
+            m.d.comb += [grp.ppu_status.sel.slot.eq(self.ppu_sel_slot),
+                         grp.ppu_status.sel.index.eq(self.ppu_sel_index)]
+        statuses = Array([grp.ppu_status.status.as_value() for grp in groups])
         m.d.comb += self.ppu_status.eq(statuses[self.ppu_sel_group])
 
         # ---- controller
-        state = Signal(range(3))
-        pc = Signal(ADDR_W + 1)
-        pc_next = Signal(ADDR_W + 1)
-        step = Signal(2)
+        pc = Signal(PC_W)
+        pc_next = Signal(PC_W)
+        step = Signal(range(N_STEPS))
         error = Signal()
-        code = Signal(ERR_W)
+        code = Signal(ErrorShape)
         cp = imem.read_port()
         m.d.comb += cp.addr.eq(pc_next)
         word = cp.data
-        opcode = word[:4]
-        unit, ppu, sync = (instr_layout(o)(word[:instr_layout(o).size])
-                           for o in (Opcode.UNIT, Opcode.PPU, Opcode.SYNC))
-        m.d.comb += [self.busy.eq(state == C_RUN), self.done.eq(state == C_DONE),
-                     self.error.eq(error), self.error_code.eq(code)]
+        opcode = OpcodeShape(word[:OPCODE_W])
+        unit, ppu, sync = (instr_layout(o)(word[:instr_layout(o).size]) for o in (Opcode.UNIT, Opcode.PPU, Opcode.SYNC))
+        running = Signal()   # the controller's FSM is in RUN
+        m.d.comb += [self.busy.eq(running), self.error.eq(error), self.error_code.eq(code)]
 
-        free = Cat(*[g.free for g in groups])
-        idle = Cat(*[g.idle for g in groups])
+        free = Cat(*[g.unit.free for g in groups])
+        idle = Cat(*[g.ppu_cmd.idle for g in groups])
         all_idle = idle.all()
         # lowest free group
         chosen = Signal(range(max(2, G)))
@@ -134,61 +148,79 @@ class Core(wiring.Component):
                              (pc + 1 + unit.n_ops > p.imem_depth)),
         ]
         ppu_bad = Signal()
-        m.d.comb += ppu_bad.eq((ppu.op == Op.START) | (ppu.op == Op.ACCUM) | (ppu.op == Op.FINISH) |
+        # START / ACCUM / FINISH are the groups' own commands, never a PPU word's
+        m.d.comb += ppu_bad.eq(ppu.op.matches(PpuOp.START, PpuOp.ACCUM, PpuOp.FINISH) |
                                (ppu.slot >= p.n_slots) | (~ppu.all & (ppu.group >= G)))
         ppu_ready = Signal()
         m.d.comb += ppu_ready.eq(Mux(ppu.all, all_idle, Array([idle[g] for g in range(G)])[ppu.group]))
 
         advance = Signal()
-        skip = Signal(17)
+        skip = Signal(field_width(Opcode.UNIT, "n_ops") + 1)
         fail = Signal()
-        fail_code = Signal(ERR_W)
+        fail_code = Signal(ErrorShape)
         go_done = Signal()
-        with m.If(state == C_RUN):
-            with m.If(pc >= p.imem_depth):
-                m.d.comb += [fail.eq(1), fail_code.eq(ErrorCode.ADDRESS)]
-            with m.Else():
-                with m.Switch(opcode):
-                    with m.Case(Opcode.NOP):
-                        m.d.comb += advance.eq(1)
-                    with m.Case(Opcode.UNIT):
-                        with m.If(unit_bad):
-                            m.d.comb += [fail.eq(1), fail_code.eq(ErrorCode.BAD_UNIT)]
-                        with m.Elif(unit_addr_bad):
-                            m.d.comb += [fail.eq(1), fail_code.eq(ErrorCode.ADDRESS)]
-                        with m.Elif(free.any()):
-                            m.d.comb += [advance.eq(1), skip.eq(unit.n_ops)]
-                            for g, grp in enumerate(groups):
-                                m.d.comb += grp.unit_valid.eq(chosen == g)
-                    with m.Case(Opcode.PPU):
-                        with m.If(ppu_bad):
-                            m.d.comb += [fail.eq(1), fail_code.eq(ErrorCode.BAD_UNIT)]
-                        with m.Elif(ppu_ready):
-                            m.d.comb += advance.eq(1)
-                            for g, grp in enumerate(groups):
-                                m.d.comb += grp.ppu_cmd_valid.eq(ppu.all | (ppu.group == g))
-                    with m.Case(Opcode.SYNC):
-                        with m.If(all_idle):
-                            m.d.comb += advance.eq(1)
-                            m.d.sync += step.eq(sync.step)
-                    with m.Case(Opcode.END):
-                        with m.If(all_idle):
-                            m.d.comb += go_done.eq(1)
-                    with m.Default():
-                        m.d.comb += [fail.eq(1), fail_code.eq(ErrorCode.BAD_OPCODE)]
-        for grp in groups:
-            m.d.comb += [grp.unit.eq(unit), grp.unit_pc.eq(pc)]
-            cmd = grp.ppu_cmd
-            m.d.comb += [cmd.op.eq(ppu.op), cmd.slot.eq(ppu.slot), cmd.c_m.eq(ppu.c_m),
-                         cmd.c_shift.eq(ppu.c_shift), cmd.value.eq(ppu.value)]
-        m.d.comb += pc_next.eq(Mux(self.start, 0, Mux(advance, pc + 1 + skip, pc)))
-        m.d.sync += pc.eq(pc_next)
-
         gerr = Cat(*[g.error for g in groups])
-        gcode = Signal(ERR_W)
+        gcode = Signal(ErrorShape)
         for g in reversed(range(G)):
             with m.If(gerr[g]):
                 m.d.comb += gcode.eq(groups[g].error_code)
+
+        with m.FSM(name="core_fsm") as fsm:
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(pc >= p.imem_depth):
+                    m.d.comb += [fail.eq(1), fail_code.eq(ErrorCode.ADDRESS)]
+                with m.Else():
+                    with m.Switch(opcode):
+                        with m.Case(OpcodeShape.NOP):
+                            m.d.comb += advance.eq(1)
+                        with m.Case(OpcodeShape.UNIT):
+                            with m.If(unit_bad):
+                                m.d.comb += [fail.eq(1), fail_code.eq(ErrorCode.BAD_UNIT)]
+                            with m.Elif(unit_addr_bad):
+                                m.d.comb += [fail.eq(1), fail_code.eq(ErrorCode.ADDRESS)]
+                            with m.Elif(free.any()):
+                                m.d.comb += [advance.eq(1), skip.eq(unit.n_ops)]
+                                for g, grp in enumerate(groups):
+                                    m.d.comb += grp.unit.valid.eq(chosen == g)
+                        with m.Case(OpcodeShape.PPU):
+                            with m.If(ppu_bad):
+                                m.d.comb += [fail.eq(1), fail_code.eq(ErrorCode.BAD_UNIT)]
+                            with m.Elif(ppu_ready):
+                                m.d.comb += advance.eq(1)
+                                for g, grp in enumerate(groups):
+                                    m.d.comb += grp.ppu_cmd.valid.eq(ppu.all | (ppu.group == g))
+                        with m.Case(OpcodeShape.SYNC):
+                            with m.If(all_idle):
+                                m.d.comb += advance.eq(1)
+                                m.d.sync += step.eq(sync.step)
+                        with m.Case(OpcodeShape.END):
+                            with m.If(all_idle):
+                                m.d.comb += go_done.eq(1)
+                        with m.Default():
+                            m.d.comb += [fail.eq(1), fail_code.eq(ErrorCode.BAD_OPCODE)]
+                # the run ends at the first error (the controller's or a group's) or at END
+                with m.If(self.start):
+                    m.next = "RUN"
+                with m.Elif(fail | gerr.any()):
+                    m.d.sync += [error.eq(1), code.eq(Mux(fail, fail_code, gcode))]
+                    m.next = "DONE"
+                with m.Elif(go_done):
+                    m.next = "DONE"
+            with m.State("DONE"):
+                with m.If(self.start):
+                    m.next = "RUN"
+        m.d.comb += [running.eq(fsm.ongoing("RUN")), self.done.eq(fsm.ongoing("DONE"))]
+
+        # the PPU word's fields that a PPU command has (op, slot, c_m, c_shift, value)
+        ppu_fields = tuple(n for n, _ in groups[0].ppu_cmd.cmd.shape() if n in ppu.shape().members)
+        for grp in groups:
+            m.d.comb += [grp.unit.word.eq(unit), grp.unit.pc.eq(pc)]
+            m.d.comb += copy_fields(grp.ppu_cmd.cmd, ppu, ppu_fields)
+        m.d.comb += pc_next.eq(Mux(self.start, 0, Mux(advance, pc + 1 + skip, pc)))
+        m.d.sync += pc.eq(pc_next)
 
         # ---- counters
         cycles = Signal(COUNTER_W)
@@ -198,11 +230,11 @@ class Core(wiring.Component):
         elems = [Signal(COUNTER_W, name=f"elems{s}") for s in range(N_STEPS)]
         m.d.comb += [self.cycles.eq(cycles), self.total_cycles.eq(total),
                      self.step_nnz.eq(Cat(*nnz)), self.step_rows.eq(Cat(*rows)), self.step_elems.eq(Cat(*elems))]
-        nnz_inc = sum(g.nnz_inc for g in groups)
-        rows_inc = sum(g.row_done for g in groups)
-        elems_inc = sum(Mux(g.row_done, g.row_len, 0) for g in groups)
+        nnz_inc = sum(g.rows.nnz_inc for g in groups)
+        rows_inc = sum(g.rows.row_done for g in groups)
+        elems_inc = sum(Mux(g.rows.row_done, g.rows.row_len, 0) for g in groups)
         any_busy = Cat(*[g.busy for g in groups]).any()
-        with m.If(state == C_RUN):
+        with m.If(running):
             m.d.sync += total.eq(total + 1)
             with m.If(any_busy):
                 m.d.sync += cycles.eq(cycles + 1)
@@ -211,20 +243,16 @@ class Core(wiring.Component):
                 m.d.sync += [nnz[s].eq(nnz[s] + nnz_inc), rows[s].eq(rows[s] + rows_inc),
                              elems[s].eq(elems[s] + elems_inc)]
 
+        # start: a new run from instruction 0 with cleared status and counters (the FSM goes to RUN)
         with m.If(self.start):
-            m.d.sync += [state.eq(C_RUN), error.eq(0), code.eq(0), step.eq(0), cycles.eq(0), total.eq(0)]
+            m.d.sync += [error.eq(0), code.eq(0), step.eq(0), cycles.eq(0), total.eq(0)]
             m.d.sync += [c.eq(0) for c in nnz + rows + elems]
-        with m.Elif(state == C_RUN):
-            with m.If(fail | gerr.any()):
-                m.d.sync += [state.eq(C_DONE), error.eq(1), code.eq(Mux(fail, fail_code, gcode))]
-            with m.Elif(go_done):
-                m.d.sync += state.eq(C_DONE)
         return m
 
 
 PARAMS = {
     **DATAPATH_PARAMS,
-    "G": ParamSpec(2, "PE groups of 3 PEs + 1 PPU (1 .. 255; 56 in the paper)"),
+    "G": ParamSpec(2, "PE groups of N_PE (3) PEs + 1 PPU (1 .. 255; 56 in the paper)", attr="groups"),
     "BUF_DEPTH": ParamSpec(16384, "buffer words (16 .. 2**20)"),
     "MASK_DEPTH": ParamSpec(1024, "mask words (1 .. 65536)"),
     "IMEM_DEPTH": ParamSpec(8192, "instruction words (16 .. 2**20)"),
@@ -234,26 +262,17 @@ PARAMS = {
 }
 
 
-def params_from_values(values: dict[str, int | None]) -> CoreParams:
-    return CoreParams(dw=values["DW"], k_max=values["K_MAX"], w_max=values["W_MAX"], acc_w=values["ACC_W"],
-                      groups=values["G"], buf_depth=values["BUF_DEPTH"], mask_depth=values["MASK_DEPTH"],
-                      imem_depth=values["IMEM_DEPTH"], dir_depth=values["DIR_DEPTH"],
-                      n_slots=values["N_SLOTS"], n_f=values["N_F"])
-
-
-def _build(values: dict[str, int | None]) -> tuple[Core, dict[str, int]]:
-    p = params_from_values(values)
-    used = {"DW": p.dw, "K_MAX": p.k_max, "W_MAX": p.w_max, "ACC_W": p.acc_w, "G": p.groups,
-            "BUF_DEPTH": p.buf_depth, "MASK_DEPTH": p.mask_depth, "IMEM_DEPTH": p.imem_depth,
-            "DIR_DEPTH": p.dir_depth, "N_SLOTS": p.n_slots, "N_F": p.n_f}
-    return Core(p), used
-
-
 BLOCK = BlockSpec(
     name="core",
     help="accelerator core: G PE groups, buffer, controller, host interface (docs/architecture.md s.11)",
     params=PARAMS,
-    build=_build,
+    params_class=CoreParams,
+    make=Core,
     # Each group once on its own; the top module's own logic is the controller (docs/area.md).
     synth_keep_hierarchy=True,
 )
+
+
+def params_from_values(values: dict[str, int | None]) -> CoreParams:
+    """The CoreParams of NAME=VALUE parameters (``BLOCK``'s mapping; a missing NAME: its default)."""
+    return BLOCK.params_from(values)

@@ -1,11 +1,14 @@
-"""A PE group: 3 PEs, their operand fetch engines and 1 PPU (architecture s.10, s.11).
+"""A PE group: N_PE PEs, their operand fetch engines and 1 PPU (architecture s.10, s.11).
 
-The group takes one unit at a time (``unit_valid`` with the ``UNIT`` word and its address),
-reads the unit's ``OP`` words from the instruction memory itself (3 read ports, so up to 3
-ops start in one cycle), gives each op to its first free PE (ties: lowest index), streams
-the operands from the buffer (2 read ports per PE, 1 mask read port per PE; a fetch engine
-starts reading in the cycle its PE accepts the cfg, so no operand ever stalls), runs the
-PPU's START / ACCUM / FINISH and writes the result row and its directory entry.
+The group takes one unit at a time (``unit``: the ``UNIT`` word and its address), reads the
+unit's ``OP`` words from the instruction memory itself (N_PE read ports, ``imem``, so up to
+N_PE ops start in one cycle), gives each op to its first free PE (ties: lowest index),
+streams the operands from the buffer (``buf_read``: 2 read ports per PE, ``FetchEngine``;
+``mask_read``: 1 per PE, ``MaskFetch``; an engine starts reading in the cycle its PE accepts
+the cfg, so no operand ever stalls), runs the PPU's START / ACCUM / FINISH and writes the
+result row (``buf_write``) and its directory entry (``dir_write``). The memory ports are
+``amaranth.lib.memory`` port signatures, so the core joins them to its memories with
+``wiring.connect``.
 
 The PPU's ACCUM ends when every PE of its ``pe_mask`` has sent a ``last`` beat; a PE runs
 several ops of a unit, so the group forwards a PE's ``last`` only on the final beat of the
@@ -14,28 +17,218 @@ take the remaining ops, lowest index first).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
-from amaranth.lib import data, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import ReadPort, WritePort
+from amaranth.lib.wiring import In, Out, connect, flipped
+from amaranth.utils import ceil_log2
 
-from ..arch.isa import ADDR_W, DIR_W, ERR_W, INSTR_W, CoreParams, ErrorCode, Opcode
-from ..arch.pe import HwParams
-from ..arch.ppu import N_PE, Op
-from ..arch.timing import Mode
+from ..arch.isa import ADDR_W, DIR_FIELDS, DIR_W, ERR_W, INSTR_W, CoreParams, ErrorCode, Opcode
+from ..arch.ppu import N_PE, PPUConfig
 from .blocks import DATAPATH_PARAMS, BlockSpec, ParamSpec
-from .layouts import entry_layout, instr_layout
+from .enums import ErrorShape, Mode, PpuOp, field_width
+from .layouts import entry_layout, instr_layout, mask_layout
 from .pe import PE
-from .ppu import PPU, ppu_cmd_layout, ppu_status_layout, ppu_status_sel_layout
+from .ppu import PPU, hw_params, ppu_cmd_layout, ppu_status_layout, ppu_status_sel_layout
+
+__all__ = ["ERR_W", "IMEM_PORTS", "N_BUF_PORTS", "PC_W", "Group", "FetchEngine", "MaskFetch", "UnitSignature",
+           "PpuCommandSignature", "PpuStatusSignature", "RowCountSignature"]
 
 N_BUF_PORTS = 2 * N_PE
 IMEM_PORTS = N_PE
+# Widths from the instruction-set table: an instruction address one bit wider than a buffer
+# address (IMEM_DEPTH <= 2**20, so pc + n never wraps); a fetch address one bit wider than the
+# OP word's operand address (the word after the last one is still representable); a fetch
+# count down-counter one bit wider than the kernel size it counts.
+PC_W = ADDR_W + 1
+FETCH_ADDR_W = field_width(Opcode.OP, "addr1") + 1
+FETCH_COUNT_W = field_width(Opcode.OP, "k") + 1
+N_OPS_W = field_width(Opcode.UNIT, "n_ops")
+ROW_LEN_W = field_width(Opcode.UNIT, "length")
 
-# group states
-G_IDLE, G_START, G_ACCUM, G_FINISH, G_WRITE = range(5)
+
+def check_core_params(params: object, name: str = "params") -> CoreParams:
+    """``params`` itself when it is a CoreParams (validated on creation), else a TypeError."""
+    if not isinstance(params, CoreParams):
+        raise TypeError(f"{name} = {params!r} is not a CoreParams; allowed: a CoreParams instance")
+    return params
 
 
-def hw_params(p: CoreParams) -> HwParams:
-    return HwParams(dw=p.dw, k_max=p.k_max, w_max=p.w_max, acc_w=p.acc_w)
+def dir_layout() -> data.StructLayout:
+    """A row directory word (``arch.isa.DIR_FIELDS``, section 11.2) as a layout."""
+    members, pos = {}, 0
+    for name, lsb, width in DIR_FIELDS:
+        if lsb != pos:
+            raise ValueError(f"DIR_FIELDS: {name} starts at bit {lsb}; allowed: {pos} (fields are contiguous)")
+        members[name] = unsigned(width)
+        pos += width
+    if pos != DIR_W:
+        raise ValueError(f"DIR_FIELDS: {pos} bits; allowed: DIR_W = {DIR_W}")
+    return data.StructLayout(members)
+
+
+# ---- memory port signatures: the ports of the core's memories (amaranth.lib.memory), seen
+# from the memory; a group port is the flipped one (it drives the address and enable).
+
+def buf_read_signature(p: CoreParams) -> ReadPort.Signature:
+    return ReadPort.Signature(addr_width=ceil_log2(p.buf_depth), shape=entry_layout(hw_params(p)))
+
+
+def buf_write_signature(p: CoreParams) -> WritePort.Signature:
+    return WritePort.Signature(addr_width=ceil_log2(p.buf_depth), shape=entry_layout(hw_params(p)))
+
+
+def mask_read_signature(p: CoreParams) -> ReadPort.Signature:
+    return ReadPort.Signature(addr_width=ceil_log2(p.mask_depth), shape=mask_layout(hw_params(p)))
+
+
+def imem_read_signature(p: CoreParams) -> ReadPort.Signature:
+    return ReadPort.Signature(addr_width=ceil_log2(p.imem_depth), shape=INSTR_W)
+
+
+def dir_write_signature(p: CoreParams) -> WritePort.Signature:
+    return WritePort.Signature(addr_width=ceil_log2(p.dir_depth), shape=dir_layout())
+
+
+# ---- the group's interfaces with the controller, seen from the controller
+
+class UnitSignature(wiring.Signature):
+    """A unit to run: the ``UNIT`` ``word`` and ``pc``, the address of its first ``OP`` word,
+    taken in the cycle ``valid`` is high; the controller raises ``valid`` only while ``free``."""
+
+    def __init__(self, p: CoreParams):
+        check_core_params(p)
+        super().__init__({"valid": Out(1), "word": Out(instr_layout(Opcode.UNIT)), "pc": Out(PC_W), "free": In(1)})
+
+
+class PpuCommandSignature(wiring.Signature):
+    """A PPU command other than START / ACCUM / FINISH (those are the group's own), taken in the
+    cycle ``valid`` is high; the controller raises ``valid`` only while ``idle``."""
+
+    def __init__(self, cfg: PPUConfig):
+        super().__init__({"valid": Out(1), "cmd": Out(ppu_cmd_layout(cfg)), "idle": In(1)})
+
+
+class PpuStatusSignature(wiring.Signature):
+    """Readback of the group's PPU: ``sel`` selects what ``status`` shows (combinational)."""
+
+    def __init__(self, cfg: PPUConfig):
+        super().__init__({"sel": Out(ppu_status_sel_layout(cfg)), "status": In(ppu_status_layout(cfg))})
+
+
+class RowCountSignature(wiring.Signature):
+    """What the group writes, per cycle, for the controller's counters: a non-zero result entry
+    (``nnz_inc``), a finished result row (``row_done``) and that row's ``row_len``."""
+
+    def __init__(self):
+        super().__init__({"nnz_inc": Out(1), "row_done": Out(1), "row_len": Out(ROW_LEN_W)})
+
+
+def copy_fields(dst: data.View, src: data.View, names: tuple[str, ...] | None = None) -> list:
+    """``dst.f.eq(src.f)`` for the fields ``names`` (default: every field of ``dst``): two
+    layouts with the same field names but their own widths (an instruction word and the
+    command or cfg it becomes)."""
+    if names is None:
+        names = tuple(name for name, _ in dst.shape())
+    return [dst[name].eq(src[name]) for name in names]
+
+
+class FetchStartSignature(wiring.Signature):
+    """Start a fetch in the cycle ``valid`` is high: from ``addr``, exactly ``count`` words
+    (``counted``) or up to the word with ``last`` set."""
+
+    def __init__(self):
+        super().__init__({"valid": Out(1), "addr": Out(FETCH_ADDR_W), "counted": Out(1),
+                          "count": Out(field_width(Opcode.OP, "k"))})
+
+
+class FetchEngine(wiring.Component):
+    """Streams buffer words to a PE port: from ``start`` until ``last`` or exactly ``count`` words.
+
+    The first read is issued in the ``start`` cycle; after that one read per word taken, so a
+    word is on offer in every cycle the port can take one. An address at or past BUF_DEPTH is
+    not read: ``error`` is high in that cycle and the fetch stops."""
+
+    def __init__(self, params: CoreParams):
+        self.params = p = check_core_params(params)
+        super().__init__({
+            "start": In(FetchStartSignature()),
+            "read": In(buf_read_signature(p)),
+            "port": Out(stream.Signature(entry_layout(hw_params(p)))),
+            "error": Out(1),
+        })
+
+    def elaborate(self, platform) -> Module:
+        p = self.params
+        m = Module()
+        start, rd, port = self.start, self.read, self.port
+        active = Signal()
+        have = Signal()
+        addr = Signal(FETCH_ADDR_W)
+        remaining = Signal(FETCH_COUNT_W)
+        cmode = Signal()
+        last = rd.data.last
+        consume = Signal()
+        cont = Signal()
+        issue = Signal()
+        iaddr = Signal(FETCH_ADDR_W)
+        in_range = Signal()
+        m.d.comb += [
+            port.valid.eq(have),
+            port.payload.eq(rd.data),
+            consume.eq(have & port.ready),
+            cont.eq(active & (~have | consume) & Mux(cmode, remaining != 0, ~(have & last))),
+            issue.eq(start.valid | cont),
+            iaddr.eq(Mux(start.valid, start.addr, addr)),
+            in_range.eq(iaddr < p.buf_depth),
+            rd.addr.eq(iaddr),
+            rd.en.eq(issue & in_range),
+            self.error.eq(issue & ~in_range),
+        ]
+        with m.If(start.valid):
+            m.d.sync += [active.eq(1), cmode.eq(start.counted), remaining.eq(start.count - 1)]
+        with m.Elif(issue):
+            m.d.sync += remaining.eq(remaining - 1)
+        with m.If(issue & in_range):
+            m.d.sync += [have.eq(1), addr.eq(iaddr + 1)]
+        with m.Elif(consume | (issue & ~in_range)):
+            m.d.sync += have.eq(0)
+        with m.If(issue & ~in_range):
+            m.d.sync += active.eq(0)
+        with m.Elif(~start.valid & consume & Mux(cmode, remaining == 0, last)):
+            m.d.sync += active.eq(0)  # row delivered: no read beyond it
+        return m
+
+
+class MaskStartSignature(wiring.Signature):
+    """Read the mask word at ``addr`` in the cycle ``valid`` is high."""
+
+    def __init__(self):
+        super().__init__({"valid": Out(1), "addr": Out(field_width(Opcode.OP, "mask_addr"))})
+
+
+class MaskFetch(wiring.Component):
+    """The mask engine of a PE: one mask word per MSRC op, read in the op's cfg cycle and
+    offered on Port-3 until taken."""
+
+    def __init__(self, params: CoreParams):
+        self.params = p = check_core_params(params)
+        super().__init__({
+            "start": In(MaskStartSignature()),
+            "read": In(mask_read_signature(p)),
+            "port": Out(stream.Signature(mask_layout(hw_params(p)))),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        have = Signal()
+        m.d.comb += [self.read.addr.eq(self.start.addr), self.read.en.eq(self.start.valid),
+                     self.port.valid.eq(have), self.port.payload.eq(self.read.data)]
+        with m.If(self.start.valid):
+            m.d.sync += have.eq(1)
+        with m.Elif(self.port.ready):
+            m.d.sync += have.eq(0)
+        return m
 
 
 def op_is_valid(m: Module, op, p: CoreParams):
@@ -45,7 +238,7 @@ def op_is_valid(m: Module, op, p: CoreParams):
     addr_ok = Signal()
     m.d.comb += [
         is_op.eq(op.opcode == Opcode.OP),
-        cfg_ok.eq((op.mode != 3) & (op.k >= 1) & (op.k <= p.k_max) & (op.pad < op.k) &
+        cfg_ok.eq(op.mode.matches(*Mode) & (op.k >= 1) & (op.k <= p.k_max) & (op.pad < op.k) &
                   (op.in_len >= 1) & (op.in_len <= p.w_max) & (op.out_len >= 1) & (op.out_len <= p.w_max)),
         addr_ok.eq((op.addr1 < p.buf_depth) & (op.addr2 < p.buf_depth) &
                    ((op.mode != Mode.MSRC) | (op.mask_addr < p.mask_depth))),
@@ -53,133 +246,75 @@ def op_is_valid(m: Module, op, p: CoreParams):
     return is_op, cfg_ok, addr_ok
 
 
-class _Fetch:
-    """Streams buffer words to a port: from ``start`` until ``last`` or exactly ``count`` words."""
-
-    def __init__(self, m: Module, name: str, p: CoreParams, raddr, ren, rdata, port, start, start_addr,
-                 count_mode, count):
-        self.error = Signal(name=f"{name}_err")
-        active = Signal(name=f"{name}_active")
-        have = Signal(name=f"{name}_have")
-        addr = Signal(ADDR_W + 1, name=f"{name}_addr")
-        remaining = Signal(6, name=f"{name}_rem")
-        cmode = Signal(name=f"{name}_cmode")
-        last = rdata[p.dw + p.off_w]
-        consume = Signal(name=f"{name}_consume")
-        cont = Signal(name=f"{name}_cont")
-        issue = Signal(name=f"{name}_issue")
-        iaddr = Signal(ADDR_W + 1, name=f"{name}_iaddr")
-        in_range = Signal(name=f"{name}_inrange")
-        m.d.comb += [
-            port.valid.eq(have),
-            port.payload.eq(rdata),
-            consume.eq(have & port.ready),
-            cont.eq(active & (~have | consume) & Mux(cmode, remaining != 0, ~(have & last))),
-            issue.eq(start | cont),
-            iaddr.eq(Mux(start, start_addr, addr)),
-            in_range.eq(iaddr < p.buf_depth),
-            raddr.eq(iaddr),
-            ren.eq(issue & in_range),
-            self.error.eq(issue & ~in_range),
-        ]
-        with m.If(start):
-            m.d.sync += [active.eq(1), cmode.eq(count_mode), remaining.eq(count - 1)]
-        with m.Elif(issue):
-            m.d.sync += remaining.eq(remaining - 1)
-        with m.If(issue & in_range):
-            m.d.sync += [have.eq(1), addr.eq(iaddr + 1)]
-        with m.Elif(consume | (issue & ~in_range)):
-            m.d.sync += have.eq(0)
-        with m.If(issue & ~in_range):
-            m.d.sync += active.eq(0)
-        with m.Elif(~start & consume & Mux(cmode, remaining == 0, last)):
-            m.d.sync += active.eq(0)  # row delivered: no read beyond it
-
-
 class Group(wiring.Component):
-    """3 PEs + PPU + fetch engines + unit sequencer; memories are outside (in the core)."""
+    """N_PE PEs + PPU + fetch engines + unit sequencer; memories are outside (in the core).
+
+    ``params``: a CoreParams (a TypeError otherwise; CoreParams refuses out-of-range values
+    with a ValueError naming the parameter and its range)."""
 
     def __init__(self, params: CoreParams):
-        if not isinstance(params, CoreParams):
-            raise ValueError(f"params = {params!r} is not a CoreParams; allowed: a CoreParams instance")
-        self.params = p = params
-        hp = hw_params(p)
+        self.params = p = check_core_params(params)
         self.ppu_cfg = p.ppu_config()
         super().__init__({
-            "unit_valid": In(1),
-            "unit": In(instr_layout(Opcode.UNIT)),
-            "unit_pc": In(ADDR_W + 1),
-            "free": Out(1),
-            "idle": Out(1),
+            "unit": In(UnitSignature(p)),
+            "ppu_cmd": In(PpuCommandSignature(self.ppu_cfg)),
+            "ppu_status": In(PpuStatusSignature(self.ppu_cfg)),
+            "imem": In(imem_read_signature(p)).array(IMEM_PORTS),
+            "buf_read": In(buf_read_signature(p)).array(N_BUF_PORTS),
+            "mask_read": In(mask_read_signature(p)).array(N_PE),
+            "buf_write": In(buf_write_signature(p)),
+            "dir_write": In(dir_write_signature(p)),
+            "rows": Out(RowCountSignature()),
             "busy": Out(1),
-            "ppu_cmd_valid": In(1),
-            "ppu_cmd": In(ppu_cmd_layout(self.ppu_cfg)),
-            "imem_addr": Out(data.ArrayLayout(ADDR_W + 1, IMEM_PORTS)),
-            "imem_data": In(data.ArrayLayout(INSTR_W, IMEM_PORTS)),
-            "buf_raddr": Out(data.ArrayLayout(ADDR_W + 1, N_BUF_PORTS)),
-            "buf_ren": Out(N_BUF_PORTS),
-            "buf_rdata": In(data.ArrayLayout(p.entry_w, N_BUF_PORTS)),
-            "mask_raddr": Out(data.ArrayLayout(16, N_PE)),
-            "mask_ren": Out(N_PE),
-            "mask_rdata": In(data.ArrayLayout(p.w_max, N_PE)),
-            "wr_en": Out(1),
-            "wr_addr": Out(ADDR_W),
-            "wr_data": Out(entry_layout(hp)),
-            "dir_en": Out(1),
-            "dir_addr": Out(16),
-            "dir_data": Out(DIR_W),
-            "nnz_inc": Out(1),
-            "row_done": Out(1),
-            "row_len": Out(13),
             "error": Out(1),
-            "error_code": Out(ERR_W),
-            "status_sel": In(ppu_status_sel_layout(self.ppu_cfg)),
-            "status": Out(ppu_status_layout(self.ppu_cfg)),
+            "error_code": Out(ErrorShape),
         })
 
     def elaborate(self, platform) -> Module:
         p = self.params
         hp = hw_params(p)
         m = Module()
-        pes = [PE(hp) for _ in range(N_PE)]
-        for j, pe in enumerate(pes):
-            m.submodules[f"pe{j}"] = pe
+        pes = []
+        for j in range(N_PE):
+            m.submodules[f"pe{j}"] = pe = PE(hp)
+            pes.append(pe)
         m.submodules.ppu = ppu = PPU(self.ppu_cfg)
-        m.d.comb += [ppu.status_sel.eq(self.status_sel), self.status.eq(ppu.status)]
+        m.d.comb += [ppu.status_sel.eq(self.ppu_status.sel), self.ppu_status.status.eq(ppu.status)]
+        unit = self.unit
 
         # ---- unit registers
-        state = Signal(range(5))
         u = Signal(instr_layout(Opcode.UNIT))
-        pc = Signal(ADDR_W + 1)
-        remaining = Signal(16)
-        out_idx = Signal(13)
-        nnz = Signal(13)
+        pc = Signal(PC_W)
+        remaining = Signal(N_OPS_W)
+        entries_w = dict((n, w) for n, _, w in DIR_FIELDS)
+        out_idx = Signal(entries_w["entries"])
+        nnz = Signal(entries_w["nnz"])
         error = Signal()
-        code = Signal(ERR_W)
-        m.d.comb += [self.error.eq(error), self.error_code.eq(code), self.busy.eq(state != G_IDLE)]
+        code = Signal(ErrorShape)
+        busy = Signal()   # a unit is in flight (the sequencer is not IDLE)
+        m.d.comb += [self.error.eq(error), self.error_code.eq(code), self.busy.eq(busy)]
 
         # ---- op dispatch: the i-th free PE (in index order) takes the op at pc + i
         ops = [Signal(instr_layout(Opcode.OP), name=f"op{i}") for i in range(IMEM_PORTS)]
         for i in range(IMEM_PORTS):
-            m.d.comb += ops[i].eq(self.imem_data[i])
-        free_pe = Cat(*[pe.cfg.ready for pe in pes])
+            m.d.comb += ops[i].eq(self.imem[i].data)
         n_avail = Signal(range(N_PE + 1))
         m.d.comb += n_avail.eq(Mux(remaining > N_PE, N_PE, remaining))
         rank = []  # rank[j]: free PEs below j
         take = []
-        acc = Const(0, 2)
-        for j in range(N_PE):
+        acc = Const(0, range(N_PE + 1))
+        for j, pe in enumerate(pes):
             r = Signal(range(N_PE + 1), name=f"rank{j}")
             m.d.comb += r.eq(acc)
             rank.append(r)
             t = Signal(name=f"take{j}")
-            m.d.comb += t.eq(free_pe[j] & (r < n_avail) & ~error & (state != G_IDLE))
+            m.d.comb += t.eq(pe.cfg.ready & (r < n_avail) & ~error & busy)
             take.append(t)
-            acc = acc + free_pe[j]
+            acc = acc + pe.cfg.ready
         n_taken = Signal(range(N_PE + 1))
         m.d.comb += n_taken.eq(sum(take))
         bad_op = Signal()
-        bad_code = Signal(ERR_W)
+        bad_code = Signal(ErrorShape)
         checks = [op_is_valid(m, ops[i], p) for i in range(IMEM_PORTS)]
         op_array = Array([o.as_value() for o in ops])
         fetch_errors = []
@@ -197,103 +332,128 @@ class Group(wiring.Component):
                 with m.Else():
                     m.d.comb += bad_code.eq(ErrorCode.ADDRESS)
             start = Signal(name=f"pe{j}_start")
+            m.d.comb += [start.eq(take[j] & ok & ~bad_op), pe.cfg.valid.eq(start)]
+            m.d.comb += copy_fields(pe.cfg.payload, op)
+            # operand engines: Port-1 up to the entry with `last`, Port-2 K weights (SRC, MSRC)
+            # or the dO row up to `last` (OSRC), Port-3 the mask word (MSRC)
+            m.submodules[f"pe{j}_p1"] = f1 = FetchEngine(p)
+            m.submodules[f"pe{j}_p2"] = f2 = FetchEngine(p)
+            m.submodules[f"pe{j}_mask"] = fm = MaskFetch(p)
             m.d.comb += [
-                start.eq(take[j] & ok & ~bad_op),
-                pe.cfg.valid.eq(start),
-                pe.cfg.payload.mode.eq(op.mode),
-                pe.cfg.payload.k.eq(op.k),
-                pe.cfg.payload.stride2.eq(op.stride2),
-                pe.cfg.payload.pad.eq(op.pad),
-                pe.cfg.payload.in_len.eq(op.in_len),
-                pe.cfg.payload.out_len.eq(op.out_len),
+                f1.start.valid.eq(start), f1.start.addr.eq(op.addr1), f1.start.counted.eq(0),
+                f1.start.count.eq(op.k),
+                f2.start.valid.eq(start), f2.start.addr.eq(op.addr2), f2.start.counted.eq(op.mode != Mode.OSRC),
+                f2.start.count.eq(op.k),
+                fm.start.valid.eq(start & (op.mode == Mode.MSRC)), fm.start.addr.eq(op.mask_addr),
             ]
-            f1 = _Fetch(m, f"pe{j}_p1", p, self.buf_raddr[2 * j], self.buf_ren[2 * j], self.buf_rdata[2 * j],
-                        pe.port1, start, op.addr1, Const(0), op.k)
-            f2 = _Fetch(m, f"pe{j}_p2", p, self.buf_raddr[2 * j + 1], self.buf_ren[2 * j + 1],
-                        self.buf_rdata[2 * j + 1], pe.port2, start, op.addr2, op.mode != Mode.OSRC, op.k)
+            connect(m, flipped(self.buf_read[2 * j]), f1.read)
+            connect(m, flipped(self.buf_read[2 * j + 1]), f2.read)
+            connect(m, flipped(self.mask_read[j]), fm.read)
+            connect(m, f1.port, pe.port1)
+            connect(m, f2.port, pe.port2)
+            connect(m, fm.port, pe.port3)
             fetch_errors += [f1.error, f2.error]
-            # mask engine: one word, read in the cfg cycle of an MSRC op
-            mhave = Signal(name=f"pe{j}_mhave")
-            mstart = start & (op.mode == Mode.MSRC)
-            m.d.comb += [self.mask_raddr[j].eq(op.mask_addr), self.mask_ren[j].eq(mstart),
-                         pe.port3.valid.eq(mhave), pe.port3.payload.bits.eq(self.mask_rdata[j])]
-            with m.If(mstart):
-                m.d.sync += mhave.eq(1)
-            with m.Elif(pe.port3.ready):
-                m.d.sync += mhave.eq(0)
 
         # ---- instruction reads: address for the next cycle
-        pc_next = Signal(ADDR_W + 1)
-        m.d.comb += pc_next.eq(Mux(self.unit_valid, self.unit_pc + 1, pc + n_taken))
+        pc_next = Signal(PC_W)
+        m.d.comb += pc_next.eq(Mux(unit.valid, unit.pc + 1, pc + n_taken))
         for i in range(IMEM_PORTS):
-            m.d.comb += self.imem_addr[i].eq(pc_next + i)
+            m.d.comb += self.imem[i].addr.eq(pc_next + i)
         m.d.sync += pc.eq(pc_next)
-        remaining_after = Signal(16)
+        remaining_after = Signal(N_OPS_W)
         m.d.comb += remaining_after.eq(remaining - n_taken)
         m.d.sync += remaining.eq(remaining_after)
 
         # ---- PE beats to the PPU; `last` only on a PE's final op of the unit
-        ppu_in = [ppu.pe0, ppu.pe1, ppu.pe2]
-        lastbeat = [Signal(name=f"lastbeat{j}") for j in range(N_PE)]
-        below = Const(0, 2)
+        below = Const(0, range(N_PE + 1))
         for j, pe in enumerate(pes):
-            m.d.comb += [lastbeat[j].eq(pe.out.valid & ppu_in[j].ready & pe.out.payload.last)]
+            to_ppu = getattr(ppu, f"pe{j}")
+            lastbeat = Signal(name=f"lastbeat{j}")
+            m.d.comb += lastbeat.eq(pe.out.valid & to_ppu.ready & pe.out.payload.last)
             final = Signal(name=f"final{j}")
             m.d.comb += final.eq(below >= remaining_after)
-            below = below + lastbeat[j]
+            below = below + lastbeat
             m.d.comb += [
-                ppu_in[j].valid.eq(pe.out.valid),
-                ppu_in[j].payload.eq(pe.out.payload),
-                ppu_in[j].payload.last.eq(pe.out.payload.last & final),
-                pe.out.ready.eq(ppu_in[j].ready),
+                to_ppu.valid.eq(pe.out.valid),
+                to_ppu.payload.eq(pe.out.payload),
+                to_ppu.payload.last.eq(pe.out.payload.last & final),
+                pe.out.ready.eq(to_ppu.ready),
             ]
 
         # ---- PPU command sequencer and result write
         cmd = ppu.cmd.payload
-        n_pe_used = Mux(u.n_ops >= N_PE, (1 << N_PE) - 1, Mux(u.n_ops == 2, 3, Mux(u.n_ops == 1, 1, 0)))
+        # ACCUM waits for the PEs that run an op of the unit: the lowest min(n_ops, N_PE)
+        n_pe_used = (1 << N_PE) - 1
+        for k in reversed(range(N_PE)):
+            n_pe_used = Mux(u.n_ops == k, (1 << k) - 1, n_pe_used)
         out = ppu.out
+        writing = Signal()
+        sequencer_idle = Signal()
         wr_last = Signal()
+        wr, dw, rows = self.buf_write, self.dir_write, self.rows
         m.d.comb += [
-            self.wr_en.eq((state == G_WRITE) & out.valid),
-            self.wr_addr.eq(u.out_addr + out_idx),
-            self.wr_data.eq(out.payload),
-            wr_last.eq((state == G_WRITE) & out.valid & out.payload.last),
-            self.nnz_inc.eq(self.wr_en & (out.payload.offset != p.off_end)),
-            self.dir_en.eq(wr_last),
-            self.dir_addr.eq(u.dir),
-            self.dir_data.eq(Cat(u.out_addr, (out_idx + 1)[:13], (nnz + self.nnz_inc)[:13], Const(1, 1))),
-            self.row_done.eq(wr_last),
-            self.row_len.eq(u.length),
-            self.idle.eq((state == G_IDLE) & ppu.cmd.ready),
-            self.free.eq(~error & (((state == G_IDLE) & ppu.cmd.ready) | wr_last)),
+            wr.en.eq(writing & out.valid),
+            wr.addr.eq(u.out_addr + out_idx),
+            wr.data.eq(out.payload),
+            wr_last.eq(writing & out.valid & out.payload.last),
+            rows.nnz_inc.eq(wr.en & (out.payload.offset != p.off_end)),
+            dw.en.eq(wr_last),
+            dw.addr.eq(u.dir),
+            dw.data.start.eq(u.out_addr),
+            dw.data.entries.eq(out_idx + 1),
+            dw.data.nnz.eq(nnz + rows.nnz_inc),
+            dw.data.written.eq(1),
+            rows.row_done.eq(wr_last),
+            rows.row_len.eq(u.length),
+            self.ppu_cmd.idle.eq(sequencer_idle & ppu.cmd.ready),
+            unit.free.eq(~error & ((sequencer_idle & ppu.cmd.ready) | wr_last)),
         ]
-        with m.Switch(state):
-            with m.Case(G_IDLE):
-                m.d.comb += [ppu.cmd.valid.eq(self.ppu_cmd_valid), cmd.eq(self.ppu_cmd)]
-            with m.Case(G_START):
-                m.d.comb += [ppu.cmd.valid.eq(1), cmd.op.eq(Op.START), cmd.bias.eq(u.bias)]
+
+        def accept_unit() -> None:
+            # a new unit (sent only while `free`) starts with START (bias), ACCUM or FINISH
+            with m.If(unit.valid):
+                with m.If(unit.word.bias_en):
+                    m.next = "START"
+                with m.Elif(unit.word.n_ops != 0):
+                    m.next = "ACCUM"
+                with m.Else():
+                    m.next = "FINISH"
+
+        with m.FSM(name="group_fsm") as fsm:
+            with m.State("IDLE"):
+                m.d.comb += [ppu.cmd.valid.eq(self.ppu_cmd.valid), cmd.eq(self.ppu_cmd.cmd)]
+                accept_unit()
+            with m.State("START"):
+                m.d.comb += [ppu.cmd.valid.eq(1), cmd.op.eq(PpuOp.START), cmd.bias.eq(u.bias)]
                 with m.If(ppu.cmd.ready):
-                    m.d.sync += state.eq(Mux(u.n_ops != 0, G_ACCUM, G_FINISH))
-            with m.Case(G_ACCUM):
-                m.d.comb += [ppu.cmd.valid.eq(1), cmd.op.eq(Op.ACCUM), cmd.pe_mask.eq(n_pe_used)]
+                    with m.If(u.n_ops != 0):
+                        m.next = "ACCUM"
+                    with m.Else():
+                        m.next = "FINISH"
+                accept_unit()
+            with m.State("ACCUM"):
+                m.d.comb += [ppu.cmd.valid.eq(1), cmd.op.eq(PpuOp.ACCUM), cmd.pe_mask.eq(n_pe_used)]
                 with m.If(ppu.cmd.ready):
-                    m.d.sync += state.eq(G_FINISH)
-            with m.Case(G_FINISH):
-                m.d.comb += [ppu.cmd.valid.eq(1), cmd.op.eq(Op.FINISH), cmd.slot.eq(u.slot),
-                             cmd.length.eq(u.length), cmd.shift.eq(u.shift), cmd.relu.eq(u.relu),
-                             cmd.acc_g.eq(u.acc_g), cmd.prune.eq(u.prune), cmd.g_first.eq(u.g_first)]
+                    m.next = "FINISH"
+                accept_unit()
+            with m.State("FINISH"):
+                m.d.comb += [ppu.cmd.valid.eq(1), cmd.op.eq(PpuOp.FINISH)]
+                m.d.comb += copy_fields(cmd, u, ("slot", "length", "shift", "relu", "acc_g", "prune", "g_first"))
                 with m.If(ppu.cmd.ready):
-                    m.d.sync += [state.eq(G_WRITE), out_idx.eq(0), nnz.eq(0)]
-            with m.Case(G_WRITE):
+                    m.d.sync += [out_idx.eq(0), nnz.eq(0)]
+                    m.next = "WRITE"
+                accept_unit()
+            with m.State("WRITE"):
                 m.d.comb += out.ready.eq(1)
                 with m.If(out.valid):
-                    m.d.sync += [out_idx.eq(out_idx + 1), nnz.eq(nnz + self.nnz_inc)]
+                    m.d.sync += [out_idx.eq(out_idx + 1), nnz.eq(nnz + rows.nnz_inc)]
                     with m.If(out.payload.last):
-                        m.d.sync += state.eq(G_IDLE)
-        with m.If(self.unit_valid):
-            m.d.sync += [u.eq(self.unit), remaining.eq(self.unit.n_ops),
-                         state.eq(Mux(self.unit.bias_en, G_START,
-                                      Mux(self.unit.n_ops != 0, G_ACCUM, G_FINISH)))]
+                        m.next = "IDLE"
+                accept_unit()
+        m.d.comb += [sequencer_idle.eq(fsm.ongoing("IDLE")), busy.eq(~fsm.ongoing("IDLE")),
+                     writing.eq(fsm.ongoing("WRITE"))]
+        with m.If(unit.valid):
+            m.d.sync += [u.eq(unit.word), remaining.eq(unit.word.n_ops)]
 
         # ---- errors: the first one wins
         ferr = Signal()
@@ -303,18 +463,9 @@ class Group(wiring.Component):
         return m
 
 
-def _build(values: dict[str, int | None]) -> tuple[Group, dict[str, int]]:
-    p = CoreParams(dw=values["DW"], k_max=values["K_MAX"], w_max=values["W_MAX"], acc_w=values["ACC_W"],
-                   buf_depth=values["BUF_DEPTH"], mask_depth=values["MASK_DEPTH"], n_slots=values["N_SLOTS"],
-                   n_f=values["N_F"])
-    used = {"DW": p.dw, "K_MAX": p.k_max, "W_MAX": p.w_max, "ACC_W": p.acc_w, "BUF_DEPTH": p.buf_depth,
-            "MASK_DEPTH": p.mask_depth, "N_SLOTS": p.n_slots, "N_F": p.n_f}
-    return Group(p), used
-
-
 BLOCK = BlockSpec(
     name="group",
-    help="PE group: 3 PEs, fetch engines, PPU and unit sequencer (docs/architecture.md s.10, s.11)",
+    help="PE group: N_PE (3) PEs, fetch engines, PPU and unit sequencer (docs/architecture.md s.10, s.11)",
     params={
         **DATAPATH_PARAMS,
         "BUF_DEPTH": ParamSpec(16384, "buffer words the fetch engines may address (16 .. 2**20)"),
@@ -322,5 +473,6 @@ BLOCK = BlockSpec(
         "N_SLOTS": ParamSpec(4, "PPU threshold slots, one per layer (1 .. 64)"),
         "N_F": ParamSpec(4, "threshold FIFO depth (power of two, 1 .. 64)"),
     },
-    build=_build,
+    params_class=CoreParams,
+    make=Group,
 )

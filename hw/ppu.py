@@ -1,8 +1,9 @@
 """The PPU of a PE group (docs/architecture.md sections 7 and 7.1).
 
-Inputs: the `Beat` streams of the group's 3 PEs (``pe0`` .. ``pe2``) and the command stream
+Inputs: the `Beat` streams of the group's N_PE PEs (``pe0`` .. ``pe2``) and the command stream
 ``cmd`` (layout ``ppu_cmd_layout``). Output: the compressed row on ``out`` (`Entry`).
 Readback: ``status_sel`` (slot, FIFO entry index) selects what ``status`` shows.
+The per-slot threshold FIFOs are a component of their own, ``ThresholdFifos``.
 
 One command runs at a time; ``cmd.ready`` is high only when the PPU is idle. The behaviour is
 ``golden.bitexact.ppu_model.PPUModel`` bit for bit, and the cycle counts are
@@ -14,13 +15,16 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigne
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..arch.fixedpoint import DatapathParams
 from ..arch.pe import HwParams, bits_for
-from ..arch.ppu import C_M_BITS, C_SHIFT_MAX, DEFAULT_SEED, N_PE, Op, PPUConfig
+from ..arch.ppu import C_M_BITS, C_SHIFT_MAX, DEFAULT_SEED, N_PE, PPUConfig
 from .blocks import DATAPATH_PARAMS, BlockSpec, ParamSpec
+from .enums import PpuOp
 from .layouts import beat_layout, entry_layout
 
 
-def hw_params(cfg: PPUConfig) -> HwParams:
+def hw_params(cfg: DatapathParams) -> HwParams:
+    """The PE's parameters (DW, K_MAX, W_MAX, ACC_W) of a PPU's or a core's parameters."""
     return HwParams(dw=cfg.dw, k_max=cfg.k_max, w_max=cfg.w_max, acc_w=cfg.acc_w)
 
 
@@ -32,7 +36,7 @@ def ppu_cmd_layout(cfg: PPUConfig) -> data.StructLayout:
     """The command payload of section 7.1 (fields an op does not use are ignored)."""
     p = hw_params(cfg)
     return data.StructLayout({
-        "op": unsigned(3),
+        "op": PpuOp,
         "slot": unsigned(slot_width(cfg)),
         "pe_mask": unsigned(N_PE),
         "length": unsigned(p.off_w),
@@ -97,42 +101,72 @@ def xorshift32_next(x):
     return (b ^ (b << 5))[:32]
 
 
-class PPU(wiring.Component):
-    """Row accumulator, requantise/ReLU/prune/compress, g and |g| sums, threshold FIFOs."""
+def check_config(cfg: object, name: str = "cfg") -> PPUConfig:
+    """``cfg`` itself when it is a PPUConfig (whose values PPUConfig validated on creation)."""
+    if not isinstance(cfg, PPUConfig):
+        raise TypeError(f"{name} = {cfg!r} is not a PPUConfig; allowed: a PPUConfig instance")
+    return cfg
 
-    def __init__(self, cfg: PPUConfig | None = None):
-        self.cfg = cfg or PPUConfig()
-        self.p = hw_params(self.cfg)
-        members = {f"pe{j}": In(stream.Signature(beat_layout(self.p))) for j in range(N_PE)}
-        members.update({
-            "cmd": In(stream.Signature(ppu_cmd_layout(self.cfg))),
-            "out": Out(stream.Signature(entry_layout(self.p))),
-            "status_sel": In(ppu_status_sel_layout(self.cfg)),
-            "status": Out(ppu_status_layout(self.cfg)),
+
+class FifoPushSignature(wiring.Signature):
+    """Push ``value`` into the FIFO of ``slot`` (the oldest entry leaves when it is full)."""
+
+    def __init__(self, cfg: PPUConfig):
+        check_config(cfg)
+        super().__init__({"en": Out(1), "slot": Out(slot_width(cfg)), "value": Out(cfg.tau_w)})
+
+
+class FifoClearSignature(wiring.Signature):
+    """Empty the FIFO of ``slot``: count, write pointer, running sum and every entry to 0."""
+
+    def __init__(self, cfg: PPUConfig):
+        check_config(cfg)
+        super().__init__({"en": Out(1), "slot": Out(slot_width(cfg))})
+
+
+class TauReadSignature(wiring.Signature):
+    """The pruning datapath's view of ``slot``: the predicted threshold and whether the FIFO is full."""
+
+    def __init__(self, cfg: PPUConfig):
+        check_config(cfg)
+        super().__init__({"slot": Out(slot_width(cfg)), "tau": In(cfg.tau_w), "full": In(1)})
+
+
+class FifoStatusSignature(wiring.Signature):
+    """Readback of ``slot``: ``entry`` is its ``index``-th entry, oldest first (section 7.1)."""
+
+    def __init__(self, cfg: PPUConfig):
+        check_config(cfg)
+        super().__init__({
+            "slot": Out(slot_width(cfg)), "index": Out(bits_for(cfg.n_f - 1)),
+            "tau": In(cfg.tau_w), "count": In(bits_for(cfg.n_f)), "full": In(1), "entry": In(cfg.tau_w),
         })
-        super().__init__(members)
 
-    def elaborate(self, platform):
+
+class ThresholdFifos(wiring.Component):
+    """The threshold FIFOs of the PPU's N_SLOTS slots (one per layer), N_F entries each.
+
+    Each slot keeps the last N_F thresholds tau_batch and their running sum; the predicted
+    threshold is rne_shift(sum, log2 N_F), the mean of the entries (section 7). A slot's
+    entries live at ``fifo<slot>_<i>``; ``clear`` wins over ``push`` in the same cycle."""
+
+    def __init__(self, cfg: PPUConfig):
+        self.cfg = check_config(cfg)
+        super().__init__({
+            "push": In(FifoPushSignature(cfg)),
+            "clear": In(FifoClearSignature(cfg)),
+            "tau_read": In(TauReadSignature(cfg)),
+            "status": In(FifoStatusSignature(cfg)),
+        })
+
+    def elaborate(self, platform) -> Module:
         m = Module()
-        c, p = self.cfg, self.p
+        c = self.cfg
         nf, ns, tau_w = c.n_f, c.n_slots, c.tau_w
         ptr_w = max(1, c.log2_n_f)
-        fifo_sum_w = tau_w + c.log2_n_f
-        cnt_max = (1 << c.cnt_w) - 1
-
-        acc = [Signal(signed(c.acc_w), name=f"acc{x}") for x in range(c.w_max)]
-        rng = Signal(32, init=c.seed)
-        g_sum = Signal(signed(c.g_w))
-        row_nnz = Signal(bits_for(c.w_max))
-        relu_mask = Signal(c.w_max)
-
-        # per-slot state; the FIFO entries of slot s live at s*N_F .. s*N_F+N_F-1
-        abs_sum = Array(Signal(c.sum_w, name=f"abs_sum{s}") for s in range(ns))
-        layer_nnz = Array(Signal(c.cnt_w, name=f"layer_nnz{s}") for s in range(ns))
-        layer_elems = Array(Signal(c.cnt_w, name=f"layer_elems{s}") for s in range(ns))
         fifo_cnt = Array(Signal(bits_for(nf), name=f"fifo_cnt{s}") for s in range(ns))
         fifo_wp = Array(Signal(ptr_w, name=f"fifo_wp{s}") for s in range(ns))
-        fifo_sum = Array(Signal(fifo_sum_w, name=f"fifo_sum{s}") for s in range(ns))
+        fifo_sum = Array(Signal(tau_w + c.log2_n_f, name=f"fifo_sum{s}") for s in range(ns))
         fifo_mem = Array(Signal(tau_w, name=f"fifo{s}_{i}") for s in range(ns) for i in range(nf))
 
         def pred(total):
@@ -146,6 +180,77 @@ class PPU(wiring.Component):
 
         def flat(slot, ptr):
             return slot * nf + (ptr & (nf - 1))
+
+        push = self.push
+        with m.If(push.en):
+            wp, cnt = fifo_wp[push.slot], fifo_cnt[push.slot]
+            full = cnt == nf
+            oldest = Mux(full, fifo_mem[flat(push.slot, wp)], 0)
+            m.d.sync += [
+                fifo_mem[flat(push.slot, wp)].eq(push.value),
+                fifo_wp[push.slot].eq((wp + 1) & (nf - 1)),
+                fifo_sum[push.slot].eq(fifo_sum[push.slot] + push.value - oldest),
+                fifo_cnt[push.slot].eq(Mux(full, nf, cnt + 1)),
+            ]
+        with m.If(self.clear.en):
+            s = self.clear.slot
+            m.d.sync += [fifo_cnt[s].eq(0), fifo_wp[s].eq(0), fifo_sum[s].eq(0)]
+            # one decoded slot, not an Array write per entry: flat(s, i) as a
+            # dynamic index made every FIFO register a case over all indices,
+            # most of whose arms no slot can reach (dead code in coverage)
+            for sl in range(ns):
+                with m.If(s == sl):
+                    m.d.sync += [fifo_mem[sl * nf + i].eq(0) for i in range(nf)]
+
+        rd = self.tau_read
+        m.d.comb += [rd.tau.eq(pred(fifo_sum[rd.slot])), rd.full.eq(fifo_cnt[rd.slot] == nf)]
+        st = self.status
+        s = st.slot
+        pos = (fifo_wp[s] - fifo_cnt[s] + st.index) & (nf - 1)
+        m.d.comb += [
+            st.tau.eq(pred(fifo_sum[s])),
+            st.count.eq(fifo_cnt[s]),
+            st.full.eq(fifo_cnt[s] == nf),
+            st.entry.eq(fifo_mem[flat(s, pos)]),
+        ]
+        return m
+
+
+class PPU(wiring.Component):
+    """Row accumulator, requantise/ReLU/prune/compress, g and |g| sums, threshold FIFOs.
+
+    ``cfg``: a PPUConfig (None: the defaults); anything else is a TypeError, and PPUConfig
+    itself refuses out-of-range values with a ValueError naming the parameter and its range."""
+
+    def __init__(self, cfg: PPUConfig | None = None):
+        self.cfg = PPUConfig() if cfg is None else check_config(cfg)
+        self.p = hw_params(self.cfg)
+        members = {f"pe{j}": In(stream.Signature(beat_layout(self.p))) for j in range(N_PE)}
+        members.update({
+            "cmd": In(stream.Signature(ppu_cmd_layout(self.cfg))),
+            "out": Out(stream.Signature(entry_layout(self.p))),
+            "status_sel": In(ppu_status_sel_layout(self.cfg)),
+            "status": Out(ppu_status_layout(self.cfg)),
+        })
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        c, p = self.cfg, self.p
+        ns, tau_w = c.n_slots, c.tau_w
+        cnt_max = (1 << c.cnt_w) - 1
+
+        acc = [Signal(signed(c.acc_w), name=f"acc{x}") for x in range(c.w_max)]
+        rng = Signal(32, init=c.seed)
+        g_sum = Signal(signed(c.g_w))
+        row_nnz = Signal(bits_for(c.w_max))
+        relu_mask = Signal(c.w_max)
+
+        # per-slot state (the slots' threshold FIFOs are their own component)
+        abs_sum = Array(Signal(c.sum_w, name=f"abs_sum{s}") for s in range(ns))
+        layer_nnz = Array(Signal(c.cnt_w, name=f"layer_nnz{s}") for s in range(ns))
+        layer_elems = Array(Signal(c.cnt_w, name=f"layer_elems{s}") for s in range(ns))
+        m.submodules.fifos = fifos = ThresholdFifos(c)
 
         # latched command fields
         r_slot = Signal(slot_width(c))
@@ -176,19 +281,7 @@ class PPU(wiring.Component):
             m.d.sync += out_valid.eq(0)
 
         # FIFO push, shared by END_BATCH and PUSH_TAU
-        push_en = Signal()
-        push_slot = Signal(slot_width(c))
-        push_val = Signal(tau_w)
-        with m.If(push_en):
-            wp, cnt = fifo_wp[push_slot], fifo_cnt[push_slot]
-            full = cnt == nf
-            oldest = Mux(full, fifo_mem[flat(push_slot, wp)], 0)
-            m.d.sync += [
-                fifo_mem[flat(push_slot, wp)].eq(push_val),
-                fifo_wp[push_slot].eq((wp + 1) & (nf - 1)),
-                fifo_sum[push_slot].eq(fifo_sum[push_slot] + push_val - oldest),
-                fifo_cnt[push_slot].eq(Mux(full, nf, cnt + 1)),
-            ]
+        push = fifos.push
 
         # ---------------------------------------------------------------- FINISH datapath
         v = acc[0]
@@ -201,8 +294,8 @@ class PPU(wiring.Component):
         absq = Signal(tau_w)
         m.d.comb += absq.eq(Mux(q < 0, -q, q))
         tau = Signal(tau_w)
-        m.d.comb += tau.eq(pred(fifo_sum[r_slot]))
-        prune_on = r_prune & (fifo_cnt[r_slot] == nf)
+        m.d.comb += [fifos.tau_read.slot.eq(r_slot), tau.eq(fifos.tau_read.tau)]
+        prune_on = r_prune & fifos.tau_read.full
         need_r = Signal()
         m.d.comb += need_r.eq(prune_on & (absq != 0) & (absq < tau))
         rng_next = Signal(32)
@@ -220,13 +313,13 @@ class PPU(wiring.Component):
                 cmd = self.cmd.payload
                 with m.If(self.cmd.valid):
                     with m.Switch(cmd.op):
-                        with m.Case(Op.START):
+                        with m.Case(PpuOp.START):
                             m.d.sync += [a.eq(cmd.bias) for a in acc]
-                        with m.Case(Op.ACCUM):
+                        with m.Case(PpuOp.ACCUM):
                             m.d.sync += pending.eq(cmd.pe_mask)
                             with m.If(cmd.pe_mask != 0):
                                 m.next = "ACCUM"
-                        with m.Case(Op.FINISH):
+                        with m.Case(PpuOp.FINISH):
                             m.d.sync += [
                                 r_slot.eq(cmd.slot), r_len.eq(cmd.length), r_shift.eq(cmd.shift),
                                 r_relu.eq(cmd.relu), r_acc_g.eq(cmd.acc_g), r_prune.eq(cmd.prune),
@@ -238,24 +331,18 @@ class PPU(wiring.Component):
                                 m.next = "FLUSH"
                             with m.Else():
                                 m.next = "SCAN"
-                        with m.Case(Op.END_BATCH):
+                        with m.Case(PpuOp.END_BATCH):
                             m.d.sync += [r_slot.eq(cmd.slot), r_cm.eq(cmd.c_m), r_cshift.eq(cmd.c_shift)]
                             m.next = "END_BATCH"
-                        with m.Case(Op.PUSH_TAU):
-                            m.d.comb += [push_en.eq(1), push_slot.eq(cmd.slot), push_val.eq(cmd.value[:tau_w])]
-                        with m.Case(Op.CLEAR_SLOT):
+                        with m.Case(PpuOp.PUSH_TAU):
+                            m.d.comb += [push.en.eq(1), push.slot.eq(cmd.slot), push.value.eq(cmd.value[:tau_w])]
+                        with m.Case(PpuOp.CLEAR_SLOT):
                             s = cmd.slot
-                            m.d.sync += [abs_sum[s].eq(0), layer_nnz[s].eq(0), layer_elems[s].eq(0),
-                                         fifo_cnt[s].eq(0), fifo_wp[s].eq(0), fifo_sum[s].eq(0)]
-                            # one decoded slot, not an Array write per entry: flat(s, i) as a
-                            # dynamic index made every FIFO register a case over all indices,
-                            # most of whose arms no slot can reach (dead code in coverage)
-                            for sl in range(c.n_slots):
-                                with m.If(s == sl):
-                                    m.d.sync += [fifo_mem[sl * nf + i].eq(0) for i in range(nf)]
-                        with m.Case(Op.CLEAR_COUNTS):
+                            m.d.sync += [abs_sum[s].eq(0), layer_nnz[s].eq(0), layer_elems[s].eq(0)]
+                            m.d.comb += [fifos.clear.en.eq(1), fifos.clear.slot.eq(s)]
+                        with m.Case(PpuOp.CLEAR_COUNTS):
                             m.d.sync += [layer_nnz[cmd.slot].eq(0), layer_elems[cmd.slot].eq(0)]
-                        with m.Case(Op.SEED):
+                        with m.Case(PpuOp.SEED):
                             m.d.sync += rng.eq(Mux(cmd.value == 0, c.seed, cmd.value))
 
             with m.State("ACCUM"):
@@ -326,14 +413,14 @@ class PPU(wiring.Component):
                 rounded = Signal(C_M_BITS + c.sum_w + 1)
                 m.d.comb += [prod.eq(r_cm * abs_sum[r_slot]), rounded.eq(_rne_shift(prod, r_cshift))]
                 tb = _sat_unsigned(rounded, tau_w)
-                m.d.comb += [push_en.eq(1), push_slot.eq(r_slot), push_val.eq(tb)]
+                m.d.comb += [push.en.eq(1), push.slot.eq(r_slot), push.value.eq(tb)]
                 m.d.sync += abs_sum[r_slot].eq(0)
                 m.next = "IDLE"
 
         # ---------------------------------------------------------------- readback
         sel, st = self.status_sel, self.status
         s = sel.slot
-        pos = (fifo_wp[s] - fifo_cnt[s] + sel.index) & (nf - 1)
+        m.d.comb += [fifos.status.slot.eq(s), fifos.status.index.eq(sel.index)]
         m.d.comb += [
             st.busy.eq(~fsm.ongoing("IDLE")),
             st.row_nnz.eq(row_nnz),
@@ -341,25 +428,14 @@ class PPU(wiring.Component):
             st.relu_mask.eq(relu_mask),
             st.rng_state.eq(rng),
             st.abs_sum.eq(abs_sum[s]),
-            st.tau_pred.eq(pred(fifo_sum[s])),
-            st.fifo_count.eq(fifo_cnt[s]),
-            st.fifo_full.eq(fifo_cnt[s] == nf),
+            st.tau_pred.eq(fifos.status.tau),
+            st.fifo_count.eq(fifos.status.count),
+            st.fifo_full.eq(fifos.status.full),
             st.layer_nnz.eq(layer_nnz[s]),
             st.layer_elems.eq(layer_elems[s]),
-            st.fifo_entry.eq(fifo_mem[flat(s, pos)]),
+            st.fifo_entry.eq(fifos.status.entry),
         ]
         return m
-
-
-# NAME=VALUE parameter of `sparsetrain verilog --block ppu` -> PPUConfig field
-_PARAM_FIELDS = {"DW": "dw", "K_MAX": "k_max", "W_MAX": "w_max", "ACC_W": "acc_w", "N_F": "n_f",
-                 "N_SLOTS": "n_slots", "R_W": "r_w", "SEED": "seed", "SUM_W": "sum_w", "G_W": "g_w",
-                 "CNT_W": "cnt_w"}
-
-
-def _build(values: dict[str, int | None]) -> tuple[PPU, dict[str, int]]:
-    cfg = PPUConfig(**{f: values[k] for k, f in _PARAM_FIELDS.items()})
-    return PPU(cfg), {k: int(getattr(cfg, f)) for k, f in _PARAM_FIELDS.items()}
 
 
 BLOCK = BlockSpec(
@@ -378,5 +454,6 @@ BLOCK = BlockSpec(
         "G_W": ParamSpec(None, "bias-gradient accumulator width (DW .. 64; default min(64, DW+24))"),
         "CNT_W": ParamSpec(32, "non-zero / element counter width (8 .. 64)"),
     },
-    build=_build,
+    params_class=PPUConfig,
+    make=PPU,
 )

@@ -173,16 +173,18 @@ SMALL_CORE = {"DW": 4, "K_MAX": 3, "W_MAX": 8, "G": 1, "BUF_DEPTH": 256, "MASK_D
 
 
 def test_core_is_synthesised_by_module_with_its_controller_apart(tmp_path):
-    """The core keeps its hierarchy by default: one group (3 PEs + PPU) and the top module,
-    whose own logic is the controller and host interface; the two 256-word memories are
-    macros, the two 16-word ones register files (flip-flops of the top)."""
+    """The core keeps its hierarchy by default: one group (3 PEs, their fetch engines, PPU with
+    its threshold FIFOs) and the top module, whose own logic is the controller and host
+    interface; the two 256-word memories are macros, the two 16-word ones register files
+    (flip-flops of the top)."""
     from sparsetrain.hw.core import params_from_values
     from sparsetrain.arch.isa import DIR_W, INSTR_W
 
     report = synth_block("core", SMALL_CORE, workdir=tmp_path)
     assert report["keep_hierarchy"]
     rows = {r["module"]: r for r in report["hierarchy"]}
-    assert set(rows) == {"core", "core.group0", "core.group0.ppu"} | {f"core.group0.pe{i}" for i in range(3)}
+    assert set(rows) == {"core", "core.group0", "core.group0.ppu", "core.group0.ppu.fifos"} | \
+        {f"core.group0.pe{i}{part}" for i in range(3) for part in ("", "_p1", "_p2", "_mask")}
     assert all(r["instances"] == 1 for r in rows.values())
     p = params_from_values({"ACC_W": None, **SMALL_CORE})
     assert report["memory_bits"] == 256 * p.entry_w + 16 * p.w_max + 256 * INSTR_W + 16 * DIR_W

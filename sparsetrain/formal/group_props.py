@@ -1,10 +1,10 @@
 """Formal harness of a PE group (hw/group.py): unit sequencer, fetch engines, 3 PEs, PPU.
 
 Environment (assumptions), i.e. what the core guarantees (docs/architecture.md s.11):
-a unit arrives only while the group is ``free`` and passes the core's unit checks (length
+a unit arrives only while the group is ``unit.free`` and passes the core's unit checks (length
 <= W_MAX, shift < ACC_W, slot < N_SLOTS, bias in range, result inside the buffer); a PPU
-command arrives only while the group is ``idle`` and is not START/ACCUM/FINISH; buffer and
-mask read data change only in the cycle after a read (synchronous read ports with enable).
+command arrives only while the group is ``ppu_cmd.idle`` and is not START/ACCUM/FINISH; buffer
+and mask read data change only in the cycle after a read (synchronous read ports with enable).
 Instruction words, buffer and mask contents are free: any op word, valid or not.
 
 Property groups: ``issue`` (the sequencer never gives a cfg to a busy PE; after an error
@@ -20,7 +20,8 @@ from __future__ import annotations
 from amaranth.hdl import Assert, Assume, Cover, Signal
 
 from ..arch.isa import CoreParams, ErrorCode
-from ..arch.ppu import Op
+from ..arch.ppu import N_PE
+from ..hw.enums import PpuOp
 from ..hw.group import Group, N_BUF_PORTS
 from .props import Harness, check_groups, popcount, submodules
 
@@ -36,43 +37,40 @@ def group_harness(p: CoreParams = GROUP_SMALL, groups: tuple[str, ...] = GROUPS,
     m = h.m
     dut = group_cls(p)
     subs = submodules(h.add_block("group", dut))
-    pes = [subs[f"pe{j}"] for j in range(3)]
+    pes = [subs[f"pe{j}"] for j in range(N_PE)]
     ppu = subs["ppu"]
 
     # ---- environment: what the core guarantees
-    u = dut.unit
+    u = dut.unit.word
     lim = (1 << (p.acc_w - 1)) - 1
-    with m.If(dut.unit_valid):
-        m.d.comb += Assume(dut.free & ~dut.ppu_cmd_valid & (u.length <= p.w_max) & (u.shift < p.acc_w) &
+    with m.If(dut.unit.valid):
+        m.d.comb += Assume(dut.unit.free & ~dut.ppu_cmd.valid & (u.length <= p.w_max) & (u.shift < p.acc_w) &
                            (u.slot < p.n_slots) & (~u.bias_en | ((u.bias >= -lim) & (u.bias <= lim))) &
                            (u.out_addr + u.length <= p.buf_depth) & (u.out_addr < p.buf_depth) &
-                           (u.n_ops <= 3))
-    cmd = dut.ppu_cmd
-    with m.If(dut.ppu_cmd_valid):
-        m.d.comb += Assume(dut.idle & (cmd.op != Op.START) & (cmd.op != Op.ACCUM) & (cmd.op != Op.FINISH) &
+                           (u.n_ops <= N_PE))
+    cmd = dut.ppu_cmd.cmd
+    with m.If(dut.ppu_cmd.valid):
+        m.d.comb += Assume(dut.ppu_cmd.idle & ~cmd.op.matches(PpuOp.START, PpuOp.ACCUM, PpuOp.FINISH) &
                            (cmd.slot < p.n_slots))
-    for i in range(N_BUF_PORTS):
-        ren = h.past(dut.buf_ren[i], f"buf_ren{i}")
-        rd = h.past(dut.buf_rdata[i], f"buf_rdata{i}")
-        with m.If(h.past_valid & ~ren):
-            m.d.comb += Assume(dut.buf_rdata[i] == rd)
-    for j in range(3):
-        ren = h.past(dut.mask_ren[j], f"mask_ren{j}")
-        rd = h.past(dut.mask_rdata[j], f"mask_rdata{j}")
-        with m.If(h.past_valid & ~ren):
-            m.d.comb += Assume(dut.mask_rdata[j] == rd)
+    for kind, ports in (("buf", dut.buf_read), ("mask", dut.mask_read)):
+        for i, port in enumerate(ports):
+            ren = h.past(port.en, f"{kind}_ren{i}")
+            rd = h.past(port.data, f"{kind}_rdata{i}")
+            with m.If(h.past_valid & ~ren):
+                m.d.comb += Assume(port.data.as_value() == rd)
 
     # ---- the harness's record of the unit in flight
     had_unit, written = Signal(), Signal()
     out_addr = Signal(len(u.out_addr))
     length = Signal(len(u.length))
     n_wr = Signal(len(u.length) + 1)
-    with m.If(dut.unit_valid):
+    wr, dw = dut.buf_write, dut.dir_write
+    with m.If(dut.unit.valid):
         m.d.sync += [had_unit.eq(1), written.eq(0), out_addr.eq(u.out_addr), length.eq(u.length), n_wr.eq(0)]
     with m.Else():
-        with m.If(dut.dir_en):
+        with m.If(dw.en):
             m.d.sync += written.eq(1)
-        with m.If(dut.wr_en):
+        with m.If(wr.en):
             m.d.sync += n_wr.eq(n_wr + 1)
 
     if "issue" in groups:
@@ -81,15 +79,16 @@ def group_harness(p: CoreParams = GROUP_SMALL, groups: tuple[str, ...] = GROUPS,
                 m.d.comb += Assert(pe.cfg.ready & ~dut.error)
         past_error = h.past(dut.error, "error")
         with m.If(h.past_valid & past_error):
-            m.d.comb += Assert(dut.error & ~dut.free)
+            m.d.comb += Assert(dut.error & ~dut.unit.free)
 
     if "write" in groups:
-        with m.If(dut.dir_en):
-            m.d.comb += Assert(had_unit & ~written & dut.wr_en)
-        with m.If(dut.wr_en):
-            m.d.comb += Assert(had_unit & ~written & (dut.wr_addr == out_addr + n_wr) &
+        with m.If(dw.en):
+            m.d.comb += Assert(had_unit & ~written & wr.en)
+        with m.If(wr.en):
+            # (the port's address has the buffer's address bits: out_addr + n_wr < BUF_DEPTH)
+            m.d.comb += Assert(had_unit & ~written & (wr.addr == out_addr + n_wr) &
                                (n_wr < length + (length == 0)))
-        with m.If(dut.free & had_unit & ~dut.dir_en):
+        with m.If(dut.unit.free & had_unit & ~dw.en):
             m.d.comb += Assert(written)
 
     if "stream" in groups:
@@ -99,9 +98,9 @@ def group_harness(p: CoreParams = GROUP_SMALL, groups: tuple[str, ...] = GROUPS,
         h.stream_rule(ppu.out, "ppu_out", kind=Assert)
 
     if "cover" in groups:
-        ops_issued = Signal(range(4))
+        ops_issued = Signal(range(N_PE + 1))
         two_at_once = Signal()
-        with m.If(dut.unit_valid):
+        with m.If(dut.unit.valid):
             m.d.sync += [ops_issued.eq(0), two_at_once.eq(0)]
         with m.Else():
             n_cfg = popcount([pe.cfg.valid for pe in pes])
@@ -110,8 +109,8 @@ def group_harness(p: CoreParams = GROUP_SMALL, groups: tuple[str, ...] = GROUPS,
             with m.If(n_cfg >= 2):
                 m.d.sync += two_at_once.eq(1)
         m.d.comb += [
-            Cover(dut.dir_en & had_unit & (ops_issued >= 1) & ~dut.error),
-            Cover(dut.dir_en & had_unit & two_at_once & ~dut.error),
+            Cover(dw.en & had_unit & (ops_issued >= 1) & ~dut.error),
+            Cover(dw.en & had_unit & two_at_once & ~dut.error),
         ]
         for code in (ErrorCode.BAD_OPCODE, ErrorCode.ADDRESS, ErrorCode.BAD_OP):
             m.d.comb += Cover(dut.error & (dut.error_code == code))

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from amaranth.hdl import Assert, Assume, Cover, Mux, Signal, signed
 
-from ..arch.ppu import N_PE, Op, PPUConfig
+from ..arch.ppu import N_PE, PPUConfig
+from ..hw.enums import PpuOp
 from ..hw.ppu import PPU
 from .props import Harness, check_groups, probe
 
@@ -84,9 +85,9 @@ def ppu_harness(c: PPUConfig = PPU_SMALL, groups: tuple[str, ...] = GROUPS, ppu_
     cp = cmd.payload
     with m.If(cmd.valid):
         m.d.comb += Assume(cp.slot < c.n_slots)
-        with m.If(cp.op == Op.START):
+        with m.If(cp.op == PpuOp.START):
             m.d.comb += Assume((cp.bias >= -lim) & (cp.bias <= lim))
-        with m.If(cp.op == Op.FINISH):
+        with m.If(cp.op == PpuOp.FINISH):
             m.d.comb += Assume(cp.length <= c.w_max)
 
     cmd_hs = cmd.valid & cmd.ready
@@ -95,7 +96,7 @@ def ppu_harness(c: PPUConfig = PPU_SMALL, groups: tuple[str, ...] = GROUPS, ppu_
     ns, nf = c.n_slots, c.n_f
 
     # ---- which command is running (black box: from the command stream and cmd.ready)
-    running = Signal(3)
+    running = Signal(PpuOp)
     active = Signal()
     with m.If(cmd_hs):
         m.d.sync += [running.eq(cp.op), active.eq(1)]
@@ -118,16 +119,16 @@ def ppu_harness(c: PPUConfig = PPU_SMALL, groups: tuple[str, ...] = GROUPS, ppu_
     m.d.comb += [
         Assert(fsm < len(fs)),
         Assert(busy_op == (fsm != fs["IDLE"])),
-        Assert(~busy_op | (running == Op.ACCUM) | (running == Op.FINISH) | (running == Op.END_BATCH)),
-        Assert(~busy_op | ((running == Op.ACCUM) == in_state["ACCUM"])),
-        Assert(~busy_op | ((running == Op.END_BATCH) == in_state["END_BATCH"])),
+        Assert(~busy_op | (running == PpuOp.ACCUM) | (running == PpuOp.FINISH) | (running == PpuOp.END_BATCH)),
+        Assert(~busy_op | ((running == PpuOp.ACCUM) == in_state["ACCUM"])),
+        Assert(~busy_op | ((running == PpuOp.END_BATCH) == in_state["END_BATCH"])),
         Assert(r_slot < c.n_slots),
     ]
 
     if "stream" in groups:
         h.stream_rule(out, "out", kind=Assert)
 
-    in_accum = busy_op & (running == Op.ACCUM)
+    in_accum = busy_op & (running == PpuOp.ACCUM)
     if "acc" in groups:
         # contributions of this cycle's accepted beats, column by column (section 7.1)
         contrib = []
@@ -149,9 +150,9 @@ def ppu_harness(c: PPUConfig = PPU_SMALL, groups: tuple[str, ...] = GROUPS, ppu_
             m.d.comb += tot.eq(pa + pc)
             with m.If(h.past_valid & past_accum):
                 m.d.comb += Assert(acc[x] == Mux(tot > lim, lim, Mux(tot < -lim, -lim, tot)))
-            with m.If(h.past_valid & past_cmd_hs & (past_cmd_v.op == Op.START)):
+            with m.If(h.past_valid & past_cmd_hs & (past_cmd_v.op == PpuOp.START)):
                 m.d.comb += Assert(acc[x] == past_cmd_v.bias)
-            with m.If(h.past_valid & past_busy & (past_running == Op.FINISH) & cmd.ready):
+            with m.If(h.past_valid & past_busy & (past_running == PpuOp.FINISH) & cmd.ready):
                 m.d.comb += Assert(acc[x] == 0)
             with m.If(in_state["DRAIN"]):
                 m.d.comb += Assert(acc[x] == 0)
@@ -168,8 +169,8 @@ def ppu_harness(c: PPUConfig = PPU_SMALL, groups: tuple[str, ...] = GROUPS, ppu_
         # sum|g| and the counters never wrap: they only fall when the slot is cleared
         for s in range(ns):
             cleared = past_cmd_hs & (past_cmd_v.slot == s) & (
-                (past_cmd_v.op == Op.CLEAR_SLOT) | (past_cmd_v.op == Op.CLEAR_COUNTS))
-            eb = h.past(busy_op & (running == Op.END_BATCH) & (probe(sig, "r_slot") == s), f"eb{s}")
+                (past_cmd_v.op == PpuOp.CLEAR_SLOT) | (past_cmd_v.op == PpuOp.CLEAR_COUNTS))
+            eb = h.past(busy_op & (running == PpuOp.END_BATCH) & (probe(sig, "r_slot") == s), f"eb{s}")
             for name in (f"abs_sum{s}", f"layer_nnz{s}", f"layer_elems{s}"):
                 v = probe(sig, name)
                 pv = h.past(v, name)
@@ -201,18 +202,18 @@ def ppu_harness(c: PPUConfig = PPU_SMALL, groups: tuple[str, ...] = GROUPS, ppu_
                     m.d.comb += [Assert(st.fifo_full == (pushes[s] == nf)),
                                  Assert(st.fifo_count == pushes[s])]
             with m.If(cmd_hs & (cp.slot == s)):
-                with m.If(cp.op == Op.CLEAR_SLOT):
+                with m.If(cp.op == PpuOp.CLEAR_SLOT):
                     m.d.sync += pushes[s].eq(0)
-                with m.If(((cp.op == Op.PUSH_TAU) | (cp.op == Op.END_BATCH)) & (pushes[s] != nf)):
+                with m.If(((cp.op == PpuOp.PUSH_TAU) | (cp.op == PpuOp.END_BATCH)) & (pushes[s] != nf)):
                     m.d.sync += pushes[s].eq(pushes[s] + 1)
 
     need_r = probe(sig, "need_r")
     if "rng" in groups:
         rng = st.rng_state
         prng = h.past(rng, "rng")
-        past_need = h.past(need_r & busy_op & (running == Op.FINISH), "need_r")
+        past_need = h.past(need_r & busy_op & (running == PpuOp.FINISH), "need_r")
         m.d.comb += Assert(rng != 0)
-        seeded = past_cmd_hs & (past_cmd_v.op == Op.SEED)
+        seeded = past_cmd_hs & (past_cmd_v.op == PpuOp.SEED)
         with m.If(h.past_valid & seeded):
             m.d.comb += Assert(rng == Mux(past_cmd_v.value == 0, c.seed, past_cmd_v.value))
         with m.If(h.past_valid & ~seeded & (rng != prng)):
@@ -242,13 +243,13 @@ def ppu_harness(c: PPUConfig = PPU_SMALL, groups: tuple[str, ...] = GROUPS, ppu_
 
     if "cover" in groups:
         finished = h.past_valid & past_busy & cmd.ready
-        for op in Op:
-            if op in (Op.ACCUM, Op.FINISH, Op.END_BATCH):
+        for op in PpuOp:
+            if op in (PpuOp.ACCUM, PpuOp.FINISH, PpuOp.END_BATCH):
                 extra = (past_running == op) & finished
             else:
                 extra = cmd_hs & (cp.op == op)
             m.d.comb += Cover(extra)
-        prune_on = need_r & busy_op & (running == Op.FINISH)
+        prune_on = need_r & busy_op & (running == PpuOp.FINISH)
         m.d.comb += [
             Cover(prune_on & (pruned == 0)),
             Cover(prune_on & (pruned != 0)),
