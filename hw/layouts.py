@@ -58,3 +58,13 @@ def beat_layout(p: HwParams) -> data.StructLayout:
         "lanes": data.ArrayLayout(signed(p.acc_w), p.k_max),
         "last": unsigned(1),
     })
+
+
+def entry_pair_layout(p: HwParams) -> data.StructLayout:
+    """Port-1 of a PE with MSRC look-ahead (LOOKAHEAD = 2, section 6.1): the first two pending
+    entries of the row; ``second`` is meaningful only when ``has_second`` is set."""
+    return data.StructLayout({
+        "first": entry_layout(p),
+        "second": entry_layout(p),
+        "has_second": unsigned(1),
+    })

@@ -35,10 +35,10 @@ MUTATIONS = (
              "contract", "bmc", 8,
              "Port-1 takes an entry whose retire beat is not accepted: the beat is lost"),
     Mutation("pe_final_beat_dropped", "pe", "PE",
-             "            with m.Case(FINAL):\n                with m.If(self.out.ready):\n"
-             "                    m.d.sync += state.eq(IDLE)",
-             "            with m.Case(FINAL):\n                with m.If(1):\n"
-             "                    m.d.sync += state.eq(IDLE)",
+             "            with m.State(\"FINAL\"):\n                m.d.comb += in_final.eq(1)\n"
+             "                with m.If(self.out.ready):\n                    m.next = \"IDLE\"",
+             "            with m.State(\"FINAL\"):\n                m.d.comb += in_final.eq(1)\n"
+             "                with m.If(1):\n                    m.next = \"IDLE\"",
              "stream", "prove", 3,
              "the final beat is withdrawn after one cycle whether or not it was accepted"),
     Mutation("ppu_no_saturation", "ppu", "PPU",

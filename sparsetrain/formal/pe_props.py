@@ -28,7 +28,7 @@ from amaranth.hdl import Assert, Assume, Cover, Mux, Signal
 
 from ..golden.timing import Mode, pe_cycles
 from ..hw.layouts import HwParams
-from ..hw.pe import MODE_MSRC, MODE_OSRC, MODE_SRC, PE
+from ..hw.pe import FIRST_GEN_STATES, MODE_MSRC, MODE_OSRC, MODE_SRC, PE
 from .props import Harness, check_groups, popcount, probe
 
 GROUPS = ("stream", "contract", "lanes", "refusal", "cover")
@@ -36,6 +36,18 @@ GROUPS = ("stream", "contract", "lanes", "refusal", "cover")
 # The small configuration of the PE proofs (every field still exercised: 3 lanes, 2-bit k,
 # 4-bit offsets with the marker, ACC_W at its minimum 2*DW+1 so saturation is reachable).
 PE_SMALL = HwParams(dw=4, k_max=3, w_max=8, acc_w=9)
+
+
+def fsm_encoding(state) -> dict[str, int]:
+    """State name -> code of an Amaranth FSM state register (from its decoder, "NAME/code")."""
+    code = {}
+    for v in range(1 << len(state)):
+        try:
+            name = state.decoder(v)
+        except KeyError:  # past the last state
+            break
+        code[name.split("/")[0]] = v
+    return code
 
 
 def longest_op(p: HwParams) -> int:
@@ -158,18 +170,22 @@ def pe_harness(p: HwParams = PE_SMALL, groups: tuple[str, ...] = GROUPS, pe_cls=
 
     if "contract" in groups or "refusal" in groups:
         # Inductive invariants: the harness's record of the op against the PE's own registers
-        # (hw/pe.py: IDLE, MASK, WEIGHTS, DATA, OSRC, FINAL = 0..5). They make k-induction
-        # close, so the contract is proved for every reachable state, not only to a depth.
-        st = probe(sig, "state")
+        # (hw/pe.py's FSM register ``state_state``; its encoding is read from the FSM's
+        # decoder, so the properties name the states). They make k-induction close, so the
+        # contract is proved for every reachable state, not only to a depth.
+        st = probe(sig, "state_state")
+        code = fsm_encoding(st)
+        assert set(code) == set(FIRST_GEN_STATES), code
         i_mode, i_k, i_err, i_olen = (probe(sig, n) for n in ("mode", "k", "error", "out_len"))
         wcnt, p1done, p2done, base = (probe(sig, n) for n in ("wcnt", "p1done", "p2done", "base"))
         msrc = mode == MODE_MSRC
-        m.d.comb += [Assert(st <= 5), Assert(busy == (st != 0))]
+        m.d.comb += [Assert(popcount([st == v for v in code.values()]) == 1),
+                     Assert(busy == (st != code["IDLE"]))]
         with m.If(busy):
             m.d.comb += Assert((i_mode == mode) & (i_k == k) & (i_err == bad) & (i_olen == out_len) &
                                (n3 <= msrc))
             with m.If(bad):
-                m.d.comb += Assert((st == 5) & (prog == 1) & (n1 == 0) & (n2 == 0) & (n3 == 0))
+                m.d.comb += Assert((st == code["FINAL"]) & (prog == 1) & (n1 == 0) & (n2 == 0) & (n3 == 0))
             with m.Else():
                 m.d.comb += [Assert(prog == 1 + n1 + n2 + n3), Assert(mode != 3),
                              Assert((k >= 1) & (k <= p.k_max) & (out_len >= 1) & (out_len <= p.w_max) &
@@ -187,16 +203,16 @@ def pe_harness(p: HwParams = PE_SMALL, groups: tuple[str, ...] = GROUPS, pe_cls=
                 with m.If(~osrc):
                     m.d.comb += [Assert(n2 <= k), Assert(next_col <= base)]
                 with m.Switch(st):
-                    with m.Case(1):
+                    with m.Case(code["MASK"]):
                         m.d.comb += Assert(msrc & (n3 == 0) & (n2 == 0) & (n1 == 0) & (wcnt == 0))
-                    with m.Case(2):
+                    with m.Case(code["WEIGHTS"]):
                         m.d.comb += Assert(~osrc & (n3 == msrc) & (wcnt == n2) & (n2 < k) & (n1 == 0))
-                    with m.Case(3):
+                    with m.Case(code["DATA"]):
                         m.d.comb += Assert(~osrc & (n3 == msrc) & (n2 == k) & ~p1_last)
-                    with m.Case(4):
+                    with m.Case(code["OSRC"]):
                         m.d.comb += Assert(osrc & (p1done == p1_last) & (p2done == p2_last) &
                                            ~(p1_last & p2_last))
-                    with m.Case(5):
+                    with m.Case(code["FINAL"]):
                         m.d.comb += Assert(p1_last & Mux(osrc, p2_last, (n3 == msrc) & (n2 == k)))
 
     if "lanes" in groups:
