@@ -454,7 +454,12 @@ def _build(values: dict[str, int | None]) -> tuple[PE, dict[str, int]]:
     if prefetch not in (0, 1):
         raise ValueError(f"PREFETCH = {prefetch} is out of range; allowed: 0, 1")
     pe = PE(params, prefetch=bool(prefetch), lookahead=values["LOOKAHEAD"])
-    return pe, {**params.as_dict(), "PREFETCH": prefetch, "LOOKAHEAD": pe.lookahead}
+    used = params.as_dict()
+    # the second-generation parameters are reported when set (absent = the first generation),
+    # so that the parameters of existing first-generation builds stay as they were
+    if prefetch or pe.lookahead != 1:
+        used.update(PREFETCH=prefetch, LOOKAHEAD=pe.lookahead)
+    return pe, used
 
 
 BLOCK = BlockSpec(
