@@ -46,9 +46,9 @@ $(STAMP): pyproject.toml | apt
 test: setup ext
 	$(PYTEST) -n $(JOBS) --dist loadgroup -q tests
 
-# The C++ sparse convolution backward (golden/csrc/): compiled once, cached in build/.
+# The C++ sparse convolution backward (golden/training/csrc/): compiled once, cached in build/.
 ext: setup
-	$(PY) -m sparsetrain.golden.sparse_conv_ext
+	$(PY) -m sparsetrain.golden.training.sparse_conv_ext
 
 demo: setup
 	$(ST) demo --out $(OUT)/demo --force  # out/ belongs to make: a re-run replaces its own demo

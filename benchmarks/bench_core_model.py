@@ -1,7 +1,7 @@
 """Scalar vs vectorised bit-accurate core model: time per row operation and the ratio (goal >= 50).
 
-Runs the same programs through ``golden.core_model.run_program`` (the scalar oracle) and
-``golden.core_vec.run_program_fast``, checks that every result word, directory entry, counter
+Runs the same programs through ``golden.bitexact.core_model.run_program`` (the scalar oracle) and
+``golden.bitexact.core_vec.run_program_fast``, checks that every result word, directory entry, counter
 and cycle count is equal, and prints seconds per row op of each and scalar / vectorised. The
 programs are the compiled chunks of a golden run's layer step (``--run-dir``, ``--layer``,
 ``--step``) or, without a run, large random three-step programs at the check configuration.
@@ -17,15 +17,15 @@ import time
 import numpy as np
 
 from sparsetrain.compiler_check import sim_params
-from sparsetrain.golden.core_model import random_program, run_program
-from sparsetrain.golden.core_vec import run_program_fast
+from sparsetrain.golden.bitexact.core_model import random_program, run_program
+from sparsetrain.golden.bitexact.core_vec import run_program_fast
 
 
 def programs(args: argparse.Namespace, step: str) -> list[tuple[list[int], list[int], list[int]]]:
     p = sim_params()
     if args.run_dir:
         from sparsetrain.compiler import LayerData, compile_step
-        from sparsetrain.golden.tensors import load_golden
+        from sparsetrain.golden.training.tensors import load_golden
         data = LayerData.from_golden(load_golden(args.run_dir), args.layer)
         c = compile_step(data, step, p, samples=args.samples)
         return [(ch.program, ch.buffer_image, ch.masks) for ch in c.chunks]

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from sparsetrain.compiler_check import sim_params
-from sparsetrain.golden.core_model import random_program
-from sparsetrain.golden.core_vec import run_program_fast
+from sparsetrain.golden.bitexact.core_model import random_program
+from sparsetrain.golden.bitexact.core_vec import run_program_fast
 from sparsetrain.sim_tb import runner
 from sparsetrain.sim_tb.bare import build_bare, rates
 from sparsetrain.sim_tb.core_batch import CoreJob, run_core_programs
@@ -34,7 +34,7 @@ def jobs_of(args: argparse.Namespace) -> list[CoreJob]:
     p = sim_params()
     if args.run_dir:
         from sparsetrain.compiler import LayerData, compile_step
-        from sparsetrain.golden.tensors import load_golden
+        from sparsetrain.golden.training.tensors import load_golden
         data = LayerData.from_golden(load_golden(args.run_dir), args.layer)
         chunks = compile_step(data, args.step, p, samples=args.samples).chunks
         progs = [(ch.program, ch.buffer_image, ch.masks, len(ch.results)) for ch in chunks]

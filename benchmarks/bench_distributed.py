@@ -37,10 +37,10 @@ from typing import Any
 
 import torch
 
-from sparsetrain.golden import distributed
-from sparsetrain.golden.data import fashion_mnist
-from sparsetrain.golden.networks import MODEL_NAMES
-from sparsetrain.golden.train import TrainConfig, train
+from sparsetrain.golden.training import distributed
+from sparsetrain.golden.training.data import fashion_mnist
+from sparsetrain.golden.training.networks import MODEL_NAMES
+from sparsetrain.golden.training.train import TrainConfig, train
 
 
 class _Timer:

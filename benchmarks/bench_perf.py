@@ -38,8 +38,8 @@ def bench_exact(seed: int) -> None:
 
 
 def bench_rtl(seed: int) -> None:
-    from sparsetrain.perf.rtl_check import compare_with_rtl, markdown_table, random_layer_tensors
-    from sparsetrain.perf.schedule import ArchParams
+    from sparsetrain.sim_tb.perf_check import compare_with_rtl, markdown_table, random_layer_tensors
+    from sparsetrain.arch.schedule import ArchParams
     from sparsetrain.perf.shapes import LayerShape
     rng = np.random.default_rng(seed)
     layers = []

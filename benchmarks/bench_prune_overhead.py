@@ -22,8 +22,8 @@ import time
 import torch
 from torch import nn
 
-from sparsetrain.golden.networks import MODEL_NAMES, build_model
-from sparsetrain.golden.pruning import PruneConfig, pruners
+from sparsetrain.golden.training.networks import MODEL_NAMES, build_model
+from sparsetrain.golden.training.pruning import PruneConfig, pruners
 
 
 def step_time(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:

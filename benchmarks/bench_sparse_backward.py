@@ -7,9 +7,9 @@ the threshold FIFO is full, p in {0.9, 0.99}). Each layer's backward pass (dI an
 the first conv, as in training) is timed with:
 
 * native: torch's own convolution backward (oneDNN), the fastest dense code available;
-* csr:    golden.sparse_backward.sparse_conv2d_backward, the old sparse path (MKL CSR x dense
+* csr:    golden.training.sparse_backward.sparse_conv2d_backward, the old sparse path (MKL CSR x dense
           products on an im2col layout);
-* direct: golden.sparse_backward.direct_conv2d_backward, the C++ direct sparse kernel;
+* direct: golden.training.sparse_backward.direct_conv2d_backward, the C++ direct sparse kernel;
 * im2col: (--im2col) the csr path's formulation with dense GEMMs, the paper's Caffe baseline.
 
 The machine this runs on may be shared, so the implementations are timed interleaved: every
@@ -36,14 +36,14 @@ from typing import Callable
 
 import torch
 
-from sparsetrain.golden.data import fashion_mnist
-from sparsetrain.golden.fixedpoint import check_param
-from sparsetrain.golden.networks import build_model
-from sparsetrain.golden.pruning import PruneConfig
-from sparsetrain.golden.sparse_backward import (ConvCapture, capture_conv_gradients, dense_conv2d_backward,
-                                                direct_conv2d_backward, native_conv2d_backward,
-                                                sparse_conv2d_backward)
-from sparsetrain.golden.sparse_conv_ext import load as load_extension
+from sparsetrain.arch.fixedpoint import check_param
+from sparsetrain.golden.training.data import fashion_mnist
+from sparsetrain.golden.training.networks import build_model
+from sparsetrain.golden.training.pruning import PruneConfig
+from sparsetrain.golden.training.sparse_backward import (ConvCapture, capture_conv_gradients,
+                                                         dense_conv2d_backward, direct_conv2d_backward,
+                                                         native_conv2d_backward, sparse_conv2d_backward)
+from sparsetrain.golden.training.sparse_conv_ext import load as load_extension
 
 BACKWARDS: dict[str, Callable] = {"native": native_conv2d_backward, "csr": sparse_conv2d_backward,
                                   "direct": direct_conv2d_backward, "im2col": dense_conv2d_backward}

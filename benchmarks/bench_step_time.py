@@ -1,6 +1,6 @@
 """Per-step training time of the networks, as `sparsetrain train` runs them, on real Fashion-MNIST.
 
-Each network is built by ``golden.train.make_model`` (pruning layers active, p = 0.9 unless
+Each network is built by ``golden.training.train.make_model`` (pruning layers active, p = 0.9 unless
 ``--no-prune``), carries the same density hooks as a training run (``ActivationDensity``) and
 takes momentum-SGD steps on real batches. N_F + 1 untimed warm-up steps fill the threshold FIFOs
 first, so the timed steps are pruned ones. The networks are timed in alternating blocks so
@@ -13,7 +13,7 @@ its blocks and its ratio to the first network.
     .venv/bin/python benchmarks/bench_step_time.py --count-nonzero both   # torch's count_nonzero vs ours
 
 ``--count-nonzero both`` times every network twice in the same run, once with the density
-counters on ``torch.count_nonzero`` (as before) and once on ``golden.pruning.count_nonzero``.
+counters on ``torch.count_nonzero`` (as before) and once on ``golden.training.pruning.count_nonzero``.
 """
 from __future__ import annotations
 
@@ -27,11 +27,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sparsetrain.golden import pruning
-from sparsetrain.golden import train as golden_train
-from sparsetrain.golden.data import fashion_mnist
-from sparsetrain.golden.networks import MODEL_NAMES
-from sparsetrain.golden.train import ActivationDensity, TrainConfig, make_model
+from sparsetrain.golden.training import pruning
+from sparsetrain.golden.training import train as golden_train
+from sparsetrain.golden.training.data import fashion_mnist
+from sparsetrain.golden.training.networks import MODEL_NAMES
+from sparsetrain.golden.training.train import ActivationDensity, TrainConfig, make_model
 
 
 @dataclass
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-denormals", action="store_true",
                     help="do not flush denormal floats to zero (sparsetrain train flushes them)")
     ap.add_argument("--count-nonzero", choices=("numpy", "torch", "both"), default="numpy",
-                    help="density counters on golden.pruning.count_nonzero (numpy), torch's, or both in turn")
+                    help="density counters on golden.training.pruning.count_nonzero (numpy), torch's, or both in turn")
     args = ap.parse_args(argv)
     if not 1 <= args.batch_size <= 4096 or args.steps < 1 or args.blocks < 1 or not 1 <= args.threads <= 256:
         raise SystemExit("--batch-size 1..4096, --steps >= 1, --blocks >= 1, --threads 1..256")

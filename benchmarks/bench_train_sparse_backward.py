@@ -2,7 +2,7 @@
 
 Two checks, on AlexNet with activation-gradient pruning at p = 0.99 (Fashion-MNIST, 32x32):
 
-* accuracy: `golden.train.train` twice per seed, once with `sparse_backward=True` (what
+* accuracy: `golden.training.train.train` twice per seed, once with `sparse_backward=True` (what
   `sparsetrain train --sparse-backward` runs) and once without, same seed, same data; the
   test accuracies must agree within the spread between seeds (the noise of training itself);
 * speed: two copies of the same model, one converted with `convert_model`, take training steps
@@ -27,11 +27,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sparsetrain.golden.data import fashion_mnist
-from sparsetrain.golden.fixedpoint import check_param
-from sparsetrain.golden.pruning import pruners
-from sparsetrain.golden.sparse_backward import SparseBackwardConv2d, convert_model
-from sparsetrain.golden.train import TrainConfig, make_model, train
+from sparsetrain.arch.fixedpoint import check_param
+from sparsetrain.golden.training.data import fashion_mnist
+from sparsetrain.golden.training.pruning import pruners
+from sparsetrain.golden.training.sparse_backward import SparseBackwardConv2d, convert_model
+from sparsetrain.golden.training.train import TrainConfig, make_model, train
 
 
 def accuracy(args: argparse.Namespace) -> list[dict]:
@@ -58,7 +58,7 @@ def accuracy(args: argparse.Namespace) -> list[dict]:
 def step_times(args: argparse.Namespace) -> dict:
     """Alternating training steps of a dense and a converted copy of the same model."""
     torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)  # as golden.train does
+    torch.set_flush_denormal(True)  # as golden.training.train does
     cfg = TrainConfig(model="alexnet", p=args.p, batch_size=args.batch, seed=args.seeds[0],
                       width_mult=args.width_mult)
     dense = make_model(cfg)

@@ -13,9 +13,9 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..golden.ppu_model import Op
+from ..arch.isa import ADDR_W, COUNTER_W, DIR_W, INSTR_W, N_STEPS, CoreParams, ErrorCode, Opcode, layout
+from ..arch.ppu import Op
 from .blocks import DATAPATH_PARAMS, BlockSpec, ParamSpec
-from .core_isa import (ADDR_W, COUNTER_W, DIR_W, INSTR_W, N_STEPS, CoreParams, ErrorCode, Opcode, layout)
 from .group import ERR_W, IMEM_PORTS, N_BUF_PORTS, Group
 from .ppu import ppu_status_layout
 

@@ -18,10 +18,11 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..golden.ppu_model import N_PE, Op
+from ..arch.isa import ADDR_W, DIR_W, INSTR_W, CoreParams, ErrorCode, Opcode, layout
+from ..arch.pe import HwParams
+from ..arch.ppu import N_PE, Op
 from .blocks import DATAPATH_PARAMS, BlockSpec, ParamSpec
-from .core_isa import ADDR_W, DIR_W, INSTR_W, CoreParams, ErrorCode, Opcode, layout
-from .layouts import HwParams, entry_layout
+from .layouts import entry_layout
 from .pe import PE, MODE_MSRC, MODE_OSRC
 from .ppu import PPU, ppu_cmd_layout, ppu_status_layout, ppu_status_sel_layout
 

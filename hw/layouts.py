@@ -1,29 +1,10 @@
 """Payload layouts of docs/architecture.md section 4: the one definition used by every block."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
-from ..golden.fixedpoint import DatapathParams
-
-
-def bits_for(n: int) -> int:
-    """Bits of an unsigned field that holds 0 .. n."""
-    return max(1, int(n).bit_length())
-
-
-@dataclass(frozen=True)
-class HwParams(DatapathParams):
-    """Elaboration parameters of the PE (section 1), validated on creation."""
-
-    @property
-    def k_w(self) -> int:
-        return bits_for(self.k_max)
-
-    def as_dict(self) -> dict[str, int]:
-        return {"DW": self.dw, "K_MAX": self.k_max, "W_MAX": self.w_max, "ACC_W": self.acc_w}
+from ..arch.pe import HwParams, bits_for
 
 
 def entry_layout(p: HwParams) -> data.StructLayout:

@@ -1,7 +1,7 @@
 """The PE: one 1-D row convolution (SRC, MSRC or OSRC) per operation.
 
-Follows docs/architecture.md sections 3 to 6; ``golden.rowops`` is the bit-accurate
-specification and ``golden.timing`` the cycle count. Structure:
+Follows docs/architecture.md sections 3 to 6; ``golden.bitexact.rowops`` is the bit-accurate
+specification and ``sparsetrain.arch.timing`` the cycle count. Structure:
 
 * Reg-1 (``reg1``, K_MAX x DW): the K weights (SRC/MSRC) or the cached dO window (OSRC).
 * Reg-2 (``reg2``, K_MAX x ACC_W): the output window of K partial sums (SRC/MSRC) or the K
@@ -24,8 +24,9 @@ from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
 from amaranth.lib import enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..arch.pe import HwParams
 from .blocks import DATAPATH_PARAMS, BlockSpec, ParamSpec
-from .layouts import HwParams, beat_layout, entry_layout, entry_pair_layout, mask_layout, pe_cfg_layout
+from .layouts import beat_layout, entry_layout, entry_pair_layout, mask_layout, pe_cfg_layout
 
 
 

@@ -5,8 +5,8 @@ Inputs: the `Beat` streams of the group's 3 PEs (``pe0`` .. ``pe2``) and the com
 Readback: ``status_sel`` (slot, FIFO entry index) selects what ``status`` shows.
 
 One command runs at a time; ``cmd.ready`` is high only when the PPU is idle. The behaviour is
-``golden.ppu_model.PPUModel`` bit for bit, and the cycle counts are
-``golden.ppu_model.command_cycles``.
+``golden.bitexact.ppu_model.PPUModel`` bit for bit, and the cycle counts are
+``sparsetrain.arch.ppu.command_cycles``.
 """
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigne
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..golden.ppu_model import C_M_BITS, C_SHIFT_MAX, DEFAULT_SEED, N_PE, Op, PPUConfig
+from ..arch.pe import HwParams, bits_for
+from ..arch.ppu import C_M_BITS, C_SHIFT_MAX, DEFAULT_SEED, N_PE, Op, PPUConfig
 from .blocks import DATAPATH_PARAMS, BlockSpec, ParamSpec
-from .layouts import HwParams, beat_layout, bits_for, entry_layout
+from .layouts import beat_layout, entry_layout
 
 
 def hw_params(cfg: PPUConfig) -> HwParams:
@@ -52,7 +53,7 @@ def ppu_status_sel_layout(cfg: PPUConfig) -> data.StructLayout:
 
 
 def ppu_status_layout(cfg: PPUConfig) -> data.StructLayout:
-    """Readback fields; their meaning is golden.ppu_model.PPUStatus."""
+    """Readback fields; their meaning is golden.bitexact.ppu_model.PPUStatus."""
     return data.StructLayout({
         "busy": unsigned(1),
         "row_nnz": unsigned(bits_for(cfg.w_max)),

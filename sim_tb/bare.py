@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..hw.core_isa import CoreParams
+from ..arch.isa import CoreParams
 from . import runner
 from .core_batch import CoreJob, _write_hex
 from .core_driver import CORE_DUMPS, CORE_MEMORIES, clock_wrapper, core_verilog

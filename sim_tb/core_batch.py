@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..hw.core_isa import N_STEPS, CoreParams, dir_decode, entry_decode
+from ..arch.isa import N_STEPS, CoreParams, dir_decode, entry_decode
 from . import runner
 from .core_driver import CoreResult, _status_fields, build_core
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ..golden.ppu_model import PPUStatus
-from ..hw.core_isa import N_STEPS, CoreParams, dir_decode, entry_decode
+from ..arch.isa import N_STEPS, CoreParams, dir_decode, entry_decode
+from ..golden.bitexact.ppu_model import PPUStatus
 from . import runner
 
 TB_MODULE = "sparsetrain.sim_tb.core_tb"
@@ -65,7 +65,7 @@ def core_verilog(params: CoreParams) -> str:
     code = ("import json, sys\n"
             "from amaranth.back import verilog\n"
             "from sparsetrain.hw.core import Core\n"
-            "from sparsetrain.hw.core_isa import CoreParams\n"
+            "from sparsetrain.arch.isa import CoreParams\n"
             "p = CoreParams(**json.loads(sys.argv[1]))\n"
             "sys.stdout.write(verilog.convert(Core(p), name='core', emit_src=False))\n")
     env = dict(os.environ, PYTHONHASHSEED="0")

@@ -13,10 +13,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..golden.fixedpoint import SparseRow, check_param
-from ..golden.rowops import Beat, RowOpResult, conv_out_len, msrc, osrc, src
-from ..golden.timing import Mode, OpTiming, msrc_skips, op_timing, schedule
-from ..hw.layouts import HwParams
+from ..arch.fixedpoint import SparseRow, check_param
+from ..arch.pe import HwParams
+from ..arch.timing import Mode, OpTiming, msrc_skips, op_timing, schedule
+from ..golden.bitexact.rowops import Beat, RowOpResult, conv_out_len, msrc, osrc, src
 from . import runner
 
 TB_MODULE = "sparsetrain.sim_tb.pe_tb"
@@ -88,7 +88,7 @@ class PeOp:
 
 
     def timing(self, lookahead: int = 1) -> OpTiming:
-        """L and C of this op for golden.timing.schedule (docs/architecture.md 6.1)."""
+        """L and C of this op for arch.timing.schedule (docs/architecture.md 6.1)."""
         if self.raw_cfg is not None:
             return op_timing(Mode.SRC, 0, 0, refused=True)
         skips = None
@@ -171,9 +171,9 @@ def write_stimulus(ops: Sequence[PeOp], p: HwParams, path: Path, *, check: bool 
                    config: PeConfig = PeConfig()) -> list[RowOpResult | None]:
     """Pack ``ops`` and their golden results into ``path`` (npz); returns the golden results.
 
-    exp_cycles: each op's cycles alone (golden.timing, cfg to final beat); exp_a / exp_f: the
+    exp_cycles: each op's cycles alone (arch.timing, cfg to final beat); exp_a / exp_f: the
     cfg and final-beat cycles of the whole back-to-back sequence with no stalls (cycle 1 = the
-    first cfg), from golden.timing.schedule."""
+    first cfg), from arch.timing.schedule."""
     cfg, p1, p1_op, p2, p2_op, masks, mask_op = [], [], [], [], [], [], []
     exp_cycles, exp_error, beats = [], [], []
     goldens = []
@@ -252,7 +252,7 @@ def run_pe_ops(ops: Sequence[PeOp], params: HwParams, sim: str = "verilator", *,
     no back-pressure, where the cycle count must equal the contract exactly). resets:
     (op index, cycles after its cfg handshake) at which rst is pulsed; that op is abandoned
     and its remaining input dropped. check: the testbench compares every beat with the
-    golden model and every cycle count with golden.timing and fails (AssertionError) on any
+    golden model and every cycle count with sparsetrain.arch.timing and fails (AssertionError) on any
     difference. config: the PE's prefetch / lookahead. serial: offer each cfg only once the
     previous op's final beat has left (one op in flight, so that ``cycles - stalls`` is exact
     under back-pressure with prefetch too); otherwise cfgs are offered as early as the PE takes

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..golden.fixedpoint import SparseRow, sat_limit
-from ..golden.rowops import conv_out_len
-from ..golden.timing import Mode
-from ..hw.layouts import HwParams
+from ..arch.fixedpoint import SparseRow, sat_limit
+from ..arch.pe import HwParams
+from ..arch.timing import Mode
+from ..golden.bitexact.rowops import conv_out_len
 from .pe_driver import PeOp
 
 DENSITIES = (0.0, 0.05, 0.2, 0.5, 0.8, 1.0)

@@ -5,10 +5,10 @@ Launched by ``sim_tb.pe_driver.run_pe_ops``. Environment: PE_STIM (npz written b
 p_ready, resets, params, seed). Checks, unless the stimulus says check = 0:
 
 * every beat against the golden beats, bit for bit, in order (scoreboard);
-* every operation's cycle count: cycles - stall cycles == golden.timing, where a stall
+* every operation's cycle count: cycles - stall cycles == sparsetrain.arch.timing, where a stall
   cycle is one in which no progress handshake (cfg, Port-1/2/3, final beat) happened; and
   with no back-pressure (p_valid = p_ready = 1) there must be no stall cycle at all and every
-  op's cfg and final-beat cycle must equal golden.timing.schedule (back-to-back ops, cfgs
+  op's cfg and final-beat cycle must equal arch.timing.schedule (back-to-back ops, cfgs
   offered early). With prefetch and overlapping ops under back-pressure the per-op count is
   not defined (ops share cycles), so only the beats are checked there (``serial`` runs one op
   at a time to check the count under back-pressure);
@@ -26,7 +26,8 @@ import cocotb
 import numpy as np
 from cocotb.clock import Clock
 
-from ..hw.layouts import HwParams, beat_layout
+from ..arch.pe import HwParams
+from ..hw.layouts import beat_layout
 from .streams import ClockedBench, Scoreboard, fail_on_problems, StreamSink, StreamSource, signal_int, unpack
 
 RESET_CYCLES = 2

@@ -1,7 +1,7 @@
 """Plain Python API to run PPU command sequences on the RTL and check them against the model.
 
 ``run_ppu(txns, cfg, sim=...)`` computes every expected output entry, status and cycle count
-with ``golden.ppu_model.PPUModel`` (outside the simulator), writes them with the stimulus
+with ``golden.bitexact.ppu_model.PPUModel`` (outside the simulator), writes them with the stimulus
 into one npz, runs the cocotb test ``sim_tb.ppu_tb`` on a cached build and returns what the
 RTL did. The testbench raises on any difference (entries, status after every command,
 timing contract of docs/architecture.md section 7.1).
@@ -15,8 +15,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..golden.ppu_model import N_PE, Op, PPUCommand, PPUConfig, PPUModel, PPUStatus, command_cycles
-from ..golden.rowops import Beat
+from ..arch.ppu import N_PE, Op, PPUCommand, PPUConfig, command_cycles
+from ..golden.bitexact.ppu_model import PPUModel, PPUStatus
+from ..golden.bitexact.rowops import Beat
 from . import runner
 
 TB_MODULE = "sparsetrain.sim_tb.ppu_tb"
@@ -46,7 +47,7 @@ class PpuRunResult:
     entries: list[list[tuple[int, int, int]]]  # per FINISH (in order): the entries the RTL wrote
     occupancy: np.ndarray                       # per command: cycles from accept to ready again
     blocked: np.ndarray                         # per command: cycles with out.valid & ~out.ready
-    expected_cycles: np.ndarray                 # per command: golden.ppu_model.command_cycles
+    expected_cycles: np.ndarray                 # per command: sparsetrain.arch.ppu.command_cycles
     statuses: list[PPUStatus]                   # the model's status after each txn
 
 

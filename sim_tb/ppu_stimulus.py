@@ -1,7 +1,7 @@
 """PPU stimulus: directed cases and constrained-random command sequences (numpy only).
 
 Every function returns a list of ``ppu_driver.PpuTxn``; the expected results come from
-``golden.ppu_model`` when the driver writes the stimulus.
+``golden.bitexact.ppu_model`` when the driver writes the stimulus.
 """
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from typing import Sequence
 
 import numpy as np
 
-from ..golden.fixedpoint import sat_limit
-from ..golden.ppu_model import N_PE, Op, PPUCommand as Cmd, PPUConfig, threshold_constant
-from ..golden.rowops import Beat
+from ..arch.fixedpoint import sat_limit
+from ..arch.ppu import N_PE, Op, PPUCommand as Cmd, PPUConfig
+from ..golden.bitexact.ppu_model import threshold_constant
+from ..golden.bitexact.rowops import Beat
 from .ppu_driver import PpuTxn
 
 

@@ -2,7 +2,7 @@
 
 Launched by ``sim_tb.ppu_driver.run_ppu``. Environment: PPU_STIM (npz written by
 ``ppu_driver.write_stimulus``), PPU_RESULT (npz this test writes), PPU_TB_CFG (JSON:
-p_valid, p_ready, seed, cfg, corrupt). Checks (scoreboard against golden.ppu_model):
+p_valid, p_ready, seed, cfg, corrupt). Checks (scoreboard against golden.bitexact.ppu_model):
 
 * every output entry (value, offset, last), in order;
 * the whole readback status (and the ReLU mask) after every command, sampled in the cycle
@@ -24,7 +24,7 @@ import cocotb
 import numpy as np
 from cocotb.clock import Clock
 
-from ..golden.ppu_model import N_PE, Op, PPUConfig
+from ..arch.ppu import N_PE, Op, PPUConfig
 from ..hw.layouts import beat_layout, entry_layout
 from ..hw.ppu import hw_params, ppu_cmd_layout, ppu_status_layout, ppu_status_sel_layout
 from .ppu_driver import CMD_FIELDS, RESET, STATUS_FIELDS

@@ -62,12 +62,12 @@ def _build_args(sim: str, waves: bool, coverage: bool, timing: bool = False) -> 
 
 
 def hw_fingerprint() -> str:
-    """Hash of every source the generated Verilog depends on (hw/, the number format, Amaranth)."""
+    """Hash of every source the generated Verilog depends on (hw/, the contract sparsetrain/arch/, Amaranth)."""
     from importlib import metadata
 
     h = hashlib.sha256(metadata.version("amaranth").encode())
-    for path in sorted((REPO_ROOT / "hw").glob("*.py")) + [REPO_ROOT / "golden" / "fixedpoint.py"]:
-        h.update(path.name.encode())
+    for path in sorted((REPO_ROOT / "hw").glob("*.py")) + sorted((REPO_ROOT / "sparsetrain" / "arch").glob("*.py")):
+        h.update(str(path.relative_to(REPO_ROOT)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
 

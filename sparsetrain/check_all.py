@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .golden import outdir
+from . import outdir
 
 STEPS = ("forward", "gta", "gtw")
 PES_PER_GROUP = 3
@@ -95,7 +95,7 @@ class Summary:
 def plan(run_dir: str | Path, layers: Sequence[str] | None = None,
          steps: Sequence[str] | None = None) -> list[tuple[str, str]]:
     """(layer, step) jobs: the run's golden conv layers in manifest order times the steps."""
-    from .golden.tensors import load_golden
+    from .golden.training.tensors import load_golden
     steps = list(steps or STEPS)
     for s in steps:
         if s not in STEPS:
@@ -120,8 +120,8 @@ def check_one(run_dir: str, layer: str, step: str, samples: int | None, params: 
     a process pool or a Ray task runs it as it is."""
     from .compiler import LayerData, compile_step
     from .compiler_check import check_compiled
-    from .golden.tensors import load_golden
-    from .hw.core_isa import CoreParams
+    from .golden.training.tensors import load_golden
+    from .arch.isa import CoreParams
     t0 = time.time()
     try:
         data = LayerData.from_golden(load_golden(run_dir), layer)
@@ -212,7 +212,7 @@ def check_all(run_dir: str | Path, *, layers: Sequence[str] | None = None, steps
 def _prebuild(pdict: dict[str, int], sim: str, bare: bool = False) -> None:
     """Build the core once before workers start (they would wait on the build lock anyway, each
     first generating the Verilog only to find the build there)."""
-    from .hw.core_isa import CoreParams
+    from .arch.isa import CoreParams
     from .sim_tb.core_driver import build_core
     build_core(CoreParams(**pdict), sim, backdoor=True)
     if bare:
@@ -253,7 +253,7 @@ SUMMARY_FILES = ("summary.md", "summary.json", "speedup.png")
 
 def write_summary(summary: Summary, out_dir: str | Path | outdir.OutDir, *, force: bool = False) -> dict[str, Path]:
     """summary.md, summary.json and speedup.png in ``out_dir`` under the output-folder rule of
-    golden.outdir (a user's file is never replaced; ``force`` replaces an earlier summary).
+    sparsetrain.outdir (a user's file is never replaced; ``force`` replaces an earlier summary).
     ``out_dir`` may be a folder already planned (checked before the simulation) by the caller."""
     target = out_dir if isinstance(out_dir, outdir.OutDir) else outdir.plan(out_dir, "check", force=force,
                                                                             writes=SUMMARY_FILES)

@@ -4,7 +4,7 @@
 its float tensors into the instructions of section 11.3 for one step (forward / gta / gtw): it
 chooses the scales (section 2, ``compiler_scales``), lays out the buffer (operand rows in the
 sparse row format, weight rows, one result slot per unit), emits the units of section 10.1 in
-the order of ``golden.rowconv.layer_row_ops`` (the one decomposition), and refuses any layer the
+the order of ``golden.bitexact.rowconv.layer_row_ops`` (the one decomposition), and refuses any layer the
 core cannot run (``compiler_spec``). ``compile_layer`` / ``compile_network`` do every step of a
 layer / every conv of a model. ``CompiledStep.decode`` turns the result rows back into a tensor.
 """
@@ -15,13 +15,14 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .arch.isa import CoreParams, Opcode, encode, entry_encode, field_position
+from .arch.ppu import Op as PPUOp
+from .arch.steps import Step
 from .compiler_scales import StepTensors, forward_tensors, gta_tensors, gtw_tensors, tau_to_int
 from .compiler_spec import (LayerSpec, check_accumulator, check_field, check_fits, check_geometry)
-from .golden.campfire import find_masks, load_masks, weight_row_ops
-from .golden.ppu_model import Op as PPUOp
-from .golden.ppu_model import threshold_constant
-from .golden.rowconv import ConvShape, Step, layer_row_ops_tuple
-from .hw.core_isa import CoreParams, Opcode, encode, entry_encode, field_position
+from .golden.bitexact.ppu_model import threshold_constant
+from .golden.bitexact.rowconv import ConvShape, layer_row_ops_tuple
+from .golden.training.campfire import find_masks, load_masks, weight_row_ops
 
 STEP_NAMES = tuple(s.value for s in Step)
 STEP_INDEX = {Step.FORWARD: 0, Step.GTA: 1, Step.GTW: 2}  # SYNC step = per-step counter index
@@ -48,7 +49,7 @@ class LayerData:
 
     @classmethod
     def from_golden(cls, run: Any, name: str) -> "LayerData":
-        """From ``golden.tensors.load_golden(...)``: a layer's manifest entry and arrays (and the
+        """From ``golden.training.tensors.load_golden(...)``: a layer's manifest entry and arrays (and the
         run's weight masks, when the golden directory lies in a Campfire run directory)."""
         meta = run.layer(name)
         info = run.manifest.get("run", {})
@@ -113,7 +114,7 @@ class CompiledStep:
     samples: int                        # batch samples compiled
     single_program_words: dict[str, int]  # what one program for the whole step would need
     threshold: dict[str, int] = field(default_factory=dict)  # GTA: tau ints, C_m, C_shift
-    # Kernel rows the program runs (golden.campfire.weight_row_ops): non-zero rows of W for
+    # Kernel rows the program runs (golden.training.campfire.weight_row_ops): non-zero rows of W for
     # Forward / GTA, rows the weight masks kept for GTW; None: every row. Ops / units left out:
     live_rows: np.ndarray | None = None
     skipped_ops: int = 0
@@ -279,7 +280,7 @@ def gta_mask(data: LayerData, x: np.ndarray) -> np.ndarray:
 
 
 def _check_samples(spec: LayerSpec, samples: int, n_all: int) -> int:
-    from .golden.fixedpoint import check_param
+    from .arch.fixedpoint import check_param
     return check_param(f"layer {spec.name}: samples", samples, 1, n_all)
 
 
@@ -491,12 +492,12 @@ def compile_layer(data: LayerData, params: CoreParams, *, steps: Sequence[Step |
 def compile_network(model: Any, layers: Mapping[str, LayerData], params: CoreParams, *,
                     steps: Sequence[Step | str] = STEP_NAMES, samples: int | None = None,
                     first_has_gta: bool = False) -> dict[str, dict[Step, CompiledStep]]:
-    """Every conv of ``model`` (golden.networks.conv_layers order) that has tensors in ``layers``.
+    """Every conv of ``model`` (golden.training.networks.conv_layers order) that has tensors in ``layers``.
 
     The network's first conv has no GTA (section 10.1) unless ``first_has_gta``. A layer the
     core cannot run raises ValueError naming it and the reason.
     """
-    from .golden.networks import conv_layers
+    from .golden.training.networks import conv_layers
     out: dict[str, dict[Step, CompiledStep]] = {}
     for i, (name, conv, kind) in enumerate(conv_layers(model)):
         if name not in layers:

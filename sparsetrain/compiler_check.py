@@ -1,14 +1,14 @@
 """`sparsetrain check` as a plain API: one layer step of a golden run on the RTL, checked two ways.
 
-1. RTL against the bit-accurate model (``golden.core_vec.run_program_fast``, equal to the scalar
-   ``golden.core_model.run_program``, of the same program):
+1. RTL against the bit-accurate model (``golden.bitexact.core_vec.run_program_fast``, equal to the scalar
+   ``golden.bitexact.core_model.run_program``, of the same program):
    every result element, the per-step counters and the error status, bit for bit; the first
    differing element is named (tensor, n, channel, row, column, RTL value, model value).
 2. The model against the float64 result of the golden float tensors: within the element-wise
-   bound of section 2 (``golden.rowconv.error_bound``). Pruned GTA rows are checked where the
+   bound of section 2 (``golden.bitexact.rowconv.error_bound``). Pruned GTA rows are checked where the
    PPU kept the value; a pruned element must have been below the threshold (within the bound).
 
-Cycles: the RTL's counter, the model's, the section 10 schedule (``sparsetrain.perf.schedule``)
+Cycles: the RTL's counter, the model's, the section 10 schedule (``sparsetrain.arch.schedule``)
 and the dense baseline of the same layer (section 10.5, same groups).
 """
 from __future__ import annotations
@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from .arch.isa import CoreParams
+from .arch.steps import Step
 from .compiler import PRUNE_SLOT, CompiledStep, LayerData, compile_step, result_units
-from .golden.core_model import CoreRun, batch_threshold
-from .golden.core_vec import run_program_fast
-from .golden.rowconv import Step
-from .hw.core_isa import CoreParams
+from .golden.bitexact.core_model import CoreRun, batch_threshold
+from .golden.bitexact.core_vec import run_program_fast
 
 # The simulation configuration of check/demo: G = 2 groups (section 11.1's sim default), K_MAX = 5
 # and W_MAX = 64 (every conv of the small networks), ACC_W = 52 so that section 2's accumulator
@@ -81,8 +81,8 @@ class CheckReport:
     golden_max_error: float | None  # model vs the stored float32 golden tensor (complete layers)
     rtl_cycles: int
     model_cycles: int
-    schedule_cycles: int         # section 10 prediction (sparsetrain.perf.schedule)
-    contract_cycles: int         # the model's own section 10 figure (golden.core_model cycles_contract)
+    schedule_cycles: int         # section 10 prediction (sparsetrain.arch.schedule)
+    contract_cycles: int         # the model's own section 10 figure (golden.bitexact.core_model cycles_contract)
     dense_cycles: int            # dense baseline of the same layer step
     density: float               # non-zeros written / elements
     wall_s: dict[str, float] = field(default_factory=dict)
@@ -149,7 +149,7 @@ class CheckReport:
 def check_layer(run_dir: str | Path, layer: str, step: str, *, sim: str = "verilator", samples: int | None = None,
                 params: CoreParams | None = None) -> CheckReport:
     """Compile ``layer``'s ``step`` from the golden run, run it on the RTL and the model, compare."""
-    from .golden.tensors import load_golden
+    from .golden.training.tensors import load_golden
     if step not in tuple(s.value for s in Step):
         raise ValueError(f"step = {step!r} is out of range; allowed: forward, gta, gtw")
     run = load_golden(run_dir)
@@ -259,7 +259,7 @@ def _golden_error(c: CompiledStep, data: LayerData, q: np.ndarray) -> float | No
 
 def _step_patterns(c: CompiledStep):
     """(layer shape, I pattern, dO pattern, GTA mask, arch) of a compiled step for the exact schedule."""
-    from .perf.schedule import ArchParams
+    from .arch.schedule import ArchParams
     from .perf.shapes import LayerShape
     s = c.shape
     ls = LayerShape(c.layer, s.in_channels, s.out_channels, s.height, s.width, s.out_height, s.out_width, s.kernel,
@@ -280,7 +280,7 @@ def schedule_cycles(c: CompiledStep) -> tuple[int, int]:
     the same program chunks (each chunk is a step of its own, section 10.2). The schedule runs the
     kernel rows the program runs (``c.live_rows``); the dense baseline runs every row."""
     from .perf.decompose import exact_units
-    from .perf.schedule import schedule_units
+    from .arch.schedule import schedule_units
     s = c.shape
     ls, nz_in, nz_grad, mask, arch = _step_patterns(c)
     ones_i, ones_g = np.ones(s.input_shape, bool), np.ones(s.output_shape, bool)
@@ -310,7 +310,7 @@ def weight_saved_cycles(c: CompiledStep) -> int:
     if not (c.skipped_ops or c.skipped_units):
         return 0
     from .perf.decompose import exact_units
-    from .perf.schedule import schedule_units
+    from .arch.schedule import schedule_units
     ls, nz_in, nz_grad, mask, arch = _step_patterns(c)
     every, kept = (schedule_units(exact_units(c.step.value, ls, nz_in, nz_grad, None, mask, live), arch).cycles
                    for live in (None, c.live_rows))
@@ -318,5 +318,5 @@ def weight_saved_cycles(c: CompiledStep) -> int:
 
 
 def write_report(reports: list[CheckReport], path: str | Path) -> Path:
-    from .golden.outdir import atomic_write_text
+    from .outdir import atomic_write_text
     return atomic_write_text(path, json.dumps([r.as_dict() for r in reports], indent=1, default=float) + "\n")

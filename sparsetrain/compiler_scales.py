@@ -1,10 +1,10 @@
 """Scales, integer tensors, float64 references and error bounds of one layer step (section 2).
 
-The frac bits follow the scale rule of section 2 (``golden.fixedpoint.choose_frac_bits``); a
+The frac bits follow the scale rule of section 2 (``sparsetrain.arch.fixedpoint.choose_frac_bits``); a
 result's frac bits are chosen from its float64 reference and limited to a requantisation shift
 of ``0 .. ACC_W-1``. References and the element-wise bound sums use torch in float64 (the same
-mathematics as golden.rowconv's float path, which is too slow per row for whole layers); the
-bound itself is ``golden.rowconv.error_bound``.
+mathematics as golden.bitexact.rowconv's float path, which is too slow per row for whole layers); the
+bound itself is ``golden.bitexact.rowconv.error_bound``.
 """
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .golden.fixedpoint import FRAC_MIN, choose_frac_bits, quantize, sat_limit
-from .golden.rowconv import ConvShape, Step, error_bound
+from .arch.fixedpoint import FRAC_MIN, choose_frac_bits, quantize, sat_limit
+from .arch.steps import Step
+from .golden.bitexact.rowconv import ConvShape, error_bound
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Which conv layers the core can run: geometry of a layer and the compiler's refusals.
 
 A ``LayerSpec`` is the geometry of one conv layer, taken from an ``nn.Conv2d`` (with its block
-kind from ``golden.networks.conv_layers``) or from a golden manifest (section 9).
+kind from ``golden.training.networks.conv_layers``) or from a golden manifest (section 9).
 ``check_layer`` raises ValueError naming the first reason the hardware cannot run it
 (docs/architecture.md sections 1, 2, 5 and 11).
 """
@@ -11,8 +11,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .golden.fixedpoint import check_param
-from .golden.rowconv import ConvShape, Step
+from .arch.fixedpoint import check_param
+from .arch.steps import Step
+from .golden.bitexact.rowconv import ConvShape
 
 KINDS = ("conv_relu", "conv_bn_relu")
 
@@ -113,7 +114,7 @@ def check_accumulator(spec: LayerSpec, shape: ConvShape, steps: list[Step], *, d
         terms = shape.terms(step)
         need = acc_bits_needed(dw, terms)
         if step is Step.FORWARD and bias_preload:
-            # A preloaded bias adds its magnitude to the worst case (golden.rowconv.required_acc_w).
+            # A preloaded bias adds its magnitude to the worst case (golden.bitexact.rowconv.required_acc_w).
             worst = terms * ((1 << (dw - 1)) - 1) ** 2 + bias_preload
             need = max(need, worst.bit_length() + 1)
         if acc_w < need:

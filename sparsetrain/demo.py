@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .golden import outdir
-from .golden.fixedpoint import check_param
+from . import outdir
+from .arch.fixedpoint import check_param
 
 DEMO_LAYER = "features.2.conv"   # 3x3, padding 2, 8 -> 24 channels on 17x17 rows at width 1/8
 DEMO_STEPS = 120                 # optimizer steps of the short training run (batch 32)
@@ -41,7 +41,7 @@ DEMO_FILES = ("train", "core.v", "report.json", "report.md")  # what a demo writ
 
 
 def check_out_dir(out: str | Path, force: bool) -> Path:
-    """Create or adopt ``out`` under the output-folder rule (golden.outdir): a new or empty
+    """Create or adopt ``out`` under the output-folder rule (sparsetrain.outdir): a new or empty
     folder, or one an earlier demo wrote; ``force`` removes exactly that demo's files."""
     return outdir.plan(out, "demo", force=force, writes=DEMO_FILES).apply()
 
@@ -61,7 +61,7 @@ def _plan_out(out: str | Path, force: bool, train_dir: str | Path | None) -> out
 
 
 def train_config(steps: int = DEMO_STEPS, layer: str = DEMO_LAYER, threads: int = 2, progress: bool = True):
-    from .golden.train import TrainConfig
+    from .golden.training.train import TrainConfig
     check_param("steps", steps, 2, 100000)
     return TrainConfig(model="alexnet", p=0.9, prune=True, epochs=1, batch_size=32, seed=1, n_f=4,
                        train_samples=steps * 32, test_samples=1000, max_steps=steps, width_mult=0.125,
@@ -83,7 +83,7 @@ def run_demo(out: str | Path, *, force: bool = False, samples: int = DEMO_SAMPLE
     ``run_steps`` limits the layer steps simulated (the tests' reduced run)."""
     from .compiler import LayerData, compile_step
     from .compiler_check import check_compiled, sim_params, write_report
-    from .golden.tensors import load_golden
+    from .golden.training.tensors import load_golden
 
     # Every argument is checked before --force removes anything or a simulation starts.
     check_param("samples", samples, 0, 1 << 20)
@@ -99,8 +99,8 @@ def run_demo(out: str | Path, *, force: bool = False, samples: int = DEMO_SAMPLE
                              f"(sparsetrain train --dump-tensors)")
         load_golden(train_dir).layer(layer)  # the run's golden tensors load and hold the layer
     else:
-        from .golden.train import make_model
-        from .golden.networks import conv_layers
+        from .golden.training.train import make_model
+        from .golden.training.networks import conv_layers
         convs = [n for n, _, _ in conv_layers(make_model(train_config(steps, layer, progress=False)))]
         if layer not in convs:
             raise ValueError(f"--layer = {layer!r} is not a conv of the demo's AlexNet; allowed: {', '.join(convs)}")
@@ -116,7 +116,7 @@ def run_demo(out: str | Path, *, force: bool = False, samples: int = DEMO_SAMPLE
     pool = ThreadPoolExecutor(max_workers=1)
     verilog_job = pool.submit(write_verilog, params, out_path / "core.v", sim)
     if train_dir is None:
-        from .golden.train import train
+        from .golden.training.train import train
         cfg = train_config(steps, layer)
         log(f"[1/4] training AlexNet (width 1/8) with pruning p = {cfg.p} on Fashion-MNIST: {steps} steps of "
             f"batch {cfg.batch_size}, exporting {layer} at the last step -> {run_dir}")

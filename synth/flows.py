@@ -65,5 +65,5 @@ def synth_block(name: str, params: Mapping[str, str | int] | list[str] | None = 
 def write_json(report: Mapping[str, Any] | list, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    from ..golden.outdir import atomic_write_text
+    from ..outdir import atomic_write_text
     return atomic_write_text(path, json.dumps(report, indent=2) + "\n")

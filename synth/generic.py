@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..golden.fixedpoint import check_param
+from ..arch.fixedpoint import check_param
 from .unit_area import estimate_area, is_flip_flop, is_latch, load_table
 from .yosys_tool import run_yosys, yosys_version
 

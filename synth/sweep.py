@@ -103,7 +103,7 @@ def run_sweep(out_dir: Path, block_names: Iterable[str] = DEFAULT_BLOCKS, axes: 
     """Sweep, then write ``sweep.json``, ``sweep.md`` and ``area-sweep.png`` under ``out_dir``."""
     result = sweep(block_names, axes, yosys, log, base)
     write_json(result, Path(out_dir) / "sweep.json")
-    from ..golden.outdir import atomic_write_text
+    from ..outdir import atomic_write_text
     atomic_write_text(Path(out_dir) / "sweep.md", markdown_table(result))
     plot(result, Path(out_dir) / "area-sweep.png")
     return result

@@ -35,7 +35,7 @@ def run_all(out_dir: Path, flows: Iterable[str] = FLOWS, yosys: str = "debian",
             write_json(report, out_dir / f"{name}.{flow}.json")
             rows.append(report)
     write_json(rows, out_dir / "summary.json")
-    from ..golden.outdir import atomic_write_text
+    from ..outdir import atomic_write_text
     atomic_write_text(out_dir / "summary.md", markdown_table(rows))
     return rows
 

@@ -20,7 +20,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / "build" / "golden-cache"
-GOLDEN_SOURCES = ("pruning.py", "networks.py", "train.py", "tensors.py", "data.py", "fixedpoint.py")
+GOLDEN_SOURCES = tuple(f"golden/training/{n}.py" for n in ("pruning", "networks", "train", "tensors", "data")) + (
+    "sparsetrain/arch/fixedpoint.py",)
 DEFAULT_SEED = 1234
 
 # conv_relu layers of AlexNet: features.2.conv is 3x3, stride 1, padding 2 (the papers' CIFAR
@@ -30,7 +31,7 @@ SMALL_RUN_STEPS = 120
 
 
 def small_run_config():
-    from sparsetrain.golden.train import TrainConfig
+    from sparsetrain.golden.training.train import TrainConfig
 
     return TrainConfig(model="alexnet", p=0.9, prune=True, epochs=1, batch_size=32, seed=1, n_f=4,
                        train_samples=SMALL_RUN_STEPS * 32, test_samples=1000, max_steps=SMALL_RUN_STEPS,
@@ -41,13 +42,13 @@ def small_run_config():
 def _cache_key(config_dict: dict) -> str:
     h = hashlib.sha256(json.dumps(config_dict, sort_keys=True).encode())
     for name in GOLDEN_SOURCES:
-        h.update((REPO / "golden" / name).read_bytes())
+        h.update((REPO / name).read_bytes())
     return h.hexdigest()[:16]
 
 
 def cached_training_run(cfg) -> Path:
     """Run ``cfg`` once per (config, source) key, under a file lock; return the run dir."""
-    from sparsetrain.golden.train import METRICS_NAME, train
+    from sparsetrain.golden.training.train import METRICS_NAME, train
 
     key = _cache_key(asdict(cfg))
     run_dir = CACHE / f"{cfg.model}-{key}"
@@ -70,7 +71,7 @@ def cached_training_run(cfg) -> Path:
 def small_golden_run() -> Path:
     """Run dir of a short real pruned AlexNet training (metrics.json, golden/step_000119/).
 
-    ``sparsetrain.golden.tensors.load_golden(small_golden_run)`` loads its golden tensors:
+    ``sparsetrain.golden.training.tensors.load_golden(small_golden_run)`` loads its golden tensors:
     layers features.2.conv and features.4.conv (conv_relu, stride 1, padding 2 and 1).
     """
     return cached_training_run(small_run_config())

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from sparsetrain import outdir
 from sparsetrain.cli import main
-from sparsetrain.golden import outdir
-from sparsetrain.golden.tensors import MANIFEST_NAME, NPZ_NAME, meta_sha256
+from sparsetrain.golden.training.tensors import MANIFEST_NAME, NPZ_NAME, meta_sha256
 
 LAYER = "features.2.conv"
 TINY = ["--model", "alexnet", "--width-mult", "0.125", "--batch-size", "32", "--train-samples", "128",
@@ -202,7 +202,7 @@ def test_check_refuses_two_pass_runs_and_allows_steps_without_pruning(nf3_run, s
 
     from sparsetrain.compiler import LayerData, compile_step
     from sparsetrain.compiler_check import sim_params
-    from sparsetrain.golden.tensors import load_golden
+    from sparsetrain.golden.training.tensors import load_golden
     data = LayerData.from_golden(load_golden(small_golden_run), LAYER)
     with pytest.raises(ValueError, match="two_pass = True"):
         compile_step(replace(data, two_pass=True), "gta", sim_params(), samples=1)
@@ -255,7 +255,7 @@ def test_train_dump_steps_outside_the_run_is_refused_and_leaves_nothing(tmp_path
 
 def test_truncated_dataset_names_the_file(tmp_path):
     """Poor: a truncated dataset .gz gave EOFError without the file name."""
-    from sparsetrain.golden.data import FILES, fashion_mnist
+    from sparsetrain.golden.training.data import FILES, fashion_mnist
     for name in FILES["train"]:
         with gzip.open(tmp_path / name, "wb") as f:
             f.write(bytes(4096))

@@ -1,4 +1,4 @@
-"""Campfire weight pruning (golden.campfire): schedule, mask structure, era handling, FC rule."""
+"""Campfire weight pruning (golden.training.campfire): schedule, mask structure, era handling, FC rule."""
 from __future__ import annotations
 
 import math
@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from sparsetrain.golden.campfire import (
-    PRUNING_MODES, CampfirePruner, WeightPruneConfig, ck_mask, combined_mask, conv_mask, dead_filters,
-    fc_block_mask, fc_fine_mask, fc_input_rule, input_rule_pair, load_masks, scheduled_sparsity, step_target,
-    window_mask, zero_kernel_rows)
-from sparsetrain.golden.networks import build_model, conv_layers
-from sparsetrain.golden.train import DEFAULT_LR
+from sparsetrain.golden.training.campfire import (PRUNING_MODES, CampfirePruner, WeightPruneConfig, ck_mask,
+                                                  combined_mask, conv_mask, dead_filters, fc_block_mask,
+                                                  fc_fine_mask, fc_input_rule, input_rule_pair, load_masks,
+                                                  scheduled_sparsity, step_target, window_mask, zero_kernel_rows)
+from sparsetrain.golden.training.networks import build_model, conv_layers
+from sparsetrain.golden.training.train import DEFAULT_LR
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -170,7 +170,7 @@ def _train_with_campfire(cfg: WeightPruneConfig, seed: int, epochs: int, spe: in
     torch.manual_seed(seed)
     model = build_model("alexnet", in_channels=1, input_size=32, width_mult=0.125)
     pruner = CampfirePruner(model, cfg)
-    # AlexNet's default lr (golden.train.DEFAULT_LR): with its He initialisation, lr 0.05 on these
+    # AlexNet's default lr (golden.training.train.DEFAULT_LR): with its He initialisation, lr 0.05 on these
     # batches of 8 random images diverges to NaN within a few steps
     opt = torch.optim.SGD(model.parameters(), lr=DEFAULT_LR["alexnet"], momentum=0.9, weight_decay=5e-4)
     gen = torch.Generator().manual_seed(seed)
@@ -287,8 +287,9 @@ def test_bad_config_names_the_parameter(kwargs: dict, name: str) -> None:
 # ------------------------------------------------------------------------------------ hardware path
 
 def test_weight_row_ops_rule(seed: int) -> None:
-    from sparsetrain.golden.campfire import weight_row_ops
-    from sparsetrain.golden.rowconv import ConvShape, Step, layer_row_ops
+    from sparsetrain.golden.training.campfire import weight_row_ops
+    from sparsetrain.golden.bitexact.rowconv import ConvShape, layer_row_ops
+    from sparsetrain.arch.steps import Step
 
     shape = ConvShape(1, 3, 4, 6, 6, 3, 1, 1, 1)
     rng = np.random.default_rng(seed)
@@ -382,7 +383,7 @@ def test_perf_exact_units_skip_rows(seed: int) -> None:
 
 
 def test_train_config_checks_the_era() -> None:
-    from sparsetrain.golden.train import TrainConfig
+    from sparsetrain.golden.training.train import TrainConfig
 
     with pytest.raises(ValueError, match="era_start"):
         TrainConfig(epochs=2, weight_sparsity=0.5, era_start=2)
@@ -447,10 +448,10 @@ def _ck_layer(seed: int):
 def test_compiler_skips_pruned_kernel_rows_bit_exactly(seed: int) -> None:
     from sparsetrain.compiler import compile_step
     from sparsetrain.compiler_check import schedule_cycles, weight_saved_cycles
-    from sparsetrain.golden.core_model import run_program
-    from sparsetrain.hw.core_isa import CoreParams
+    from sparsetrain.golden.bitexact.core_model import run_program
+    from sparsetrain.arch.isa import CoreParams
     from sparsetrain.perf.decompose import exact_units
-    from sparsetrain.perf.schedule import ArchParams, schedule_units
+    from sparsetrain.arch.schedule import ArchParams, schedule_units
     from sparsetrain.perf.shapes import LayerShape
 
     params = CoreParams(acc_w=48, groups=2, buf_depth=1 << 14, mask_depth=1 << 10, imem_depth=1 << 14,
@@ -500,7 +501,7 @@ def test_compiler_skips_pruned_kernel_rows_bit_exactly(seed: int) -> None:
 def ck_golden_run(tmp_path_factory) -> str:
     """A short AlexNet run, CK-pruned to 70 % in epoch 0 (masks fixed in epoch 1), golden tensors of
     features.2.conv at its last step."""
-    from sparsetrain.golden.train import TrainConfig, train
+    from sparsetrain.golden.training.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("ck-run")
     cfg = TrainConfig(model="alexnet", epochs=2, batch_size=32, train_samples=320, test_samples=100, width_mult=0.125,
@@ -528,7 +529,7 @@ def test_check_ck_run_on_verilator(ck_golden_run: str, step: str) -> None:
 def test_golden_of_a_ck_run_carries_its_masks(ck_golden_run: str) -> None:
     from sparsetrain.compiler import LayerData, compile_step
     from sparsetrain.compiler_check import sim_params
-    from sparsetrain.golden.tensors import load_golden
+    from sparsetrain.golden.training.tensors import load_golden
     from sparsetrain.perf.densities import golden_patterns
 
     mask = load_masks(ck_golden_run)["features.2.conv/weight"]

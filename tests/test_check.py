@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sparsetrain.arch.isa import Opcode, decode, encode
 from sparsetrain.cli import main
 from sparsetrain.compiler import LayerData, compile_step
 from sparsetrain.compiler_check import Mismatch, _first_mismatch, check_compiled, check_layer, sim_params
-from sparsetrain.golden.tensors import load_golden
-from sparsetrain.hw.core_isa import Opcode, decode, encode
+from sparsetrain.golden.training.tensors import load_golden
 
 LAYER = "features.2.conv"
 

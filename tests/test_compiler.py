@@ -1,5 +1,5 @@
 """The compiler: scale choice, refusals with their reasons, program structure, and programs that the
-bit-accurate core model runs to the same integers as golden.rowconv's integer path."""
+bit-accurate core model runs to the same integers as golden.bitexact.rowconv's integer path."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,14 +7,15 @@ import pytest
 import torch
 from torch import nn
 
+from sparsetrain.arch.fixedpoint import sat_limit
+from sparsetrain.arch.isa import CoreParams, Opcode, decode, entry_decode
+from sparsetrain.arch.ppu import Op as PPUOp
+from sparsetrain.arch.steps import Step
 from sparsetrain.compiler import LayerData, compile_network, compile_step
 from sparsetrain.compiler_spec import LayerSpec, acc_bits_needed
-from sparsetrain.golden import rowconv
-from sparsetrain.golden.core_model import run_program
-from sparsetrain.golden.fixedpoint import sat_limit
-from sparsetrain.golden.ppu_model import Op as PPUOp
-from sparsetrain.golden.rowconv import Step, layer_row_ops
-from sparsetrain.hw.core_isa import CoreParams, Opcode, decode, entry_decode
+from sparsetrain.golden.bitexact import rowconv
+from sparsetrain.golden.bitexact.core_model import run_program
+from sparsetrain.golden.bitexact.rowconv import layer_row_ops
 
 PARAMS = CoreParams(acc_w=48, groups=2, buf_depth=1 << 14, mask_depth=1 << 10, imem_depth=1 << 14, dir_depth=1 << 12)
 

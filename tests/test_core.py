@@ -1,4 +1,4 @@
-"""The core RTL (hw/core.py) under cocotb against golden.core_model: result rows bit for bit,
+"""The core RTL (hw/core.py) under cocotb against golden.bitexact.core_model: result rows bit for bit,
 directory, per-step counters, cycles (exactly the model, within 5 % of section 10), invalid
 programs ending in an error status, Icarus on a small subset."""
 from __future__ import annotations
@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from sparsetrain.golden.core_model import random_program, run_program
-from sparsetrain.hw.core_isa import CoreParams, ErrorCode
+from sparsetrain.arch.isa import CoreParams, ErrorCode
+from sparsetrain.golden.bitexact.core_model import random_program, run_program
 from sparsetrain.sim_tb.core_driver import run_core_program
 from test_core_model import invalid_program
 

@@ -1,5 +1,5 @@
 """sim_tb.core_batch: several programs in one simulator start with backdoor memory loading
-($readmemh) and read-back ($writememh), each bit for bit against golden.core_model (rows,
+($readmemh) and read-back ($writememh), each bit for bit against golden.bitexact.core_model (rows,
 directory, counters, PPU status, cycles), state from one program never leaking into the next
 (an invalid program between valid ones), and the watchdog ending a program that runs too long."""
 from __future__ import annotations
@@ -8,9 +8,9 @@ import os
 
 import numpy as np
 
-from sparsetrain.golden.core_model import random_program
-from sparsetrain.golden.core_vec import run_program_fast
-from sparsetrain.hw.core_isa import CoreParams, ErrorCode
+from sparsetrain.arch.isa import CoreParams, ErrorCode
+from sparsetrain.golden.bitexact.core_model import random_program
+from sparsetrain.golden.bitexact.core_vec import run_program_fast
 from sparsetrain.sim_tb.core_batch import CoreJob, run_core_programs
 from test_core_model import invalid_program
 

@@ -1,5 +1,5 @@
-"""golden.core_model and hw.core_isa: instruction encoding, results against direct numpy
-convolutions, cycle prediction against sparsetrain.perf.schedule, invalid programs."""
+"""golden.bitexact.core_model and sparsetrain.arch.isa: instruction encoding, results against direct numpy
+convolutions, cycle prediction against sparsetrain.arch.schedule, invalid programs."""
 from __future__ import annotations
 
 import os
@@ -7,11 +7,12 @@ import os
 import numpy as np
 import pytest
 
-from sparsetrain.golden.core_model import ProgramBuilder, batch_threshold, random_program, run_program
-from sparsetrain.golden.fixedpoint import SparseRow, rne_shift, sat
-from sparsetrain.golden.ppu_model import Op, PPUModel
-from sparsetrain.golden.timing import Mode
-from sparsetrain.hw.core_isa import CoreParams, ErrorCode, Opcode, decode, encode
+from sparsetrain.arch.fixedpoint import SparseRow, rne_shift, sat
+from sparsetrain.arch.isa import CoreParams, ErrorCode, Opcode, decode, encode
+from sparsetrain.arch.ppu import Op
+from sparsetrain.arch.timing import Mode
+from sparsetrain.golden.bitexact.core_model import ProgramBuilder, batch_threshold, random_program, run_program
+from sparsetrain.golden.bitexact.ppu_model import PPUModel
 
 SEED = int(os.environ.get("SPARSETRAIN_SEED", "1234"))
 P = CoreParams(groups=2, buf_depth=2048, imem_depth=512, dir_depth=64, mask_depth=64, w_max=16, k_max=5)

@@ -1,4 +1,4 @@
-"""golden.core_vec (the vectorised core model) against golden.core_model (the scalar oracle):
+"""golden.bitexact.core_vec (the vectorised core model) against golden.bitexact.core_model (the scalar oracle):
 every result word, directory entry, counter, cycle figure, unit trace and PPU state equal, on
 random programs, on programs whose units share their geometry (the grouped matrix-product
 path), on programs that can saturate or are invalid (the scalar fallback) and on compiled
@@ -10,12 +10,12 @@ import os
 import numpy as np
 import pytest
 
-from sparsetrain.golden.core_model import CoreRun, ProgramBuilder, random_program, run_program
-from sparsetrain.golden.core_vec import run_program_fast
-from sparsetrain.golden.fixedpoint import SparseRow
-from sparsetrain.golden.ppu_model import Op
-from sparsetrain.golden.timing import Mode
-from sparsetrain.hw.core_isa import CoreParams, Opcode, encode
+from sparsetrain.arch.fixedpoint import SparseRow
+from sparsetrain.arch.isa import CoreParams, Opcode, encode
+from sparsetrain.arch.ppu import Op
+from sparsetrain.arch.timing import Mode
+from sparsetrain.golden.bitexact.core_model import CoreRun, ProgramBuilder, random_program, run_program
+from sparsetrain.golden.bitexact.core_vec import run_program_fast
 
 SEED = int(os.environ.get("SPARSETRAIN_SEED", "1234"))
 P = CoreParams(groups=2, buf_depth=2048, imem_depth=512, dir_depth=64, mask_depth=64, w_max=16, k_max=5)
@@ -138,7 +138,7 @@ def test_invalid_programs_give_the_scalar_models_error():
 def test_compiled_layer_steps_of_a_real_run_equal_the_scalar_model(small_golden_run):
     from sparsetrain.compiler import LayerData, compile_step
     from sparsetrain.compiler_check import sim_params
-    from sparsetrain.golden.tensors import load_golden
+    from sparsetrain.golden.training.tensors import load_golden
     p = sim_params()
     data = LayerData.from_golden(load_golden(small_golden_run), "features.4.conv")
     for step in ("forward", "gta", "gtw"):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from sparsetrain.golden.data import INSTALL_HINT, MEAN, STD, fashion_mnist, load_split, read_idx, to_tensor
+from sparsetrain.golden.training.data import (INSTALL_HINT, MEAN, STD, fashion_mnist, load_split, read_idx,
+                                              to_tensor)
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:

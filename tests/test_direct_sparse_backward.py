@@ -1,4 +1,4 @@
-"""The direct sparse convolution backward (C++ extension, golden/csrc/) against torch autograd.
+"""The direct sparse convolution backward (C++ extension, golden/training/csrc/) against torch autograd.
 
 Every instruction set the CPU has (generic C++, AVX2, AVX-512) is checked, in float64 (tight)
 and float32 (float tolerance), on random shapes from hypothesis: strides 1 and 2, padding,
@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from sparsetrain.golden import sparse_backward as sb
-from sparsetrain.golden.sparse_conv_ext import load
+from sparsetrain.golden.training import sparse_backward as sb
+from sparsetrain.golden.training.sparse_conv_ext import load
 
 SEED = int(os.environ.get("SPARSETRAIN_SEED", "20261201"))
 EXT = load()  # builds the extension on first use (make test builds it before pytest starts)
@@ -191,8 +191,8 @@ def test_drop_in_module_counts_sparse_and_fallback_calls():
 def test_training_with_sparse_backward_follows_the_dense_run():
     """`sparsetrain train --sparse-backward` (TrainConfig.sparse_backward): same seed, same data,
     a few pruned steps of a narrow AlexNet; only float rounding separates the two runs."""
-    from sparsetrain.golden.data import fashion_mnist
-    from sparsetrain.golden.train import TrainConfig, make_model, train
+    from sparsetrain.golden.training.data import fashion_mnist
+    from sparsetrain.golden.training.train import TrainConfig, make_model, train
 
     train_split = fashion_mnist("train", samples=96, input_size=32, subset_seed=SEED % 1000)
     test_split = fashion_mnist("test", samples=64, input_size=32, subset_seed=SEED % 1000)

@@ -18,12 +18,12 @@ import pytest
 import torch
 
 from sparsetrain.cli import main
-from sparsetrain.golden import distributed
-from sparsetrain.golden.pruning import GradientPruner, pruners, threshold_coefficient
-from sparsetrain.golden.outdir import MARKER
-from sparsetrain.golden.tensors import load_golden
-from sparsetrain.golden.train import (CHECKPOINT_NAME, INTERRUPT_ENV, MODEL_NAME, TrainConfig, TrainingInterrupted,
-                                      train, train_distributed)
+from sparsetrain.golden.training import distributed
+from sparsetrain.golden.training.pruning import GradientPruner, pruners, threshold_coefficient
+from sparsetrain.golden.training.tensors import load_golden
+from sparsetrain.golden.training.train import (CHECKPOINT_NAME, INTERRUPT_ENV, MODEL_NAME, TrainConfig,
+                                               TrainingInterrupted, train, train_distributed)
+from sparsetrain.outdir import MARKER
 
 # One xdist worker runs these tests (`make test` uses --dist loadgroup), so the shared 2-process
 # runs below (module fixtures) happen once.
@@ -119,7 +119,7 @@ def test_two_processes_without_pruning_give_the_one_process_weights(unpruned_cli
 
 
 def _initial_weights(cfg: TrainConfig) -> dict[str, torch.Tensor]:
-    from sparsetrain.golden.train import make_model
+    from sparsetrain.golden.training.train import make_model
 
     return make_model(cfg).state_dict()
 
@@ -129,7 +129,7 @@ def test_rank0_alone_writes_a_complete_run_dir_that_golden_verify_accepts(unprun
     step = PER_RANK.max_steps - 1
     assert files == [MARKER, CHECKPOINT_NAME, f"golden/step_{step:06d}/golden.npz", f"golden/step_{step:06d}/manifest.json",
                      "metrics.json", "metrics.png", MODEL_NAME]
-    # the folder's marker lists exactly what the run wrote (golden.outdir), so --force removes only that
+    # the folder's marker lists exactly what the run wrote (sparsetrain.outdir), so --force removes only that
     assert sorted(json.loads((unpruned_cli_run / MARKER).read_text())["written"]) == sorted(
         [CHECKPOINT_NAME, "golden", "metrics.json", "metrics.png", MODEL_NAME])
     g = load_golden(unpruned_cli_run)
@@ -285,7 +285,7 @@ CAMPFIRE = replace(PER_RANK, max_steps=3, weight_sparsity=0.5, era_start=0, era_
 
 def campfire_worker(cfg: TrainConfig, out_file: str, corrupt_rank: int | None) -> None:
     """One rank of a Campfire run; ``corrupt_rank`` flips one mask entry on that rank only."""
-    from sparsetrain.golden.campfire import CampfirePruner
+    from sparsetrain.golden.training.campfire import CampfirePruner
 
     rank = int(os.environ["RANK"])
     if rank == corrupt_rank:
@@ -321,7 +321,7 @@ def test_campfire_masks_and_weights_are_identical_on_every_rank_and_checked(tmp_
 
 
 def test_pruning_streams_are_seeded_per_seed_rank_and_layer() -> None:
-    from sparsetrain.golden.pruning import PruneConfig
+    from sparsetrain.golden.training.pruning import PruneConfig
 
     def draws(layer: int, rank: int, seed: int = 7) -> np.ndarray:
         pr = GradientPruner(PruneConfig(seed=seed), layer_index=layer)

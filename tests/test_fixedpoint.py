@@ -1,4 +1,4 @@
-"""golden.fixedpoint: rounding, saturation, the scale rule and the sparse row format.
+"""sparsetrain.arch.fixedpoint: rounding, saturation, the scale rule and the sparse row format.
 
 Expected values come from independent definitions (exact rationals via fractions.Fraction,
 whose round() is round-half-even). Seed from SPARSETRAIN_SEED (default below), printed.
@@ -11,7 +11,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from sparsetrain.golden import fixedpoint as fp
+from sparsetrain.arch import fixedpoint as fp
 
 SEED = int(os.environ.get("SPARSETRAIN_SEED", "20240611"))
 

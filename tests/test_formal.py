@@ -9,12 +9,12 @@ import pytest
 from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
 
+from sparsetrain.arch.fixedpoint import rne_shift
 from sparsetrain.cli import main as cli_main
 from sparsetrain.formal import run_check, select
 from sparsetrain.formal.mutation import MUTATIONS, run_mutation
 from sparsetrain.formal.ppu_props import rne_shift_ref, xorshift32_ref
-from sparsetrain.golden.fixedpoint import rne_shift
-from sparsetrain.golden.ppu_model import Xorshift32
+from sparsetrain.golden.bitexact.ppu_model import Xorshift32
 
 FAST = [c.name for c in select(fast=True)]
 

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 from torch.nn.grad import conv2d_input, conv2d_weight
 
-from sparsetrain.golden.networks import MODEL_NAMES, build_model, conv_layers
-from sparsetrain.golden.pruning import GradientPruner, PruneConfig, pruners
+from sparsetrain.golden.training.networks import MODEL_NAMES, build_model, conv_layers
+from sparsetrain.golden.training.pruning import GradientPruner, PruneConfig, pruners
 
 torch.set_num_threads(1)  # shared machine; tiny tensors gain nothing from threads
 
@@ -166,7 +166,7 @@ def _relu_rms(model: nn.Module, x: torch.Tensor) -> list[float]:
 def test_alexnet_init_keeps_the_activation_scale_through_its_relu_layers() -> None:
     # He initialisation keeps E[a^2] constant through Conv-ReLU layers; torch's default shrinks
     # it about 2x per layer, which left AlexNet (no BatchNorm) at chance (docs/reproduction.md).
-    from sparsetrain.golden.data import fashion_mnist
+    from sparsetrain.golden.training.data import fashion_mnist
 
     torch.manual_seed(0)
     model = build_model("alexnet", in_channels=1, width_mult=0.25).eval()  # eval: no dropout noise
@@ -186,8 +186,8 @@ def test_alexnet_init_keeps_the_activation_scale_through_its_relu_layers() -> No
 def test_alexnet_learns_within_a_few_dozen_steps_on_real_fashion_mnist() -> None:
     # The symptom that was fixed: AlexNet trained with the default settings stayed at chance (10 %)
     # for a whole short epoch. 40 steps of batch 32 (1280 real images) must clearly beat chance.
-    from sparsetrain.golden.data import fashion_mnist
-    from sparsetrain.golden.train import TrainConfig, train
+    from sparsetrain.golden.training.data import fashion_mnist
+    from sparsetrain.golden.training.train import TrainConfig, train
 
     cfg = TrainConfig(model="alexnet", width_mult=0.125, prune=False, epochs=1, batch_size=32, seed=0,
                       train_samples=40 * 32, test_samples=500, threads=1, progress=False)

@@ -1,4 +1,4 @@
-"""PE RTL against golden.rowops (bit for bit) and golden.timing (cycle for cycle).
+"""PE RTL against golden.bitexact.rowops (bit for bit) and sparsetrain.arch.timing (cycle for cycle).
 
 Every simulation goes through sim_tb.pe_driver.run_pe_ops; the cocotb testbench itself
 fails on any beat or cycle mismatch, and the tests below check the returned results against
@@ -11,10 +11,11 @@ import os
 import numpy as np
 import pytest
 
-from sparsetrain.golden.fixedpoint import SparseRow
-from sparsetrain.golden.timing import Mode, op_timing, schedule
+from sparsetrain.arch.fixedpoint import SparseRow
+from sparsetrain.arch.pe import HwParams
+from sparsetrain.arch.timing import Mode, op_timing, schedule
 from sparsetrain.hw.blocks import BLOCKS, elaborate
-from sparsetrain.hw.layouts import HwParams, beat_layout, entry_layout, pe_cfg_layout
+from sparsetrain.hw.layouts import beat_layout, entry_layout, pe_cfg_layout
 from sparsetrain.hw.pe import PE
 from sparsetrain.sim_tb import runner
 from sparsetrain.sim_tb.pe_driver import PeConfig, PeOp, pe_build, run_pe_ops, write_stimulus
@@ -35,7 +36,7 @@ CONFIG_IDS = ["gen1", "prefetch", "lookahead", "prefetch+lookahead"]
 
 def assert_matches_golden(ops, results, exact_cycles: bool, config: PeConfig = GEN1,
                           overlapped: bool | None = None) -> None:
-    """Beats bit for bit against golden.rowops; cycles against golden.timing: each op's
+    """Beats bit for bit against golden.bitexact.rowops; cycles against arch.timing: each op's
     ``cycles - stalls`` (unless ops overlapped, where that is not defined) and, with
     ``exact_cycles``, the cfg and final-beat cycle of every op against the schedule.
     overlapped (default: the config prefetches): ops were in flight together."""
@@ -105,7 +106,7 @@ def test_pe_constructor_rejects_wrong_types_and_values():
 
 
 def test_schedule_recurrence_hand_worked():
-    """golden.timing.schedule against the section 6.1 recurrence worked by hand."""
+    """arch.timing.schedule against the section 6.1 recurrence worked by hand."""
     src = op_timing(Mode.SRC, 3, 5)            # L = 3, C = 5
     osrc = op_timing(Mode.OSRC, 3, 4, 3)       # L = 0, C = 7, Port-2 busy while computing
     msrc = op_timing(Mode.MSRC, 2, 1)          # L = 2, C = 1
@@ -119,7 +120,7 @@ def test_schedule_recurrence_hand_worked():
     assert [c.cycles for c in schedule([src, osrc, msrc], prefetch=False)] == [10, 9, 6]
     assert [c.cycles for c in schedule([src, osrc, msrc], prefetch=True)[:1]] == [10]
     # look-ahead: skip runs consumed two at a time
-    from sparsetrain.golden.timing import lookahead_cycles
+    from sparsetrain.arch.timing import lookahead_cycles
     assert lookahead_cycles([True, True, True, False, True], 2) == 3   # (s s) (s u) (s)
     assert lookahead_cycles([False, True, False], 2) == 2               # (u) (s u)
     assert lookahead_cycles([True, True, True], 1) == 3
@@ -146,7 +147,7 @@ def test_block_registry_builds_pe_and_rejects_unknown_params():
 
 
 def test_run_pe_ops_rejects_ops_the_instance_cannot_hold():
-    from sparsetrain.golden.fixedpoint import SparseRow
+    from sparsetrain.arch.fixedpoint import SparseRow
     with pytest.raises(ValueError, match="K = 6 is out of range"):
         write_stimulus([PeOp.src([1] * 6, SparseRow(8))], SMALL, "/dev/null")
     with pytest.raises(ValueError, match="in_len = 40 is out of range"):

@@ -10,14 +10,15 @@ import pytest
 import torch
 from torch import nn
 
+from sparsetrain.arch.schedule import ArchParams
+from sparsetrain.arch.steps import Step
 from sparsetrain.cli import main
-from sparsetrain.golden.rowconv import Step, layer_row_ops
+from sparsetrain.golden.bitexact.rowconv import layer_row_ops
 from sparsetrain.perf import api, paper
 from sparsetrain.perf.decompose import STEPS, conv_shape, exact_units
 from sparsetrain.perf.densities import LayerDensity, load_run_dir, load_table, paper_table, table_from_metrics
 from sparsetrain.perf.energy import EnergyTable
 from sparsetrain.perf.model import analytic_layer, evaluate, exact_layer, expected_entries
-from sparsetrain.perf.schedule import ArchParams
 from sparsetrain.perf.shapes import LayerShape, conv_layer_shapes, network_shapes
 
 SEED = int(os.environ.get("SPARSETRAIN_SEED", "2024"))
@@ -281,7 +282,7 @@ def test_every_paper_model_has_a_density():
 
 def test_golden_tensors_exact_patterns(tmp_path, rng):
     """Exported golden tensors: the exact model reads their non-zero patterns (dO_pruned for a dO target)."""
-    from sparsetrain.golden.tensors import LayerTensors, export_golden
+    from sparsetrain.golden.training.tensors import LayerTensors, export_golden
     sh = shape(c=3, f=4, h=6, w=7, k=3, s=1, p=1, name="c1")
     i = np.maximum(rng.standard_normal((1, 3, 6, 7)), 0)
     do = rng.standard_normal((1, 4, 6, 7))

@@ -6,9 +6,9 @@ import os
 
 import numpy as np
 
-from sparsetrain.perf.rtl_check import compare_with_rtl, markdown_table, random_layer_tensors
-from sparsetrain.perf.schedule import ArchParams
+from sparsetrain.arch.schedule import ArchParams
 from sparsetrain.perf.shapes import LayerShape
+from sparsetrain.sim_tb.perf_check import compare_with_rtl, markdown_table, random_layer_tensors
 
 SEED = int(os.environ.get("SPARSETRAIN_SEED", "2024"))
 TOLERANCE = 0.05

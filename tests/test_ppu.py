@@ -1,4 +1,4 @@
-"""PPU RTL (hw/ppu.py) against golden.ppu_model on Verilator (and Icarus), via sim_tb.ppu_tb.
+"""PPU RTL (hw/ppu.py) against golden.bitexact.ppu_model on Verilator (and Icarus), via sim_tb.ppu_tb.
 
 Every run's testbench compares every output entry, the whole status after every command and
 the timing contract of docs/architecture.md section 7.1; these tests add checks of their
@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from amaranth.back import verilog
 
-from sparsetrain.golden.fixedpoint import choose_frac_bits, quantize
-from sparsetrain.golden.ppu_model import Op, PPUConfig, threshold_constant
-from sparsetrain.golden.tensors import load_golden
+from sparsetrain.arch.fixedpoint import choose_frac_bits, quantize
+from sparsetrain.arch.ppu import Op, PPUConfig
+from sparsetrain.golden.bitexact.ppu_model import threshold_constant
+from sparsetrain.golden.training.tensors import load_golden
 from sparsetrain.hw.blocks import to_verilog
 from sparsetrain.hw.ppu import PPU
 from sparsetrain.sim_tb import ppu_stimulus as stim

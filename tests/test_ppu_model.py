@@ -1,4 +1,4 @@
-"""golden.ppu_model: integer arithmetic, xorshift, FIFO, and agreement with the float pruning."""
+"""golden.bitexact.ppu_model: integer arithmetic, xorshift, FIFO, and agreement with the float pruning."""
 from __future__ import annotations
 
 import math
@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from sparsetrain.golden import pruning
-from sparsetrain.golden.fixedpoint import quantize, rne_shift
-from sparsetrain.golden.ppu_model import (Op, PPUCommand, PPUConfig, PPUModel, ThresholdFifo, Xorshift32,
-                                          command_cycles, prune_row, prune_value, tau_batch,
-                                          threshold_constant)
-from sparsetrain.golden.rowops import Beat
+from sparsetrain.arch.fixedpoint import quantize, rne_shift
+from sparsetrain.arch.ppu import Op, PPUCommand, PPUConfig, command_cycles
+from sparsetrain.golden.bitexact.ppu_model import (PPUModel, ThresholdFifo, Xorshift32, prune_row, prune_value,
+                                                   tau_batch, threshold_constant)
+from sparsetrain.golden.bitexact.rowops import Beat
+from sparsetrain.golden.training import pruning
 
 SIGMAS = 5.0
 

@@ -7,8 +7,8 @@ from statistics import NormalDist
 import pytest
 import torch
 
-from sparsetrain.golden.pruning import (GradientPruner, PruneConfig, ThresholdFIFO, dbtd_threshold, prune_grad,
-                                        stochastic_prune, threshold_coefficient)
+from sparsetrain.golden.training.pruning import (GradientPruner, PruneConfig, ThresholdFIFO, dbtd_threshold,
+                                                 prune_grad, stochastic_prune, threshold_coefficient)
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -164,8 +164,8 @@ def test_straight_through_function_is_identity_forward_and_prunes_backward(seed:
 
 
 def test_count_nonzero_agrees_with_torch_on_every_layout_and_dtype(seed: int) -> None:
-    # golden.pruning.count_nonzero (numpy's count for CPU float32/bool) feeds the density metrics.
-    from sparsetrain.golden.pruning import count_nonzero
+    # golden.training.pruning.count_nonzero (numpy's count for CPU float32/bool) feeds the density metrics.
+    from sparsetrain.golden.training.pruning import count_nonzero
 
     g = torch.relu(torch.randn(8, 6, 5, 7, generator=_gen(seed)))
     g[0, 0, 0, :3] = torch.tensor([-0.0, float("nan"), float("inf")])  # -0.0 is zero; nan and inf are not

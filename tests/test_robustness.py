@@ -1,4 +1,4 @@
-"""FGSM robustness (golden.robustness) and the `sparsetrain robustness` command."""
+"""FGSM robustness (golden.training.robustness) and the `sparsetrain robustness` command."""
 from __future__ import annotations
 
 import pytest
@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from sparsetrain.cli import main
-from sparsetrain.golden.data import STD, fashion_mnist
-from sparsetrain.golden.robustness import (
-    PIXEL_HI, PIXEL_LO, check_eps, fgsm_accuracy, fgsm_examples, robustness, robustness_markdown)
+from sparsetrain.golden.training.data import STD, fashion_mnist
+from sparsetrain.golden.training.robustness import (PIXEL_HI, PIXEL_LO, check_eps, fgsm_accuracy, fgsm_examples,
+                                                    robustness, robustness_markdown)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -66,9 +66,9 @@ def test_bad_eps_is_refused() -> None:
 
 
 def test_run_dirs_and_command(tmp_path, capsys, seed: int) -> None:
-    from sparsetrain.golden.pruning import pruners
-    from sparsetrain.golden.robustness import load_run_model
-    from sparsetrain.golden.train import TrainConfig, train
+    from sparsetrain.golden.training.pruning import pruners
+    from sparsetrain.golden.training.robustness import load_run_model
+    from sparsetrain.golden.training.train import TrainConfig, train
 
     cfg = TrainConfig(model="alexnet", epochs=1, batch_size=32, train_samples=320, test_samples=100,
                       width_mult=0.125, threads=1, progress=False, seed=seed % 1000, save_model=True,

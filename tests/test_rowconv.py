@@ -1,4 +1,4 @@
-"""golden.rowconv: the row decomposition of a conv layer against torch, and the integer path.
+"""golden.bitexact.rowconv: the row decomposition of a conv layer against torch, and the integer path.
 
 Randomised tests take their seed from SPARSETRAIN_SEED (default below) and print it.
 """
@@ -12,9 +12,9 @@ import torch
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from sparsetrain.golden import rowconv as rc
-from sparsetrain.golden.fixedpoint import choose_frac_bits, quantize, requantize, sat_limit
-from sparsetrain.golden.timing import Mode, pe_cycles
+from sparsetrain.arch.fixedpoint import choose_frac_bits, quantize, requantize, sat_limit
+from sparsetrain.arch.timing import Mode, pe_cycles
+from sparsetrain.golden.bitexact import rowconv as rc
 
 SEED = int(os.environ.get("SPARSETRAIN_SEED", "20240611"))
 torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""golden.rowops (the PE reference) against direct definitions of SRC, MSRC and OSRC.
+"""golden.bitexact.rowops (the PE reference) against direct definitions of SRC, MSRC and OSRC.
 
 Randomised over every K in 1..11, stride 1 and 2, every padding, and empty / sparse / dense
 rows. Seed from SPARSETRAIN_SEED (default below), printed.
@@ -10,9 +10,9 @@ import os
 import numpy as np
 import pytest
 
-from sparsetrain.golden import rowops
-from sparsetrain.golden.fixedpoint import SparseRow, sat_limit
-from sparsetrain.golden.timing import Mode, entries, pe_cycles
+from sparsetrain.arch.fixedpoint import SparseRow, sat_limit
+from sparsetrain.arch.timing import Mode, entries, pe_cycles
+from sparsetrain.golden.bitexact import rowops
 
 SEED = int(os.environ.get("SPARSETRAIN_SEED", "20240611"))
 VMAX = 2**15 - 1  # DW = 16 values; with ACC_W = 40 no lane can saturate for K <= 11

@@ -1,4 +1,4 @@
-"""golden.sparse_backward: the sparse x dense conv backward against torch's dense autograd.
+"""golden.training.sparse_backward: the sparse x dense conv backward against torch's dense autograd.
 
 Randomised tests take their seed from SPARSETRAIN_SEED (default below) and print it.
 """
@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparsetrain.golden import sparse_backward as sb
-from sparsetrain.golden.data import fashion_mnist
-from sparsetrain.golden.networks import build_model
-from sparsetrain.golden.pruning import PruneConfig
+from sparsetrain.golden.training import sparse_backward as sb
+from sparsetrain.golden.training.data import fashion_mnist
+from sparsetrain.golden.training.networks import build_model
+from sparsetrain.golden.training.pruning import PruneConfig
 
 SEED = int(os.environ.get("SPARSETRAIN_SEED", "20240611"))
 torch.set_num_threads(1)

@@ -177,7 +177,7 @@ def test_core_is_synthesised_by_module_with_its_controller_apart(tmp_path):
     whose own logic is the controller and host interface; the two 256-word memories are
     macros, the two 16-word ones register files (flip-flops of the top)."""
     from sparsetrain.hw.core import params_from_values
-    from sparsetrain.hw.core_isa import DIR_W, INSTR_W
+    from sparsetrain.arch.isa import DIR_W, INSTR_W
 
     report = synth_block("core", SMALL_CORE, workdir=tmp_path)
     assert report["keep_hierarchy"]

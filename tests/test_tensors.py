@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch.nn.grad import conv2d_input, conv2d_weight
 
-from sparsetrain.golden.pruning import threshold_coefficient
-from sparsetrain.golden.tensors import (FORMAT, MANIFEST_NAME, NPZ_NAME, TENSOR_NAMES, LayerTensors, export_golden,
-                                        load_golden, meta_sha256)
+from sparsetrain.golden.training.pruning import threshold_coefficient
+from sparsetrain.golden.training.tensors import (FORMAT, MANIFEST_NAME, NPZ_NAME, TENSOR_NAMES, LayerTensors,
+                                                 export_golden, load_golden, meta_sha256)
 
 torch.set_num_threads(1)
 
@@ -72,7 +72,7 @@ def test_frac_bits_follow_the_section_2_rule(small_golden_run: Path) -> None:
 
 
 def _copy(src: Path, dst: Path) -> Path:
-    from sparsetrain.golden.tensors import resolve_golden_dir
+    from sparsetrain.golden.training.tensors import resolve_golden_dir
 
     shutil.copytree(resolve_golden_dir(src), dst)
     return dst

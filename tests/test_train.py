@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from sparsetrain.cli import main
-from sparsetrain.golden.data import fashion_mnist
-from sparsetrain.golden.tensors import load_golden
-from sparsetrain.golden.train import TrainConfig, train
+from sparsetrain.golden.training.data import fashion_mnist
+from sparsetrain.golden.training.tensors import load_golden
+from sparsetrain.golden.training.train import TrainConfig, train
 
 torch.set_num_threads(1)
 

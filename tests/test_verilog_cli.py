@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 import re
 
+from sparsetrain.arch.fixedpoint import PARAM_RANGES
 from sparsetrain.cli import main
-from sparsetrain.golden.fixedpoint import PARAM_RANGES
 
 
 def test_verilog_writes_pe_and_parameters(tmp_path, capsys):

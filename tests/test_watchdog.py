@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import pytest
 
-from sparsetrain.hw.core_isa import CoreParams, Opcode, encode
+from sparsetrain.arch.isa import CoreParams, Opcode, encode
 from sparsetrain.sim_tb import core_batch
 from sparsetrain.sim_tb.core_driver import run_core_program
 
@@ -43,7 +43,7 @@ def test_check_reports_a_hung_core_as_error_15(small_golden_run, monkeypatch):
     """`sparsetrain check` on a core that hangs: the report says error 15 (watchdog), FAIL."""
     from sparsetrain.compiler import LayerData, compile_step
     from sparsetrain.compiler_check import TIMEOUT_CODE, check_compiled, sim_params
-    from sparsetrain.golden.tensors import load_golden
+    from sparsetrain.golden.training.tensors import load_golden
 
     seen = []
     run_all = core_batch.run_core_programs

@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sparsetrain.compiler_check import check_layer, sim_params, write_report
-    from sparsetrain.golden.outdir import check_file_target
+    from sparsetrain.outdir import check_file_target
 
     check_file_target(args.json, "--json")  # before the simulation, never after it
     if args.groups is not None and not 1 <= args.groups <= 255:
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_all(args: argparse.Namespace, params) -> int:
     from sparsetrain.check_all import SUMMARY_FILES, check_all, write_summary
-    from sparsetrain.golden import outdir
+    from sparsetrain import outdir
 
     if args.layer or args.step:
         raise ValueError("--layer/--step name one layer step; allowed with --all: --layers/--steps")
@@ -61,7 +61,7 @@ def _run_all(args: argparse.Namespace, params) -> int:
         raise ValueError(f"--jobs = {args.jobs} is out of range; allowed: 1 .. 256")
     split = (lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None)
     out = Path(args.out) if args.out else Path(args.run_dir) / "check-all"
-    # the output folder is checked before the simulation (golden.outdir: nothing of the user's is replaced)
+    # the output folder is checked before the simulation (sparsetrain.outdir: nothing of the user's is replaced)
     target = outdir.plan(out, "check", force=args.force, writes=SUMMARY_FILES)
     summary = check_all(args.run_dir, layers=split(args.layers), steps=split(args.steps), samples=args.samples,
                         params=params, sim=args.sim, jobs=args.jobs, ray_address=args.ray, bare=args.bare)

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
         args.dump_tensors = True
         return train_cmd.run(args)
-    from sparsetrain.golden.tensors import load_golden
+    from sparsetrain.golden.training.tensors import load_golden
 
     g = load_golden(args.path)
     run_info = g.manifest["run"]

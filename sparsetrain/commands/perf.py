@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..arch.schedule import ArchParams
 from ..perf import api, paper, report
 from ..perf.energy import EnergyTable
-from ..perf.schedule import ArchParams
 from ..perf.shapes import INPUT_SIZES
 
 NAME = "perf"
@@ -30,11 +30,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..golden import outdir
+    from .. import outdir
 
     arch = ArchParams(groups=args.groups, buffer_kb=args.buffer_kb, buffer_bw=args.buffer_bw, dram_bw=args.dram_bw)
     energy = EnergyTable.load(args.energy) if args.energy else EnergyTable()
-    # output targets checked before the model runs (golden.outdir: a user's file is never replaced)
+    # output targets checked before the model runs (sparsetrain.outdir: a user's file is never replaced)
     outdir.check_file_target(args.json, "--json")
     outdir.check_file_target(args.plot, "--plot")
     if args.all:

@@ -15,7 +15,7 @@ def _float_list(text: str) -> list[float]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sparsetrain.golden.robustness import DEFAULT_EPS
+    from sparsetrain.golden.training.robustness import DEFAULT_EPS
 
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                    help="runs trained with --save-model (a sparse run and its dense baseline)")
@@ -32,9 +32,9 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from sparsetrain.golden.fixedpoint import check_param
-    from sparsetrain.golden.outdir import atomic_write_text, check_file_target
-    from sparsetrain.golden.robustness import robustness, robustness_markdown
+    from sparsetrain.arch.fixedpoint import check_param
+    from sparsetrain.outdir import atomic_write_text, check_file_target
+    from sparsetrain.golden.training.robustness import robustness, robustness_markdown
 
     check_file_target(args.json, "--json")  # before the attacks run
     if args.threads is not None:

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"flow = {chosen} is out of range; allowed: one flow with --block")
         if args.out is not None:
             raise ValueError("out is only used with --all or --sweep; allowed with --block: --json OUT")
-        from ..golden import outdir
+        from .. import outdir
         outdir.check_file_target(args.json, "--json")
         work = outdir.plan(args.workdir, NAME, option="--workdir", replace_own=True) if args.workdir else None
         if work is not None:
@@ -100,8 +100,8 @@ def run(args: argparse.Namespace) -> int:
     unknown = sorted(set(per_block) - set(flows.registered_blocks()))
     if unknown:
         raise ValueError(f"block = {unknown[0]!r} is unknown; allowed: {', '.join(flows.registered_blocks())}")
-    # --out (and --workdir): a folder this command created or marked (golden.outdir), checked first
-    from ..golden import outdir
+    # --out (and --workdir): a folder this command created or marked (sparsetrain.outdir), checked first
+    from .. import outdir
     for folder, option in ((args.out, "--out"), (args.workdir, "--workdir")):
         if folder is not None:
             outdir.plan(folder, NAME, option=option, replace_own=True).apply()  # regenerated in place

@@ -15,9 +15,9 @@ def _int_list(text: str) -> list[int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sparsetrain.golden.networks import MODEL_NAMES
-    from sparsetrain.golden.pruning import ESTIMATORS
-    from sparsetrain.golden.sparse_backward import BREAK_EVEN_DENSITY
+    from sparsetrain.golden.training.networks import MODEL_NAMES
+    from sparsetrain.golden.training.pruning import ESTIMATORS
+    from sparsetrain.golden.training.sparse_backward import BREAK_EVEN_DENSITY
 
     p.add_argument("--model", required=True, choices=MODEL_NAMES)
     p.add_argument("--p", type=float, default=0.9, help="target pruning rate, 0 <= p < 1 (default 0.9)")
@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dump-steps", type=_int_list, default=None,
                    help="comma-separated 0-based step indices to dump (default: the last step)")
     p.add_argument("--sparse-backward", action="store_true",
-                   help="convolution backward by the direct sparse C++ kernel (golden/sparse_backward.py); "
+                   help="convolution backward by the direct sparse C++ kernel (golden/training/sparse_backward.py); "
                         f"a layer whose dO density exceeds {BREAK_EVEN_DENSITY} uses torch's dense backward")
     p.add_argument("--save-model", action="store_true", help="write the final weights (model.pt) for `sparsetrain robustness`")
     w = p.add_argument_group("Campfire structured weight sparsity (docs/reproduction.md, Campfire)")
@@ -82,8 +82,8 @@ def config_from_args(args: argparse.Namespace):
     """The TrainConfig an argument namespace asks for (shared with `sparsetrain golden export`)."""
     import os
 
-    from sparsetrain.golden.data import SPLIT_SIZES
-    from sparsetrain.golden.train import TrainConfig
+    from sparsetrain.golden.training.data import SPLIT_SIZES
+    from sparsetrain.golden.training.train import TrainConfig
 
     dump_steps: list[int] = []
     if args.dump_tensors:
@@ -118,7 +118,7 @@ def campfire_kwargs(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from sparsetrain.golden.train import TrainingInterrupted, train, train_distributed
+    from sparsetrain.golden.training.train import TrainingInterrupted, train, train_distributed
 
     cfg = config_from_args(args)
     nproc, resume = getattr(args, "nproc_per_node", None), getattr(args, "resume", False)

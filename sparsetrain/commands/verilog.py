@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..golden import outdir
+from .. import outdir
 from ..hw.blocks import BLOCKS, get_block, to_verilog, write_block
 
 NAME = "verilog"
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.block:
         raise ValueError(f"--block is required; allowed: {', '.join(sorted(BLOCKS))} (--list shows their parameters)")
     get_block(args.block)
-    # Every check before anything is written: the folder (golden.outdir: a user's own <block>.v or
+    # Every check before anything is written: the folder (sparsetrain.outdir: a user's own <block>.v or
     # .json is never replaced; an earlier `sparsetrain verilog` output is regenerated) and the block.
     out = outdir.plan(args.out, NAME, writes=(f"{args.block}.v", f"{args.block}.json"), option="-o",
                       replace_own=True)

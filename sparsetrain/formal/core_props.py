@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from amaranth.hdl import Assert, Assume, Cover
 
+from ..arch.isa import CoreParams, ErrorCode
 from ..hw.core import Core
-from ..hw.core_isa import CoreParams, ErrorCode
 from .props import Harness, check_groups, submodules
 
 GROUPS = ("control", "cover")

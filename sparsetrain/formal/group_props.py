@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from amaranth.hdl import Assert, Assume, Cover, Signal
 
-from ..golden.ppu_model import Op
-from ..hw.core_isa import CoreParams, ErrorCode
+from ..arch.isa import CoreParams, ErrorCode
+from ..arch.ppu import Op
 from ..hw.group import Group, N_BUF_PORTS
 from .props import Harness, check_groups, popcount, submodules
 

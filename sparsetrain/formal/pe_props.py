@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from amaranth.hdl import Array, Assert, Assume, Cat, Cover, Mux, Signal
 
-from ..golden.timing import Mode, pe_cycles
-from ..hw.layouts import HwParams
+from ..arch.pe import HwParams
+from ..arch.timing import Mode, pe_cycles
 from ..hw.pe import FIRST_GEN_STATES, MODE_MSRC, MODE_OSRC, MODE_SRC, PE
 from .props import Harness, check_groups, popcount, probe
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Assert, Assume, Cover, Mux, Signal, signed
 
-from ..golden.ppu_model import N_PE, Op, PPUConfig
+from ..arch.ppu import N_PE, Op, PPUConfig
 from ..hw.ppu import PPU
 from .props import Harness, check_groups, probe
 

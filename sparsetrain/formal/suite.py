@@ -58,7 +58,7 @@ def _pe(groups: tuple[str, ...]):
 
 def _pe_default(groups: tuple[str, ...]):
     def build():
-        from ..hw.layouts import HwParams
+        from ..arch.pe import HwParams
         from .pe_props import pe_harness
         return pe_harness(HwParams(), groups)
     return build
@@ -106,7 +106,7 @@ def _checks() -> list[Check]:
     ppu_d = 2 * longest_command(PPU_SMALL)
     grp_d = 2 * longest_op(GROUP_SMALL)
     pe_cfg = _datapath(PE_SMALL)
-    from ..hw.layouts import HwParams
+    from ..arch.pe import HwParams
     pe_default = _datapath(HwParams())
     c = PPU_SMALL
     ppu_cfg = (f"{_datapath(c)} N_F={c.n_f} N_SLOTS={c.n_slots} R_W={c.r_w} SUM_W={c.sum_w} "

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..golden.outdir import atomic_write_text
+from ..arch.schedule import ArchParams
+from ..outdir import atomic_write_text
 from . import paper, report
 from .densities import DensityTable, golden_patterns, load_run_dir, load_table, paper_table
 from .energy import EnergyTable
 from .model import NetworkResult, evaluate, exact_layer
-from .schedule import ArchParams
 from .shapes import INPUT_SIZES, network_shapes
 
 

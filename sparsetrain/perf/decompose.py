@@ -4,7 +4,7 @@ Two views of the same decomposition:
 * counts (how many ops each unit has, how long its rows are) for the analytic model;
 * the exact op list of a layer from non-zero patterns, for golden tensors and the RTL check.
 
-Op cycles come from ``golden.timing.pe_cycles`` only. The contract is affine in the entry
+Op cycles come from ``sparsetrain.arch.timing.pe_cycles`` only. The contract is affine in the entry
 counts, so ``CycleLaw`` reads its constant and slopes off ``pe_cycles`` (and checks that it
 is affine), which lets the same law run on numpy arrays and on expected values.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..golden.timing import Mode, pe_cycles
+from ..arch.timing import Mode, pe_cycles
 
 STEPS = ("forward", "gta", "gtw")
 STEP_MODE = {"forward": Mode.SRC, "gta": Mode.MSRC, "gtw": Mode.OSRC}
@@ -91,8 +91,8 @@ class Unit:
 
 
 def conv_shape(shape, batch: int = 1):
-    """The shared decomposition's geometry (golden.rowconv.ConvShape) of a LayerShape."""
-    from ..golden.rowconv import ConvShape
+    """The shared decomposition's geometry (golden.bitexact.rowconv.ConvShape) of a LayerShape."""
+    from ..golden.bitexact.rowconv import ConvShape
     return ConvShape(batch, shape.c_in, shape.c_out, shape.h_in, shape.w_in, shape.k, shape.stride,
                      shape.pad, shape.groups)
 
@@ -102,16 +102,17 @@ def exact_units(step: str, shape, nz_in: np.ndarray, nz_grad: np.ndarray,
                 live_rows: np.ndarray | None = None) -> list[Unit]:
     """The units of one step in issue order, from boolean non-zero patterns.
 
-    The op list is golden.rowconv.layer_row_ops (the one decomposition of section 8); its
+    The op list is golden.bitexact.rowconv.layer_row_ops (the one decomposition of section 8); its
     consecutive ops that accumulate into the same row form a unit (section 10.1).
     nz_in: (N, C, H_in, W_in) non-zeros of I; nz_grad: (N, F, H_out, W_out) of dO (pruned);
     mask: (N, C, H_in, W_in) wanted dI columns (default: nz_in, the ReLU mask);
     nz_out: non-zeros of the written result (O for forward, dI pruned for GTA); default dense.
-    live_rows: (F, C/g, K) kernel rows the core runs (golden.campfire.weight_row_ops, the
+    live_rows: (F, C/g, K) kernel rows the core runs (golden.training.campfire.weight_row_ops, the
     compiler's rule): all-zero rows for Forward / GTA, mask-pruned rows for GTW; default all.
     """
-    from ..golden.campfire import weight_row_ops
-    from ..golden.rowconv import Step, layer_row_ops_tuple
+    from ..golden.training.campfire import weight_row_ops
+    from ..arch.steps import Step
+    from ..golden.bitexact.rowconv import layer_row_ops_tuple
     if step not in STEPS:
         raise ValueError(f"step = {step!r} is out of range; allowed: {', '.join(STEPS)}")
     s = shape

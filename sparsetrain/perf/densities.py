@@ -218,7 +218,7 @@ def load_table(path: str | Path) -> DensityTable:
 
 
 def table_from_metrics(metrics: dict, source: str) -> DensityTable:
-    """metrics.json of golden.train: the last epoch's per-layer activation_density and
+    """metrics.json of golden.training.train: the last epoch's per-layer activation_density and
     grad_density (after pruning), with each layer's prune ``target`` (dO or dI)."""
     epochs = metrics.get("epochs") or []
     if not epochs or not isinstance(epochs[-1].get("layers"), dict):
@@ -252,7 +252,7 @@ def load_run_dir(run_dir: str | Path) -> DensityTable:
 
 def weight_row_densities(run_dir: str | Path) -> dict[str, float]:
     """Per conv layer of a Campfire run: the fraction of kernel rows its weight masks keep ({} without masks)."""
-    from ..golden.campfire import find_masks, load_masks, zero_kernel_rows
+    from ..golden.training.campfire import find_masks, load_masks, zero_kernel_rows
     if find_masks(run_dir) is None:
         return {}
     masks = load_masks(find_masks(run_dir))
@@ -279,8 +279,8 @@ def golden_patterns(run_dir: str | Path) -> list[tuple[LayerShape, dict[str, np.
     The gradient a layer's backward consumes is dO_pruned where the layer prunes dO
     (Conv-BN-ReLU) and dO otherwise; the written results are O's ReLU mask and dI_pruned.
     """
-    from ..golden.tensors import load_golden  # verifies format, checksums and shapes
-    from ..golden.campfire import find_masks, load_masks
+    from ..golden.training.tensors import load_golden  # verifies format, checksums and shapes
+    from ..golden.training.campfire import find_masks, load_masks
     run = load_golden(run_dir)
     masks = load_masks(find_masks(run_dir)) if find_masks(run_dir) is not None else None
     out = []

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..arch.schedule import ArchParams, expected_makespan, expected_unit_time, schedule_units
 from .decompose import (STEP_MODE, STEPS, CycleLaw, exact_units, taps_per_input, taps_per_kernel_row,
                         taps_per_output)
 from .densities import DENSE, DensityTable, LayerDensity, densities_of_patterns
 from .energy import Accesses, EnergyTable
-from .schedule import ArchParams, expected_makespan, expected_unit_time, schedule_units
 from .shapes import LayerShape
 
 

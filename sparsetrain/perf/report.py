@@ -33,7 +33,7 @@ def as_json(res: NetworkResult) -> dict:
 def write_json(res: NetworkResult, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    from ..golden.outdir import atomic_write_text
+    from ..outdir import atomic_write_text
     return atomic_write_text(path, json.dumps(as_json(res), indent=1))
 
 

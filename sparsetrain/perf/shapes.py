@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from ..golden.fixedpoint import check_param
+from ..arch.fixedpoint import check_param
 
 INPUT_SIZES = {"cifar": 32, "imagenet": 224}
 
@@ -117,10 +117,10 @@ def conv_layer_shapes(model: nn.Module, input_size: int, in_channels: int = 3,
 
 def network_shapes(name: str, input_kind: str = "cifar", num_classes: int | None = None,
                    width_mult: float = 1.0) -> list[LayerShape]:
-    """Shapes of a network of the golden model (``golden.networks.build_model``)."""
+    """Shapes of a network of the golden model (``golden.training.networks.build_model``)."""
     if input_kind not in INPUT_SIZES:
         raise ValueError(f"input = {input_kind!r} is out of range; allowed: {', '.join(INPUT_SIZES)}")
-    from ..golden import networks  # the golden model's zoo: one definition of every network
+    from ..golden.training import networks  # the golden model's zoo: one definition of every network
     size = INPUT_SIZES[input_kind]
     classes = num_classes or (10 if input_kind == "cifar" else 1000)
     with torch.device("meta"):

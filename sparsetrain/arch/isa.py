@@ -1,7 +1,7 @@
 """Instruction set, memory word formats and parameters of the core (docs/architecture.md s.11).
 
 The one definition of the instruction fields: ``FIELDS`` (pure Python, used by the compiler,
-``golden.core_model`` and the testbench) and ``layout`` (the ``amaranth.lib.data`` view of
+``golden.bitexact.core_model`` and the testbench) and ``layout`` (the ``amaranth.lib.data`` view of
 the same bits, used by the RTL). No amaranth import at module level, so the golden model
 and cocotb processes can use it.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from enum import IntEnum
 
-from ..golden.fixedpoint import DatapathParams, check_param
-from ..golden.ppu_model import DEFAULT_SEED, PPUConfig
+from .fixedpoint import DatapathParams, check_param
+from .ppu import DEFAULT_SEED, PPUConfig
 
 INSTR_W = 160
 OPCODE_W = 4

@@ -8,42 +8,30 @@ list:
   mathematical definition in numpy; equal to ``torch.nn.functional.conv2d`` and its autograd
   gradients to rounding error.
 * bit-accurate integer (``forward_int``, ``grad_input_int``, ``grad_weight_int``,
-  ``grad_bias_int``): each row operation through ``golden.rowops`` (the PE reference), the
+  ``grad_bias_int``): each row operation through ``golden.bitexact.rowops`` (the PE reference), the
   beats summed into row accumulators with saturating ``ACC_W`` adds (the PPU), then
   requantised (section 2). This is what the RTL is compared with bit for bit.
 
 ``quantized_layer`` quantises float tensors with the scale rule of section 2, runs the
 integer path and returns every result with its frac bits and its element-wise error bound.
-Every row operation reports the cycles of the timing contract (``golden.timing``).
+Every row operation reports the cycles of the timing contract (``sparsetrain.arch.timing``).
 """
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Iterator
 
 import numpy as np
 
+from ...arch.fixedpoint import (FRAC_MAX, FRAC_MIN, SparseRow, check_acc_w, check_param, choose_frac_bits,
+                                quantize, requantize, sat, sat_limit)
+from ...arch.steps import Step
+from ...arch.timing import Mode, entries, pe_cycles
 from . import rowops
-from .fixedpoint import (FRAC_MAX, FRAC_MIN, SparseRow, check_acc_w, check_param, choose_frac_bits,
-                         quantize, requantize, sat, sat_limit)
-from .timing import Mode, entries, pe_cycles
 
 K_LIMIT = 16        # largest K of the contract (K_MAX range, section 1)
 W_LIMIT = 4096      # longest row of the contract (W_MAX range, section 1)
-
-
-class Step(Enum):
-    """The three training steps of a layer, each carried by one PE mode."""
-
-    FORWARD = "forward"  # O  from I and W: SRC
-    GTA = "gta"          # dI from dO and W (masked): MSRC
-    GTW = "gtw"          # dW from I and dO: OSRC
-
-    @property
-    def mode(self) -> Mode:
-        return {Step.FORWARD: Mode.SRC, Step.GTA: Mode.MSRC, Step.GTW: Mode.OSRC}[self]
 
 
 @dataclass(frozen=True)
@@ -454,7 +442,7 @@ def bias_preload(bias_q: np.ndarray, frac_bias: int, frac_acc: int, acc_w: int) 
 def forward_int(shape: ConvShape, inputs_q: np.ndarray, weights_q: np.ndarray, *, frac_in: int,
                 frac_w: int, frac_out: int, bias_q: np.ndarray | None = None, frac_bias: int | None = None,
                 dw: int = 16, acc_w: int = 40) -> StepResult:
-    """Bit-accurate O: SRC per row op (golden.rowops), saturating row accumulation, requantise.
+    """Bit-accurate O: SRC per row op (golden.bitexact.rowops), saturating row accumulation, requantise.
 
     The accumulator holds frac_in + frac_w frac bits; a bias is preloaded (shifted up exactly
     from frac_bias); the result is sat_DW(rne_shift(acc, frac_in + frac_w - frac_out)).
@@ -693,7 +681,7 @@ def quantized_layer(inputs: np.ndarray, weights: np.ndarray, bias: np.ndarray | 
 
 
 __all__ = [
-    "Step", "ConvShape", "RowOp", "StepResult", "layer_row_ops", "row_op_cycles",
+    "ConvShape", "RowOp", "StepResult", "layer_row_ops", "row_op_cycles",
     "src_f64", "msrc_f64", "osrc_f64", "forward_f64", "grad_input_f64", "grad_weight_f64", "grad_bias_f64",
     "FloatLayer", "float_layer", "forward_int", "grad_input_int", "grad_weight_int", "grad_bias_int", "bias_preload",
     "QuantizedOutput", "QuantizedLayer", "quantized_layer", "required_acc_w", "error_bound",

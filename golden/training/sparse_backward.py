@@ -19,7 +19,7 @@ The products use `torch.sparse.mm` on CSR tensors, chosen over scipy.sparse by m
 pool; scipy's is single-threaded and needs a float64/float32 copy across the numpy boundary.
 
 That CSR path is kept as a reference and benchmark baseline. Training uses the direct sparse
-kernel instead (`direct_conv2d_backward`, C++ in golden/csrc/, built by golden/sparse_conv_ext):
+kernel instead (`direct_conv2d_backward`, C++ in golden/training/csrc/, built by golden/training/sparse_conv_ext):
 for every non-zero dO(n, f, y, x) it adds dO * W[f] to dI's window and dO * I's window to
 dW[f], vectorised over channels, and it is faster than torch's native backward below a dO
 density of about BREAK_EVEN_DENSITY (docs/performance.md, "Sparse back-propagation on the CPU").
@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from sparsetrain.golden.fixedpoint import check_param
+from sparsetrain.arch.fixedpoint import check_param
 
 Pair = tuple[int, int]
 
@@ -296,7 +296,7 @@ def native_conv2d_backward(inp: torch.Tensor, weight: torch.Tensor, grad_output:
 
 
 # ---------------------------------------------------------------------------------------------
-# The direct sparse backward (C++ extension, golden/csrc/).
+# The direct sparse backward (C++ extension, golden/training/csrc/).
 
 # Above this dO density a layer's backward falls back to torch's native (oneDNN) one: the
 # break-even density of the direct kernel against oneDNN from the benchmark's sweep
@@ -326,7 +326,7 @@ def direct_conv2d_backward_ex(inp: torch.Tensor, weight: torch.Tensor, grad_outp
 
     One pass over dO lists its non-zeros (and counts them); every non-zero dO(n, f, y, x) then
     adds dO * W[f] to dI's window and dO * I's window to dW[f], vectorised over channels
-    (golden/csrc/sparse_conv_kernel.h). No im2col, no CSR tensors.
+    (golden/training/csrc/sparse_conv_kernel.h). No im2col, no CSR tensors.
     """
     if not 0.0 <= max_density <= 1.0:
         raise ValueError(f"max_density = {max_density!r} is out of range; allowed: 0 <= max_density <= 1")

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .outdir import atomic_write_bytes  # noqa: E402
+from ...outdir import atomic_write_bytes  # noqa: E402
 
 
 def plot_metrics(metrics: dict[str, Any], path: str | Path) -> Path:
@@ -51,7 +51,7 @@ def plot_metrics(metrics: dict[str, Any], path: str | Path) -> Path:
     fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
-    buf = io.BytesIO()  # rendered first, then replaced atomically (golden.outdir)
+    buf = io.BytesIO()  # rendered first, then replaced atomically (sparsetrain.outdir)
     fig.savefig(buf, dpi=100, format=path.suffix.lstrip(".") or "png")
     atomic_write_bytes(path, buf.getvalue())
     plt.close(fig)

@@ -269,7 +269,7 @@ def _worker(local_rank: int, nproc: int, port: int, env: dict[str, str], fn: Cal
 
 # Imported once by the fork server, so that workers start in a second rather than paying torch's
 # (and torch.optim's lazy torch._dynamo) import each time.
-PRELOAD = ("torch", "torch._dynamo", "sparsetrain.golden.train", "sparsetrain.golden.plots")
+PRELOAD = ("torch", "torch._dynamo", "sparsetrain.golden.training.train", "sparsetrain.golden.training.plots")
 
 
 def start_method() -> str:

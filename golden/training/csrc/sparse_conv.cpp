@@ -1,4 +1,4 @@
-// torch binding of the direct sparse convolution backward (golden/sparse_conv_ext.py builds it).
+// torch binding of the direct sparse convolution backward (golden/training/sparse_conv_ext.py builds it).
 //
 // backward(input, weight, grad_output, stride, padding, dilation, groups, need_input,
 //          need_weight, max_density) -> (grad_input, grad_weight, density)

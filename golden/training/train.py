@@ -32,10 +32,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import distributed, outdir
+from ... import outdir
+from ...arch.fixedpoint import check_param
+from . import distributed
 from .campfire import MASKS_META_NAME, MASKS_NAME, CampfirePruner, WeightPruneConfig
 from .data import Split, fashion_mnist
-from .fixedpoint import check_param
 from .networks import build_model, check_model_name, conv_layers
 from .pruning import PruneConfig, check_estimator, check_rate, count_nonzero, pruners, push_pending
 from .tensors import GoldenRecorder, export_golden
@@ -45,7 +46,7 @@ LR_SCHEDULES = ("step", "cosine")
 METRICS_NAME, PLOT_NAME = "metrics.json", "metrics.png"
 MODEL_NAME = "model.pt"  # state_dict, written with save_model (sparsetrain robustness reads it)
 CHECKPOINT_NAME = "checkpoint.pt"
-# what a run may write at the top of its folder (golden.outdir refuses a user's file of these names)
+# what a run may write at the top of its folder (sparsetrain.outdir refuses a user's file of these names)
 RUN_FILES = (METRICS_NAME, PLOT_NAME, MODEL_NAME, "golden", MASKS_NAME, MASKS_META_NAME, CHECKPOINT_NAME)
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "sparsetrain-checkpoint", 1
 # Deterministic interruption (tests, demos): rank 0 sends itself SIGTERM once this many steps are done.
@@ -90,7 +91,7 @@ class TrainConfig:
     dw: int = 16
     progress: bool = True
     sparse_backward: bool = False
-    # Campfire structured weight sparsity (golden.campfire); None: no weight pruning.
+    # Campfire structured weight sparsity (golden.training.campfire); None: no weight pruning.
     weight_sparsity: float | None = None
     weight_pruning: str = "window"
     era_start: int = 0
@@ -241,7 +242,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None, *, overwrite: bool = Fal
 
 
 def check_run_dir(out: Path, *, overwrite: bool, resume: bool) -> outdir.OutDir:
-    """The checked run folder (golden.outdir: nothing of the user's is replaced, ``--force`` removes
+    """The checked run folder (sparsetrain.outdir: nothing of the user's is replaced, ``--force`` removes
     exactly an earlier run); a resume needs an interrupted run's checkpoint, and a new run over an
     interrupted one is refused unless forced. Nothing is created or removed here."""
     ckpt = out / CHECKPOINT_NAME
@@ -277,7 +278,7 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, dist_info: distributed.
     run_path = Path(out_dir) if out_dir is not None else None
     if resume and run_path is None:
         raise ValueError("resume needs the run directory (out_dir) that holds the checkpoint")
-    # Every check before anything is written (golden.outdir): the folder, the data, the dump steps
+    # Every check before anything is written (sparsetrain.outdir): the folder, the data, the dump steps
     # and layers; a refused run leaves no folder behind. Only rank 0 writes files.
     run_dir: outdir.OutDir | None = None
     if run_path is not None:

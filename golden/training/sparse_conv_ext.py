@@ -1,4 +1,4 @@
-"""Build (once) and load the C++ direct sparse convolution backward (golden/csrc/).
+"""Build (once) and load the C++ direct sparse convolution backward (golden/training/csrc/).
 
 `torch.utils.cpp_extension.load` compiles the four sources with ninja on first use and caches
 the result; later loads only check that the sources did not change. The cache directory is
@@ -7,7 +7,7 @@ clean` removes), else torch's default under ~/.cache. The kernels are compiled f
 AVX2 and plain C++ in one library and chosen at run time from the CPU's flags
 (`isa()`, `supported_isas()`, `set_isa()`).
 
-`python -m sparsetrain.golden.sparse_conv_ext` builds it and prints the instruction set in use
+`python -m sparsetrain.golden.training.sparse_conv_ext` builds it and prints the instruction set in use
 (`make test` runs that first, so the build is not timed as part of a test).
 """
 from __future__ import annotations

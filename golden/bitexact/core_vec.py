@@ -23,11 +23,12 @@ from typing import Sequence
 
 import numpy as np
 
-from ..hw.core_isa import DIR_FIELDS, FIELDS, OPCODE_W, CoreParams, Opcode, decode
+from ...arch.fixedpoint import sat_limit
+from ...arch.isa import DIR_FIELDS, FIELDS, OPCODE_W, CoreParams, Opcode, decode
+from ...arch.ppu import Op, command_cycles
+from ...arch.timing import Mode
 from .core_model import PPU_LAT, CoreRun, UnitTrace, _ppu_command, _union_length, run_program
-from .fixedpoint import sat_limit
-from .ppu_model import Op, PPUModel, command_cycles
-from .timing import Mode
+from .ppu_model import PPUModel
 
 _M64 = (1 << 64) - 1
 
@@ -328,7 +329,7 @@ def _pe_span(cycles: list[int]) -> int:
 
 
 def _contract(unit_times: list[int], groups: int) -> int:
-    """perf.schedule.schedule_units(...).cycles of units of these times: each to the earliest free
+    """sparsetrain.arch.schedule.schedule_units(...).cycles of units of these times: each to the earliest free
     group, ties lowest (the section 10 figure ``CoreRun.cycles_contract``)."""
     heap = [(0, g) for g in range(groups)]
     last = 0
@@ -417,7 +418,7 @@ def _finish(ppu: PPUModel, fin: _Finished, u: int, f: dict[str, int], p: CorePar
 
 
 def _dir_word(start: int, entries: int, nnz: int) -> int:
-    """hw.core_isa.dir_encode(start, entries, nnz) with written = 1, inlined for speed."""
+    """sparsetrain.arch.isa.dir_encode(start, entries, nnz) with written = 1, inlined for speed."""
     return ((start & _DIR_MASK[0]) << _DIR_LSB[0] | (entries & _DIR_MASK[1]) << _DIR_LSB[1]
             | (nnz & _DIR_MASK[2]) << _DIR_LSB[2] | 1 << _DIR_LSB[3])
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .fixedpoint import check_param, choose_frac_bits
+from ...arch.fixedpoint import check_param, choose_frac_bits
 from .networks import conv_layers, prune_target
 from .pruning import GradientPruner, pruners
 

@@ -1,10 +1,10 @@
 """Transaction-level, bit-accurate model of the core running a program (architecture s.11).
 
-``run_program`` executes the instructions with ``golden.rowops`` (the PE) and
-``golden.ppu_model.PPUModel`` (one per group), dispatching units and ops exactly as the
+``run_program`` executes the instructions with ``golden.bitexact.rowops`` (the PE) and
+``golden.bitexact.ppu_model.PPUModel`` (one per group), dispatching units and ops exactly as the
 controller does (s.10.2 plus the unit dispatch latency of s.11.4), so the result rows, the
 directory, the counters and ``cycles`` are what the RTL must produce. ``cycles_contract`` is
-the prediction of ``sparsetrain.perf.schedule`` (section 10) for the same units.
+the prediction of ``sparsetrain.arch.schedule`` (section 10) for the same units.
 """
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..hw.core_isa import (FIELDS, N_STEPS, CoreParams, ErrorCode, Opcode, decode, dir_decode, dir_encode,
-                           entry_decode, entry_encode)
-from .fixedpoint import SparseRow, sat_unsigned
-from .ppu_model import N_PE, Op, PPUCommand, PPUModel, command_cycles, tau_batch
+from ...arch.fixedpoint import SparseRow, sat_unsigned
+from ...arch.isa import (FIELDS, N_STEPS, CoreParams, ErrorCode, Opcode, decode, dir_decode, dir_encode,
+                         entry_decode, entry_encode)
+from ...arch.ppu import N_PE, Op, PPUCommand, command_cycles
+from ...arch.timing import Mode, pe_cycles
+from .ppu_model import PPUModel, tau_batch
 from .rowops import msrc, osrc, src
-from .timing import Mode, pe_cycles
 
 PPU_LAT = 3  # section 10.3
 
@@ -46,14 +47,14 @@ class CoreRun:
     error: int = 0
     error_message: str = ""
     cycles: int = 0                    # the RTL's cycle counter (s.11.4)
-    cycles_contract: int = 0           # sparsetrain.perf.schedule (section 10)
+    cycles_contract: int = 0           # sparsetrain.arch.schedule (section 10)
     step_nnz: list[int] = field(default_factory=lambda: [0] * N_STEPS)
     step_rows: list[int] = field(default_factory=lambda: [0] * N_STEPS)
     step_elems: list[int] = field(default_factory=lambda: [0] * N_STEPS)
     units: list[UnitTrace] = field(default_factory=list)
     ppus: list[PPUModel] = field(default_factory=list)
     masks: list[int] = field(default_factory=list)
-    vectorised: bool = False           # golden.core_vec's fast path ran (else the scalar model)
+    vectorised: bool = False           # golden.bitexact.core_vec's fast path ran (else the scalar model)
 
     def row_entries(self, index: int, p: CoreParams) -> list[tuple[int, int, int]]:
         d = dir_decode(int(self.directory[index]))
@@ -277,7 +278,7 @@ def batch_threshold(abs_sums: Sequence[int], c_m: int, c_shift: int, p: CorePara
 
 
 def _schedule(units: list[_Unit], p: CoreParams) -> int:
-    from ..perf.schedule import ArchParams, schedule_units
+    from ...arch.schedule import ArchParams, schedule_units
     if not units:
         return 0
     arch = ArchParams(groups=p.groups, w_max=max(2, p.w_max), dw=p.dw, ppu_latency=PPU_LAT)
@@ -317,7 +318,7 @@ class ProgramBuilder:
 
     def op(self, mode: Mode, k: int, in_len: int, out_len: int, addr1: int, addr2: int, *, stride: int = 1,
            pad: int = 0, mask_addr: int = 0) -> int:
-        from ..hw.core_isa import encode
+        from ...arch.isa import encode
         return encode(Opcode.OP, mode=int(mode), k=k, stride2=int(stride == 2), pad=pad, in_len=in_len,
                       out_len=out_len, addr1=addr1, addr2=addr2, mask_addr=mask_addr)
 
@@ -332,12 +333,12 @@ class ProgramBuilder:
         return d
 
     def instr(self, opcode: Opcode, **fields: int) -> None:
-        from ..hw.core_isa import encode
+        from ...arch.isa import encode
         self._flush()
         self.words.append(encode(opcode, **fields))
 
     def _flush(self) -> None:
-        from ..hw.core_isa import encode
+        from ...arch.isa import encode
         for f, ops in self._pending:
             addr = self._alloc([0] * max(1, f["length"]))
             self.results[f["dir"]] = (addr, f["length"])

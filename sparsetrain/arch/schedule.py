@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..golden.fixedpoint import check_param
+from .fixedpoint import check_param
 
 PES_PER_GROUP = 3
 

@@ -41,8 +41,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .fixedpoint import check_param
-from .outdir import atomic_write_bytes, atomic_write_text
+from ...arch.fixedpoint import check_param
+from ...outdir import atomic_write_bytes, atomic_write_text
 
 PRUNING_MODES = ("window", "ck", "combined")
 FC_MODES = ("fine", "block", "none")
@@ -440,7 +440,7 @@ class CampfirePruner:
                 arrays[f"{lay.name}/bias"] = lay.bias_mask.cpu().numpy().astype(np.uint8)
             layers[lay.name] = {"kind": lay.kind, "shape": list(lay.weight_mask.shape),
                                 "mask_sparsity": float((~lay.weight_mask).sum()) / lay.weight_mask.numel()}
-        buf = io.BytesIO()  # written whole, then renamed (golden.outdir)
+        buf = io.BytesIO()  # written whole, then renamed (sparsetrain.outdir)
         np.savez_compressed(buf, **arrays)
         atomic_write_bytes(run_dir / MASKS_NAME, buf.getvalue())
         meta = {"format": MASKS_FORMAT, "version": MASKS_VERSION, "config": asdict(self.cfg),

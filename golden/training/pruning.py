@@ -15,7 +15,7 @@ section 7). Three pieces:
 
 The random source is a seedable generator per layer (numpy PCG64 for float32 CPU gradients,
 for speed; a ``torch.Generator`` otherwise); the bit-accurate hardware
-sequence (xorshift32) lives in ``golden.ppu_model``.
+sequence (xorshift32) lives in ``golden.bitexact.ppu_model``.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .fixedpoint import check_param
+from ...arch.fixedpoint import check_param
 
 ESTIMATORS = ("unbiased", "paper")
 # sigma_hat = ESTIMATOR_SCALE[name] * mean|g|

@@ -1,6 +1,6 @@
 """Model vs RTL: run a layer's row operations on the PE RTL and compare the cycles.
 
-Every op of every step of a layer (golden.rowconv.layer_row_ops, the same list the model
+Every op of every step of a layer (golden.bitexact.rowconv.layer_row_ops, the same list the model
 schedules) runs back to back on Verilator through ``sim_tb.pe_driver.run_pe_ops``, which also
 checks every output beat against the bit-accurate reference. The measured op cycles are
 compared with the model's op by op, and per layer step after both go through the section 10
@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..golden.fixedpoint import SparseRow
-from ..golden.rowconv import Step, layer_row_ops
-from .decompose import STEPS, conv_shape, exact_units
-from .schedule import ArchParams, schedule_units
-from .shapes import LayerShape
+from ..arch.fixedpoint import SparseRow
+from ..arch.schedule import ArchParams, schedule_units
+from ..arch.steps import Step
+from ..golden.bitexact.rowconv import layer_row_ops
+from ..perf.decompose import STEPS, conv_shape, exact_units
+from ..perf.shapes import LayerShape
 
 
 @dataclass
@@ -45,7 +46,7 @@ def random_layer_tensors(shape: LayerShape, rng: np.random.Generator, d_in: floa
 
 def pe_ops_of_step(shape: LayerShape, t: dict[str, np.ndarray], step: str) -> list:
     """The PeOps of one step, in layer_row_ops order."""
-    from ..sim_tb.pe_driver import PeOp
+    from .pe_driver import PeOp
     cs = conv_shape(shape, t["I"].shape[0])
     ops = []
     for op in layer_row_ops(cs, Step(step)):
@@ -65,8 +66,8 @@ def pe_ops_of_step(shape: LayerShape, t: dict[str, np.ndarray], step: str) -> li
 def compare_with_rtl(layers: list[tuple[LayerShape, dict[str, np.ndarray]]], arch: ArchParams,
                      sim: str = "verilator", params=None) -> list[RtlRow]:
     """Run every op of every step of ``layers`` on the PE RTL; one RtlRow per layer step."""
-    from ..hw.layouts import HwParams
-    from ..sim_tb.pe_driver import run_pe_ops
+    from ..arch.pe import HwParams
+    from .pe_driver import run_pe_ops
     params = params or HwParams()
     plan, all_ops = [], []
     for shape, t in layers:

@@ -4,7 +4,8 @@ Every PPU operation is modelled on Python ints: the row accumulator, requantisat
 the g / |g| accumulators, the xorshift32 sequence, stochastic pruning, compression into the
 sparse row format, the per-layer threshold FIFOs and the fixed-point threshold arithmetic.
 ``PPUModel`` is the transaction-level reference that testbench scoreboards compare the RTL
-with, bit for bit; ``command_cycles`` is the timing contract of section 7.1.
+with, bit for bit. The PPU's parameters, commands and command timing (section 7.1) are the
+contract in ``sparsetrain.arch.ppu``.
 
 No amaranth, no torch: the model is importable anywhere (including inside cocotb).
 """
@@ -13,81 +14,20 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field, fields
-from enum import IntEnum
 from statistics import NormalDist
 from typing import Sequence
 
 import numpy as np
 
-from .fixedpoint import DatapathParams, check_param, off_end, rne_shift, sat, sat_unsigned
+from ...arch.fixedpoint import check_param, off_end, rne_shift, sat, sat_unsigned
+from ...arch.ppu import C_M_BITS, C_SHIFT_MAX, DEFAULT_SEED, MASK32, N_PE, Op, PPUCommand, PPUConfig, _is_pow2
 from .rowops import Beat
-
-MASK32 = (1 << 32) - 1
-DEFAULT_SEED = 0x2545F491
-C_M_BITS = 16        # mantissa width of the threshold constant
-C_SHIFT_MAX = 63     # largest shift of the threshold constant
-N_PE = 3             # PEs of a group (the PPU has one Beat input per PE)
 
 # Estimator name -> factor that turns mean|g| into sigma_hat (docs/design-notes.md).
 ESTIMATOR_FACTORS: dict[str, float] = {
     "unbiased": math.sqrt(math.pi / 2),
     "paper": math.sqrt(2 / math.pi),
 }
-
-
-class Op(IntEnum):
-    """PPU command opcodes (section 7.1)."""
-
-    START = 0         # preload every lane of the row accumulator with `bias`
-    ACCUM = 1         # add the beats of the PEs in `pe_mask` until each sent its last beat
-    FINISH = 2        # requantise, ReLU, accumulate g/|g|, prune, compress, count a row
-    END_BATCH = 3     # tau_batch from the slot's sum|g|, push it into the slot's FIFO, clear the sum
-    PUSH_TAU = 4      # push `value` into the slot's FIFO (restores a saved FIFO)
-    CLEAR_SLOT = 5    # empty the slot's FIFO, clear its sum|g| and counters
-    CLEAR_COUNTS = 6  # clear the slot's non-zero and element counters
-    SEED = 7          # load `value` into the xorshift state (0 loads the elaboration seed)
-
-
-def _is_pow2(n: int) -> bool:
-    return n >= 1 and (n & (n - 1)) == 0
-
-
-@dataclass(frozen=True)
-class PPUConfig(DatapathParams):
-    """Elaboration parameters of one PPU, validated on creation (section 1 and 7.1)."""
-
-    n_f: int = 4
-    n_slots: int = 4
-    r_w: int = 16
-    seed: int = DEFAULT_SEED
-    sum_w: int | None = None   # width of the unsigned sum|g| accumulator of a slot
-    g_w: int | None = None     # width of the signed bias-gradient accumulator
-    cnt_w: int = 32            # width of the non-zero / element counters
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_param("N_F", self.n_f)
-        if not _is_pow2(self.n_f):
-            raise ValueError(f"N_F = {self.n_f} is out of range; allowed: a power of two in 1 .. 64")
-        check_param("N_SLOTS", self.n_slots, 1, 64)
-        check_param("R_W", self.r_w)
-        check_param("seed", self.seed, 1, MASK32, allowed="1 .. 2**32-1 (xorshift32 state, non-zero)")
-        if self.sum_w is None:
-            object.__setattr__(self, "sum_w", min(64, self.dw + 24))
-        if self.g_w is None:
-            object.__setattr__(self, "g_w", min(64, self.dw + 24))
-        check_param("SUM_W", self.sum_w, self.dw - 1, 64, allowed=f"{self.dw - 1} .. 64 (DW-1 .. 64)")
-        check_param("G_W", self.g_w, self.dw, 64, allowed=f"{self.dw} .. 64 (DW .. 64)")
-        check_param("CNT_W", self.cnt_w, 8, 64)
-
-    @property
-    def tau_w(self) -> int:
-        """Width of a threshold: DW-1 bits unsigned (|g| of a stored value fits)."""
-        return self.dw - 1
-
-    @property
-    def log2_n_f(self) -> int:
-        return self.n_f.bit_length() - 1
 
 
 # ----------------------------------------------------------------------------- random numbers
@@ -192,37 +132,6 @@ class ThresholdFifo:
 
 
 # ----------------------------------------------------------------------------- transactions
-
-@dataclass(frozen=True)
-class PPUCommand:
-    """One command on the PPU's command stream; unused fields are ignored by the op."""
-
-    op: Op
-    slot: int = 0
-    pe_mask: int = 0
-    length: int = 0
-    shift: int = 0
-    relu: bool = False
-    gta: bool = False
-    prune: bool = False
-    g_first: bool = False
-    c_m: int = 0
-    c_shift: int = 0
-    bias: int = 0
-    value: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {f.name: int(getattr(self, f.name)) for f in fields(self)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PPUCommand":
-        kw = {f.name: d[f.name] for f in fields(cls) if f.name in d}
-        kw["op"] = Op(kw["op"])
-        for flag in ("relu", "gta", "prune", "g_first"):
-            if flag in kw:
-                kw[flag] = bool(kw[flag])
-        return cls(**kw)
-
 
 @dataclass
 class PPUStatus:
@@ -417,22 +326,6 @@ class PPUModel:
             rng_state=self.rng.state, abs_sum=st.abs_sum, tau_pred=st.fifo.predicted,
             fifo_count=len(entries), fifo_full=int(st.fifo.full), layer_nnz=st.layer_nnz,
             layer_elems=st.layer_elems, fifo_entry=entries[index] if index < len(entries) else 0)
-
-
-# ----------------------------------------------------------------------------- timing (section 7.1)
-
-def command_cycles(cmd: PPUCommand, beats_per_pe: Sequence[int] = (0, 0, 0)) -> int:
-    """Cycles from accepting ``cmd`` to the cycle before the next command can be accepted,
-    with no stalls; ``beats_per_pe`` are the beats each PE sends for ACCUM."""
-    op = Op(cmd.op)
-    if op is Op.ACCUM:
-        n = max((beats_per_pe[j] for j in range(N_PE) if cmd.pe_mask >> j & 1), default=0)
-        return 1 + n
-    if op is Op.FINISH:
-        return cmd.length + 3
-    if op is Op.END_BATCH:
-        return 2
-    return 1
 
 
 def prune_row(g: Sequence[int] | np.ndarray, tau: int, rng: Xorshift32, r_w: int) -> np.ndarray:

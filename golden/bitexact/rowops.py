@@ -11,8 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .fixedpoint import SparseRow, check_param, sat
-from .timing import Mode, entries, msrc_skips, pe_cycles
+from ...arch.fixedpoint import SparseRow, check_param, sat
+from ...arch.timing import Mode, entries, msrc_skips, pe_cycles
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .fixedpoint import check_param
+from ...arch.fixedpoint import check_param
 from .pruning import PRUNE_TARGETS, GradientPruner, PruneConfig
 
 MODEL_NAMES = ("alexnet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenet")

@@ -16,7 +16,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .fixedpoint import check_param
+from ...arch.fixedpoint import check_param
 
 DATASET_DIR = Path("/usr/share/datasets/fashion-mnist")
 INSTALL_HINT = "apt-get install dataset-fashion-mnist"
