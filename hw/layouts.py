@@ -48,3 +48,13 @@ def instr_layout(opcode: Opcode | int) -> data.StructLayout:
     for name, width, is_signed in FIELDS[Opcode(opcode)]:
         members[name] = signed(width) if is_signed else unsigned(width)
     return data.StructLayout(members)
+
+
+def entry_pair_layout(p: HwParams) -> data.StructLayout:
+    """Port-1 of a PE with MSRC look-ahead (LOOKAHEAD = 2, section 6.1): the first two pending
+    entries of the row; ``second`` is meaningful only when ``has_second`` is set."""
+    return data.StructLayout({
+        "first": entry_layout(p),
+        "second": entry_layout(p),
+        "has_second": unsigned(1),
+    })

@@ -26,30 +26,53 @@ from amaranth.lib.wiring import In, Out
 
 from ..arch.pe import HwParams
 from ..arch.timing import Mode
-from .blocks import DATAPATH_PARAMS, BlockSpec
-from .layouts import beat_layout, entry_layout, mask_layout, pe_cfg_layout
+from .blocks import DATAPATH_PARAMS, BlockSpec, ParamSpec
+from .layouts import beat_layout, entry_layout, entry_pair_layout, mask_layout, pe_cfg_layout
 
-MODE_SRC, MODE_MSRC, MODE_OSRC = Mode.SRC, Mode.MSRC, Mode.OSRC  # the contract's row-op modes
+# The contract's row-op modes (arch.timing.Mode, the cfg ``mode`` field; 3 is refused), kept under
+# the plain names for the modules that import them (hw/group.py, the formal harness).
+MODE_SRC, MODE_MSRC, MODE_OSRC = Mode.SRC, Mode.MSRC, Mode.OSRC
 
-# FSM states
-IDLE, MASK, WEIGHTS, DATA, OSRC, FINAL = range(6)
+# States of the first-generation control FSM, in encoding order (the formal harness reads
+# the FSM's state register, ``state_state``, by these indices).
+FIRST_GEN_STATES = ("IDLE", "MASK", "WEIGHTS", "DATA", "OSRC", "FINAL")
+# States of the active stage with prefetch (the op that computes; section 6.1).
+PREFETCH_STATES = ("IDLE", "DATA", "OSRC", "FINAL")
 
 
 class PE(wiring.Component):
-    """Row-convolution PE; ``params`` are the elaboration parameters (validated by HwParams)."""
+    """Row-convolution PE; ``params`` are the datapath parameters (validated by HwParams).
 
-    def __init__(self, params: HwParams):
+    ``prefetch`` (section 6.1, A): a shadow Reg-1 and a one-deep cfg queue, so the next op's
+    weights load during the current op. ``lookahead`` (section 6.1, B): 1 = one Port-1 entry
+    per cycle; 2 = Port-1 carries two entries (``entry_pair_layout``) and MSRC consumes a
+    leading skip entry together with the next one; ``port1_take2`` says that a handshake
+    consumed both. The defaults are the first generation exactly.
+    """
+
+    def __init__(self, params: HwParams, *, prefetch: bool = False, lookahead: int = 1):
         if not isinstance(params, HwParams):
-            raise ValueError(f"params = {params!r} is not a HwParams; allowed: a HwParams instance")
+            raise TypeError(f"params = {params!r} is not a HwParams; allowed: a HwParams instance")
+        if not isinstance(prefetch, bool):
+            raise TypeError(f"prefetch = {prefetch!r} is not a bool; allowed: False, True")
+        if not isinstance(lookahead, int) or isinstance(lookahead, bool):
+            raise TypeError(f"lookahead = {lookahead!r} is not an int; allowed: 1, 2")
+        if lookahead not in (1, 2):
+            raise ValueError(f"lookahead = {lookahead} is out of range; allowed: 1, 2")
         self.params = params
-        super().__init__({
+        self.prefetch = prefetch
+        self.lookahead = lookahead
+        members = {
             "cfg": In(stream.Signature(pe_cfg_layout(params))),
-            "port1": In(stream.Signature(entry_layout(params))),
+            "port1": In(stream.Signature(entry_pair_layout(params) if lookahead == 2 else entry_layout(params))),
             "port2": In(stream.Signature(entry_layout(params))),
             "port3": In(stream.Signature(mask_layout(params))),
             "out": Out(stream.Signature(beat_layout(params))),
             "cfg_error": Out(1),
-        })
+        }
+        if lookahead == 2:
+            members["port1_take2"] = Out(1)
+        super().__init__(members)
 
     def elaborate(self, platform) -> Module:
         p = self.params
@@ -63,8 +86,9 @@ class PE(wiring.Component):
             m.d.comb += s.eq(acc + prod)
             return Mux(s > lim, Const(lim, signed(p.acc_w)), Mux(s < -lim, Const(-lim, signed(p.acc_w)), s))
 
-        state = Signal(range(6))
-        mode = Signal(2)
+        # one flag per FSM state the datapath needs (driven inside the FSM below)
+        in_idle, in_data, in_osrc, in_final = Signal(), Signal(), Signal(), Signal()
+        mode = Signal(Mode)
         k = Signal(kw)
         s2 = Signal()
         pad = Signal(kw)
@@ -80,7 +104,34 @@ class PE(wiring.Component):
         p2done = Signal()
         m.d.comb += self.cfg_error.eq(error)
 
-        e1, e2 = self.port1.payload, self.port2.payload
+        e2 = self.port2.payload
+        la2 = self.lookahead == 2
+        if la2:
+            # MSRC look-ahead: of the first two pending entries, a leading skip entry (every
+            # target column masked off or out of range) is consumed together with the second,
+            # which is then the entry the datapath works on (docs/architecture.md 6.1)
+            x0, x1 = self.port1.payload.first, self.port1.payload.second
+
+            def skip_of(x):
+                lo_x = Signal(signed(sw))
+                m.d.comb += lo_x.eq(Mux(s2, x.offset << 1, x.offset) - pad)
+                wanted = 0
+                for j in range(km):
+                    t = lo_x + j
+                    wanted = wanted | ((j < k) & (t >= 0) & (t < out_len) & mask.bit_select(t[:ow], 1))
+                sk = Signal()
+                m.d.comb += sk.eq((mode == Mode.MSRC) & (x.offset != p.off_end) & ~wanted)
+                return sk
+
+            skip0, skip1 = skip_of(x0), skip_of(x1)
+            take2 = Signal()
+            m.d.comb += take2.eq(skip0 & self.port1.payload.has_second & ~x0.last)
+            e1 = Signal(entry_layout(p))
+            e_skip = Signal()  # the entry the datapath sees is itself a skip: no window step
+            m.d.comb += [e1.eq(Mux(take2, x1.as_value(), x0.as_value())), e_skip.eq(Mux(take2, skip1, skip0)),
+                         self.port1_take2.eq(in_data & take2)]
+        else:
+            e1 = self.port1.payload
         v = e1.value
         marker1 = e1.offset == p.off_end
         marker2 = e2.offset == p.off_end
@@ -90,7 +141,7 @@ class PE(wiring.Component):
 
         # ---- SRC / MSRC window step for the Port-1 entry on offer -------------------------
         lo = Signal(signed(sw))
-        with m.If(mode == MODE_MSRC):
+        with m.If(mode == Mode.MSRC):
             m.d.comb += lo.eq(Mux(s2, e1.offset << 1, e1.offset) - pad)
         with m.Else():  # ceil((u - k + 1) / S)
             m.d.comb += lo.eq(Mux(s2, (u - k + 2) >> 1, u - k + 1))
@@ -102,7 +153,10 @@ class PE(wiring.Component):
                      hi.eq(Mux(hi_a < out_len, hi_a, out_len))]
         retire = Signal()
         retire_n = Signal(kw)
-        m.d.comb += [retire.eq(~marker1 & (hi > base_s)), retire_n.eq(hi - base_s)]
+        retire_when = ~marker1 & (hi > base_s)
+        if la2:
+            retire_when = retire_when & ~e_skip
+        m.d.comb += [retire.eq(retire_when), retire_n.eq(hi - base_s)]
         shift = Signal(range(km + 1))
         m.d.comb += shift.eq(Mux(new_base - base_s > km, km, new_base - base_s))
         e_src = Signal(signed(sw))  # Reg-1 index of the weight for slot 0 (SRC)
@@ -113,7 +167,7 @@ class PE(wiring.Component):
             idx = Signal(signed(sw), name=f"widx_{j}")
             use = Signal(name=f"use_{j}")
             m.d.comb += x.eq(new_base + j)
-            with m.If(mode == MODE_MSRC):
+            with m.If(mode == Mode.MSRC):
                 m.d.comb += [idx.eq(new_base - lo + j),
                              use.eq((idx < k) & (x < out_len) & mask.bit_select(x[:ow], 1))]
             with m.Else():
@@ -139,9 +193,9 @@ class PE(wiring.Component):
         take_do = Signal()
         take_in = Signal()
         m.d.comb += [
-            take_do.eq((state == OSRC) & ~p2done & self.port2.valid &
+            take_do.eq(in_osrc & ~p2done & self.port2.valid &
                        (p1done | (self.port1.valid & take_do_rule))),
-            take_in.eq((state == OSRC) & ~p1done & self.port1.valid &
+            take_in.eq(in_osrc & ~p1done & self.port1.valid &
                        (p2done | (self.port2.valid & ~take_do_rule))),
         ]
         # dO load: the cache window ends at the newest dO column
@@ -177,14 +231,14 @@ class PE(wiring.Component):
         count = Signal(kw)
         final_count = Signal(signed(sw))
         m.d.comb += final_count.eq(Mux(base_s + k < out_len, base_s + k, out_len) - base_s)
-        with m.If(state == FINAL):
+        with m.If(in_final):
             m.d.comb += [
                 self.out.valid.eq(1),
                 self.out.payload.last.eq(1),
-                self.out.payload.base.eq(Mux(error | (mode == MODE_OSRC), 0, base)),
-                count.eq(Mux(error, 0, Mux(mode == MODE_OSRC, k, Mux(final_count > 0, final_count, 0)))),
+                self.out.payload.base.eq(Mux(error | (mode == Mode.OSRC), 0, base)),
+                count.eq(Mux(error, 0, Mux(mode == Mode.OSRC, k, Mux(final_count > 0, final_count, 0)))),
             ]
-        with m.Elif(state == DATA):
+        with m.Elif(in_data):
             m.d.comb += [self.out.valid.eq(self.port1.valid & retire),
                          self.out.payload.base.eq(base), count.eq(retire_n)]
         m.d.comb += self.out.payload.count.eq(count)
@@ -193,14 +247,50 @@ class PE(wiring.Component):
 
         # ---- control -----------------------------------------------------------------------
         c = self.cfg.payload
+
+        def cfg_ok_of(x):
+            # (k <= K_MAX is only checked when the field can hold more: no constant comparisons)
+            k_fits = (x.k <= km) if km < (1 << kw) - 1 else 1
+            return ((x.mode != 3) & (x.k >= 1) & k_fits & (x.pad < x.k) &
+                    (x.in_len >= 1) & (x.in_len <= p.w_max) & (x.out_len >= 1) & (x.out_len <= p.w_max))
+
         cfg_ok = Signal()
-        # (k <= K_MAX is only checked when the field can hold more: no constant comparisons)
-        k_fits = (c.k <= km) if km < (1 << kw) - 1 else 1
-        m.d.comb += cfg_ok.eq((c.mode != 3) & (c.k >= 1) & k_fits & (c.pad < c.k) &
-                              (c.in_len >= 1) & (c.in_len <= p.w_max) &
-                              (c.out_len >= 1) & (c.out_len <= p.w_max))
-        with m.Switch(state):
-            with m.Case(IDLE):
+        m.d.comb += cfg_ok.eq(cfg_ok_of(c))
+
+        def data_state():
+            m.d.comb += [in_data.eq(1), self.port1.ready.eq(~retire | self.out.ready)]
+            with m.If(self.port1.valid & self.port1.ready):
+                with m.If(~e_skip if la2 else 1):
+                    m.d.sync += [reg2[j].eq(window_next[j]) for j in range(km)]
+                    with m.If(~marker1):
+                        m.d.sync += base.eq(new_base)
+                with m.If(e1.last):
+                    m.next = "FINAL"
+
+        def osrc_state():
+            m.d.comb += [in_osrc.eq(1), self.port1.ready.eq(take_in), self.port2.ready.eq(take_do)]
+            with m.If(take_do):
+                with m.If(~marker2):
+                    m.d.sync += [reg1[j].eq(cache_next[j]) for j in range(km)]
+                    m.d.sync += base.eq(cache_base)
+                m.d.sync += p2done.eq(e2.last)
+            with m.If(take_in):
+                m.d.sync += [reg2[j].eq(acc_next[j]) for j in range(km)]
+                m.d.sync += p1done.eq(e1.last)
+            with m.If(osrc_finish):
+                m.next = "FINAL"
+
+        osrc_finish = Signal()  # the OSRC op's last input action is in this cycle
+        m.d.comb += osrc_finish.eq((p1done | (take_in & e1.last)) & (p2done | (take_do & e2.last)))
+        if self.prefetch:
+            self._prefetch_control(m, c, cfg_ok_of, data_state, osrc_state, osrc_finish, dict(
+                in_idle=in_idle, in_osrc=in_osrc, in_final=in_final, take_do=take_do, mode=mode, k=k, s2=s2,
+                pad=pad, out_len=out_len, error=error, reg1=reg1_list, reg2=reg2_list, base=base, mask=mask,
+                p1done=p1done, p2done=p2done))
+            return m
+
+        with m.FSM(name="state"):
+            with m.State("IDLE"):
                 m.d.comb += self.cfg.ready.eq(1)
                 with m.If(self.cfg.valid):
                     m.d.sync += [mode.eq(c.mode), k.eq(c.k), s2.eq(c.stride2), pad.eq(c.pad),
@@ -208,57 +298,168 @@ class PE(wiring.Component):
                                  p1done.eq(0), p2done.eq(0)]
                     m.d.sync += [r.eq(0) for r in reg1] + [r.eq(0) for r in reg2]
                     with m.If(~cfg_ok):
-                        m.d.sync += state.eq(FINAL)
-                    with m.Elif(c.mode == MODE_MSRC):
-                        m.d.sync += state.eq(MASK)
-                    with m.Elif(c.mode == MODE_OSRC):
-                        m.d.sync += state.eq(OSRC)
+                        m.next = "FINAL"
                     with m.Else():
-                        m.d.sync += state.eq(WEIGHTS)
-            with m.Case(MASK):
+                        with m.Switch(c.mode):
+                            with m.Case(Mode.MSRC):
+                                m.next = "MASK"
+                            with m.Case(Mode.OSRC):
+                                m.next = "OSRC"
+                            with m.Default():
+                                m.next = "WEIGHTS"
+            with m.State("MASK"):
                 m.d.comb += self.port3.ready.eq(1)
                 with m.If(self.port3.valid):
-                    m.d.sync += [mask.eq(self.port3.payload.bits), state.eq(WEIGHTS)]
-            with m.Case(WEIGHTS):
+                    m.d.sync += mask.eq(self.port3.payload.bits)
+                    m.next = "WEIGHTS"
+            with m.State("WEIGHTS"):
                 m.d.comb += self.port2.ready.eq(1)
                 with m.If(self.port2.valid):
                     m.d.sync += [reg1[wcnt].eq(e2.value), wcnt.eq(wcnt + 1)]
                     with m.If(wcnt == k - 1):
-                        m.d.sync += state.eq(DATA)
-            with m.Case(DATA):
-                m.d.comb += self.port1.ready.eq(~retire | self.out.ready)
-                with m.If(self.port1.valid & self.port1.ready):
-                    m.d.sync += [reg2[j].eq(window_next[j]) for j in range(km)]
-                    with m.If(~marker1):
-                        m.d.sync += base.eq(new_base)
-                    with m.If(e1.last):
-                        m.d.sync += state.eq(FINAL)
-            with m.Case(OSRC):
-                m.d.comb += [self.port1.ready.eq(take_in), self.port2.ready.eq(take_do)]
-                with m.If(take_do):
-                    with m.If(~marker2):
-                        m.d.sync += [reg1[j].eq(cache_next[j]) for j in range(km)]
-                        m.d.sync += base.eq(cache_base)
-                    m.d.sync += p2done.eq(e2.last)
-                with m.If(take_in):
-                    m.d.sync += [reg2[j].eq(acc_next[j]) for j in range(km)]
-                    m.d.sync += p1done.eq(e1.last)
-                with m.If((p1done | (take_in & e1.last)) & (p2done | (take_do & e2.last))):
-                    m.d.sync += state.eq(FINAL)
-            with m.Case(FINAL):
+                        m.next = "DATA"
+            with m.State("DATA"):
+                data_state()
+            with m.State("OSRC"):
+                osrc_state()
+            with m.State("FINAL"):
+                m.d.comb += in_final.eq(1)
                 with m.If(self.out.ready):
-                    m.d.sync += state.eq(IDLE)
+                    m.next = "IDLE"
         return m
+
+
+    def _prefetch_control(self, m: Module, c, cfg_ok_of, data_state, osrc_state, osrc_finish, r: dict) -> None:
+        """Second-generation control (docs/architecture.md 6.1): stages A (active: computes,
+        Reg-1/Reg-2), S (shadow: the next op's cfg, mask and weights, loading on Port-2/3)
+        and Q (one queued cfg). An op moves Q -> S when S frees (weights only while no OSRC
+        op computes on Port-2), and S -> A in the cycle after its last weight and after the
+        active op's final beat; an op with nothing to load (OSRC, refused) moves from the cfg
+        port straight to A when S and Q are empty and A is free."""
+        p = self.params
+        km, kw = p.k_max, p.k_w
+        mode, k, error, mask = r["mode"], r["k"], r["error"], r["mask"]
+        # ---- Q: one cfg
+        q_valid = Signal()
+        q_cfg = Signal(pe_cfg_layout(p))
+        cand = Signal(pe_cfg_layout(p))  # the next op after S: Q's, else the cfg on offer
+        m.d.comb += cand.eq(Mux(q_valid, q_cfg.as_value(), c.as_value()))
+        cand_ok = Signal()
+        cand_l0 = Signal()  # nothing to load (OSRC or refused)
+        m.d.comb += [cand_ok.eq(cfg_ok_of(cand)), cand_l0.eq(~cand_ok | (cand.mode == Mode.OSRC))]
+        # ---- S: shadow Reg-1, mask and cfg of the next op
+        s_valid, s_s2, s_error = Signal(), Signal(), Signal()
+        s_mode = Signal(Mode)
+        s_k, s_pad = Signal(kw), Signal(kw)
+        s_out_len = Signal(p.off_w)
+        s_mask = Signal(p.w_max)
+        s_wcnt = Signal(kw)  # weights loaded so far
+        shadow = [Signal(signed(p.dw), name=f"shadow_{j}") for j in range(km)]
+        s_l0 = s_error | (s_mode == Mode.OSRC)
+        s_first = s_wcnt == 0
+        s_loading = Signal()
+        m.d.comb += s_loading.eq(s_valid & ~s_l0 & (s_wcnt != s_k))
+        # the MSRC mask beat and weight 0 are taken together, in the op's first load cycle
+        s_msrc_first = (s_mode == Mode.MSRC) & s_first
+        s_p2_ready, load_hs = Signal(), Signal()
+        m.d.comb += [s_p2_ready.eq(s_loading & (~s_msrc_first | self.port3.valid)),
+                     load_hs.eq(s_p2_ready & self.port2.valid)]
+        m.d.comb += [self.port2.ready.eq(Mux(r["in_osrc"], r["take_do"], s_p2_ready)),
+                     self.port3.ready.eq(s_loading & s_msrc_first & self.port2.valid)]
+        s_loaded_next = Signal()  # S's op can compute from the next cycle on
+        m.d.comb += s_loaded_next.eq(s_valid & (s_l0 | (s_wcnt == s_k) | (load_hs & (s_wcnt == s_k - 1))))
+        # ---- moves between the stages
+        a_done = r["in_final"] & self.out.ready
+        a_free = r["in_idle"] | a_done
+        move_sa, direct, to_s = Signal(), Signal(), Signal()
+        a_osrc_next = Signal()  # an OSRC op computes in A in the next cycle (Port-2 is its)
+        m.d.comb += [
+            move_sa.eq(a_free & s_loaded_next),
+            direct.eq(~q_valid & self.cfg.valid & cand_l0 & ~s_valid & a_free),
+            a_osrc_next.eq(Mux(move_sa, (s_mode == Mode.OSRC) & ~s_error, r["in_osrc"] & ~osrc_finish)),
+            to_s.eq((q_valid | self.cfg.valid) & (~s_valid | move_sa) & ~direct & (cand_l0 | ~a_osrc_next)),
+            self.cfg.ready.eq(~q_valid | to_s),
+        ]
+        cfg_hs = self.cfg.valid & self.cfg.ready
+        with m.If(cfg_hs & (q_valid | ~(to_s | direct))):
+            m.d.sync += [q_cfg.eq(c), q_valid.eq(1)]
+        with m.Elif(q_valid & to_s):
+            m.d.sync += q_valid.eq(0)
+        with m.If(load_hs):
+            m.d.sync += [Array(shadow)[s_wcnt].eq(self.port2.payload.value), s_wcnt.eq(s_wcnt + 1)]
+            with m.If(s_msrc_first):
+                m.d.sync += s_mask.eq(self.port3.payload.bits)
+        with m.If(to_s):
+            m.d.sync += [s_valid.eq(1), s_mode.eq(cand.mode), s_k.eq(cand.k), s_s2.eq(cand.stride2),
+                         s_pad.eq(cand.pad), s_out_len.eq(cand.out_len), s_error.eq(~cand_ok), s_wcnt.eq(0)]
+        with m.Elif(move_sa):
+            m.d.sync += s_valid.eq(0)
+        # ---- A: load the active registers of the op that starts computing next cycle
+        start = Signal()
+        n_error, n_osrc = Signal(), Signal()
+        m.d.comb += [start.eq(move_sa | direct),
+                     n_error.eq(Mux(move_sa, s_error, ~cand_ok)),
+                     n_osrc.eq(Mux(move_sa, s_mode == Mode.OSRC, cand.mode == Mode.OSRC))]
+        with m.If(start):
+            with m.If(move_sa):
+                m.d.sync += [mode.eq(s_mode), k.eq(s_k), r["s2"].eq(s_s2), r["pad"].eq(s_pad),
+                             r["out_len"].eq(s_out_len),
+                             # the MSRC mask and the last weight may arrive in this very cycle
+                             mask.eq(Mux(load_hs & s_msrc_first, self.port3.payload.bits, s_mask))]
+                for j in range(km):
+                    w = Mux(load_hs & (s_wcnt == j), self.port2.payload.value, shadow[j])
+                    m.d.sync += r["reg1"][j].eq(Mux(s_mode == Mode.OSRC, 0, w))
+            with m.Else():
+                m.d.sync += [mode.eq(cand.mode), k.eq(cand.k), r["s2"].eq(cand.stride2), r["pad"].eq(cand.pad),
+                             r["out_len"].eq(cand.out_len)]
+                m.d.sync += [x.eq(0) for x in r["reg1"]]
+            m.d.sync += [error.eq(n_error), r["base"].eq(0), r["p1done"].eq(0), r["p2done"].eq(0)]
+            m.d.sync += [x.eq(0) for x in r["reg2"]]
+
+        def start_next():
+            with m.If(n_error):
+                m.next = "FINAL"
+            with m.Elif(n_osrc):
+                m.next = "OSRC"
+            with m.Else():
+                m.next = "DATA"
+
+        with m.FSM(name="state"):
+            with m.State("IDLE"):
+                m.d.comb += r["in_idle"].eq(1)
+                with m.If(start):
+                    start_next()
+            with m.State("DATA"):
+                data_state()
+            with m.State("OSRC"):
+                osrc_state()
+            with m.State("FINAL"):
+                m.d.comb += r["in_final"].eq(1)
+                with m.If(self.out.ready & start):
+                    start_next()
+                with m.Elif(self.out.ready):
+                    m.next = "IDLE"
 
 
 def _build(values: dict[str, int | None]) -> tuple[PE, dict[str, int]]:
     params = HwParams(dw=values["DW"], k_max=values["K_MAX"], w_max=values["W_MAX"], acc_w=values["ACC_W"])
-    return PE(params), params.as_dict()
+    prefetch = values["PREFETCH"]
+    if prefetch not in (0, 1):
+        raise ValueError(f"PREFETCH = {prefetch} is out of range; allowed: 0, 1")
+    pe = PE(params, prefetch=bool(prefetch), lookahead=values["LOOKAHEAD"])
+    used = params.as_dict()
+    # the second-generation parameters are reported when set (absent = the first generation),
+    # so that the parameters of existing first-generation builds stay as they were
+    if prefetch or pe.lookahead != 1:
+        used.update(PREFETCH=prefetch, LOOKAHEAD=pe.lookahead)
+    return pe, used
 
 
 BLOCK = BlockSpec(
     name="pe",
     help="row-convolution PE (SRC, MSRC, OSRC), docs/architecture.md sections 4 to 6",
-    params=dict(DATAPATH_PARAMS),
+    params={**DATAPATH_PARAMS,
+            "PREFETCH": ParamSpec(0, "second generation A: shadow Reg-1 and cfg queue (0 off, 1 on)"),
+            "LOOKAHEAD": ParamSpec(1, "second generation B: MSRC look-ahead over Port-1 entries (1 off, 2 on)")},
     build=_build,
 )

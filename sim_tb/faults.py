@@ -42,6 +42,10 @@ def _pe_cycles(a: dict[str, np.ndarray]) -> None:
     a["exp_cycles"][_first(a["exp_error"] == 0, "accepted op")] += 1
 
 
+def _pe_schedule(a: dict[str, np.ndarray]) -> None:
+    a["exp_f"][_first(a["exp_error"] == 0, "accepted op")] += 1
+
+
 def _pe_error(a: dict[str, np.ndarray]) -> None:
     a["exp_error"][0] ^= 1
 
@@ -62,6 +66,7 @@ def _ppu_cycles(a: dict[str, np.ndarray]) -> None:
 PE_FAULTS: dict[str, tuple[StimulusHook, str]] = {
     "wrong lane": (edit_stimulus(_pe_lane), "pe beats: "),
     "wrong cycle count": (edit_stimulus(_pe_cycles), "off the timing contract"),
+    "wrong final-beat cycle": (edit_stimulus(_pe_schedule), "off the schedule"),
     "wrong cfg_error": (edit_stimulus(_pe_error), "cfg_error wrong"),
 }
 PPU_FAULTS: dict[str, tuple[StimulusHook, str]] = {

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..arch.fixedpoint import SparseRow, check_param
 from ..arch.pe import HwParams
-from ..arch.timing import Mode
+from ..arch.timing import Mode, OpTiming, msrc_skips, op_timing, schedule
 from ..golden.bitexact.rowops import Beat, RowOpResult, conv_out_len, msrc, osrc, src
 from . import runner
 
@@ -75,15 +75,39 @@ class PeOp:
         return {"mode": int(self.mode), "k": self.k, "stride2": int(self.stride == 2), "pad": self.pad,
                 "in_len": in_len, "out_len": out_len}
 
-    def golden(self, acc_w: int) -> RowOpResult | None:
+    def golden(self, acc_w: int, lookahead: int = 1) -> RowOpResult | None:
         """The bit-accurate reference, or None for a refused operation."""
         if self.raw_cfg is not None:
             return None
         if self.mode is Mode.SRC:
             return src(self.weights, self.row, stride=self.stride, pad=self.pad, out_len=self.out_len, acc_w=acc_w)
         if self.mode is Mode.MSRC:
-            return msrc(self.weights, self.row, self.mask, stride=self.stride, pad=self.pad, acc_w=acc_w)
+            return msrc(self.weights, self.row, self.mask, stride=self.stride, pad=self.pad, acc_w=acc_w,
+                        lookahead=lookahead)
         return osrc(self.row, self.grad, self.k, stride=self.stride, pad=self.pad, acc_w=acc_w)
+
+
+    def timing(self, lookahead: int = 1) -> OpTiming:
+        """L and C of this op for arch.timing.schedule (docs/architecture.md 6.1)."""
+        if self.raw_cfg is not None:
+            return op_timing(Mode.SRC, 0, 0, refused=True)
+        skips = None
+        if self.mode is Mode.MSRC and lookahead != 1:
+            skips = msrc_skips(self.row.offsets.tolist(), list(self.mask), self.k, self.stride, self.pad)
+        n2 = self.grad.entries if self.mode is Mode.OSRC else 0
+        return op_timing(self.mode, self.k, self.row.entries, n2, skips=skips, lookahead=lookahead)
+
+
+@dataclass
+class PeConfig:
+    """The second-generation elaboration parameters of the PE under test (defaults: first gen)."""
+
+    prefetch: bool = False
+    lookahead: int = 1
+
+    @property
+    def tag(self) -> str:
+        return ("p" if self.prefetch else "") + (f"l{self.lookahead}" if self.lookahead != 1 else "")
 
 
 @dataclass
@@ -96,6 +120,8 @@ class PeOpResult:
     cfg_error: bool      # the cfg_error output when the final beat left
     expected: RowOpResult | None = None
     aborted: bool = False  # the op was cut short by a reset (no beats/cycles checked)
+    cfg_cycle: int = 0     # testbench cycle of the cfg handshake
+    final_cycle: int = 0   # testbench cycle of the final-beat handshake
 
     @property
     def dense(self) -> np.ndarray:
@@ -141,23 +167,30 @@ def check_op(op: PeOp, p: HwParams) -> None:
             raise ValueError(f"weights = {op.weights!r} is out of range; allowed: exactly K = {op.k} values")
 
 
-def write_stimulus(ops: Sequence[PeOp], p: HwParams, path: Path, *, check: bool = True) -> list[RowOpResult | None]:
-    """Pack ``ops`` and their golden results into ``path`` (npz); returns the golden results."""
+def write_stimulus(ops: Sequence[PeOp], p: HwParams, path: Path, *, check: bool = True,
+                   config: PeConfig = PeConfig()) -> list[RowOpResult | None]:
+    """Pack ``ops`` and their golden results into ``path`` (npz); returns the golden results.
+
+    exp_cycles: each op's cycles alone (arch.timing, cfg to final beat); exp_a / exp_f: the
+    cfg and final-beat cycles of the whole back-to-back sequence with no stalls (cycle 1 = the
+    first cfg), from arch.timing.schedule."""
     cfg, p1, p1_op, p2, p2_op, masks, mask_op = [], [], [], [], [], [], []
     exp_cycles, exp_error, beats = [], [], []
     goldens = []
+    timings = []
     lim = (1 << (p.dw - 1))
     for i, op in enumerate(ops):
         check_op(op, p)
         cfg.append(_pack_cfg(op.cfg(), p))
-        g = op.golden(p.acc_w)
+        g = op.golden(p.acc_w, config.lookahead)
         goldens.append(g)
+        t = op.timing(config.lookahead)
+        timings.append(t)
+        exp_cycles.append(schedule([t], config.prefetch)[0].cycles)
         if g is None:
-            exp_cycles.append(2)  # cfg + the refusing final beat
             exp_error.append(1)
             beats.append([i, 0, 0, 1] + [0] * p.k_max)
             continue
-        exp_cycles.append(g.cycles)
         exp_error.append(0)
         for b in g.beats:
             beats.append([i, b.base, b.count, int(b.last)] + list(b.lanes) + [0] * (p.k_max - b.count))
@@ -178,6 +211,7 @@ def write_stimulus(ops: Sequence[PeOp], p: HwParams, path: Path, *, check: bool 
             bits[:len(op.mask)] = np.asarray(op.mask, dtype=bool)
             masks.append(bits)
             mask_op.append(i)
+    sched = schedule(timings, config.prefetch)
     np.savez(path,
              cfg=np.asarray(cfg, dtype=np.uint64), p1=np.asarray(p1, dtype=np.uint64),
              p1_op=np.asarray(p1_op, dtype=np.int64), p2=np.asarray(p2, dtype=np.uint64),
@@ -185,28 +219,33 @@ def write_stimulus(ops: Sequence[PeOp], p: HwParams, path: Path, *, check: bool 
              masks=np.asarray(masks, dtype=np.uint8).reshape(-1, p.w_max),
              mask_op=np.asarray(mask_op, dtype=np.int64),
              exp_cycles=np.asarray(exp_cycles, dtype=np.int64), exp_error=np.asarray(exp_error, dtype=np.int64),
+             exp_a=np.asarray([c.cfg for c in sched], dtype=np.int64),
+             exp_f=np.asarray([c.final for c in sched], dtype=np.int64),
              beats=np.asarray(beats, dtype=np.int64).reshape(-1, 4 + p.k_max),
              check=np.asarray(int(check)))
     return goldens
 
 
-def pe_verilog(p: HwParams) -> str:
+def pe_verilog(p: HwParams, config: PeConfig = PeConfig()) -> str:
     from amaranth.back import verilog
 
     from ..hw.pe import PE
-    return verilog.convert(PE(p), name="pe", emit_src=False)
+    return verilog.convert(PE(p, prefetch=config.prefetch, lookahead=config.lookahead), name="pe", emit_src=False)
 
 
-def pe_build(p: HwParams, sim: str = "verilator") -> runner.Build:
+def pe_build(p: HwParams, sim: str = "verilator", config: PeConfig = PeConfig()) -> runner.Build:
     """Compile the PE of ``p`` for ``sim`` once (runner caches by parameters, on disk and per process)."""
-    return runner.build(lambda: pe_verilog(p), "pe", sim, name=f"pe-d{p.dw}k{p.k_max}w{p.w_max}a{p.acc_w}",
-                        params=p.as_dict())
+    params = p.as_dict()
+    if config.tag:
+        params.update(PREFETCH=int(config.prefetch), LOOKAHEAD=config.lookahead)
+    return runner.build(lambda: pe_verilog(p, config), "pe", sim,
+                        name=f"pe-d{p.dw}k{p.k_max}w{p.w_max}a{p.acc_w}{config.tag}", params=params)
 
 
 def run_pe_ops(ops: Sequence[PeOp], params: HwParams, sim: str = "verilator", *, seed: int | None = None,
                p_valid: float = 1.0, p_ready: float = 1.0, resets: Sequence[tuple[int, int]] = (),
-               check: bool = True, workdir: Path | None = None,
-               stimulus_hook: Callable[[Path], None] | None = None) -> list[PeOpResult]:
+               check: bool = True, workdir: Path | None = None, config: PeConfig = PeConfig(),
+               serial: bool = False, stimulus_hook: Callable[[Path], None] | None = None) -> list[PeOpResult]:
     """Run ``ops`` back to back on the RTL; return the beats and measured cycles of each.
 
     p_valid / p_ready: per-cycle probability that a source offers / the sink accepts (1.0 =
@@ -214,20 +253,24 @@ def run_pe_ops(ops: Sequence[PeOp], params: HwParams, sim: str = "verilator", *,
     (op index, cycles after its cfg handshake) at which rst is pulsed; that op is abandoned
     and its remaining input dropped. check: the testbench compares every beat with the
     golden model and every cycle count with sparsetrain.arch.timing and fails (AssertionError) on any
-    difference (its message lists every problem found). stimulus_hook: called with the written
-    stimulus file before the simulator starts (the checker self-tests inject a fault there,
-    ``sim_tb.faults``).
+    difference (its message lists every problem found). config: the PE's prefetch / lookahead.
+    serial: offer each cfg only once the previous op's final beat has left (one op in flight, so
+    that ``cycles - stalls`` is exact under back-pressure with prefetch too); otherwise cfgs are
+    offered as early as the PE takes them, and with prefetch and back-pressure only the results
+    are checked, not the cycles. stimulus_hook: called with the written stimulus file before the
+    simulator starts (the checker self-tests inject a fault there, ``sim_tb.faults``).
     """
     seed = runner.default_seed() if seed is None else seed
     runner.check_handshake_probabilities(p_valid, p_ready)
-    b = pe_build(params, sim)
+    b = pe_build(params, sim, config)
     wdir = runner.run_folder(b, "pe-ops-", workdir)
     stim, result = wdir / "stim.npz", wdir / "result.npz"
-    goldens = write_stimulus(ops, params, stim, check=check)
+    goldens = write_stimulus(ops, params, stim, check=check, config=config)
     if stimulus_hook is not None:
         stimulus_hook(stim)
     cfg = {"p_valid": p_valid, "p_ready": p_ready, "resets": [list(r) for r in resets],
-           "params": params.as_dict(), "seed": seed}
+           "params": params.as_dict(), "seed": seed, "prefetch": config.prefetch, "lookahead": config.lookahead,
+           "serial": serial}
     env = {"PE_STIM": str(stim), "PE_RESULT": str(result), "PE_TB_CFG": json.dumps(cfg)}
     try:
         runner.run(b, TB_MODULE, seed=seed, env=env, test_dir=wdir / "tb")
@@ -246,5 +289,5 @@ def read_results(path: Path, goldens: Sequence[RowOpResult | None], p: HwParams)
         bl = [Beat(int(row[1]), int(row[2]), tuple(int(x) for x in row[4:4 + int(row[2])]), bool(row[3]))
               for row in mine]
         out.append(PeOpResult(bl, int(r["cycles"][i]), int(r["stalls"][i]), bool(r["cfg_error"][i]), g,
-                              bool(r["aborted"][i])))
+                              bool(r["aborted"][i]), int(r["cfg_cycle"][i]), int(r["final_cycle"][i])))
     return out

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from ...arch.fixedpoint import SparseRow, check_param, sat
-from ...arch.timing import Mode, entries, pe_cycles
+from ...arch.timing import Mode, entries, msrc_skips, pe_cycles
 
 
 @dataclass(frozen=True)
@@ -110,8 +110,12 @@ def src(weights: Sequence[int], row: SparseRow, *, stride: int = 1, pad: int = 0
 
 
 def msrc(weights: Sequence[int], grad: SparseRow, mask: Sequence[int] | np.ndarray, *, stride: int = 1,
-         pad: int = 0, acc_w: int = 40) -> RowOpResult:
-    """MSRC: dI[x] = mask[x] * sum_{y*S + k - P = x} w[k] * dO[y] (gradient to activations)."""
+         pad: int = 0, acc_w: int = 40, lookahead: int = 1) -> RowOpResult:
+    """MSRC: dI[x] = mask[x] * sum_{y*S + k - P = x} w[k] * dO[y] (gradient to activations).
+
+    lookahead 2 (section 6.1): skip entries (every target masked off or out of range) do not
+    step the window, so they retire no columns; the dense result is the same, the beats are
+    those of the row without its skip entries."""
     k = len(weights)
     mask = np.asarray(mask, dtype=bool)
     out_len = int(mask.size)
@@ -120,9 +124,14 @@ def msrc(weights: Sequence[int], grad: SparseRow, mask: Sequence[int] | np.ndarr
     if grad.length != expect:
         raise ValueError(f"dO row length = {grad.length} does not match the dI row of {out_len} "
                          f"(K={k}, stride={stride}, pad={pad}); allowed: {expect}")
+    if lookahead not in (1, 2):
+        raise ValueError(f"lookahead = {lookahead} is out of range; allowed: 1, 2")
     win = _Window(k, out_len, acc_w)
     macs = 0
-    for y, v in zip(grad.offsets.tolist(), grad.values.tolist()):
+    skips = msrc_skips(grad.offsets.tolist(), mask.tolist(), k, stride, pad) if lookahead == 2 else None
+    for i, (y, v) in enumerate(zip(grad.offsets.tolist(), grad.values.tolist())):
+        if skips is not None and skips[i]:
+            continue
         lo = y * stride - pad
         win.advance(lo)
         for kk in range(k):

@@ -27,6 +27,7 @@ class Mutation:
     mode: str
     depth: int
     why: str
+    prefetch: bool = False  # check the PE elaborated with prefetch (pe_prefetch_harness)
 
 
 MUTATIONS = (
@@ -35,12 +36,17 @@ MUTATIONS = (
              "contract", "bmc", 8,
              "Port-1 takes an entry whose retire beat is not accepted: the beat is lost"),
     Mutation("pe_final_beat_dropped", "pe", "PE",
-             "            with m.Case(FINAL):\n                with m.If(self.out.ready):\n"
-             "                    m.d.sync += state.eq(IDLE)",
-             "            with m.Case(FINAL):\n                with m.If(1):\n"
-             "                    m.d.sync += state.eq(IDLE)",
+             "            with m.State(\"FINAL\"):\n                m.d.comb += in_final.eq(1)\n"
+             "                with m.If(self.out.ready):\n                    m.next = \"IDLE\"",
+             "            with m.State(\"FINAL\"):\n                m.d.comb += in_final.eq(1)\n"
+             "                with m.If(1):\n                    m.next = \"IDLE\"",
              "stream", "prove", 3,
              "the final beat is withdrawn after one cycle whether or not it was accepted"),
+    Mutation("pe_prefetch_queue_overrun", "pe", "PE",
+             "self.cfg.ready.eq(~q_valid | to_s),", "self.cfg.ready.eq(1),",
+             "queue", "bmc", 8,
+             "with prefetch, cfg is taken while the queue is full: the queued op is overwritten (lost)",
+             prefetch=True),
     Mutation("ppu_no_saturation", "ppu", "PPU",
              "m.d.sync += acc[col].eq(_sat_signed(total, c.acc_w))", "m.d.sync += acc[col].eq(total)",
              "sat", "bmc", 6,
@@ -74,6 +80,9 @@ def mutant_module(mut: Mutation, apply: bool = True) -> ModuleType:
 
 def mutant_harness(mut: Mutation, apply: bool = True):
     cls = getattr(mutant_module(mut, apply), mut.cls)
+    if mut.module == "pe" and mut.prefetch:
+        from .pe_props import PE_SMALL, pe_prefetch_harness
+        return pe_prefetch_harness(PE_SMALL, (mut.check,), pe_cls=cls)
     if mut.module == "pe":
         from .pe_props import PE_SMALL, pe_harness
         return pe_harness(PE_SMALL, (mut.check,), pe_cls=cls)

@@ -64,6 +64,13 @@ def _pe_default(groups: tuple[str, ...]):
     return build
 
 
+def _pe_prefetch(groups: tuple[str, ...]):
+    def build():
+        from .pe_props import PE_SMALL, pe_prefetch_harness
+        return pe_prefetch_harness(PE_SMALL, groups)
+    return build
+
+
 def _ppu(groups: tuple[str, ...]):
     def build():
         from .ppu_props import PPU_SMALL, ppu_harness
@@ -134,6 +141,27 @@ def _checks() -> list[Check]:
               "as pe.contract", False, pe_default),
         Check("pe.refusal@default", "pe", "prove", 2, _pe_default(("refusal",)),
               "as pe.refusal", False, pe_default),
+        # the second-generation PE with prefetch (docs/architecture.md 6.1): bounded checks, up
+        # to three ops in flight (reached within the depth: cover pe.prefetch.cover)
+        Check("pe.prefetch.queue", "pe", "bmc", 14, _pe_prefetch(("queue",)),
+              "PREFETCH=1: never more than three ops in flight (A, S, Q), a fourth cfg is not taken; no beat "
+              "without an op in flight, so one final beat per configured op; no stall while every port keeps up",
+              True, pe_cfg + " PREFETCH=1"),
+        Check("pe.prefetch.ports", "pe", "bmc", 8, _pe_prefetch(("ports",)),
+              "PREFETCH=1: Port-1 only for the active op once its weights and mask are in, never past `last`; "
+              "Port-2 weights only for an op that needs them (K each), never while an OSRC op has inputs left; "
+              "Port-3 once per MSRC op, with its first weight", False, pe_cfg + " PREFETCH=1"),
+        Check("pe.prefetch.beats", "pe", "bmc", 8, _pe_prefetch(("beats",)),
+              "PREFETCH=1: an op's final beat after all its inputs, in the cycle after the last; retire beats only "
+              "with their entry, never dropped; disjoint increasing columns inside out_len, count <= K; refused "
+              "ops read nothing and end with count 0; cfg_error at the final beat = that op was refused",
+              False, pe_cfg + " PREFETCH=1"),
+        Check("pe.prefetch.stream", "pe", "bmc", 8, _pe_prefetch(("stream",)), f"PREFETCH=1 out: {stream}",
+              False, pe_cfg + " PREFETCH=1"),
+        Check("pe.prefetch.cover", "pe", "cover", 14, _pe_prefetch(("cover",)),
+              "PREFETCH=1 reachable: three ops in flight, an SRC op computing while the next op's weight loads, "
+              "final beats of two ops in consecutive cycles, an OSRC op finishing with three ops in flight",
+              False, pe_cfg + " PREFETCH=1"),
         Check("ppu.stream", "ppu", "prove", 2, _ppu(("stream",)), f"out: {stream}", True, ppu_cfg),
         Check("ppu.acc", "ppu", "prove", 2, _ppu(("acc",)),
               "ACCUM: acc[x] = sat(acc[x] + the cycle's contributions) exactly (no wrap); START loads the "
