@@ -13,6 +13,12 @@ specification and ``sparsetrain.arch.timing`` the cycle count. Structure:
   when the last entry retires columns (section 6: SRC = 1 + K + N1 + 1 exactly).
   ``out.valid`` depends on ``port1.valid``/payload but never on ``out.ready``.
 
+Second generation (section 6.1, elaboration parameters, defaults off): ``prefetch`` adds
+a shadow stage (shadow Reg-1, mask, cfg) and a one-deep cfg queue in front of the active
+registers above, so the next op's weights load on Port-2 while the current op computes
+(``_prefetch_control``); ``lookahead = 2`` widens Port-1 to two entries and lets MSRC
+consume a leading skip entry together with the next one.
+
 Run-time cfg values out of range (mode 3, k = 0 or > K_MAX, pad >= k, in_len/out_len = 0
 or > W_MAX) refuse the operation: nothing is read from Port-1/2/3, one ``last`` beat with
 ``count = 0`` is emitted on the next cycle, and ``cfg_error`` stays high until the next
@@ -36,8 +42,6 @@ MODE_SRC, MODE_MSRC, MODE_OSRC = Mode.SRC, Mode.MSRC, Mode.OSRC
 # States of the first-generation control FSM, in encoding order (the formal harness reads
 # the FSM's state register, ``state_state``, by these indices).
 FIRST_GEN_STATES = ("IDLE", "MASK", "WEIGHTS", "DATA", "OSRC", "FINAL")
-# States of the active stage with prefetch (the op that computes; section 6.1).
-PREFETCH_STATES = ("IDLE", "DATA", "OSRC", "FINAL")
 
 
 class PE(wiring.Component):
