@@ -53,19 +53,12 @@ class BlockSpec:
     params: dict[str, ParamSpec]
     params_class: type | None = None
     make: Callable[[Any], wiring.Component] | None = None
-    # Legacy form, (parameter dict) -> (component, parameters used): only for a block not yet on
-    # params_class/make (hw/pe.py, whose owner moves it); never both forms.
-    build: Callable[[dict[str, int | None]], tuple[wiring.Component, dict[str, int]]] | None = None
     toplevel: str = field(default="")
     # Synthesise module by module (synth/generic.py) unless asked otherwise: for blocks whose
     # flat run is too slow, or whose parts (the core's controller) are reported separately.
     synth_keep_hierarchy: bool = False
 
     def __post_init__(self) -> None:
-        if self.build is not None:
-            if self.params_class is not None or self.make is not None:
-                raise TypeError(f"block {self.name}: build and params_class/make given; allowed: one form")
-            return
         if not (dataclasses.is_dataclass(self.params_class) and isinstance(self.params_class, type)):
             raise TypeError(f"block {self.name}: params_class = {self.params_class!r} is not a dataclass; "
                             "allowed: a parameter dataclass")
@@ -92,8 +85,6 @@ class BlockSpec:
 
     def instantiate(self, values: Mapping[str, int | None]) -> tuple[wiring.Component, dict[str, int]]:
         """(component, every parameter actually used) from a full NAME -> value dict."""
-        if self.build is not None:
-            return self.build(dict(values))
         params = self.params_from(values)
         return self.make(params), self.used(params)
 

@@ -26,6 +26,8 @@ valid cfg is accepted.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -445,18 +447,35 @@ class PE(wiring.Component):
                     m.next = "IDLE"
 
 
-def _build(values: dict[str, int | None]) -> tuple[PE, dict[str, int]]:
-    params = HwParams(dw=values["DW"], k_max=values["K_MAX"], w_max=values["W_MAX"], acc_w=values["ACC_W"])
-    prefetch = values["PREFETCH"]
-    if prefetch not in (0, 1):
-        raise ValueError(f"PREFETCH = {prefetch} is out of range; allowed: 0, 1")
-    pe = PE(params, prefetch=bool(prefetch), lookahead=values["LOOKAHEAD"])
-    used = params.as_dict()
-    # the second-generation parameters are reported when set (absent = the first generation),
-    # so that the parameters of existing first-generation builds stay as they were
-    if prefetch or pe.lookahead != 1:
-        used.update(PREFETCH=prefetch, LOOKAHEAD=pe.lookahead)
-    return pe, used
+@dataclass(frozen=True)
+class PEConfig:
+    """The PE block's NAME=VALUE parameters (``BLOCK``): the datapath (``HwParams``, section 1)
+    and the second-generation switches (section 6.1), validated on creation."""
+
+    dw: int = 16
+    k_max: int = 11
+    w_max: int = 64
+    acc_w: int | None = None   # None: min(64, 2*DW+8), filled in on creation
+    prefetch: int = 0          # A: 0 off, 1 on
+    lookahead: int = 1         # B: 1 off, 2 on
+
+    def __post_init__(self) -> None:
+        for name in ("prefetch", "lookahead"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name.upper()} = {value!r} is not an int; allowed: an integer")
+        if self.prefetch not in (0, 1):
+            raise ValueError(f"PREFETCH = {self.prefetch} is out of range; allowed: 0, 1")
+        if self.lookahead not in (1, 2):
+            raise ValueError(f"lookahead = {self.lookahead} is out of range; allowed: 1, 2")
+        object.__setattr__(self, "acc_w", self.hw.acc_w)
+
+    @property
+    def hw(self) -> HwParams:
+        return HwParams(dw=self.dw, k_max=self.k_max, w_max=self.w_max, acc_w=self.acc_w)
+
+    def make(self) -> "PE":
+        return PE(self.hw, prefetch=bool(self.prefetch), lookahead=self.lookahead)
 
 
 BLOCK = BlockSpec(
@@ -465,5 +484,6 @@ BLOCK = BlockSpec(
     params={**DATAPATH_PARAMS,
             "PREFETCH": ParamSpec(0, "second generation A: shadow Reg-1 and cfg queue (0 off, 1 on)"),
             "LOOKAHEAD": ParamSpec(1, "second generation B: MSRC look-ahead over Port-1 entries (1 off, 2 on)")},
-    build=_build,
+    params_class=PEConfig,
+    make=PEConfig.make,
 )

@@ -144,7 +144,7 @@ def test_schedule_recurrence_hand_worked():
 def test_block_registry_builds_pe_and_rejects_unknown_params():
     assert "pe" in BLOCKS
     pe, used, spec = elaborate("pe", ["DW=8", "K_MAX=0x4", "W_MAX=16"])
-    assert isinstance(pe, PE) and used == {"DW": 8, "K_MAX": 4, "W_MAX": 16, "ACC_W": 24}
+    assert isinstance(pe, PE) and used == {"DW": 8, "K_MAX": 4, "W_MAX": 16, "ACC_W": 24, "PREFETCH": 0, "LOOKAHEAD": 1}
     assert not pe.prefetch and pe.lookahead == 1
     with pytest.raises(ValueError, match="'KMAX' is unknown .* allowed: DW, K_MAX, W_MAX, ACC_W"):
         elaborate("pe", ["KMAX=3"])

@@ -15,7 +15,7 @@ from sparsetrain.arch.isa import FIELDS, OPCODE_W, CoreParams, ErrorCode, Opcode
 from sparsetrain.arch.pe import HwParams
 from sparsetrain.arch.ppu import Op, PPUConfig
 from sparsetrain.arch.timing import Mode as RowMode
-from sparsetrain.golden.bitexact.ppu_model import ThresholdFifo
+from sparsetrain.golden.bitexact.ppu_model import PPUThresholdFIFO
 from sparsetrain.hw.blocks import BLOCKS, DATAPATH_PARAMS, BlockSpec, ParamSpec, parse_overrides, to_verilog
 from sparsetrain.hw.core import Core, HostSignature
 from sparsetrain.hw.enums import ERR_W, ErrorShape, Mode, OpcodeShape, PpuOp, field_width, shaped
@@ -88,8 +88,8 @@ def test_a_block_whose_parameter_names_no_field_is_refused():
                   params_class=CoreParams, make=Group)
     with pytest.raises(TypeError, match="params_class = .* is not a dataclass"):
         BlockSpec(name="x", help="", params={}, params_class=dict, make=Group)
-    with pytest.raises(TypeError, match="one form"):
-        BlockSpec(name="x", help="", params={}, params_class=CoreParams, make=Group, build=lambda v: None)
+    with pytest.raises(TypeError, match="make = .* is not callable"):
+        BlockSpec(name="x", help="", params={}, params_class=CoreParams, make=None)
 
 
 # ---- shaped enums: the contract's names and values, widths from the instruction-set table
@@ -129,13 +129,13 @@ def test_group_and_core_port_widths_come_from_the_tables():
     assert core["ppu_sel_slot"].shape == _field(Opcode.PPU, "slot")
 
 
-# ---- the threshold FIFOs as their own component, against golden.bitexact.ppu_model.ThresholdFifo
+# ---- the threshold FIFOs as their own component, against golden.bitexact.ppu_model.PPUThresholdFIFO
 
 def test_threshold_fifos_match_the_reference_fifo(seed):
     cfg = PPUConfig(dw=8, k_max=2, w_max=4, n_f=4, n_slots=3, r_w=8)
     dut = ThresholdFifos(cfg)
     rng = random.Random(seed)
-    ref = [ThresholdFifo(cfg.n_f) for _ in range(cfg.n_slots)]
+    ref = [PPUThresholdFIFO(cfg.n_f) for _ in range(cfg.n_slots)]
     top = (1 << cfg.tau_w) - 1
 
     async def bench(ctx):
@@ -155,9 +155,9 @@ def test_threshold_fifos_match_the_reference_fifo(seed):
                 f = ref[s]
                 ctx.set(dut.tau_read.slot, s)
                 ctx.set(dut.status.slot, s)
-                assert (ctx.get(dut.tau_read.tau), ctx.get(dut.tau_read.full)) == (f.predicted, f.full)
+                assert (ctx.get(dut.tau_read.tau), ctx.get(dut.tau_read.full)) == (f.mean(), f.full)
                 assert (ctx.get(dut.status.tau), ctx.get(dut.status.count), ctx.get(dut.status.full)) == \
-                    (f.predicted, len(f.entries), f.full)
+                    (f.mean(), len(f.entries), f.full)
                 for i, entry in enumerate(f.entries):  # oldest first
                     ctx.set(dut.status.index, i)
                     assert ctx.get(dut.status.entry) == entry
