@@ -74,7 +74,7 @@ class Summary:
                  f"{len(checked)} layer steps on the core RTL, {sum(r.status == 'bit-exact' for r in checked)} "
                  f"bit-exact; {len(self.results) - len(checked)} not run; {rtl:,} RTL cycles; {self.wall_s:.0f} s wall "
                  f"({self.backend}, {self.jobs} job(s))", "",
-                 "| layer | step | verdict | RTL cycles | model cycles | dense cycles | speedup | useful utilisation "
+                 "| layer | step | verdict | RTL cycles | model cycles | dense cycles | speedup | busy utilisation "
                  "| cycles/s (with loading) | cycles/s (free run) | bare Verilator cycles/s (free run / bare) "
                  "| samples | programs | wall s |",
                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
