@@ -5,11 +5,18 @@ Inputs: the `Beat` streams of the group's N_PE PEs (``pe0`` .. ``pe2``) and the 
 Readback: ``status_sel`` (slot, FIFO entry index) selects what ``status`` shows.
 The per-slot threshold FIFOs are a component of their own, ``ThresholdFifos``.
 
-One command runs at a time; ``cmd.ready`` is high only when the PPU is idle. The behaviour is
+One command runs at a time; ``cmd.ready`` is high only when the PPU is idle. With PINGPONG=1
+(section 12.3) there are two row accumulators: the sideband ``pe_acc[j]`` names the accumulator
+of the beat on ``pe<j>``, beats are taken in every cycle (``ready`` always high), START and
+FINISH name their accumulator (``cmd.acc``), ACCUM is a no-op, and while a FINISH runs the PPU
+also accepts a START of the other accumulator (``cmd.ready`` then depends on ``cmd.payload``).
+The behaviour is
 ``golden.bitexact.ppu_model.PPUModel`` bit for bit, and the cycle counts are
 ``sparsetrain.arch.ppu.command_cycles``.
 """
 from __future__ import annotations
+
+import contextlib
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -35,6 +42,9 @@ def slot_width(cfg: PPUConfig) -> int:
 def ppu_cmd_layout(cfg: PPUConfig) -> data.StructLayout:
     """The command payload of section 7.1 (fields an op does not use are ignored)."""
     p = hw_params(cfg)
+    # PINGPONG=1 adds `acc` (the accumulator START / FINISH name) after every field of today's
+    # layout, so PINGPONG=0 keeps its ports bit for bit
+    extra = {"acc": unsigned(1)} if cfg.pingpong else {}
     return data.StructLayout({
         "op": PpuOp,
         "slot": unsigned(slot_width(cfg)),
@@ -49,6 +59,7 @@ def ppu_cmd_layout(cfg: PPUConfig) -> data.StructLayout:
         "c_shift": unsigned(bits_for(C_SHIFT_MAX)),
         "bias": signed(cfg.acc_w),
         "value": unsigned(32),
+        **extra,
     })
 
 
@@ -93,6 +104,11 @@ def _rne_shift(v, s):
     half = (one << s) >> 1
     up = (s != 0) & ((rem > half) | ((rem == half) & q[0]))
     return q + up
+
+
+def _when(m: Module, cond, needed: bool):
+    """``m.If(cond)`` when ``needed``, else no condition at all (PINGPONG=0 keeps today's RTL)."""
+    return m.If(cond) if needed else contextlib.nullcontext()
 
 
 def xorshift32_next(x):
@@ -226,6 +242,8 @@ class PPU(wiring.Component):
         self.cfg = PPUConfig() if cfg is None else check_config(cfg)
         self.p = hw_params(self.cfg)
         members = {f"pe{j}": In(stream.Signature(beat_layout(self.p))) for j in range(N_PE)}
+        if self.cfg.pingpong:
+            members["pe_acc"] = In(N_PE)  # bit j: the accumulator of the beat on pe<j> (with its valid)
         members.update({
             "cmd": In(stream.Signature(ppu_cmd_layout(self.cfg))),
             "out": Out(stream.Signature(entry_layout(self.p))),
@@ -241,6 +259,10 @@ class PPU(wiring.Component):
         cnt_max = (1 << c.cnt_w) - 1
 
         acc = [Signal(signed(c.acc_w), name=f"acc{x}") for x in range(c.w_max)]
+        # accs[a]: accumulator a (PINGPONG=1 adds a second one); fa: the one FINISH reads
+        accs = [acc] + [[Signal(signed(c.acc_w), name=f"acc{a}_{x}") for x in range(c.w_max)]
+                        for a in range(1, c.n_acc)]
+        fa = Signal(range(c.n_acc), name="fin_acc")
         rng = Signal(32, init=c.seed)
         g_sum = Signal(signed(c.g_w))
         row_nnz = Signal(bits_for(c.w_max))
@@ -284,7 +306,7 @@ class PPU(wiring.Component):
         push = fifos.push
 
         # ---------------------------------------------------------------- FINISH datapath
-        v = acc[0]
+        v = acc[0] if c.n_acc == 1 else Mux(fa, accs[1][0], accs[0][0])
         r = Signal(signed(c.acc_w + 1))
         m.d.comb += r.eq(_rne_shift(v, r_shift))
         q_sat = Signal(signed(c.dw))
@@ -306,20 +328,66 @@ class PPU(wiring.Component):
         m.d.comb += pruned.eq(Mux(need_r, Mux(keep_tau, Mux(q < 0, -tau, tau), 0), q))
         nz = pruned != 0
 
+        # ---------------------------------------------------------------- beats
+        pes = [getattr(self, f"pe{j}") for j in range(N_PE)]
+
+        def align_beats(take):
+            """Each taken beat's lanes at its columns (W_MAX lanes): a barrel shifter in whole lanes."""
+            width = c.w_max * c.acc_w
+            aligned = []
+            for j, pe in enumerate(pes):
+                b = pe.payload
+                vec = Cat(*[Mux(take[j] & (k < b.count), b.lanes[k], 0).as_unsigned()
+                            for k in range(c.k_max)])
+                for i in range(p.off_w):
+                    step = (1 << i) * c.acc_w
+                    shifted = Cat(Const(0, step), vec)[:width] if step < width else Const(0, width)
+                    # a named signal per stage: Amaranth re-emits unnamed expressions per use
+                    stage = Signal(width, name=f"align{j}_{i}")
+                    m.d.comb += stage.eq(Mux(b.base[i], shifted, vec))
+                    vec = stage
+                aligned.append(vec)
+            return aligned
+
+        cmd = self.cmd.payload
+        if c.pingpong:
+            # every beat is taken in the cycle it is offered and added into the accumulator its
+            # sideband names; a START (in any state that accepts it) preloads its accumulator with
+            # the bias in the same update, so a beat of that cycle adds to the bias. The FINISH
+            # below overrides the lanes of the accumulator it reads (no beat may go there).
+            take = [Signal(name=f"take{j}") for j in range(N_PE)]
+            for j, pe in enumerate(pes):
+                m.d.comb += [pe.ready.eq(1), take[j].eq(pe.valid)]
+            aligned = align_beats(take)
+            start_hit = Signal()
+            m.d.comb += start_hit.eq(self.cmd.valid & self.cmd.ready & (cmd.op == PpuOp.START))
+            for a, ac in enumerate(accs):
+                preload = Signal(name=f"preload{a}")
+                m.d.comb += preload.eq(start_hit & (cmd.acc == a))
+                for col in range(c.w_max):
+                    lo, hi = col * c.acc_w, (col + 1) * c.acc_w
+                    base = Mux(preload, cmd.bias, ac[col])
+                    total = base + sum(Mux(self.pe_acc[j] == a, al[lo:hi].as_signed(), 0)
+                                       for j, al in enumerate(aligned))
+                    m.d.sync += ac[col].eq(_sat_signed(total, c.acc_w))
+
         # ---------------------------------------------------------------- control
         with m.FSM(name="ppu_fsm") as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
-                cmd = self.cmd.payload
                 with m.If(self.cmd.valid):
                     with m.Switch(cmd.op):
                         with m.Case(PpuOp.START):
-                            m.d.sync += [a.eq(cmd.bias) for a in acc]
+                            if not c.pingpong:  # PINGPONG=1: the lane update below (any state)
+                                m.d.sync += [a.eq(cmd.bias) for a in acc]
                         with m.Case(PpuOp.ACCUM):
-                            m.d.sync += pending.eq(cmd.pe_mask)
-                            with m.If(cmd.pe_mask != 0):
-                                m.next = "ACCUM"
+                            if not c.pingpong:  # PINGPONG=1: beats are taken at any time, a no-op
+                                m.d.sync += pending.eq(cmd.pe_mask)
+                                with m.If(cmd.pe_mask != 0):
+                                    m.next = "ACCUM"
                         with m.Case(PpuOp.FINISH):
+                            if c.pingpong:
+                                m.d.sync += fa.eq(cmd.acc)
                             m.d.sync += [
                                 r_slot.eq(cmd.slot), r_len.eq(cmd.length), r_shift.eq(cmd.shift),
                                 r_relu.eq(cmd.relu), r_acc_g.eq(cmd.acc_g), r_prune.eq(cmd.prune),
@@ -345,42 +413,31 @@ class PPU(wiring.Component):
                         with m.Case(PpuOp.SEED):
                             m.d.sync += rng.eq(Mux(cmd.value == 0, c.seed, cmd.value))
 
-            with m.State("ACCUM"):
-                pes = [getattr(self, f"pe{j}") for j in range(N_PE)]
-                take = [Signal(name=f"take{j}") for j in range(N_PE)]
-                done = Signal(N_PE)
-                for j, pe in enumerate(pes):
-                    m.d.comb += [pe.ready.eq(pending[j]), take[j].eq(pe.valid & pending[j]),
-                                 done[j].eq(take[j] & pe.payload.last)]
-                # align each accepted beat to its columns: a barrel shifter in whole lanes
-                width = c.w_max * c.acc_w
-                aligned = []
-                for j, pe in enumerate(pes):
-                    b = pe.payload
-                    vec = Cat(*[Mux(take[j] & (k < b.count), b.lanes[k], 0).as_unsigned()
-                                for k in range(c.k_max)])
-                    for i in range(p.off_w):
-                        step = (1 << i) * c.acc_w
-                        shifted = Cat(Const(0, step), vec)[:width] if step < width else Const(0, width)
-                        # a named signal per stage: Amaranth re-emits unnamed expressions per use
-                        stage = Signal(width, name=f"align{j}_{i}")
-                        m.d.comb += stage.eq(Mux(b.base[i], shifted, vec))
-                        vec = stage
-                    aligned.append(vec)
-                for col in range(c.w_max):
-                    lo, hi = col * c.acc_w, (col + 1) * c.acc_w
-                    total = acc[col] + sum(a[lo:hi].as_signed() for a in aligned)
-                    m.d.sync += acc[col].eq(_sat_signed(total, c.acc_w))
-                m.d.sync += pending.eq(pending & ~done)
-                with m.If((pending & ~done) == 0):
-                    m.next = "IDLE"
+            if not c.pingpong:  # PINGPONG=1 takes beats at any time (above)
+                with m.State("ACCUM"):
+                    take = [Signal(name=f"take{j}") for j in range(N_PE)]
+                    done = Signal(N_PE)
+                    for j, pe in enumerate(pes):
+                        m.d.comb += [pe.ready.eq(pending[j]), take[j].eq(pe.valid & pending[j]),
+                                     done[j].eq(take[j] & pe.payload.last)]
+                    aligned = align_beats(take)
+                    for col in range(c.w_max):
+                        lo, hi = col * c.acc_w, (col + 1) * c.acc_w
+                        total = acc[col] + sum(a[lo:hi].as_signed() for a in aligned)
+                        m.d.sync += acc[col].eq(_sat_signed(total, c.acc_w))
+                    m.d.sync += pending.eq(pending & ~done)
+                    with m.If((pending & ~done) == 0):
+                        m.next = "IDLE"
 
             with m.State("SCAN"):
                 with m.If(~nz | ~held_valid | out_free):
                     with m.If(x + 1 >= r_len):
                         m.next = "FLUSH"
-                    m.d.sync += [acc[i].eq(acc[i + 1]) for i in range(c.w_max - 1)]
-                    m.d.sync += [acc[-1].eq(0), x.eq(x + 1), relu_mask.bit_select(x, 1).eq(q > 0)]
+                    for a, ac in enumerate(accs):  # shift the finishing accumulator by one column
+                        with _when(m, fa == a, c.n_acc > 1):
+                            m.d.sync += [ac[i].eq(ac[i + 1]) for i in range(c.w_max - 1)]
+                            m.d.sync += ac[-1].eq(0)
+                    m.d.sync += [x.eq(x + 1), relu_mask.bit_select(x, 1).eq(q > 0)]
                     with m.If(need_r):
                         m.d.sync += rng.eq(rng_next)
                     with m.If(r_acc_g):
@@ -401,7 +458,9 @@ class PPU(wiring.Component):
                     m.d.sync += [out_valid.eq(1), out_last.eq(1), held_valid.eq(0),
                                  out_value.eq(Mux(held_valid, held_value, 0)),
                                  out_offset.eq(Mux(held_valid, held_offset, p.off_end))]
-                    m.d.sync += [a.eq(0) for a in acc]
+                    for a, ac in enumerate(accs):
+                        with _when(m, fa == a, c.n_acc > 1):
+                            m.d.sync += [lane.eq(0) for lane in ac]
                     m.next = "DRAIN"
 
             with m.State("DRAIN"):
@@ -416,6 +475,11 @@ class PPU(wiring.Component):
                 m.d.comb += [push.en.eq(1), push.slot.eq(r_slot), push.value.eq(tb)]
                 m.d.sync += abs_sum[r_slot].eq(0)
                 m.next = "IDLE"
+
+        if c.pingpong:
+            # while a FINISH runs, a START of the other accumulator is accepted as well
+            with m.If(fsm.ongoing("SCAN") | fsm.ongoing("FLUSH") | fsm.ongoing("DRAIN")):
+                m.d.comb += self.cmd.ready.eq((cmd.op == PpuOp.START) & (cmd.acc != fa))
 
         # ---------------------------------------------------------------- readback
         sel, st = self.status_sel, self.status
@@ -453,6 +517,8 @@ BLOCK = BlockSpec(
         "SUM_W": ParamSpec(None, "sum|g| accumulator width (DW-1 .. 64; default min(64, DW+24))"),
         "G_W": ParamSpec(None, "bias-gradient accumulator width (DW .. 64; default min(64, DW+24))"),
         "CNT_W": ParamSpec(32, "non-zero / element counter width (8 .. 64)"),
+        "PINGPONG": ParamSpec(0, "two row accumulators, a FINISH overlaps the next row's beats (0 .. 1, "
+                                 "docs/architecture.md 12.3)"),
     },
     params_class=PPUConfig,
     make=PPU,

@@ -53,7 +53,7 @@ class PpuRunResult:
 
 def cfg_dict(cfg: PPUConfig) -> dict[str, int]:
     return {k: int(getattr(cfg, k)) for k in ("dw", "k_max", "w_max", "acc_w", "n_f", "n_slots", "r_w",
-                                              "seed", "sum_w", "g_w", "cnt_w")}
+                                              "seed", "sum_w", "g_w", "cnt_w", "pingpong")}
 
 
 def _mask_words(mask: int, w_max: int) -> list[int]:

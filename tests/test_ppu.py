@@ -21,6 +21,7 @@ from sparsetrain.golden.training.tensors import load_golden
 from sparsetrain.hw.blocks import to_verilog
 from sparsetrain.hw.lint import lint_file
 from sparsetrain.hw.ppu import PPU
+from sparsetrain.sim_tb import ppu_pingpong as pp
 from sparsetrain.sim_tb import ppu_stimulus as stim
 from sparsetrain.sim_tb.core_driver import verilog_ports
 from sparsetrain.sim_tb.faults import PPU_FAULTS
@@ -180,3 +181,48 @@ def test_regress_random_rows_small_config(seed, chunk):
     rng = np.random.default_rng([seed, 100 + chunk])
     txns = stim.directed_txns(SMALL) + stim.random_txns(rng, SMALL, 10_000)
     run_ppu(txns, SMALL, seed=seed + 100 + chunk, p_valid=0.8 if chunk else 1.0, p_ready=0.7 if chunk else 1.0)
+
+
+# ---- PINGPONG=1 (docs/architecture.md 7.1 and 12.3): two accumulators, FINISH overlapping beats
+PINGPONG = PPUConfig(dw=8, k_max=3, w_max=16, n_f=4, n_slots=4, r_w=8, cnt_w=10, pingpong=1)
+
+
+def test_pingpong_exact_timing_no_backpressure(seed):
+    """Random rows alternating between the accumulators, beats of two rows interleaved on the
+    PE ports, FINISHes overlapping the next row's beats and STARTs: bit-exact against the model,
+    every FINISH length + 3 cycles, every command accepted in the first cycle the contract allows."""
+    rows = pp.random_rows(np.random.default_rng(seed), PINGPONG, 120)
+    r = pp.run_ppu_pingpong(rows, PINGPONG, seed=seed)
+    assert (r.finish_cycles == np.array([row.finish.length + 3 for row in rows])).all()
+    assert r.concurrent_starts > 0 and r.mixed_cycles > 0  # the overlaps really happened
+    assert len(r.entries) == len(rows)
+
+
+def test_pingpong_random_backpressure(seed):
+    rows = pp.random_rows(np.random.default_rng(seed + 1), PINGPONG, 150)
+    r = pp.run_ppu_pingpong(rows, PINGPONG, seed=seed, p_valid=0.7, p_ready=0.6)
+    assert r.blocked.sum() > 0 and r.mixed_cycles > 0 and r.concurrent_starts > 0
+
+
+def test_pingpong_checker_catches_a_wrong_entry(seed):
+    """The ping-pong testbench can fail: one wrong expected entry and the correct PPU fails."""
+    def hook(path):
+        a = dict(np.load(path))
+        a["exp_entries"][len(a["exp_entries"]) // 2, 1] ^= 1
+        np.savez(path, **a)
+    with pytest.raises(AssertionError, match="mismatches"):
+        pp.run_ppu_pingpong(pp.random_rows(np.random.default_rng(seed), PINGPONG, 10), PINGPONG, seed=seed,
+                            stimulus_hook=hook)
+
+
+def test_pingpong_parameter_and_ports():
+    """PINGPONG is validated; PINGPONG=1 adds exactly the sideband pe_acc and the command's acc bit."""
+    with pytest.raises(ValueError, match="PINGPONG"):
+        PPUConfig(pingpong=2)
+    with pytest.raises(ValueError, match="PINGPONG"):
+        to_verilog("ppu", {"PINGPONG": -1})
+    p0 = {n: (d, w) for d, n, w in signature_ports(PPU(SMALL))}
+    p1 = {n: (d, w) for d, n, w in signature_ports(PPU(PINGPONG))}
+    assert sorted(set(p1) - set(p0)) == ["pe_acc"] and p1["pe_acc"] == ("input", 3)
+    assert p1["cmd__payload"] == ("input", p0["cmd__payload"][1] + 1)
+    assert {n: p1[n] for n in p0 if n != "cmd__payload"} == {n: p0[n] for n in p0 if n != "cmd__payload"}

@@ -187,3 +187,32 @@ def test_algorithm1_state_evolution(seed):
             assert tau == tau_batch(int(np.abs(rows).sum()), *c, 16)
             history[slot].append(tau)
             assert list(m.slots[slot].fifo.entries) == history[slot][-4:]
+
+
+def test_pingpong_model_accumulators_are_independent(seed):
+    """PINGPONG=1: a row built in accumulator 1 while accumulator 0 finishes gives the rows that
+    two PINGPONG=0 models give one after the other; ACCUM is a no-op; acc out of range raises."""
+    rng = np.random.default_rng(seed)
+    cfg0 = PPUConfig(dw=8, k_max=3, w_max=16)
+    pp, ref = PPUModel(PPUConfig(dw=8, k_max=3, w_max=16, pingpong=1)), PPUModel(cfg0)
+    rows = [[Beat(int(b), 3, tuple(int(v) for v in rng.integers(-500, 500, 3)), False) for b in rng.integers(0, 13, 4)]
+            for _ in range(2)]
+    pp.start(7, acc=0)
+    pp.start(-3, acc=1)
+    for b0, b1 in zip(*rows):  # beats of both rows in the same cycles
+        pp.accumulate_cycle([b0, b1, None], [0, 1, 0])
+    assert pp.apply(PPUCommand(Op.ACCUM, pe_mask=7), [[Beat(0, 1, (99,), True)]] * 3) == 0
+    got = [pp.finish(16, 2, acc=a).entries for a in (0, 1)]
+    want = []
+    for bias, bl in ((7, rows[0]), (-3, rows[1])):
+        ref.start(bias)
+        for b in bl:
+            ref.accumulate_cycle([b, None, None])
+        want.append(ref.finish(16, 2).entries)
+    assert got == want
+    assert pp.accs == [[0] * 16, [0] * 16]
+    with pytest.raises(ValueError, match="acc"):
+        ref.start(0, acc=1)
+    with pytest.raises(ValueError, match="PINGPONG"):
+        PPUConfig(pingpong=3)
+    assert command_cycles(PPUCommand(Op.ACCUM, pe_mask=7), (5, 5, 5), pingpong=1) == 1

@@ -146,7 +146,11 @@ class _Slot:
 
 @dataclass
 class PPUModel:
-    """Transaction-level, bit-accurate PPU: apply commands, read the status."""
+    """Transaction-level, bit-accurate PPU: apply commands, read the status.
+
+    With ``cfg.pingpong`` (section 12.3) there are two row accumulators (``accs``): START and
+    FINISH name one (``acc``), every beat names the one it adds into, and ACCUM is a no-op
+    (the beats are taken at any time). ``acc`` is accumulator 0."""
 
     cfg: PPUConfig = field(default_factory=PPUConfig)
 
@@ -155,34 +159,50 @@ class PPUModel:
 
     def reset(self) -> None:
         c = self.cfg
-        self.acc = [0] * c.w_max
+        self.accs = [[0] * c.w_max for _ in range(c.n_acc)]
         self.rng = Xorshift32(c.seed)
         self.slots = [_Slot(PPUThresholdFIFO(c.n_f)) for _ in range(c.n_slots)]
         self.g_sum = 0
         self.row_nnz = 0
         self.relu_mask = 0
 
+    @property
+    def acc(self) -> list[int]:
+        return self.accs[0]
+
+    @acc.setter
+    def acc(self, lanes: list[int]) -> None:
+        self.accs[0] = lanes
+
     # -- validation shared by the ops
     def _slot(self, slot: int) -> _Slot:
         return self.slots[check_param("slot", slot, 0, self.cfg.n_slots - 1)]
 
+    def _acc(self, acc: int) -> int:
+        return check_param("acc", acc, 0, self.cfg.n_acc - 1,
+                           allowed=f"0 .. {self.cfg.n_acc - 1} (PINGPONG={self.cfg.pingpong})")
+
     # -- the operations
-    def start(self, bias: int = 0) -> None:
+    def start(self, bias: int = 0, acc: int = 0) -> None:
         lim = (1 << (self.cfg.acc_w - 1)) - 1
         check_param("bias", bias, -lim, lim)
-        self.acc = [int(bias)] * self.cfg.w_max
+        self.accs[self._acc(acc)] = [int(bias)] * self.cfg.w_max
 
-    def accumulate_cycle(self, beats: Sequence[Beat | None]) -> None:
-        """Add the beats accepted in one cycle (one per PE at most): exact sum, one saturation."""
-        add = [0] * self.cfg.w_max
-        for beat in beats:
+    def accumulate_cycle(self, beats: Sequence[Beat | None], accs: Sequence[int] | None = None) -> None:
+        """Add the beats accepted in one cycle (one per PE at most): exact sum, one saturation
+        per accumulator; ``accs[j]`` is the accumulator of PE j's beat (default 0)."""
+        adds = [[0] * self.cfg.w_max for _ in range(self.cfg.n_acc)]
+        for j, beat in enumerate(beats):
             if beat is None:
                 continue
+            add = adds[self._acc(accs[j] if accs is not None else 0)]
             for i in range(beat.count):
                 x = beat.base + i
                 if x < self.cfg.w_max:
                     add[x] += int(beat.lanes[i])
-        self.acc = [sat(a + d, self.cfg.acc_w) for a, d in zip(self.acc, add)]
+        for a, add in enumerate(adds):
+            if any(add):
+                self.accs[a] = [sat(v + d, self.cfg.acc_w) for v, d in zip(self.accs[a], add)]
 
     def accumulate(self, beats_per_pe: Sequence[Sequence[Beat]], pe_mask: int | None = None) -> int:
         """ACCUM with no stalls: PE j's t-th beat is accepted in cycle t (lock-step order).
@@ -194,6 +214,8 @@ class PPUModel:
         if pe_mask is None:
             pe_mask = sum(1 << j for j, b in enumerate(beats_per_pe) if b)
         check_param("pe_mask", pe_mask, 0, (1 << N_PE) - 1)
+        if self.cfg.pingpong:  # beats are taken at any time (accumulate_cycle); ACCUM does nothing
+            return 0
         lists = [list(beats_per_pe[j]) if pe_mask >> j & 1 else [] for j in range(N_PE)]
         for j, bl in enumerate(lists):
             if bl and (not bl[-1].last or any(b.last for b in bl[:-1])):
@@ -206,8 +228,9 @@ class PPUModel:
         return n
 
     def finish(self, length: int, shift: int, *, relu: bool = False, acc_g: bool = False,
-               prune: bool = False, g_first: bool = False, slot: int = 0) -> FinishResult:
+               prune: bool = False, g_first: bool = False, slot: int = 0, acc: int = 0) -> FinishResult:
         c = self.cfg
+        a = self._acc(acc)
         check_param("length", length, 0, c.w_max)
         check_param("shift", shift, 0, c.acc_w - 1)
         st = self._slot(slot)
@@ -221,7 +244,7 @@ class PPUModel:
         unpruned = np.zeros(length, np.int64)
         draws = 0
         for x in range(length):
-            q = int(sat(rne_shift(self.acc[x], shift), c.dw))
+            q = int(sat(rne_shift(self.accs[a][x], shift), c.dw))
             if relu:
                 q = max(q, 0)
             if q > 0:
@@ -239,7 +262,7 @@ class PPUModel:
                 self.row_nnz += 1
                 st.layer_nnz = min(cnt_max, st.layer_nnz + 1)
             st.layer_elems = min(cnt_max, st.layer_elems + 1)
-        self.acc = [0] * c.w_max
+        self.accs[a] = [0] * c.w_max
         offs = np.flatnonzero(out)
         if offs.size == 0:
             entries = [(0, off_end(c.w_max), 1)]
@@ -276,12 +299,12 @@ class PPUModel:
         """Apply one command; FINISH returns its FinishResult, END_BATCH the pushed tau."""
         op = Op(cmd.op)
         if op is Op.START:
-            return self.start(cmd.bias)
+            return self.start(cmd.bias, cmd.acc)
         if op is Op.ACCUM:
             return self.accumulate(beats or [[]] * N_PE, cmd.pe_mask)
         if op is Op.FINISH:
             return self.finish(cmd.length, cmd.shift, relu=cmd.relu, acc_g=cmd.acc_g, prune=cmd.prune,
-                               g_first=cmd.g_first, slot=cmd.slot)
+                               g_first=cmd.g_first, slot=cmd.slot, acc=cmd.acc)
         if op is Op.END_BATCH:
             return self.end_batch(cmd.slot, cmd.c_m, cmd.c_shift)
         if op is Op.PUSH_TAU:

@@ -48,6 +48,7 @@ class PPUConfig(DatapathParams):
     sum_w: int | None = None   # width of the unsigned sum|g| accumulator of a slot
     g_w: int | None = None     # width of the signed bias-gradient accumulator
     cnt_w: int = 32            # width of the non-zero / element counters
+    pingpong: int = 0          # 1: two row accumulators, beats taken at any time (section 12.3)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -64,6 +65,8 @@ class PPUConfig(DatapathParams):
         check_param("SUM_W", self.sum_w, self.dw - 1, 64, allowed=f"{self.dw - 1} .. 64 (DW-1 .. 64)")
         check_param("G_W", self.g_w, self.dw, 64, allowed=f"{self.dw} .. 64 (DW .. 64)")
         check_param("CNT_W", self.cnt_w, 8, 64)
+        check_param("PINGPONG", self.pingpong, 0, 1,
+                    allowed="0 .. 1 (0: one accumulator, ACCUM takes the beats; 1: two, section 12.3)")
 
     @property
     def tau_w(self) -> int:
@@ -73,6 +76,11 @@ class PPUConfig(DatapathParams):
     @property
     def log2_n_f(self) -> int:
         return self.n_f.bit_length() - 1
+
+    @property
+    def n_acc(self) -> int:
+        """Row accumulators: 1, or 2 with PINGPONG=1."""
+        return 1 + self.pingpong
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,7 @@ class PPUCommand:
     c_shift: int = 0
     bias: int = 0
     value: int = 0
+    acc: int = 0      # the accumulator START / FINISH name (PINGPONG=1; always 0 otherwise)
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: int(getattr(self, f.name)) for f in fields(self)}
@@ -108,10 +117,14 @@ class PPUCommand:
 
 # Timing (section 7.1)
 
-def command_cycles(cmd: PPUCommand, beats_per_pe: Sequence[int] = (0, 0, 0)) -> int:
+def command_cycles(cmd: PPUCommand, beats_per_pe: Sequence[int] = (0, 0, 0), pingpong: int = 0) -> int:
     """Cycles from accepting ``cmd`` to the cycle before the next command can be accepted,
-    with no stalls; ``beats_per_pe`` are the beats each PE sends for ACCUM."""
+    with no stalls; ``beats_per_pe`` are the beats each PE sends for ACCUM. With ``pingpong``
+    ACCUM is a no-op (beats are taken at any time), and during a FINISH a START of the other
+    accumulator is accepted as well (``accepts_during_finish``), without changing its cycles."""
     op = Op(cmd.op)
+    if op is Op.ACCUM and pingpong:
+        return 1
     if op is Op.ACCUM:
         n = max((beats_per_pe[j] for j in range(N_PE) if cmd.pe_mask >> j & 1), default=0)
         return 1 + n
@@ -120,3 +133,9 @@ def command_cycles(cmd: PPUCommand, beats_per_pe: Sequence[int] = (0, 0, 0)) -> 
     if op is Op.END_BATCH:
         return 2
     return 1
+
+
+def accepts_during_finish(cmd: PPUCommand, finish_acc: int, pingpong: int) -> bool:
+    """PINGPONG=1: the one command a PPU accepts while a FINISH of ``finish_acc`` runs (from
+    the cycle after its acceptance to the end of its occupancy): START of the other accumulator."""
+    return bool(pingpong) and Op(cmd.op) is Op.START and int(cmd.acc) != int(finish_acc)
