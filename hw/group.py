@@ -1,12 +1,11 @@
-"""A PE group: N_PE PEs, their operand fetch engines and 1 PPU (architecture s.10, s.11).
+"""A PE group: N_PE PEs, their op dispatcher and 1 PPU (architecture s.10, s.11).
 
-The group takes one unit at a time (``unit``: the ``UNIT`` word and its address), reads the
-unit's ``OP`` words from the instruction memory itself (N_PE read ports, ``imem``, so up to
-N_PE ops start in one cycle), gives each op to its first free PE (ties: lowest index),
-streams the operands from the buffer (``buf_read``: 2 read ports per PE, ``FetchEngine``;
-``mask_read``: 1 per PE, ``MaskFetch``; an engine starts reading in the cycle its PE accepts
-the cfg, so no operand ever stalls), runs the PPU's START / ACCUM / FINISH and writes the
-result row (``buf_write``) and its directory entry (``dir_write``). The memory ports are
+The group takes one unit at a time (``unit``: the ``UNIT`` word and its address). Its
+dispatcher (``hw/dispatch.py``, ``OpDispatch``) reads the unit's ``OP`` words from the
+instruction memory (N_PE read ports, ``imem``), gives each op to its first free PE and streams
+the operands from the buffer (``buf_read``: 2 read ports per PE; ``mask_read``: 1 per PE). The
+group's unit sequencer runs the PPU's START / ACCUM / FINISH and writes the result row
+(``buf_write``) and its directory entry (``dir_write``). The memory ports are
 ``amaranth.lib.memory`` port signatures, so the core joins them to its memories with
 ``wiring.connect``.
 
@@ -17,41 +16,26 @@ take the remaining ops, lowest index first).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import ReadPort, WritePort
+from amaranth.hdl import Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out, connect, flipped
 from amaranth.utils import ceil_log2
 
-from ..arch.isa import ADDR_W, DIR_FIELDS, DIR_W, ERR_W, INSTR_W, CoreParams, ErrorCode, Opcode
+from ..arch.isa import DIR_FIELDS, DIR_W, ERR_W, CoreParams, Opcode
 from ..arch.ppu import N_PE, PPUConfig
 from .blocks import DATAPATH_PARAMS, BlockSpec, ParamSpec
-from .enums import ErrorShape, Mode, PpuOp, field_width
-from .layouts import entry_layout, instr_layout, mask_layout
+from .dispatch import (IMEM_PORTS, N_BUF_PORTS, PC_W, FetchEngine, MaskFetch, OpDispatch, buf_read_signature,
+                       check_core_params, copy_fields, imem_read_signature, mask_read_signature)
+from .enums import ErrorShape, PpuOp, field_width
+from .layouts import entry_layout, instr_layout
 from .pe import PE
 from .ppu import PPU, hw_params, ppu_cmd_layout, ppu_status_layout, ppu_status_sel_layout
 
 __all__ = ["ERR_W", "IMEM_PORTS", "N_BUF_PORTS", "PC_W", "Group", "FetchEngine", "MaskFetch", "UnitSignature",
-           "PpuCommandSignature", "PpuStatusSignature", "RowCountSignature"]
+           "PpuCommandSignature", "PpuStatusSignature", "RowCountSignature", "check_core_params", "copy_fields"]
 
-N_BUF_PORTS = 2 * N_PE
-IMEM_PORTS = N_PE
-# Widths from the instruction-set table: an instruction address one bit wider than a buffer
-# address (IMEM_DEPTH <= 2**20, so pc + n never wraps); a fetch address one bit wider than the
-# OP word's operand address (the word after the last one is still representable); a fetch
-# count down-counter one bit wider than the kernel size it counts.
-PC_W = ADDR_W + 1
-FETCH_ADDR_W = field_width(Opcode.OP, "addr1") + 1
-FETCH_COUNT_W = field_width(Opcode.OP, "k") + 1
-N_OPS_W = field_width(Opcode.UNIT, "n_ops")
 ROW_LEN_W = field_width(Opcode.UNIT, "length")
-
-
-def check_core_params(params: object, name: str = "params") -> CoreParams:
-    """``params`` itself when it is a CoreParams (validated on creation), else a TypeError."""
-    if not isinstance(params, CoreParams):
-        raise TypeError(f"{name} = {params!r} is not a CoreParams; allowed: a CoreParams instance")
-    return params
 
 
 def dir_layout() -> data.StructLayout:
@@ -70,20 +54,8 @@ def dir_layout() -> data.StructLayout:
 # ---- memory port signatures: the ports of the core's memories (amaranth.lib.memory), seen
 # from the memory; a group port is the flipped one (it drives the address and enable).
 
-def buf_read_signature(p: CoreParams) -> ReadPort.Signature:
-    return ReadPort.Signature(addr_width=ceil_log2(p.buf_depth), shape=entry_layout(hw_params(p)))
-
-
 def buf_write_signature(p: CoreParams) -> WritePort.Signature:
     return WritePort.Signature(addr_width=ceil_log2(p.buf_depth), shape=entry_layout(hw_params(p)))
-
-
-def mask_read_signature(p: CoreParams) -> ReadPort.Signature:
-    return ReadPort.Signature(addr_width=ceil_log2(p.mask_depth), shape=mask_layout(hw_params(p)))
-
-
-def imem_read_signature(p: CoreParams) -> ReadPort.Signature:
-    return ReadPort.Signature(addr_width=ceil_log2(p.imem_depth), shape=INSTR_W)
 
 
 def dir_write_signature(p: CoreParams) -> WritePort.Signature:
@@ -122,128 +94,6 @@ class RowCountSignature(wiring.Signature):
 
     def __init__(self):
         super().__init__({"nnz_inc": Out(1), "row_done": Out(1), "row_len": Out(ROW_LEN_W)})
-
-
-def copy_fields(dst: data.View, src: data.View, names: tuple[str, ...] | None = None) -> list:
-    """``dst.f.eq(src.f)`` for the fields ``names`` (default: every field of ``dst``): two
-    layouts with the same field names but their own widths (an instruction word and the
-    command or cfg it becomes)."""
-    if names is None:
-        names = tuple(name for name, _ in dst.shape())
-    return [dst[name].eq(src[name]) for name in names]
-
-
-class FetchStartSignature(wiring.Signature):
-    """Start a fetch in the cycle ``valid`` is high: from ``addr``, exactly ``count`` words
-    (``counted``) or up to the word with ``last`` set."""
-
-    def __init__(self):
-        super().__init__({"valid": Out(1), "addr": Out(FETCH_ADDR_W), "counted": Out(1),
-                          "count": Out(field_width(Opcode.OP, "k"))})
-
-
-class FetchEngine(wiring.Component):
-    """Streams buffer words to a PE port: from ``start`` until ``last`` or exactly ``count`` words.
-
-    The first read is issued in the ``start`` cycle; after that one read per word taken, so a
-    word is on offer in every cycle the port can take one. An address at or past BUF_DEPTH is
-    not read: ``error`` is high in that cycle and the fetch stops."""
-
-    def __init__(self, params: CoreParams):
-        self.params = p = check_core_params(params)
-        super().__init__({
-            "start": In(FetchStartSignature()),
-            "read": In(buf_read_signature(p)),
-            "port": Out(stream.Signature(entry_layout(hw_params(p)))),
-            "error": Out(1),
-        })
-
-    def elaborate(self, platform) -> Module:
-        p = self.params
-        m = Module()
-        start, rd, port = self.start, self.read, self.port
-        active = Signal()
-        have = Signal()
-        addr = Signal(FETCH_ADDR_W)
-        remaining = Signal(FETCH_COUNT_W)
-        cmode = Signal()
-        last = rd.data.last
-        consume = Signal()
-        cont = Signal()
-        issue = Signal()
-        iaddr = Signal(FETCH_ADDR_W)
-        in_range = Signal()
-        m.d.comb += [
-            port.valid.eq(have),
-            port.payload.eq(rd.data),
-            consume.eq(have & port.ready),
-            cont.eq(active & (~have | consume) & Mux(cmode, remaining != 0, ~(have & last))),
-            issue.eq(start.valid | cont),
-            iaddr.eq(Mux(start.valid, start.addr, addr)),
-            in_range.eq(iaddr < p.buf_depth),
-            rd.addr.eq(iaddr),
-            rd.en.eq(issue & in_range),
-            self.error.eq(issue & ~in_range),
-        ]
-        with m.If(start.valid):
-            m.d.sync += [active.eq(1), cmode.eq(start.counted), remaining.eq(start.count - 1)]
-        with m.Elif(issue):
-            m.d.sync += remaining.eq(remaining - 1)
-        with m.If(issue & in_range):
-            m.d.sync += [have.eq(1), addr.eq(iaddr + 1)]
-        with m.Elif(consume | (issue & ~in_range)):
-            m.d.sync += have.eq(0)
-        with m.If(issue & ~in_range):
-            m.d.sync += active.eq(0)
-        with m.Elif(~start.valid & consume & Mux(cmode, remaining == 0, last)):
-            m.d.sync += active.eq(0)  # row delivered: no read beyond it
-        return m
-
-
-class MaskStartSignature(wiring.Signature):
-    """Read the mask word at ``addr`` in the cycle ``valid`` is high."""
-
-    def __init__(self):
-        super().__init__({"valid": Out(1), "addr": Out(field_width(Opcode.OP, "mask_addr"))})
-
-
-class MaskFetch(wiring.Component):
-    """The mask engine of a PE: one mask word per MSRC op, read in the op's cfg cycle and
-    offered on Port-3 until taken."""
-
-    def __init__(self, params: CoreParams):
-        self.params = p = check_core_params(params)
-        super().__init__({
-            "start": In(MaskStartSignature()),
-            "read": In(mask_read_signature(p)),
-            "port": Out(stream.Signature(mask_layout(hw_params(p)))),
-        })
-
-    def elaborate(self, platform) -> Module:
-        m = Module()
-        have = Signal()
-        m.d.comb += [self.read.addr.eq(self.start.addr), self.read.en.eq(self.start.valid),
-                     self.port.valid.eq(have), self.port.payload.eq(self.read.data)]
-        with m.If(self.start.valid):
-            m.d.sync += have.eq(1)
-        with m.Elif(self.port.ready):
-            m.d.sync += have.eq(0)
-        return m
-
-
-def op_is_valid(m: Module, op, p: CoreParams):
-    """Section 11.3 checks of an OP word: (opcode ok, cfg ok, addresses ok) as signals."""
-    is_op = Signal()
-    cfg_ok = Signal()
-    addr_ok = Signal()
-    m.d.comb += [
-        is_op.eq(op.opcode == Opcode.OP),
-        cfg_ok.eq(op.mode.matches(*Mode) & (op.k >= 1) & (op.k <= p.k_max) & (op.pad < op.k) &
-                  (op.in_len >= 1) & (op.in_len <= p.w_max) & (op.out_len >= 1) & (op.out_len <= p.w_max)),
-        addr_ok.eq((op.addr1 < p.buf_depth) & (op.addr2 < p.buf_depth) &
-                   ((op.mode != Mode.MSRC) | (op.mask_addr < p.mask_depth))),
-    ]
-    return is_op, cfg_ok, addr_ok
 
 
 class Group(wiring.Component):
@@ -285,7 +135,6 @@ class Group(wiring.Component):
         # ---- unit registers
         u = Signal(instr_layout(Opcode.UNIT))
         pc = Signal(PC_W)
-        remaining = Signal(N_OPS_W)
         entries_w = dict((n, w) for n, _, w in DIR_FIELDS)
         out_idx = Signal(entries_w["entries"])
         nnz = Signal(entries_w["nnz"])
@@ -294,75 +143,21 @@ class Group(wiring.Component):
         busy = Signal()   # a unit is in flight (the sequencer is not IDLE)
         m.d.comb += [self.error.eq(error), self.error_code.eq(code), self.busy.eq(busy)]
 
-        # ---- op dispatch: the i-th free PE (in index order) takes the op at pc + i
-        ops = [Signal(instr_layout(Opcode.OP), name=f"op{i}") for i in range(IMEM_PORTS)]
+        # ---- op dispatch (hw/dispatch.py): OP reads, checks, PE choice, operand fetch
+        m.submodules.dispatch = disp = OpDispatch(p)
+        m.d.comb += [disp.unit.valid.eq(unit.valid), disp.unit.pc.eq(unit.pc + 1),
+                     disp.unit.n_ops.eq(unit.word.n_ops), disp.unit.enable.eq(~error & busy)]
         for i in range(IMEM_PORTS):
-            m.d.comb += ops[i].eq(self.imem[i].data)
-        n_avail = Signal(range(N_PE + 1))
-        m.d.comb += n_avail.eq(Mux(remaining > N_PE, N_PE, remaining))
-        rank = []  # rank[j]: free PEs below j
-        take = []
-        acc = Const(0, range(N_PE + 1))
+            connect(m, flipped(self.imem[i]), disp.imem[i])
+        for i in range(N_BUF_PORTS):
+            connect(m, flipped(self.buf_read[i]), disp.buf_read[i])
         for j, pe in enumerate(pes):
-            r = Signal(range(N_PE + 1), name=f"rank{j}")
-            m.d.comb += r.eq(acc)
-            rank.append(r)
-            t = Signal(name=f"take{j}")
-            m.d.comb += t.eq(pe.cfg.ready & (r < n_avail) & ~error & busy)
-            take.append(t)
-            acc = acc + pe.cfg.ready
-        n_taken = Signal(range(N_PE + 1))
-        m.d.comb += n_taken.eq(sum(take))
-        bad_op = Signal()
-        bad_code = Signal(ErrorShape)
-        checks = [op_is_valid(m, ops[i], p) for i in range(IMEM_PORTS)]
-        op_array = Array([o.as_value() for o in ops])
-        fetch_errors = []
-        for j, pe in enumerate(pes):
-            op = Signal(instr_layout(Opcode.OP), name=f"pe{j}_op")
-            m.d.comb += op.eq(op_array[rank[j]])
-            is_op, cfg_ok, addr_ok = (Array([c[k] for c in checks])[rank[j]] for k in range(3))
-            ok = is_op & cfg_ok & addr_ok
-            with m.If(take[j] & ~ok):
-                m.d.comb += bad_op.eq(1)
-                with m.If(~is_op):
-                    m.d.comb += bad_code.eq(ErrorCode.BAD_OPCODE)
-                with m.Elif(~cfg_ok):
-                    m.d.comb += bad_code.eq(ErrorCode.BAD_OP)
-                with m.Else():
-                    m.d.comb += bad_code.eq(ErrorCode.ADDRESS)
-            start = Signal(name=f"pe{j}_start")
-            m.d.comb += [start.eq(take[j] & ok & ~bad_op), pe.cfg.valid.eq(start)]
-            m.d.comb += copy_fields(pe.cfg.payload, op)
-            # operand engines: Port-1 up to the entry with `last`, Port-2 K weights (SRC, MSRC)
-            # or the dO row up to `last` (OSRC), Port-3 the mask word (MSRC)
-            m.submodules[f"pe{j}_p1"] = f1 = FetchEngine(p)
-            m.submodules[f"pe{j}_p2"] = f2 = FetchEngine(p)
-            m.submodules[f"pe{j}_mask"] = fm = MaskFetch(p)
-            m.d.comb += [
-                f1.start.valid.eq(start), f1.start.addr.eq(op.addr1), f1.start.counted.eq(0),
-                f1.start.count.eq(op.k),
-                f2.start.valid.eq(start), f2.start.addr.eq(op.addr2), f2.start.counted.eq(op.mode != Mode.OSRC),
-                f2.start.count.eq(op.k),
-                fm.start.valid.eq(start & (op.mode == Mode.MSRC)), fm.start.addr.eq(op.mask_addr),
-            ]
-            connect(m, flipped(self.buf_read[2 * j]), f1.read)
-            connect(m, flipped(self.buf_read[2 * j + 1]), f2.read)
-            connect(m, flipped(self.mask_read[j]), fm.read)
-            connect(m, f1.port, pe.port1)
-            connect(m, f2.port, pe.port2)
-            connect(m, fm.port, pe.port3)
-            fetch_errors += [f1.error, f2.error]
-
-        # ---- instruction reads: address for the next cycle
-        pc_next = Signal(PC_W)
-        m.d.comb += pc_next.eq(Mux(unit.valid, unit.pc + 1, pc + n_taken))
-        for i in range(IMEM_PORTS):
-            m.d.comb += self.imem[i].addr.eq(pc_next + i)
-        m.d.sync += pc.eq(pc_next)
-        remaining_after = Signal(N_OPS_W)
-        m.d.comb += remaining_after.eq(remaining - n_taken)
-        m.d.sync += remaining.eq(remaining_after)
+            connect(m, flipped(self.mask_read[j]), disp.mask_read[j])
+            connect(m, disp.pe_cfg[j], pe.cfg)
+            connect(m, disp.port1[j], pe.port1)
+            connect(m, disp.port2[j], pe.port2)
+            connect(m, disp.port3[j], pe.port3)
+        remaining_after = disp.remaining
 
         # ---- PE beats to the PPU; `last` only on a PE's final op of the unit
         below = Const(0, range(N_PE + 1))
@@ -453,13 +248,11 @@ class Group(wiring.Component):
         m.d.comb += [sequencer_idle.eq(fsm.ongoing("IDLE")), busy.eq(~fsm.ongoing("IDLE")),
                      writing.eq(fsm.ongoing("WRITE"))]
         with m.If(unit.valid):
-            m.d.sync += [u.eq(unit.word), remaining.eq(unit.word.n_ops)]
+            m.d.sync += u.eq(unit.word)
 
         # ---- errors: the first one wins
-        ferr = Signal()
-        m.d.comb += ferr.eq(Cat(*fetch_errors).any())
-        with m.If(~error & (bad_op | ferr)):
-            m.d.sync += [error.eq(1), code.eq(Mux(bad_op, bad_code, ErrorCode.ADDRESS))]
+        with m.If(~error & disp.error):
+            m.d.sync += [error.eq(1), code.eq(disp.error_code)]
         return m
 
 
