@@ -158,6 +158,11 @@ class Group(wiring.Component):
             connect(m, disp.port2[j], pe.port2)
             connect(m, disp.port3[j], pe.port3)
         remaining_after = disp.remaining
+        if p.pingpong:
+            self._pingpong_sequencer(m, ppu, pes, disp, error, busy)
+            with m.If(~error & disp.error):
+                m.d.sync += [error.eq(1), code.eq(disp.error_code)]
+            return m
 
         # ---- PE beats to the PPU; `last` only on a PE's final op of the unit
         below = Const(0, range(N_PE + 1))
@@ -254,6 +259,128 @@ class Group(wiring.Component):
         with m.If(~error & disp.error):
             m.d.sync += [error.eq(1), code.eq(disp.error_code)]
         return m
+
+    def _pingpong_sequencer(self, m: Module, ppu: PPU, pes: list, disp: OpDispatch, error: Signal,
+                            busy: Signal) -> None:
+        """The unit sequencer with PINGPONG=1 (architecture 12.3): the k-th unit uses PPU
+        accumulator k mod 2; the group takes the next unit once every op of the current one is
+        issued (``disp.all_issued``) and the next unit's accumulator is free (its previous FINISH
+        wrote its last entry), so a unit's FINISH overlaps the next unit's ops. Per PE a FIFO
+        (depth 3: the PE's ops A, S, Q) holds the accumulator of each op handed to it, pushed on
+        ``disp.issued[j]`` and popped at the op's last beat; its head is the PE's ``pe_acc``
+        sideband. A unit's FINISH is offered in the cycle after its ops are issued and their last
+        beats are in (units finish in order); it has priority over a START (bias), which the PPU
+        takes while a FINISH of the other accumulator runs."""
+        p = self.params
+        unit, cmd, out = self.unit, ppu.cmd.payload, ppu.out
+        ulay = instr_layout(Opcode.UNIT)
+        uw = [Signal(ulay, name=f"unit_acc{a}") for a in range(2)]   # the unit held by accumulator a
+        pend = Signal(2)        # accumulator a holds a unit whose result row is not written yet
+        issued_all = Signal(2)  # every op of that unit was issued (or skipped)
+        started = Signal(2)     # its FINISH was accepted
+        start_pend = Signal(2)  # its START (bias) is still to be sent
+        outstanding = [Signal(range(3 * N_PE + 1), name=f"outstanding{a}") for a in range(2)]
+        next_acc = Signal()     # the accumulator of the next unit taken
+        disp_acc = Signal()     # the accumulator of the unit the dispatcher issues
+        disp_active = Signal()  # the dispatcher still has ops of that unit to issue
+        fin_turn = Signal()     # the accumulator whose FINISH comes next (units finish in order)
+        fin_acc = Signal()      # the accumulator of the row being written
+        writing = Signal()
+        entries_w = dict((n, w) for n, _, w in DIR_FIELDS)
+        out_idx = Signal(entries_w["entries"])
+        nnz = Signal(entries_w["nnz"])
+        m.d.comb += [disp_acc.eq(~next_acc), busy.eq(pend.any())]
+
+        # ---- beats to the PPU with their accumulator; per-PE FIFO of op accumulators
+        pushes = [[] for _ in range(2)]
+        pops = [[] for _ in range(2)]
+        for j, pe in enumerate(pes):
+            to_ppu = getattr(ppu, f"pe{j}")
+            q = Signal(N_PE, name=f"acc_fifo{j}")          # bit i: accumulator of the i-th oldest op
+            n = Signal(range(N_PE + 1), name=f"acc_fifo{j}_n")
+            lastbeat = Signal(name=f"lastbeat{j}")
+            m.d.comb += [
+                to_ppu.valid.eq(pe.out.valid), to_ppu.payload.eq(pe.out.payload), pe.out.ready.eq(to_ppu.ready),
+                ppu.pe_acc[j].eq(q[0]),
+                lastbeat.eq(pe.out.valid & to_ppu.ready & pe.out.payload.last),
+            ]
+            q_pop = Signal(N_PE, name=f"acc_fifo{j}_pop")
+            n_pop = Signal(range(N_PE + 1), name=f"acc_fifo{j}_npop")
+            m.d.comb += [q_pop.eq(Mux(lastbeat, q >> 1, q)), n_pop.eq(n - lastbeat)]
+            with m.If(disp.issued[j]):
+                m.d.sync += [q.eq(q_pop | (disp_acc << n_pop)), n.eq(n_pop + 1)]
+            with m.Else():
+                m.d.sync += [q.eq(q_pop), n.eq(n_pop)]
+            for a in range(2):
+                pushes[a].append(disp.issued[j] & (disp_acc == a))
+                pops[a].append(lastbeat & (q[0] == a))
+        for a in range(2):
+            m.d.sync += outstanding[a].eq(outstanding[a] + sum(pushes[a]) - sum(pops[a]))
+
+        # ---- result write of the FINISH running
+        wu = Signal(ulay)
+        m.d.comb += wu.eq(Mux(fin_acc, uw[1].as_value(), uw[0].as_value()))
+        wr_last = Signal()
+        wr, dw, rows = self.buf_write, self.dir_write, self.rows
+        m.d.comb += [
+            out.ready.eq(1),
+            wr.en.eq(writing & out.valid),
+            wr.addr.eq(wu.out_addr + out_idx),
+            wr.data.eq(out.payload),
+            wr_last.eq(writing & out.valid & out.payload.last),
+            rows.nnz_inc.eq(wr.en & (out.payload.offset != p.off_end)),
+            dw.en.eq(wr_last),
+            dw.addr.eq(wu.dir),
+            dw.data.start.eq(wu.out_addr),
+            dw.data.entries.eq(out_idx + 1),
+            dw.data.nnz.eq(nnz + rows.nnz_inc),
+            dw.data.written.eq(1),
+            rows.row_done.eq(wr_last),
+            rows.row_len.eq(wu.length),
+        ]
+        with m.If(writing & out.valid):
+            m.d.sync += [out_idx.eq(out_idx + 1), nnz.eq(nnz + rows.nnz_inc)]
+        with m.If(wr_last):
+            m.d.sync += [writing.eq(0), pend.bit_select(fin_acc, 1).eq(0)]
+
+        # ---- PPU commands: FINISH (in unit order) before START (bias) before the controller's
+        fu = Signal(ulay)
+        m.d.comb += fu.eq(Mux(fin_turn, uw[1].as_value(), uw[0].as_value()))
+        fin_ready = Signal()
+        m.d.comb += fin_ready.eq(pend.bit_select(fin_turn, 1) & issued_all.bit_select(fin_turn, 1)
+                                 & (Mux(fin_turn, outstanding[1], outstanding[0]) == 0)
+                                 & ~start_pend.bit_select(fin_turn, 1) & ~started.bit_select(fin_turn, 1))
+        s_acc = Signal()  # the older START first
+        m.d.comb += s_acc.eq(Mux(start_pend.bit_select(next_acc, 1), next_acc, disp_acc))
+        with m.If(fin_ready):
+            m.d.comb += [ppu.cmd.valid.eq(1), cmd.op.eq(PpuOp.FINISH), cmd.acc.eq(fin_turn)]
+            m.d.comb += copy_fields(cmd, fu, ("slot", "length", "shift", "relu", "acc_g", "prune", "g_first"))
+            with m.If(ppu.cmd.ready):
+                m.d.sync += [started.bit_select(fin_turn, 1).eq(1), fin_turn.eq(~fin_turn), fin_acc.eq(fin_turn),
+                             writing.eq(1), out_idx.eq(0), nnz.eq(0)]
+        with m.Elif(start_pend.any()):
+            m.d.comb += [ppu.cmd.valid.eq(1), cmd.op.eq(PpuOp.START), cmd.acc.eq(s_acc),
+                         cmd.bias.eq(Mux(s_acc, uw[1].bias, uw[0].bias))]
+            with m.If(ppu.cmd.ready):
+                m.d.sync += start_pend.bit_select(s_acc, 1).eq(0)
+        with m.Elif(~pend.any()):
+            m.d.comb += [ppu.cmd.valid.eq(self.ppu_cmd.valid), cmd.eq(self.ppu_cmd.cmd)]
+        m.d.comb += self.ppu_cmd.idle.eq(~pend.any() & ~ppu.status.busy)
+
+        # ---- taking units
+        acc_free = Signal(2)  # accumulator a can hold a new unit in this cycle
+        for a in range(2):
+            m.d.comb += acc_free[a].eq(~pend[a] | (wr_last & (fin_acc == a)))
+        m.d.comb += unit.free.eq(~error & (pend.any() | ~ppu.status.busy) & (~disp_active | disp.all_issued)
+                                 & acc_free.bit_select(next_acc, 1))
+        with m.If(disp_active & disp.all_issued):
+            m.d.sync += [issued_all.bit_select(disp_acc, 1).eq(1), disp_active.eq(0)]
+        with m.If(unit.valid):
+            for a in range(2):
+                with m.If(next_acc == a):
+                    m.d.sync += [uw[a].eq(unit.word), pend[a].eq(1), issued_all[a].eq(unit.word.n_ops == 0),
+                                 started[a].eq(0), start_pend[a].eq(unit.word.bias_en)]
+            m.d.sync += [next_acc.eq(~next_acc), disp_active.eq(unit.word.n_ops != 0)]
 
 
 BLOCK = BlockSpec(

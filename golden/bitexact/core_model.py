@@ -147,6 +147,43 @@ def unit_ops_time(op_cycles: Sequence[int], length: int, bias_en: bool) -> tuple
     return max(free) + length + PPU_LAT, pes
 
 
+@dataclass
+class GroupClock:
+    """One group's timing across units: when it can take its next unit (``free_at``) and when it
+    is idle for PPU commands, SYNC and END (``idle_at``). Without ping-pong a unit occupies the
+    group from its dispatch to its end (section 10.2, 11.4). With ``pingpong`` (section 12.3) the
+    PEs keep their ops across units (an op's cfg is accepted at ``max(t0 + 1, PE free)``, the PE
+    free again after its final beat), unit ``u``'s finish starts after ``max(F_u, P_{u-1})`` and
+    ends at ``P_u``, the group takes unit ``u + 1`` at ``max(a_last(u), P_{u-1})`` and is idle
+    after its last ``P``."""
+
+    pingpong: bool = False
+    free_at: int = 0
+    idle_at: int = 0
+    finish_end: int = 0                                               # P of the group's last unit
+    pe_free: list[int] = field(default_factory=lambda: [0] * N_PE)   # PINGPONG: a cfg can be accepted from
+
+    def unit(self, t0: int, op_cycles: Sequence[int], length: int, bias_en: bool) -> int:
+        """Take a unit at ``t0`` (its dispatch cycle); returns the cycle of its last result entry."""
+        if not self.pingpong:
+            dt, _ = unit_ops_time(op_cycles, length, bias_en)
+            end = t0 + dt
+            self.free_at, self.idle_at = end, end + 1
+            return end
+        a_last = f_last = t0
+        for c in op_cycles:  # to the PE that frees first (ties: lowest), as section 10.2
+            j = min(range(N_PE), key=lambda i: (max(t0 + 1, self.pe_free[i]), i))
+            a = max(t0 + 1, self.pe_free[j])
+            self.pe_free[j] = a + c  # final beat at a + c - 1, the next cfg in the cycle after
+            a_last, f_last = max(a_last, a), max(f_last, a + c - 1)
+        if bias_en and not op_cycles:
+            f_last = t0 + 1  # START(bias) takes the cycle before the FINISH
+        end = max(f_last, self.finish_end) + length + PPU_LAT
+        self.free_at = max(a_last, self.finish_end)  # the next unit's accumulator frees at P_{u-1}
+        self.finish_end, self.idle_at = end, end + 1
+        return end
+
+
 def run_program(program: Sequence[int], buffer_image: Sequence[int] | np.ndarray, params: CoreParams,
                 masks: Sequence[int] = (), directory: Sequence[int] | None = None) -> CoreRun:
     """Execute ``program`` on a buffer loaded with ``buffer_image`` (the rest zero)."""
@@ -166,8 +203,8 @@ def run_program(program: Sequence[int], buffer_image: Sequence[int] | np.ndarray
                   masks=[int(m) for m in masks])
     words = [int(w) for w in program] + [0] * (p.imem_depth - len(program))
     G = p.groups
-    free_at = [0] * G     # cycle from which a group can take a UNIT
-    idle_at = [0] * G     # cycle from which a group is idle (PPU commands, SYNC, END)
+    clocks = [GroupClock(bool(p.pingpong)) for _ in range(G)]
+    taken = [0] * G       # units each group took (PINGPONG: the k-th uses accumulator k mod 2)
     busy: list[tuple[int, int]] = []
     segments: list[list[_Unit]] = [[]]
     step, t, pc = 0, 0, 0
@@ -181,7 +218,7 @@ def run_program(program: Sequence[int], buffer_image: Sequence[int] | np.ndarray
             if op == Opcode.NOP:
                 t, pc = t + 1, pc + 1
             elif op in (Opcode.SYNC, Opcode.END):
-                t = max([t] + idle_at) + 1
+                t = max([t] + [k.idle_at for k in clocks]) + 1
                 if op == Opcode.END:
                     break
                 step, pc = f["step"], pc + 1
@@ -189,23 +226,23 @@ def run_program(program: Sequence[int], buffer_image: Sequence[int] | np.ndarray
             elif op == Opcode.PPU:
                 _ppu_instr(f, run, p, pc)
                 targets = range(G) if f["all"] else [f["group"]]
-                c = max([t] + [idle_at[g] for g in targets])
+                c = max([t] + [clocks[g].idle_at for g in targets])
                 for g in targets:
                     n = command_cycles(_ppu_command(f, p))
-                    idle_at[g] = c + n
-                    free_at[g] = max(free_at[g], c + n)
+                    clocks[g].idle_at = c + n
+                    clocks[g].free_at = max(clocks[g].free_at, c + n)
                 t, pc = c + 1, pc + 1
             else:
                 check_unit(f, pc, p)
-                c = max(t, min(free_at))
-                g = min(i for i in range(G) if free_at[i] <= c)
-                cycles = _run_unit(f, words[pc + 1:pc + 1 + f["n_ops"]], pc, run, run.ppus[g], p, step)
-                dt, _ = unit_ops_time(cycles, f["length"], bool(f["bias_en"]))
-                end = c + dt
+                c = max(t, min(k.free_at for k in clocks))
+                g = min(i for i in range(G) if clocks[i].free_at <= c)
+                cycles = _run_unit(f, words[pc + 1:pc + 1 + f["n_ops"]], pc, run, run.ppus[g], p, step,
+                                   acc=taken[g] % 2 if p.pingpong else 0)
+                taken[g] += 1
+                end = clocks[g].unit(c, cycles, f["length"], bool(f["bias_en"]))
                 run.units.append(UnitTrace(g, c, end, cycles, f["length"], step))
                 busy.append((c + 1, end))
                 segments[-1].append(_Unit(cycles, f["length"]))
-                free_at[g], idle_at[g] = end, end + 1
                 t, pc = c + 1, pc + 1 + f["n_ops"]
     except ProgramError as e:
         run.error, run.error_message = int(e.code), str(e)
@@ -229,20 +266,26 @@ def _ppu_instr(f: Mapping[str, int], run: CoreRun, p: CoreParams, pc: int) -> No
 
 
 def _run_unit(f: Mapping[str, int], op_words: Sequence[int], pc: int, run: CoreRun, ppu: PPUModel,
-              p: CoreParams, step: int) -> list[int]:
+              p: CoreParams, step: int, acc: int = 0) -> list[int]:
+    """Run one unit's ops and FINISH on the group's PPU model, in accumulator ``acc`` (PINGPONG);
+    the accumulators are independent, so one unit after the other gives the RTL's rows."""
     cycles = []
     if f["bias_en"]:
-        ppu.start(f["bias"])
+        ppu.start(f["bias"], acc)
     for i, w in enumerate(op_words):
         op, of = decode(w)
         if op != Opcode.OP:
             raise ProgramError(ErrorCode.BAD_OPCODE, f"word {pc + 1 + i} in the unit at {pc} is not an OP")
         check_op(of, p)
         beats, c = execute_op(of, run.buffer, run.masks, p)
-        ppu.accumulate([beats, [], []], pe_mask=1)
+        if ppu.cfg.pingpong:  # beats go to the unit's accumulator (ACCUM is a no-op)
+            for b in beats:
+                ppu.accumulate_cycle([b, None, None], [acc] * N_PE)
+        else:
+            ppu.accumulate([beats, [], []], pe_mask=1)
         cycles.append(c)
     res = ppu.finish(f["length"], f["shift"], relu=bool(f["relu"]), acc_g=bool(f["acc_g"]),
-                     prune=bool(f["prune"]), g_first=bool(f["g_first"]), slot=f["slot"])
+                     prune=bool(f["prune"]), g_first=bool(f["g_first"]), slot=f["slot"], acc=acc)
     for i, (v, o, last) in enumerate(res.entries):
         run.buffer[f["out_addr"] + i] = entry_encode(v, o, last, p)
     nnz = int(np.count_nonzero(res.dense))

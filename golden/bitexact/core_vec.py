@@ -27,7 +27,7 @@ from ...arch.fixedpoint import sat_limit
 from ...arch.isa import DIR_FIELDS, FIELDS, OPCODE_W, CoreParams, Opcode, decode
 from ...arch.ppu import PPU_LAT, Op, command_cycles
 from ...arch.timing import Mode
-from .core_model import CoreRun, UnitTrace, _ppu_command, _union_length, run_program
+from .core_model import CoreRun, GroupClock, UnitTrace, _ppu_command, _union_length, run_program
 from .ppu_model import PPUModel
 
 _M64 = (1 << 64) - 1
@@ -515,7 +515,7 @@ def _run_fast(program, buffer_image, params: CoreParams, masks, directory) -> Co
                   masks=[int(m) for m in masks])
     run.vectorised = True
     G = p.groups
-    free_at, idle_at = [0] * G, [0] * G
+    clocks = [GroupClock(bool(p.pingpong)) for _ in range(G)]
     busy: list[tuple[int, int]] = []
     segments: list[list[int]] = [[]]   # section 10 unit times per step segment
     step, t, u = 0, 0, 0
@@ -524,7 +524,7 @@ def _run_fast(program, buffer_image, params: CoreParams, masks, directory) -> Co
         if op == Opcode.NOP:
             t += 1
         elif op in (Opcode.SYNC, Opcode.END):
-            t = max([t] + idle_at) + 1
+            t = max([t] + [k.idle_at for k in clocks]) + 1
             if op == Opcode.END:
                 break
             step = fl["step"]
@@ -534,15 +534,15 @@ def _run_fast(program, buffer_image, params: CoreParams, masks, directory) -> Co
             targets = range(G) if fl["all"] else [fl["group"]]
             for g in targets:
                 run.ppus[g].apply(cmd)
-            c = max([t] + [idle_at[g] for g in targets])
+            c = max([t] + [clocks[g].idle_at for g in targets])
             n = command_cycles(cmd)
             for g in targets:
-                idle_at[g] = c + n
-                free_at[g] = max(free_at[g], c + n)
+                clocks[g].idle_at = c + n
+                clocks[g].free_at = max(clocks[g].free_at, c + n)
             t = c + 1
         else:
-            c = max(t, min(free_at))
-            g = min(i for i in range(G) if free_at[i] <= c)
+            c = max(t, min(k.free_at for k in clocks))
+            g = min(i for i in range(G) if clocks[i].free_at <= c)
             enc, nnz = _finish(run.ppus[g], fin, u, fl, p)
             cyc = op_cycles_list[starts[u]:starts[u] + counts[u]]
             out_words[fl["out_addr"]:fl["out_addr"] + enc.size] = enc
@@ -551,12 +551,10 @@ def _run_fast(program, buffer_image, params: CoreParams, masks, directory) -> Co
             run.step_rows[step] += 1
             run.step_elems[step] += fl["length"]
             span = _pe_span(cyc)
-            dt = span + fl["length"] + PPU_LAT + (1 if fl["bias_en"] and not cyc else 0)
-            end = c + dt
+            end = clocks[g].unit(c, cyc, fl["length"], bool(fl["bias_en"]))
             run.units.append(UnitTrace(g, c, end, cyc, fl["length"], step))
             busy.append((c + 1, end))
             segments[-1].append(span + fl["length"] + PPU_LAT)
-            free_at[g], idle_at[g] = end, end + 1
             t = c + 1
             u += 1
     run.buffer = out_words.astype(object)

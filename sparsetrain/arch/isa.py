@@ -132,9 +132,11 @@ class CoreParams(DatapathParams):
     n_f: int = 4
     r_w: int = 16
     seed: int = DEFAULT_SEED
+    pingpong: int = 0      # C: two PPU accumulators (0 off, 1 on)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_param("PINGPONG", self.pingpong, 0, 1)
         check_param("G", self.groups, 1, 255)
         check_param("BUF_DEPTH", self.buf_depth, 16, 1 << ADDR_W)
         check_param("MASK_DEPTH", self.mask_depth, 1, 1 << 16)
@@ -148,7 +150,7 @@ class CoreParams(DatapathParams):
 
     def ppu_config(self) -> PPUConfig:
         return PPUConfig(dw=self.dw, k_max=self.k_max, w_max=self.w_max, acc_w=self.acc_w,
-                         n_f=self.n_f, n_slots=self.n_slots, r_w=self.r_w, seed=self.seed)
+                         n_f=self.n_f, n_slots=self.n_slots, r_w=self.r_w, seed=self.seed, pingpong=self.pingpong)
 
     def as_dict(self) -> dict[str, int]:
         return {k: v for k, v in asdict(self).items()}
