@@ -226,3 +226,13 @@ def test_pingpong_parameter_and_ports():
     assert sorted(set(p1) - set(p0)) == ["pe_acc"] and p1["pe_acc"] == ("input", 3)
     assert p1["cmd__payload"] == ("input", p0["cmd__payload"][1] + 1)
     assert {n: p1[n] for n in p0 if n != "cmd__payload"} == {n: p0[n] for n in p0 if n != "cmd__payload"}
+
+
+@pytest.mark.regress
+@pytest.mark.parametrize("chunk", range(2))
+def test_regress_pingpong_random_rows(seed, chunk):
+    """2 x 5,000 random rows on the PINGPONG=1 small configuration, with and without back-pressure."""
+    rows = pp.random_rows(np.random.default_rng([seed, 200 + chunk]), PINGPONG, 5_000)
+    r = pp.run_ppu_pingpong(rows, PINGPONG, seed=seed + 200 + chunk, p_valid=0.8 if chunk else 1.0,
+                            p_ready=0.7 if chunk else 1.0)
+    assert r.concurrent_starts > 0 and r.mixed_cycles > 0
