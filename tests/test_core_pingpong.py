@@ -14,8 +14,8 @@ from sparsetrain.golden.bitexact.core_model import run_program
 from sparsetrain.golden.bitexact.core_vec import run_program_fast
 from sparsetrain.sim_tb.core_batch import CoreJob, run_core_programs
 
-# one Verilator build: W_MAX 32 and ACC_W 52 fit features.4.conv of the small golden run
-PP = CoreParams(groups=2, buf_depth=2048, imem_depth=1024, dir_depth=256, mask_depth=64, w_max=32, k_max=5,
+# one Verilator build: ACC_W 52 fits features.4.conv of the small golden run
+PP = CoreParams(groups=2, buf_depth=1024, imem_depth=1024, dir_depth=256, mask_depth=64, w_max=16, k_max=5,
                 acc_w=52, pingpong=1)
 LAYER = "features.4.conv"
 
