@@ -2,9 +2,11 @@
 
 ``run_program`` executes the instructions with ``golden.bitexact.rowops`` (the PE) and
 ``golden.bitexact.ppu_model.PPUModel`` (one per group), dispatching units and ops exactly as the
-controller does (s.10.2 plus the unit dispatch latency of s.11.4), so the result rows, the
-directory, the counters and ``cycles`` are what the RTL must produce. ``cycles_contract`` is
-the prediction of ``sparsetrain.arch.schedule`` (section 10) for the same units.
+controller does (s.10.2 plus the unit dispatch latency of s.11.4; with the second-generation
+switches of ``CoreParams``, the group's dispatcher of s.12.2 / 12.4, ``unit_time``), so the
+result rows, the directory, the counters and ``cycles`` are what the RTL must produce.
+``cycles_contract`` is the prediction of ``sparsetrain.arch.schedule`` (section 10) for the same
+units, or of ``sparsetrain.arch.schedule2`` (section 12) for a second-generation core.
 """
 from __future__ import annotations
 
@@ -16,8 +18,9 @@ import numpy as np
 from ...arch.fixedpoint import SparseRow, sat_unsigned
 from ...arch.isa import (FIELDS, N_STEPS, CoreParams, ErrorCode, Opcode, decode, dir_decode, dir_encode,
                          entry_decode, entry_encode)
+from ...arch.microarch import ISSUE_QUEUE, op_times
 from ...arch.ppu import N_PE, PPU_LAT, Op, PPUCommand, command_cycles
-from ...arch.timing import Mode, pe_cycles
+from ...arch.timing import Mode, lookahead_cycles, msrc_skips, pe_cycles
 from .ppu_model import PPUModel, tau_batch
 from .rowops import msrc, osrc, src
 
@@ -36,6 +39,7 @@ class UnitTrace:
     op_cycles: list[int]
     length: int
     step: int
+    ops: list = field(default_factory=list)   # OpInfo of every OP word (issued or not), section 12
 
 
 @dataclass
@@ -69,9 +73,36 @@ class CoreRun:
 
 
 class _Unit:
-    def __init__(self, cycles: list[int], row_len: int):
+    def __init__(self, cycles: list[int], row_len: int, ops: "_UnitOps | None" = None):
         self.cycles = np.asarray(cycles, dtype=np.int64)
         self.row_len = row_len
+        self.ops = ops
+
+
+@dataclass
+class OpInfo:
+    """One OP of a unit as the dispatcher and its PE see it (section 12): issued (D skips it
+    otherwise), the PE's load and compute lengths (L, C of section 6.1)."""
+
+    issued: bool
+    mode: Mode
+    load: int = 0
+    compute: int = 0
+
+    def cycles(self, prefetch: bool) -> int:
+        """Cycles from cfg to final beat inclusive of the op alone (section 6 / 6.1)."""
+        return op_times(None, 1, self.mode, self.load, self.compute, prefetch).f
+
+
+class _UnitOps:
+    """A unit's ops in the form ``arch.schedule2.run_unit`` takes (issue order, issued or not)."""
+
+    def __init__(self, ops: Sequence[OpInfo], mode: Mode):
+        self.issued = np.array([o.issued for o in ops], bool)
+        self.load = np.array([o.load for o in ops], np.int64)
+        self.compute = np.array([o.compute for o in ops], np.int64)
+        self.useful = np.zeros(len(ops), np.int64)
+        self.mode = mode
 
 
 def read_row(buffer: np.ndarray, addr: int, p: CoreParams, count: int | None = None) -> list[tuple[int, int, int]]:
@@ -116,22 +147,27 @@ def check_unit(f: Mapping[str, int], pc: int, p: CoreParams) -> None:
 
 
 def execute_op(f: Mapping[str, int], buffer: np.ndarray, masks: Sequence[int], p: CoreParams):
-    """One OP on the golden PE: (beats, cycles)."""
+    """One OP on the golden PE: (beats, first-generation cycles, OpInfo with L and C; C of an
+    MSRC op with LOOKAHEAD = 2 from its skip entries, section 6.1)."""
     k, s, pad = f["k"], 1 + f["stride2"], f["pad"]
     mode = Mode(f["mode"])
     e1 = read_row(buffer, f["addr1"], p)
     if mode is Mode.OSRC:
         e2 = read_row(buffer, f["addr2"], p)
         r = osrc(_sparse(e1, f["in_len"], p), _sparse(e2, f["out_len"], p), k, stride=s, pad=pad, acc_w=p.acc_w)
-        return r.beats, pe_cycles(mode, k, len(e1), len(e2))
+        return r.beats, pe_cycles(mode, k, len(e1), len(e2)), OpInfo(True, mode, 0, len(e1) + len(e2))
     w = [v for v, _, _ in read_row(buffer, f["addr2"], p, count=k)]
+    compute = len(e1)
     if mode is Mode.SRC:
         r = src(w, _sparse(e1, f["in_len"], p), stride=s, pad=pad, out_len=f["out_len"], acc_w=p.acc_w)
     else:
         mword = int(masks[f["mask_addr"]]) if f["mask_addr"] < len(masks) else 0
         mask = [(mword >> x) & 1 for x in range(f["out_len"])]
         r = msrc(w, _sparse(e1, f["in_len"], p), mask, stride=s, pad=pad, acc_w=p.acc_w)
-    return r.beats, pe_cycles(mode, k, len(e1))
+        if p.lookahead == 2:
+            offs = [o for _, o, _ in e1 if o != p.off_end]
+            compute = lookahead_cycles(msrc_skips(offs, mask, k, s, pad), 2)
+    return r.beats, pe_cycles(mode, k, compute), OpInfo(True, mode, k, compute)
 
 
 def unit_ops_time(op_cycles: Sequence[int], length: int, bias_en: bool) -> tuple[int, list[int]]:
@@ -145,6 +181,64 @@ def unit_ops_time(op_cycles: Sequence[int], length: int, bias_en: bool) -> tuple
     if not op_cycles:
         return length + PPU_LAT + (1 if bias_en else 0), pes  # START then FINISH, no ACCUM
     return max(free) + length + PPU_LAT, pes
+
+
+def unit_time(ops: Sequence[OpInfo], length: int, bias_en: bool, p: CoreParams) -> int:
+    """Cycles from a unit's dispatch (cycle 0) to its end, the cycle its last result entry is
+    written: the group's dispatcher (hw/dispatch.py) and unit sequencer cycle by cycle.
+
+    First generation (PREFETCH = SKIP_EMPTY = 0): ``unit_ops_time``. Otherwise (sections 12.2,
+    12.4): an op goes, in order, to the lowest PE that can take a cfg in the earliest cycle
+    (from its previous op's ``dispatch_free``); without SKIP_EMPTY every op can be taken from
+    cycle 1; with it the op reader examines block b (OP_SCAN words) in cycle 2 + b at the
+    earliest, drops the ops whose row is empty, and waits while the issue queue (ISSUE_QUEUE
+    ops) has no room for what the PEs do not take. The PPU's ACCUM (from cycle 2, 3 after a
+    START) ends when every PE of its mask has sent the unit's last beat: its final op's final
+    beat if that comes once every op is issued, else an empty beat then; the finish follows."""
+    if not (p.prefetch or p.skip_empty):
+        return unit_ops_time([o.cycles(False) for o in ops if o.issued], length, bias_en)[0]
+    n = len(ops)
+    if n == 0:
+        return length + PPU_LAT + (1 if bias_en else 0)
+    prefetch = bool(p.prefetch)
+    prev: list = [None] * N_PE
+    avail = [1] * N_PE          # first cycle each PE can take a cfg
+    last_f: list[int | None] = [None] * N_PE
+
+    def issue(i: int, j: int, a: int) -> None:
+        o = ops[i]
+        t = op_times(prev[j], a, o.mode, o.load, o.compute, prefetch)
+        prev[j], avail[j], last_f[j] = t, t.dispatch_free, t.f
+
+    if not p.skip_empty:
+        t_all = 1
+        for i in range(n):
+            a, j = min((max(avail[j], t_all), j) for j in range(N_PE))
+            issue(i, j, a)
+            t_all = a
+    else:
+        blocks = [range(b, min(b + p.op_scan, n)) for b in range(0, n, p.op_scan)]
+        t, bi, queue = 2, 0, []
+        while True:
+            ready = [j for j in range(N_PE) if avail[j] <= t]
+            accept, kept = False, []
+            if bi < len(blocks):
+                kept = [i for i in blocks[bi] if ops[i].issued]
+                total = len(queue) + len(kept)
+                accept = total - min(len(ready), total) <= ISSUE_QUEUE
+            cands = queue + (kept if accept else [])
+            taken = min(len(ready), len(cands))
+            for r in range(taken):
+                issue(cands[r], ready[r], t)
+            queue = cands[taken:]
+            bi += accept
+            if bi == len(blocks) and not queue:
+                t_all = t
+                break
+            t += 1
+    t_accum = 2 + (1 if bias_en else 0)
+    closing = [f if f is not None and f >= t_all else max(t_all, t_accum) for f in last_f[:min(n, N_PE)]]
+    return max(closing) + length + PPU_LAT
 
 
 def run_program(program: Sequence[int], buffer_image: Sequence[int] | np.ndarray, params: CoreParams,
@@ -199,12 +293,12 @@ def run_program(program: Sequence[int], buffer_image: Sequence[int] | np.ndarray
                 check_unit(f, pc, p)
                 c = max(t, min(free_at))
                 g = min(i for i in range(G) if free_at[i] <= c)
-                cycles = _run_unit(f, words[pc + 1:pc + 1 + f["n_ops"]], pc, run, run.ppus[g], p, step)
-                dt, _ = unit_ops_time(cycles, f["length"], bool(f["bias_en"]))
-                end = c + dt
-                run.units.append(UnitTrace(g, c, end, cycles, f["length"], step))
+                ops = _run_unit(f, words[pc + 1:pc + 1 + f["n_ops"]], pc, run, run.ppus[g], p, step)
+                end = c + unit_time(ops, f["length"], bool(f["bias_en"]), p)
+                cycles = [o.cycles(bool(p.prefetch)) for o in ops if o.issued]
+                run.units.append(UnitTrace(g, c, end, cycles, f["length"], step, ops))
                 busy.append((c + 1, end))
-                segments[-1].append(_Unit(cycles, f["length"]))
+                segments[-1].append(_Unit(cycles, f["length"], _UnitOps(ops, ops[0].mode if ops else Mode.SRC)))
                 free_at[g], idle_at[g] = end, end + 1
                 t, pc = c + 1, pc + 1 + f["n_ops"]
     except ProgramError as e:
@@ -228,9 +322,17 @@ def _ppu_instr(f: Mapping[str, int], run: CoreRun, p: CoreParams, pc: int) -> No
         run.ppus[g].apply(cmd)
 
 
+def row_is_empty(f: Mapping[str, int], directory: np.ndarray) -> bool:
+    """SKIP_EMPTY (section 12.4): the op's sparse operand row is empty by the directory's nnz
+    (SRC/MSRC: the Port-1 row, ``dir1``; OSRC: either row, ``dir1`` or ``dir2``)."""
+    if dir_decode(int(directory[f["dir1"]]))["nnz"] == 0:
+        return True
+    return f["mode"] == Mode.OSRC and dir_decode(int(directory[f["dir2"]]))["nnz"] == 0
+
+
 def _run_unit(f: Mapping[str, int], op_words: Sequence[int], pc: int, run: CoreRun, ppu: PPUModel,
-              p: CoreParams, step: int) -> list[int]:
-    cycles = []
+              p: CoreParams, step: int) -> list[OpInfo]:
+    ops = []
     if f["bias_en"]:
         ppu.start(f["bias"])
     for i, w in enumerate(op_words):
@@ -238,9 +340,15 @@ def _run_unit(f: Mapping[str, int], op_words: Sequence[int], pc: int, run: CoreR
         if op != Opcode.OP:
             raise ProgramError(ErrorCode.BAD_OPCODE, f"word {pc + 1 + i} in the unit at {pc} is not an OP")
         check_op(of, p)
-        beats, c = execute_op(of, run.buffer, run.masks, p)
+        if p.skip_empty:
+            if of["dir1"] >= p.dir_depth or (of["mode"] == Mode.OSRC and of["dir2"] >= p.dir_depth):
+                raise ProgramError(ErrorCode.ADDRESS, f"dir1/dir2 = {of['dir1']}/{of['dir2']} >= DIR_DEPTH")
+            if row_is_empty(of, run.directory):
+                ops.append(OpInfo(False, Mode(of["mode"])))
+                continue
+        beats, _, info = execute_op(of, run.buffer, run.masks, p)
         ppu.accumulate([beats, [], []], pe_mask=1)
-        cycles.append(c)
+        ops.append(info)
     res = ppu.finish(f["length"], f["shift"], relu=bool(f["relu"]), acc_g=bool(f["acc_g"]),
                      prune=bool(f["prune"]), g_first=bool(f["g_first"]), slot=f["slot"])
     for i, (v, o, last) in enumerate(res.entries):
@@ -250,7 +358,7 @@ def _run_unit(f: Mapping[str, int], op_words: Sequence[int], pc: int, run: CoreR
     run.step_nnz[step] += nnz
     run.step_rows[step] += 1
     run.step_elems[step] += f["length"]
-    return cycles
+    return ops
 
 
 def _union_length(intervals: list[tuple[int, int]]) -> int:
@@ -276,8 +384,14 @@ def batch_threshold(abs_sums: Sequence[int], c_m: int, c_shift: int, p: CorePara
 
 
 def _schedule(units: list[_Unit], p: CoreParams) -> int:
+    """The contract's cycles of a step's units: section 10 (``arch.schedule``) for the first
+    generation, section 12 (``arch.schedule2``) for the core's MicroArch."""
     from ...arch.schedule import ArchParams, schedule_units
+    from ...arch.schedule2 import schedule_units2
     if not units:
         return 0
     arch = ArchParams(groups=p.groups, w_max=max(2, p.w_max), dw=p.dw, ppu_latency=PPU_LAT)
-    return schedule_units(units, arch).cycles
+    micro = p.microarch()
+    if micro.is_gen1:
+        return schedule_units(units, arch).cycles
+    return schedule_units2(units, [u.ops for u in units], arch, micro).cycles
