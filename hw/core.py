@@ -22,7 +22,8 @@ from ..arch.pe import bits_for
 from ..arch.ppu import N_PE
 from .blocks import DATAPATH_PARAMS, BlockSpec, ParamSpec
 from .enums import ErrorShape, OpcodeShape, PpuOp, field_width
-from .group import IMEM_PORTS, N_BUF_PORTS, PC_W, Group, check_core_params, copy_fields
+from .dispatch import buf_ports, dir_ports, imem_ports
+from .group import GEN2_PARAMS, PC_W, Group, check_core_params, copy_fields
 from .layouts import instr_layout
 from .ppu import ppu_status_layout
 
@@ -101,12 +102,14 @@ class Core(wiring.Component):
 
         # ---- group memory ports (in this order: a memory's write ports are prioritised by it)
         for grp in groups:
-            for i in range(N_BUF_PORTS):
+            for i in range(buf_ports(p)):
                 connect(m, grp.buf_read[i], buf.read_port())
             for j in range(N_PE):
                 connect(m, grp.mask_read[j], maskmem.read_port())
-            for i in range(IMEM_PORTS):
+            for i in range(imem_ports(p)):
                 connect(m, grp.imem[i], imem.read_port())
+            for i in range(dir_ports(p)):
+                connect(m, grp.dir_read[i], dirmem.read_port())
             connect(m, grp.buf_write, buf.write_port())
             connect(m, grp.dir_write, dirmem.write_port())
             m.d.comb += [grp.ppu_status.sel.slot.eq(self.ppu_sel_slot),
@@ -259,6 +262,7 @@ PARAMS = {
     "DIR_DEPTH": ParamSpec(4096, "row directory entries (1 .. 65536)"),
     "N_SLOTS": ParamSpec(4, "PPU threshold slots, one per layer (1 .. 64)"),
     "N_F": ParamSpec(4, "threshold FIFO depth (power of two, 1 .. 64)"),
+    **GEN2_PARAMS,
 }
 
 

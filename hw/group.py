@@ -25,8 +25,9 @@ from amaranth.utils import ceil_log2
 from ..arch.isa import DIR_FIELDS, DIR_W, ERR_W, CoreParams, Opcode
 from ..arch.ppu import N_PE, PPUConfig
 from .blocks import DATAPATH_PARAMS, BlockSpec, ParamSpec
-from .dispatch import (IMEM_PORTS, N_BUF_PORTS, PC_W, FetchEngine, MaskFetch, OpDispatch, buf_read_signature,
-                       check_core_params, copy_fields, imem_read_signature, mask_read_signature)
+from .dispatch import (IMEM_PORTS, N_BUF_PORTS, PC_W, FetchEngine, MaskFetch, OpDispatch, buf_ports,
+                       buf_read_signature, check_core_params, copy_fields, dir_layout, dir_ports, dir_read_signature,
+                       imem_ports, imem_read_signature, mask_read_signature)
 from .enums import ErrorShape, PpuOp, field_width
 from .layouts import entry_layout, instr_layout
 from .pe import PE
@@ -37,18 +38,15 @@ __all__ = ["ERR_W", "IMEM_PORTS", "N_BUF_PORTS", "PC_W", "Group", "FetchEngine",
 
 ROW_LEN_W = field_width(Opcode.UNIT, "length")
 
-
-def dir_layout() -> data.StructLayout:
-    """A row directory word (``arch.isa.DIR_FIELDS``, section 11.2) as a layout."""
-    members, pos = {}, 0
-    for name, lsb, width in DIR_FIELDS:
-        if lsb != pos:
-            raise ValueError(f"DIR_FIELDS: {name} starts at bit {lsb}; allowed: {pos} (fields are contiguous)")
-        members[name] = unsigned(width)
-        pos += width
-    if pos != DIR_W:
-        raise ValueError(f"DIR_FIELDS: {pos} bits; allowed: DIR_W = {DIR_W}")
-    return data.StructLayout(members)
+# The second-generation switches of the group and the core (docs/architecture.md section 12,
+# CoreParams); the defaults are the first generation exactly.
+GEN2_PARAMS = {
+    "PREFETCH": ParamSpec(0, "A: every PE with a shadow Reg-1 and a cfg queue, operands prefetched (0 off, 1 on)"),
+    "LOOKAHEAD": ParamSpec(1, "B: MSRC look-ahead, Port-1 entries per cycle (1 off, 2 on)"),
+    "PINGPONG": ParamSpec(0, "C: two PPU accumulators, a unit's finish overlaps the next unit (0 off, 1 on)"),
+    "SKIP_EMPTY": ParamSpec(0, "D: never issue an op whose sparse operand row is empty (0 off, 1 on)"),
+    "OP_SCAN": ParamSpec(4, "D: OP words the op reader examines per cycle (1 .. 8)"),
+}
 
 
 # ---- memory port signatures: the ports of the core's memories (amaranth.lib.memory), seen
@@ -109,8 +107,8 @@ class Group(wiring.Component):
             "unit": In(UnitSignature(p)),
             "ppu_cmd": In(PpuCommandSignature(self.ppu_cfg)),
             "ppu_status": In(PpuStatusSignature(self.ppu_cfg)),
-            "imem": In(imem_read_signature(p)).array(IMEM_PORTS),
-            "buf_read": In(buf_read_signature(p)).array(N_BUF_PORTS),
+            "imem": In(imem_read_signature(p)).array(imem_ports(p)),
+            "buf_read": In(buf_read_signature(p)).array(buf_ports(p)),
             "mask_read": In(mask_read_signature(p)).array(N_PE),
             "buf_write": In(buf_write_signature(p)),
             "dir_write": In(dir_write_signature(p)),
@@ -118,6 +116,7 @@ class Group(wiring.Component):
             "busy": Out(1),
             "error": Out(1),
             "error_code": Out(ErrorShape),
+            **({"dir_read": In(dir_read_signature(p)).array(dir_ports(p))} if p.skip_empty else {}),
         })
 
     def elaborate(self, platform) -> Module:
@@ -126,7 +125,7 @@ class Group(wiring.Component):
         m = Module()
         pes = []
         for j in range(N_PE):
-            m.submodules[f"pe{j}"] = pe = PE(hp)
+            m.submodules[f"pe{j}"] = pe = PE(hp, prefetch=bool(p.prefetch), lookahead=p.lookahead)
             pes.append(pe)
         m.submodules.ppu = ppu = PPU(self.ppu_cfg)
         m.d.comb += [ppu.status_sel.eq(self.ppu_status.sel), self.ppu_status.status.eq(ppu.status)]
@@ -147,16 +146,20 @@ class Group(wiring.Component):
         m.submodules.dispatch = disp = OpDispatch(p)
         m.d.comb += [disp.unit.valid.eq(unit.valid), disp.unit.pc.eq(unit.pc + 1),
                      disp.unit.n_ops.eq(unit.word.n_ops), disp.unit.enable.eq(~error & busy)]
-        for i in range(IMEM_PORTS):
+        for i in range(imem_ports(p)):
             connect(m, flipped(self.imem[i]), disp.imem[i])
-        for i in range(N_BUF_PORTS):
+        for i in range(buf_ports(p)):
             connect(m, flipped(self.buf_read[i]), disp.buf_read[i])
+        for i in range(dir_ports(p)):
+            connect(m, flipped(self.dir_read[i]), disp.dir_read[i])
         for j, pe in enumerate(pes):
             connect(m, flipped(self.mask_read[j]), disp.mask_read[j])
             connect(m, disp.pe_cfg[j], pe.cfg)
             connect(m, disp.port1[j], pe.port1)
             connect(m, disp.port2[j], pe.port2)
             connect(m, disp.port3[j], pe.port3)
+            if p.lookahead == 2:
+                m.d.comb += disp.port1_take2[j].eq(pe.port1_take2)
         remaining_after = disp.remaining
         if p.pingpong:
             self._pingpong_sequencer(m, ppu, pes, disp, error, busy)
@@ -164,28 +167,32 @@ class Group(wiring.Component):
                 m.d.sync += [error.eq(1), code.eq(disp.error_code)]
             return m
 
-        # ---- PE beats to the PPU; `last` only on a PE's final op of the unit
-        below = Const(0, range(N_PE + 1))
-        for j, pe in enumerate(pes):
-            to_ppu = getattr(ppu, f"pe{j}")
-            lastbeat = Signal(name=f"lastbeat{j}")
-            m.d.comb += lastbeat.eq(pe.out.valid & to_ppu.ready & pe.out.payload.last)
-            final = Signal(name=f"final{j}")
-            m.d.comb += final.eq(below >= remaining_after)
-            below = below + lastbeat
-            m.d.comb += [
-                to_ppu.valid.eq(pe.out.valid),
-                to_ppu.payload.eq(pe.out.payload),
-                to_ppu.payload.last.eq(pe.out.payload.last & final),
-                pe.out.ready.eq(to_ppu.ready),
-            ]
-
-        # ---- PPU command sequencer and result write
         cmd = ppu.cmd.payload
         # ACCUM waits for the PEs that run an op of the unit: the lowest min(n_ops, N_PE)
         n_pe_used = (1 << N_PE) - 1
         for k in reversed(range(N_PE)):
             n_pe_used = Mux(u.n_ops == k, (1 << k) - 1, n_pe_used)
+
+        # ---- PE beats to the PPU; `last` only on a PE's final op of the unit
+        if p.prefetch or p.skip_empty:
+            self._beats_counted(m, pes, ppu, disp, unit, busy, n_pe_used)
+        else:
+            below = Const(0, range(N_PE + 1))
+            for j, pe in enumerate(pes):
+                to_ppu = getattr(ppu, f"pe{j}")
+                lastbeat = Signal(name=f"lastbeat{j}")
+                m.d.comb += lastbeat.eq(pe.out.valid & to_ppu.ready & pe.out.payload.last)
+                final = Signal(name=f"final{j}")
+                m.d.comb += final.eq(below >= remaining_after)
+                below = below + lastbeat
+                m.d.comb += [
+                    to_ppu.valid.eq(pe.out.valid),
+                    to_ppu.payload.eq(pe.out.payload),
+                    to_ppu.payload.last.eq(pe.out.payload.last & final),
+                    pe.out.ready.eq(to_ppu.ready),
+                ]
+
+        # ---- PPU command sequencer and result write
         out = ppu.out
         writing = Signal()
         sequencer_idle = Signal()
@@ -383,6 +390,41 @@ class Group(wiring.Component):
             m.d.sync += [next_acc.eq(~next_acc), disp_active.eq(unit.word.n_ops != 0)]
 
 
+    @staticmethod
+    def _beats_counted(m: Module, pes, ppu, disp: OpDispatch, unit, busy, pe_mask) -> None:
+        """PE beats to the PPU when a PE may hold several ops (PREFETCH) or a PE of the ACCUM
+        may get no op (SKIP_EMPTY): each PE counts its ops in flight (issued, not yet ended by
+        their final beat); a final beat is the PE's last of the unit when the PE has no other op
+        and every op of the unit has been issued (``all_issued``). A PE of the ACCUM's
+        ``pe_mask`` that has no op in flight once every op is issued, and has not sent the
+        unit's last beat, sends an empty one (``count = 0``, ``last``), held until taken."""
+        for j, pe in enumerate(pes):
+            to_ppu = getattr(ppu, f"pe{j}")
+            inflight = Signal(range(4), name=f"inflight{j}")
+            closed = Signal(name=f"closed{j}")   # the unit's last beat of this PE has been taken
+            lastbeat = Signal(name=f"lastbeat{j}")
+            final = Signal(name=f"final{j}")
+            empty_beat = Signal(name=f"empty_beat{j}")
+            m.d.comb += [
+                lastbeat.eq(pe.out.valid & to_ppu.ready & pe.out.payload.last),
+                final.eq(disp.all_issued & (inflight == 1) & ~disp.issued[j]),
+                empty_beat.eq(busy & ~unit.valid & disp.all_issued & pe_mask[j] & ~closed & (inflight == 0) &
+                              ~disp.issued[j]),
+                to_ppu.valid.eq(pe.out.valid | empty_beat),
+                pe.out.ready.eq(to_ppu.ready),
+            ]
+            with m.If(empty_beat):
+                m.d.comb += [to_ppu.payload.count.eq(0), to_ppu.payload.last.eq(1)]
+            with m.Else():
+                m.d.comb += [to_ppu.payload.eq(pe.out.payload),
+                             to_ppu.payload.last.eq(pe.out.payload.last & final)]
+            m.d.sync += inflight.eq(inflight + disp.issued[j] - lastbeat)
+            with m.If(unit.valid):
+                m.d.sync += closed.eq(0)
+            with m.Elif((lastbeat & final) | (empty_beat & to_ppu.ready)):
+                m.d.sync += closed.eq(1)
+
+
 BLOCK = BlockSpec(
     name="group",
     help="PE group: N_PE (3) PEs, fetch engines, PPU and unit sequencer (docs/architecture.md s.10, s.11)",
@@ -392,6 +434,7 @@ BLOCK = BlockSpec(
         "MASK_DEPTH": ParamSpec(1024, "mask words (1 .. 65536)"),
         "N_SLOTS": ParamSpec(4, "PPU threshold slots, one per layer (1 .. 64)"),
         "N_F": ParamSpec(4, "threshold FIFO depth (power of two, 1 .. 64)"),
+        **GEN2_PARAMS,
     },
     params_class=CoreParams,
     make=Group,

@@ -101,7 +101,7 @@ def run_bare(job: CoreJob, params: CoreParams, build: BareBuild | None = None) -
     with tempfile.TemporaryDirectory(prefix="bare-") as tmp:
         work = Path(tmp)
         for stem, words, depth in (("buf", job.buffer_image, p.buf_depth), ("mask", job.masks, p.mask_depth),
-                                   ("imem", job.program, p.imem_depth), ("dir", (), p.dir_depth)):
+                                   ("imem", job.program, p.imem_depth), ("dir", job.directory, p.dir_depth)):
             _write_hex(work / f"{stem}.hex", words, depth)
         out = subprocess.run([str(b.binary), str(job.watchdog_cycles)], cwd=work, check=True, capture_output=True,
                              text=True).stdout

@@ -32,6 +32,7 @@ class CoreJob:
     dir_count: int | None = None     # directory entries read back (default all)
     watchdog_cycles: int = 2_000_000
     stall: bool = False              # tests of the watchdog: hold start, so the core never finishes
+    directory: Sequence[int] = ()    # directory image to load (SKIP_EMPTY: the data rows' entries)
 
 
 def _write_hex(path: Path, words: Sequence[int], depth: int) -> None:
@@ -46,7 +47,7 @@ def _read_hex(path: Path) -> list[int]:
 
 def _check(job: CoreJob, p: CoreParams) -> int:
     for name, words, depth in (("program", job.program, p.imem_depth), ("buffer_image", job.buffer_image, p.buf_depth),
-                               ("masks", job.masks, p.mask_depth)):
+                               ("masks", job.masks, p.mask_depth), ("directory", job.directory, p.dir_depth)):
         if len(words) > depth:
             raise ValueError(f"{name} = {len(words)} words is out of range; allowed: 0 .. {depth}")
     count = p.dir_depth if job.dir_count is None else job.dir_count
@@ -72,7 +73,7 @@ def run_core_programs(jobs: Sequence[CoreJob], params: CoreParams, *, sim: str =
     for i, (job, count) in enumerate(zip(jobs, counts)):
         prefix = f"p{i}_"
         for stem, words, depth in (("buf", job.buffer_image, p.buf_depth), ("mask", job.masks, p.mask_depth),
-                                   ("imem", job.program, p.imem_depth), ("dir", (), p.dir_depth)):
+                                   ("imem", job.program, p.imem_depth), ("dir", job.directory, p.dir_depth)):
             _write_hex(tb / f"{prefix}{stem}.hex", words, depth)
         programs.append({"prefix": prefix, "watchdog_cycles": int(job.watchdog_cycles), "stall": bool(job.stall)})
     stim, result = work / "stim.json", work / "result.json"

@@ -185,8 +185,10 @@ def _status_fields(word: int, params: CoreParams) -> PPUStatus:
 def run_core_program(program: Sequence[int], buffer_image: Sequence[int], params: CoreParams, *,
                      masks: Sequence[int] = (), sim: str = "verilator", dir_count: int | None = None,
                      ppu_status: Sequence[tuple[int, int]] = (), watchdog_cycles: int = 2_000_000,
-                     seed: int | None = None, stall: bool = False) -> CoreResult:
+                     seed: int | None = None, stall: bool = False, directory: Sequence[int] = ()) -> CoreResult:
     """Load, run and read back one program; ``dir_count`` directory entries are read (default all).
+    ``directory``: the directory image to load (the data rows' entries for SKIP_EMPTY, section
+    12.4); the rest of the first ``dir_count`` entries is loaded zero.
 
     The run ends after ``watchdog_cycles`` clock cycles from the start pulse at the latest
     (``timed_out``). ``stall`` (tests of that watchdog) holds ``start`` high for the whole run:
@@ -198,7 +200,7 @@ def run_core_program(program: Sequence[int], buffer_image: Sequence[int], params
         raise ValueError(f"params = {params!r} is not a CoreParams; allowed: a CoreParams instance")
     for name, words, depth in (("program", program, params.imem_depth), ("buffer_image", buffer_image,
                                                                          params.buf_depth),
-                               ("masks", masks, params.mask_depth)):
+                               ("masks", masks, params.mask_depth), ("directory", directory, params.dir_depth)):
         if len(words) > depth:
             raise ValueError(f"{name} = {len(words)} words is out of range; allowed: 0 .. {depth}")
     if dir_count is None:
@@ -207,7 +209,8 @@ def run_core_program(program: Sequence[int], buffer_image: Sequence[int], params
         raise ValueError(f"dir_count = {dir_count} is out of range; allowed: 0 .. {params.dir_depth}")
     b = build_core(params, sim)
     loads = [(SEL_BUF, 0, [int(w) for w in buffer_image]), (SEL_MASK, 0, [int(w) for w in masks]),
-             (SEL_IMEM, 0, [int(w) for w in program]), (SEL_DIR, 0, [0] * dir_count)]
+             (SEL_IMEM, 0, [int(w) for w in program]),
+             (SEL_DIR, 0, [int(w) for w in directory] + [0] * max(0, dir_count - len(directory)))]
     work = Path(tempfile.mkdtemp(prefix="core-", dir=b.build_dir))
     stim, result = work / "stim.json", work / "result.json"
     stim.write_text(json.dumps({"loads": loads, "dir_count": dir_count, "watchdog_cycles": int(watchdog_cycles),

@@ -150,7 +150,7 @@ def _bare_rate(c) -> float:
     """Free-running cycles per second of the bare-Verilator harness on the step's programs."""
     from .sim_tb.bare import rates
     from .sim_tb.core_batch import CoreJob
-    cycles, secs = rates([CoreJob(ch.program, ch.buffer_image, ch.masks, dir_count=len(ch.results))
+    cycles, secs = rates([CoreJob(ch.program, ch.buffer_image, ch.masks, dir_count=len(ch.results), directory=ch.directory)
                           for ch in c.chunks], c.params)
     return cycles / secs if secs > 0 else 0.0  # cycles: the same core and programs as the cocotb run
 

@@ -78,9 +78,11 @@ def write_verilog(params, path: Path, sim: str = "verilator") -> Path:
 
 def run_demo(out: str | Path, *, force: bool = False, samples: int = DEMO_SAMPLES, steps: int = DEMO_STEPS,
              layer: str = DEMO_LAYER, sim: str = "verilator", train_dir: str | Path | None = None,
-             run_steps: tuple[str, ...] = STEP_NAMES, log: Callable[[str], None] = print) -> DemoResult:
+             run_steps: tuple[str, ...] = STEP_NAMES, log: Callable[[str], None] = print,
+             core: dict[str, int] | None = None) -> DemoResult:
     """The whole demo; ``train_dir`` reuses an existing training run instead of training, and
-    ``run_steps`` limits the layer steps simulated (the tests' reduced run)."""
+    ``run_steps`` limits the layer steps simulated (the tests' reduced run); ``core``: the
+    simulated core's second-generation switches (CoreParams keywords, docs/architecture.md 12)."""
     from .compiler import LayerData, compile_step
     from .check import check_compiled, sim_params, write_report
     from .golden.training.tensors import load_golden
@@ -108,7 +110,7 @@ def run_demo(out: str | Path, *, force: bool = False, samples: int = DEMO_SAMPLE
     t0 = time.time()
     wall: dict[str, float] = {}
     run_dir = Path(train_dir) if train_dir is not None else out_path / "train"
-    params = sim_params()
+    params = sim_params(**(core or {}))
     plan.record(*(n for n in DEMO_FILES if n != "train" or train_dir is None))
     # The Verilog generation and Verilator build (minutes on a fresh machine, cached afterwards) run
     # in the background while the network trains; both are subprocess-bound.

@@ -1,6 +1,8 @@
 """The core RTL (hw/core.py) under cocotb against golden.bitexact.core_model: result rows bit for bit,
 directory, per-step counters, cycles (exactly the model, within 5 % of section 10), invalid
-programs ending in an error status, Icarus on a small subset."""
+programs ending in an error status, Icarus on a small subset; the same for a second-generation
+core (PREFETCH=1 LOOKAHEAD=2 SKIP_EMPTY=1 OP_SCAN=4, section 12) on random programs and compiled
+layers with empty rows, and the first generation on a compiled layer with empty rows."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,8 +14,10 @@ from sparsetrain.golden.bitexact.core_model import run_program
 from sparsetrain.sim_tb.core_driver import run_core_program
 from test_core_model import invalid_program
 
-# one Verilator configuration for every test (compiled once, cached under build/sim)
+# one Verilator configuration per generation (each compiled once, cached under build/sim)
 P = CoreParams(groups=2, buf_depth=1024, imem_depth=256, dir_depth=64, mask_depth=64, w_max=16, k_max=5)
+P_GEN2 = CoreParams(groups=2, buf_depth=4096, imem_depth=1024, dir_depth=1024, mask_depth=256, w_max=16, k_max=5,
+                    acc_w=48, prefetch=1, lookahead=2, skip_empty=1, op_scan=4)
 
 
 def check_against_model(p: CoreParams, seed: int, sim: str, units_per_step: int) -> None:
@@ -39,6 +43,54 @@ def check_against_model(p: CoreParams, seed: int, sim: str, units_per_step: int)
 def test_random_src_msrc_osrc_steps_match_model(offset, seed):
     """SRC (bias, ReLU, stride 2, padding), pruned MSRC with masks, OSRC, K up to K_MAX, 2 groups."""
     check_against_model(P, seed + offset, "verilator", units_per_step=5)
+
+
+def check_program(p: CoreParams, prog, img, masks, directory, results) -> tuple[int, int, int]:
+    """One program on the RTL against the model: rows, directory nnz, counters, cycles exactly.
+    Returns (RTL cycles, contract cycles, ops skipped by SKIP_EMPTY)."""
+    model = run_program(prog, img, p, masks, directory=directory or None)
+    assert model.error == 0, model.error_message
+    r = run_core_program(prog, img, p, masks=masks, dir_count=len(results), watchdog_cycles=200_000,
+                         directory=directory)
+    assert r.done and not r.timed_out and not r.error
+    for d, length in results:
+        assert r.rows[d] == model.row_entries(d, p), f"result row {d} differs"
+        assert r.directory[d]["nnz"] == int(np.count_nonzero(model.row(d, length, p)))
+    assert (r.step_nnz, r.step_rows, r.step_elems) == (model.step_nnz, model.step_rows, model.step_elems)
+    assert r.cycles == model.cycles
+    skipped = sum(not o.issued for u in model.units for o in u.ops)
+    return r.cycles, model.cycles_contract, skipped
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+def test_gen2_random_programs_with_empty_rows_match_model(offset, seed):
+    """Prefetch, look-ahead and skipped empty rows: results bit for bit, cycles exactly the model's."""
+    print(f"seed {seed + offset}")
+    b, results = random_program(P_GEN2, np.random.default_rng(seed + offset), units_per_step=6, density=0.15)
+    prog, img, masks = b.build()
+    cycles, contract, skipped = check_program(P_GEN2, prog, img, masks, b.directory_image(), results)
+    print(f"cycles rtl {cycles} contract {contract}, {skipped} ops skipped")
+    assert skipped > 0, "a program with no empty row proves nothing about SKIP_EMPTY"
+    assert abs(cycles - contract) <= 0.05 * contract
+
+
+@pytest.mark.parametrize("p", [P, P_GEN2], ids=["gen1", "gen2"])
+def test_compiled_layer_with_empty_rows_matches_model(p, seed):
+    """A compiled layer (the compiler's directory entries for SKIP_EMPTY), every step and program."""
+    from sparsetrain.arch.steps import Step
+    from sparsetrain.compiler import compile_step
+    from test_compiler import random_layer
+    print(f"seed {seed}")
+    data = random_layer(np.random.default_rng(seed), n=1, c=3, f=4, h=6, w=9, density=0.15)
+    skipped = 0
+    for step in Step:
+        for ch in compile_step(data, step, p).chunks:
+            results = [(r.dir, r.length) for r in ch.results]
+            cycles, contract, sk = check_program(p, ch.program, ch.buffer_image, ch.masks, ch.directory, results)
+            print(f"{step.value}: cycles rtl {cycles} contract {contract}, {sk} ops skipped")
+            assert contract <= cycles <= contract + 2 * p.groups
+            skipped += sk
+    assert (skipped > 0) == bool(p.skip_empty)
 
 
 def test_same_program_twice_is_reproducible(rng):

@@ -2,9 +2,11 @@
 
 ``run_program`` executes the instructions with ``golden.bitexact.rowops`` (the PE) and
 ``golden.bitexact.ppu_model.PPUModel`` (one per group), dispatching units and ops exactly as the
-controller does (s.10.2 plus the unit dispatch latency of s.11.4), so the result rows, the
-directory, the counters and ``cycles`` are what the RTL must produce. ``cycles_contract`` is
-the prediction of ``sparsetrain.arch.schedule`` (section 10) for the same units.
+controller does (s.10.2 plus the unit dispatch latency of s.11.4; with the second-generation
+switches of ``CoreParams``, the group's dispatcher of s.12.2 / 12.4, ``unit_time``), so the
+result rows, the directory, the counters and ``cycles`` are what the RTL must produce.
+``cycles_contract`` is the prediction of ``sparsetrain.arch.schedule`` (section 10) for the same
+units, or of ``sparsetrain.arch.schedule2`` (section 12) for a second-generation core.
 """
 from __future__ import annotations
 
@@ -16,8 +18,9 @@ import numpy as np
 from ...arch.fixedpoint import SparseRow, sat_unsigned
 from ...arch.isa import (FIELDS, N_STEPS, CoreParams, ErrorCode, Opcode, decode, dir_decode, dir_encode,
                          entry_decode, entry_encode)
+from ...arch.microarch import ISSUE_QUEUE, op_times
 from ...arch.ppu import N_PE, PPU_LAT, Op, PPUCommand, command_cycles
-from ...arch.timing import Mode, pe_cycles
+from ...arch.timing import Mode, lookahead_cycles, msrc_skips, pe_cycles
 from .ppu_model import PPUModel, tau_batch
 from .rowops import msrc, osrc, src
 
@@ -36,6 +39,7 @@ class UnitTrace:
     op_cycles: list[int]
     length: int
     step: int
+    ops: list = field(default_factory=list)   # OpInfo of every OP word (issued or not), section 12
 
 
 @dataclass
@@ -69,9 +73,36 @@ class CoreRun:
 
 
 class _Unit:
-    def __init__(self, cycles: list[int], row_len: int):
+    def __init__(self, cycles: list[int], row_len: int, ops: "_UnitOps | None" = None):
         self.cycles = np.asarray(cycles, dtype=np.int64)
         self.row_len = row_len
+        self.ops = ops
+
+
+@dataclass
+class OpInfo:
+    """One OP of a unit as the dispatcher and its PE see it (section 12): issued (D skips it
+    otherwise), the PE's load and compute lengths (L, C of section 6.1)."""
+
+    issued: bool
+    mode: Mode
+    load: int = 0
+    compute: int = 0
+
+    def cycles(self, prefetch: bool) -> int:
+        """Cycles from cfg to final beat inclusive of the op alone (section 6 / 6.1)."""
+        return op_times(None, 1, self.mode, self.load, self.compute, prefetch).f
+
+
+class _UnitOps:
+    """A unit's ops in the form ``arch.schedule2.run_unit`` takes (issue order, issued or not)."""
+
+    def __init__(self, ops: Sequence[OpInfo], mode: Mode):
+        self.issued = np.array([o.issued for o in ops], bool)
+        self.load = np.array([o.load for o in ops], np.int64)
+        self.compute = np.array([o.compute for o in ops], np.int64)
+        self.useful = np.zeros(len(ops), np.int64)
+        self.mode = mode
 
 
 def read_row(buffer: np.ndarray, addr: int, p: CoreParams, count: int | None = None) -> list[tuple[int, int, int]]:
@@ -116,22 +147,27 @@ def check_unit(f: Mapping[str, int], pc: int, p: CoreParams) -> None:
 
 
 def execute_op(f: Mapping[str, int], buffer: np.ndarray, masks: Sequence[int], p: CoreParams):
-    """One OP on the golden PE: (beats, cycles)."""
+    """One OP on the golden PE: (beats, first-generation cycles, OpInfo with L and C; C of an
+    MSRC op with LOOKAHEAD = 2 from its skip entries, section 6.1)."""
     k, s, pad = f["k"], 1 + f["stride2"], f["pad"]
     mode = Mode(f["mode"])
     e1 = read_row(buffer, f["addr1"], p)
     if mode is Mode.OSRC:
         e2 = read_row(buffer, f["addr2"], p)
         r = osrc(_sparse(e1, f["in_len"], p), _sparse(e2, f["out_len"], p), k, stride=s, pad=pad, acc_w=p.acc_w)
-        return r.beats, pe_cycles(mode, k, len(e1), len(e2))
+        return r.beats, pe_cycles(mode, k, len(e1), len(e2)), OpInfo(True, mode, 0, len(e1) + len(e2))
     w = [v for v, _, _ in read_row(buffer, f["addr2"], p, count=k)]
+    compute = len(e1)
     if mode is Mode.SRC:
         r = src(w, _sparse(e1, f["in_len"], p), stride=s, pad=pad, out_len=f["out_len"], acc_w=p.acc_w)
     else:
         mword = int(masks[f["mask_addr"]]) if f["mask_addr"] < len(masks) else 0
         mask = [(mword >> x) & 1 for x in range(f["out_len"])]
         r = msrc(w, _sparse(e1, f["in_len"], p), mask, stride=s, pad=pad, acc_w=p.acc_w)
-    return r.beats, pe_cycles(mode, k, len(e1))
+        if p.lookahead == 2:
+            offs = [o for _, o, _ in e1 if o != p.off_end]
+            compute = lookahead_cycles(msrc_skips(offs, mask, k, s, pad), 2)
+    return r.beats, pe_cycles(mode, k, compute), OpInfo(True, mode, k, compute)
 
 
 def unit_ops_time(op_cycles: Sequence[int], length: int, bias_en: bool) -> tuple[int, list[int]]:
@@ -147,37 +183,116 @@ def unit_ops_time(op_cycles: Sequence[int], length: int, bias_en: bool) -> tuple
     return max(free) + length + PPU_LAT, pes
 
 
+def unit_time(ops: Sequence[OpInfo], length: int, bias_en: bool, p: CoreParams) -> int:
+    """Cycles from a unit's dispatch (cycle 0) to its end, the cycle its last result entry is
+    written: the group's dispatcher (hw/dispatch.py) and unit sequencer cycle by cycle.
+
+    First generation (PREFETCH = SKIP_EMPTY = 0): ``unit_ops_time``. Otherwise (sections 12.2,
+    12.4): an op goes, in order, to the lowest PE that can take a cfg in the earliest cycle
+    (from its previous op's ``dispatch_free``); without SKIP_EMPTY every op can be taken from
+    cycle 1; with it the op reader examines block b (OP_SCAN words) in cycle 2 + b at the
+    earliest, drops the ops whose row is empty, and waits while the issue queue (ISSUE_QUEUE
+    ops) has no room for what the PEs do not take. The PPU's ACCUM (from cycle 2, 3 after a
+    START) ends when every PE of its mask has sent the unit's last beat: its final op's final
+    beat if that comes once every op is issued, else an empty beat then; the finish follows."""
+    if not (p.prefetch or p.skip_empty):
+        return unit_ops_time([o.cycles(False) for o in ops if o.issued], length, bias_en)[0]
+    n = len(ops)
+    if n == 0:
+        return length + PPU_LAT + (1 if bias_en else 0)
+    state = PEState()
+    t_all = dispatch_ops(ops, 0, state, p)
+    t_accum = 2 + (1 if bias_en else 0)
+    closing = [f if f is not None and f >= t_all else max(t_all, t_accum) for f in state.last_f[:min(n, N_PE)]]
+    return max(closing) + length + PPU_LAT
+
+
+@dataclass
+class PEState:
+    """What the dispatcher knows of a group's PEs: each PE's last op (``OpTimes``) and the cycle
+    of that op's final beat (None: the PE has had no op)."""
+
+    prev: list = field(default_factory=lambda: [None] * N_PE)
+    last_f: list = field(default_factory=lambda: [None] * N_PE)
+    unit_f: int | None = None   # the last final beat of the ops the last ``dispatch_ops`` issued
+
+
+def dispatch_ops(ops: Sequence[OpInfo], t0: int, state: PEState, p: CoreParams) -> int:
+    """The group's dispatcher (hw/dispatch.py) for a unit taken at ``t0`` on PEs in ``state``
+    (updated): an op goes, in order, to the lowest PE that can take a cfg in the earliest cycle
+    (from ``t0 + 1`` and its previous op's ``dispatch_free``); without SKIP_EMPTY every op can be
+    taken from cycle ``t0 + 1``; with it the op reader examines block b (OP_SCAN words) in cycle
+    ``t0 + 2 + b`` at the earliest, drops the ops whose row is empty, and waits while the issue
+    queue (ISSUE_QUEUE ops) has no room for what the PEs do not take. Returns the cycle in which
+    every op has been issued or skipped (``all_issued``, a_last of 12.3); ``t0`` for no op."""
+    n = len(ops)
+    state.unit_f = None
+    if n == 0:
+        return t0
+    prefetch = bool(p.prefetch)
+    prev = state.prev
+    avail = [t0 + 1 if q is None else max(t0 + 1, q.dispatch_free) for q in prev]  # first cfg cycle
+
+    def issue(i: int, j: int, a: int) -> None:
+        o = ops[i]
+        t = op_times(prev[j], a, o.mode, o.load, o.compute, prefetch)
+        prev[j], avail[j], state.last_f[j] = t, t.dispatch_free, t.f
+        state.unit_f = t.f if state.unit_f is None else max(state.unit_f, t.f)
+
+    if not p.skip_empty:
+        t_all = t0 + 1
+        for i in range(n):
+            a, j = min((max(avail[j], t_all), j) for j in range(N_PE))
+            issue(i, j, a)
+            t_all = a
+        return t_all
+    blocks = [range(b, min(b + p.op_scan, n)) for b in range(0, n, p.op_scan)]
+    t, bi, queue = t0 + 2, 0, []
+    while True:
+        ready = [j for j in range(N_PE) if avail[j] <= t]
+        accept, kept = False, []
+        if bi < len(blocks):
+            kept = [i for i in blocks[bi] if ops[i].issued]
+            total = len(queue) + len(kept)
+            accept = total - min(len(ready), total) <= ISSUE_QUEUE
+        cands = queue + (kept if accept else [])
+        taken = min(len(ready), len(cands))
+        for r in range(taken):
+            issue(cands[r], ready[r], t)
+        queue = cands[taken:]
+        bi += accept
+        if bi == len(blocks) and not queue:
+            return t
+        t += 1
+
+
 @dataclass
 class GroupClock:
     """One group's timing across units: when it can take its next unit (``free_at``) and when it
-    is idle for PPU commands, SYNC and END (``idle_at``). Without ping-pong a unit occupies the
-    group from its dispatch to its end (section 10.2, 11.4). With ``pingpong`` (section 12.3) the
-    PEs keep their ops across units (an op's cfg is accepted at ``max(t0 + 1, PE free)``, the PE
-    free again after its final beat), unit ``u``'s finish starts after ``max(F_u, P_{u-1})`` and
-    ends at ``P_u``, the group takes unit ``u + 1`` at ``max(a_last(u), P_{u-1})`` and is idle
-    after its last ``P``."""
+    is idle for PPU commands, SYNC and END (``idle_at``). Without PINGPONG a unit occupies the
+    group from its dispatch to its end (``unit_time``; sections 10.2, 11.4, 12.2, 12.4). With
+    PINGPONG (section 12.3) the PEs keep their ops across units (``dispatch_ops`` on the group's
+    ``PEState``), unit ``u``'s finish starts after ``max(F_u, P_{u-1})`` (``F_u``: its ops all
+    issued and their final beats in; a unit with a bias and no issued op: its START, ``t0 + 1``)
+    and ends at ``P_u``, the group takes unit ``u + 1`` at ``max(a_last(u), P_{u-1})`` and is
+    idle after its last ``P``."""
 
     pingpong: bool = False
     free_at: int = 0
     idle_at: int = 0
-    finish_end: int = 0                                               # P of the group's last unit
-    pe_free: list[int] = field(default_factory=lambda: [0] * N_PE)   # PINGPONG: a cfg can be accepted from
+    finish_end: int = 0                                   # P of the group's last unit
+    pes: PEState = field(default_factory=PEState)
 
-    def unit(self, t0: int, op_cycles: Sequence[int], length: int, bias_en: bool) -> int:
+    def unit(self, t0: int, ops: Sequence[OpInfo], length: int, bias_en: bool, p: CoreParams) -> int:
         """Take a unit at ``t0`` (its dispatch cycle); returns the cycle of its last result entry."""
         if not self.pingpong:
-            dt, _ = unit_ops_time(op_cycles, length, bias_en)
-            end = t0 + dt
+            end = t0 + unit_time(ops, length, bias_en, p)
             self.free_at, self.idle_at = end, end + 1
             return end
-        a_last = f_last = t0
-        for c in op_cycles:  # to the PE that frees first (ties: lowest), as section 10.2
-            j = min(range(N_PE), key=lambda i: (max(t0 + 1, self.pe_free[i]), i))
-            a = max(t0 + 1, self.pe_free[j])
-            self.pe_free[j] = a + c  # final beat at a + c - 1, the next cfg in the cycle after
-            a_last, f_last = max(a_last, a), max(f_last, a + c - 1)
-        if bias_en and not op_cycles:
-            f_last = t0 + 1  # START(bias) takes the cycle before the FINISH
+        a_last = dispatch_ops(ops, t0, self.pes, p)
+        f_last = a_last if self.pes.unit_f is None else max(a_last, self.pes.unit_f)
+        if bias_en and not any(o.issued for o in ops):
+            f_last = max(f_last, t0 + 1)  # START(bias) takes the cycle before the FINISH
         end = max(f_last, self.finish_end) + length + PPU_LAT
         self.free_at = max(a_last, self.finish_end)  # the next unit's accumulator frees at P_{u-1}
         self.finish_end, self.idle_at = end, end + 1
@@ -236,13 +351,14 @@ def run_program(program: Sequence[int], buffer_image: Sequence[int] | np.ndarray
                 check_unit(f, pc, p)
                 c = max(t, min(k.free_at for k in clocks))
                 g = min(i for i in range(G) if clocks[i].free_at <= c)
-                cycles = _run_unit(f, words[pc + 1:pc + 1 + f["n_ops"]], pc, run, run.ppus[g], p, step,
-                                   acc=taken[g] % 2 if p.pingpong else 0)
+                ops = _run_unit(f, words[pc + 1:pc + 1 + f["n_ops"]], pc, run, run.ppus[g], p, step,
+                                acc=taken[g] % 2 if p.pingpong else 0)
                 taken[g] += 1
-                end = clocks[g].unit(c, cycles, f["length"], bool(f["bias_en"]))
-                run.units.append(UnitTrace(g, c, end, cycles, f["length"], step))
+                end = clocks[g].unit(c, ops, f["length"], bool(f["bias_en"]), p)
+                cycles = [o.cycles(bool(p.prefetch)) for o in ops if o.issued]
+                run.units.append(UnitTrace(g, c, end, cycles, f["length"], step, ops))
                 busy.append((c + 1, end))
-                segments[-1].append(_Unit(cycles, f["length"]))
+                segments[-1].append(_Unit(cycles, f["length"], _UnitOps(ops, ops[0].mode if ops else Mode.SRC)))
                 t, pc = c + 1, pc + 1 + f["n_ops"]
     except ProgramError as e:
         run.error, run.error_message = int(e.code), str(e)
@@ -265,11 +381,19 @@ def _ppu_instr(f: Mapping[str, int], run: CoreRun, p: CoreParams, pc: int) -> No
         run.ppus[g].apply(cmd)
 
 
+def row_is_empty(f: Mapping[str, int], directory: np.ndarray) -> bool:
+    """SKIP_EMPTY (section 12.4): the op's sparse operand row is empty by the directory's nnz
+    (SRC/MSRC: the Port-1 row, ``dir1``; OSRC: either row, ``dir1`` or ``dir2``)."""
+    if dir_decode(int(directory[f["dir1"]]))["nnz"] == 0:
+        return True
+    return f["mode"] == Mode.OSRC and dir_decode(int(directory[f["dir2"]]))["nnz"] == 0
+
+
 def _run_unit(f: Mapping[str, int], op_words: Sequence[int], pc: int, run: CoreRun, ppu: PPUModel,
-              p: CoreParams, step: int, acc: int = 0) -> list[int]:
+              p: CoreParams, step: int, acc: int = 0) -> list[OpInfo]:
     """Run one unit's ops and FINISH on the group's PPU model, in accumulator ``acc`` (PINGPONG);
     the accumulators are independent, so one unit after the other gives the RTL's rows."""
-    cycles = []
+    ops = []
     if f["bias_en"]:
         ppu.start(f["bias"], acc)
     for i, w in enumerate(op_words):
@@ -277,13 +401,19 @@ def _run_unit(f: Mapping[str, int], op_words: Sequence[int], pc: int, run: CoreR
         if op != Opcode.OP:
             raise ProgramError(ErrorCode.BAD_OPCODE, f"word {pc + 1 + i} in the unit at {pc} is not an OP")
         check_op(of, p)
-        beats, c = execute_op(of, run.buffer, run.masks, p)
+        if p.skip_empty:
+            if of["dir1"] >= p.dir_depth or (of["mode"] == Mode.OSRC and of["dir2"] >= p.dir_depth):
+                raise ProgramError(ErrorCode.ADDRESS, f"dir1/dir2 = {of['dir1']}/{of['dir2']} >= DIR_DEPTH")
+            if row_is_empty(of, run.directory):
+                ops.append(OpInfo(False, Mode(of["mode"])))
+                continue
+        beats, _, info = execute_op(of, run.buffer, run.masks, p)
         if ppu.cfg.pingpong:  # beats go to the unit's accumulator (ACCUM is a no-op)
             for b in beats:
                 ppu.accumulate_cycle([b, None, None], [acc] * N_PE)
         else:
             ppu.accumulate([beats, [], []], pe_mask=1)
-        cycles.append(c)
+        ops.append(info)
     res = ppu.finish(f["length"], f["shift"], relu=bool(f["relu"]), acc_g=bool(f["acc_g"]),
                      prune=bool(f["prune"]), g_first=bool(f["g_first"]), slot=f["slot"], acc=acc)
     for i, (v, o, last) in enumerate(res.entries):
@@ -293,7 +423,7 @@ def _run_unit(f: Mapping[str, int], op_words: Sequence[int], pc: int, run: CoreR
     run.step_nnz[step] += nnz
     run.step_rows[step] += 1
     run.step_elems[step] += f["length"]
-    return cycles
+    return ops
 
 
 def _union_length(intervals: list[tuple[int, int]]) -> int:
@@ -319,8 +449,14 @@ def batch_threshold(abs_sums: Sequence[int], c_m: int, c_shift: int, p: CorePara
 
 
 def _schedule(units: list[_Unit], p: CoreParams) -> int:
+    """The contract's cycles of a step's units: section 10 (``arch.schedule``) for the first
+    generation, section 12 (``arch.schedule2``) for the core's MicroArch."""
     from ...arch.schedule import ArchParams, schedule_units
+    from ...arch.schedule2 import schedule_units2
     if not units:
         return 0
     arch = ArchParams(groups=p.groups, w_max=max(2, p.w_max), dw=p.dw, ppu_latency=PPU_LAT)
-    return schedule_units(units, arch).cycles
+    micro = p.microarch()
+    if micro.is_gen1:
+        return schedule_units(units, arch).cycles
+    return schedule_units2(units, [u.ops for u in units], arch, micro).cycles

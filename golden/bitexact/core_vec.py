@@ -26,8 +26,9 @@ import numpy as np
 from ...arch.fixedpoint import sat_limit
 from ...arch.isa import DIR_FIELDS, FIELDS, OPCODE_W, CoreParams, Opcode, decode
 from ...arch.ppu import PPU_LAT, Op, command_cycles
-from ...arch.timing import Mode
-from .core_model import CoreRun, GroupClock, UnitTrace, _ppu_command, _union_length, run_program
+from ...arch.timing import Mode, lookahead_cycles, msrc_skips
+from .core_model import (CoreRun, GroupClock, OpInfo, UnitTrace, _ppu_command, _schedule, _union_length, _Unit,
+                         _UnitOps, run_program)
 from .ppu_model import PPUModel
 
 _M64 = (1 << 64) - 1
@@ -38,11 +39,10 @@ class _Fallback(Exception):
 
 
 def _chunks(words: Sequence[int]) -> np.ndarray:
-    """The low 128 bits of instruction words as (n, 2) uint64 limbs, least significant first
-    (an OP's fields end at bit 99)."""
-    lo = np.array([w & _M64 for w in words], dtype=np.uint64)
-    hi = np.array([(w >> 64) & _M64 for w in words], dtype=np.uint64)
-    return np.stack([lo, hi], axis=1)
+    """The low 192 bits of instruction words as (n, 3) uint64 limbs, least significant first
+    (an OP's fields end at bit 131)."""
+    limbs = [np.array([(w >> (64 * i)) & _M64 for w in words], dtype=np.uint64) for i in range(3)]
+    return np.stack(limbs, axis=1)
 
 
 def _field(limbs: np.ndarray, pos: int, width: int) -> np.ndarray:
@@ -186,6 +186,7 @@ def _op_results(f: dict[str, np.ndarray], uo: np.ndarray, pi: np.ndarray, n_unit
     w, km = p.w_max, p.k_max
     acc = np.zeros((n_units, w), np.int64)
     cycles = np.zeros(n, np.int64)
+    compute = np.zeros(n, np.int64)   # C of section 6.1 (Port-1 cycles / OSRC merge actions)
     unit_bound = np.zeros(n_units, np.float64)
     mode, k, pad = f["mode"], f["k"], f["pad"]
     s = 1 + f["stride2"]
@@ -222,6 +223,7 @@ def _op_results(f: dict[str, np.ndarray], uo: np.ndarray, pi: np.ndarray, n_unit
             uu, sums = _unit_sums(res, us)
             acc[uu, :km] += sums
             cycles[sel] = 2 + rin.entries + rg.entries
+            compute[sel] = rin.entries + rg.entries
             unit_bound += np.bincount(us, weights=bound, minlength=n_units)
             continue
         wts = _weights(buf, f["addr2"][sel], kk, km)
@@ -230,11 +232,16 @@ def _op_results(f: dict[str, np.ndarray], uo: np.ndarray, pi: np.ndarray, n_unit
         if src:
             rin = buf.rows(a1, e1, il, pp, 2 * w + km)
             cycles[sel] = 2 + kk + rin.entries
+            compute[sel] = rin.entries
         else:  # MSRC: dI[x] = mask[x] * sum_{y*S + k - P = x} w[k] * dO[y]
             if np.any(_expected_len(ol, kk, ss, pp) != il):
                 raise _Fallback("MSRC row lengths do not match")
             rin = buf.rows(a1, e1, il, zero, w)
-            cycles[sel] = 3 + kk + rin.entries
+            c = rin.entries
+            if p.lookahead == 2:  # section 6.1: C from the entries' skip flags
+                c = _lookahead_compute(buf, a1, e1, kk, ss, pp, ol, f["mask_addr"][sel], masks, p)
+            cycles[sel] = 3 + kk + c
+            compute[sel] = c
         bound = np.abs(wts).sum(axis=1).astype(np.float64) * rin.maxabs
         ub = np.bincount(us, weights=bound, minlength=n_units)
         unit_bound += ub
@@ -285,7 +292,20 @@ def _op_results(f: dict[str, np.ndarray], uo: np.ndarray, pi: np.ndarray, n_unit
         _zero_beyond(res, ol)
         uu, sums = _unit_sums(res, us)
         acc[uu] += sums
-    return acc, cycles, reads, unit_bound
+    return acc, cycles, reads, unit_bound, compute
+
+
+def _lookahead_compute(buf: _Buffer, addr: np.ndarray, end: np.ndarray, k: np.ndarray, s: np.ndarray,
+                       pad: np.ndarray, out_len: np.ndarray, mask_addr: np.ndarray, masks: Sequence[int],
+                       p: CoreParams) -> np.ndarray:
+    """C of MSRC ops with LOOKAHEAD = 2: ``lookahead_cycles`` of each op's ``msrc_skips``."""
+    out = np.zeros(addr.size, np.int64)
+    for i in range(addr.size):
+        offs = [int(o) for o in buf.off[addr[i]:end[i] + 1] if o != p.off_end]
+        word = int(masks[mask_addr[i]]) if mask_addr[i] < len(masks) else 0
+        mask = [(word >> x) & 1 for x in range(int(out_len[i]))]
+        out[i] = lookahead_cycles(msrc_skips(offs, mask, int(k[i]), int(s[i]), int(pad[i])), 2)
+    return out
 
 
 def _mask_bits(addr: np.ndarray, masks: Sequence[int], w: int) -> np.ndarray:
@@ -495,8 +515,17 @@ def _run_fast(program, buffer_image, params: CoreParams, masks, directory) -> Co
     counts = np.array([uf["n_ops"] for _, uf in units], dtype=np.int64)
     starts = np.cumsum(counts) - counts
     uo = np.repeat(np.arange(len(units)), counts)
-    pi = np.arange(uo.size) - np.repeat(starts, counts)
-    acc, op_cycles, reads, unit_bound = _op_results(f, uo, pi, len(units), buf, masks, p)
+    issued = _issued(f, units, directory, p)
+    keep = np.flatnonzero(issued)
+    fk = {name: v[keep] for name, v in f.items()}
+    uk = uo[keep]
+    first = np.r_[True, uk[1:] != uk[:-1]] if uk.size else np.zeros(0, bool)
+    pk = np.arange(uk.size) - np.maximum.accumulate(np.where(first, np.arange(uk.size), 0))
+    acc, cyc_k, reads, unit_bound, comp_k = _op_results(fk, uk, pk, len(units), buf, masks, p)
+    op_cycles = np.zeros(uo.size, np.int64)
+    op_cycles[keep] = cyc_k
+    compute = np.zeros(uo.size, np.int64)
+    compute[keep] = comp_k
     writes = [(uf["out_addr"], uf["out_addr"] + max(1, uf["length"])) for _, uf in units]
     if _overlaps(reads, writes):
         raise _Fallback("an op reads a word a unit writes")
@@ -506,6 +535,12 @@ def _run_fast(program, buffer_image, params: CoreParams, masks, directory) -> Co
     acc += bias[:, None]
     op_cycles_list = op_cycles.tolist()
     starts, counts = starts.tolist(), counts.tolist()
+    gen1 = not (p.prefetch or p.skip_empty)
+    if not gen1 or not p.microarch().is_gen1:   # the dispatcher's view of every op (section 12)
+        modes = [Mode(int(m)) for m in f["mode"].tolist()]
+        loads = np.where(f["mode"] == int(Mode.OSRC), 0, f["k"]).tolist()
+        infos = [OpInfo(bool(i), m, int(ld), int(c))
+                 for i, m, ld, c in zip(issued.tolist(), modes, loads, compute.tolist())]
 
     out_words = image.copy()
     dirs = np.zeros(p.dir_depth, dtype=object)
@@ -550,17 +585,47 @@ def _run_fast(program, buffer_image, params: CoreParams, masks, directory) -> Co
             run.step_nnz[step] += nnz
             run.step_rows[step] += 1
             run.step_elems[step] += fl["length"]
-            span = _pe_span(cyc)
-            end = clocks[g].unit(c, cyc, fl["length"], bool(fl["bias_en"]))
-            run.units.append(UnitTrace(g, c, end, cyc, fl["length"], step))
+            ops = []
+            if gen1 and p.microarch().is_gen1:
+                span = _pe_span(cyc)
+                end = c + span + fl["length"] + PPU_LAT + (1 if fl["bias_en"] and not cyc else 0)
+                clocks[g].free_at, clocks[g].idle_at = end, end + 1
+                segments[-1].append(span + fl["length"] + PPU_LAT)
+            else:
+                ops = infos[starts[u]:starts[u] + counts[u]]
+                end = clocks[g].unit(c, ops, fl["length"], bool(fl["bias_en"]), p)
+                cyc = [o.cycles(bool(p.prefetch)) for o in ops if o.issued]
+                segments[-1].append(_Unit(cyc, fl["length"], _UnitOps(ops, ops[0].mode if ops else Mode.SRC)))
+            run.units.append(UnitTrace(g, c, end, cyc, fl["length"], step, ops))
             busy.append((c + 1, end))
-            segments[-1].append(span + fl["length"] + PPU_LAT)
             t = c + 1
             u += 1
     run.buffer = out_words.astype(object)
     run.cycles = _union_length(busy)
-    run.cycles_contract = sum(_contract(seg, p.groups) for seg in segments)
+    if gen1 and p.microarch().is_gen1:
+        run.cycles_contract = sum(_contract(seg, p.groups) for seg in segments)
+    else:
+        run.cycles_contract = sum(_schedule(seg, p) for seg in segments)
     return run
+
+
+def _issued(f: dict[str, np.ndarray], units, directory: Sequence[int] | None, p: CoreParams) -> np.ndarray:
+    """Per op: issued (SKIP_EMPTY drops an op whose sparse operand row is empty by the loaded
+    directory's nnz, section 12.4); every op without SKIP_EMPTY."""
+    n = f["mode"].size
+    if not p.skip_empty:
+        return np.ones(n, bool)
+    osrc = f["mode"] == int(Mode.OSRC)
+    if np.any(f["dir1"] >= p.dir_depth) or np.any(osrc & (f["dir2"] >= p.dir_depth)):
+        raise _Fallback("a directory index past DIR_DEPTH")
+    written = np.array(sorted({uf["dir"] for _, uf in units}), np.int64)
+    if np.any(np.isin(f["dir1"], written)) or np.any(osrc & np.isin(f["dir2"], written)):
+        raise _Fallback("an op's row directory entry is written by a unit of the program")
+    image = np.zeros(p.dir_depth, np.int64)
+    if directory is not None and len(directory):
+        image[:len(directory)] = np.asarray([int(w) for w in directory], np.int64)
+    nnz = (image >> _DIR_LSB[2]) & _DIR_MASK[2]
+    return (nnz[f["dir1"]] != 0) & (~osrc | (nnz[f["dir2"]] != 0))
 
 
 __all__ = ["run_program_fast"]

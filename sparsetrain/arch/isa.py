@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from amaranth.lib.enum import IntEnum
 
 from .fixedpoint import DatapathParams, check_param
+from .microarch import MicroArch
 from .ppu import DEFAULT_SEED, PPUConfig
 
 INSTR_W = 160
@@ -48,7 +49,7 @@ FIELDS: dict[Opcode, tuple[tuple[str, int, bool], ...]] = {
                   ("bias", 64, True)),
     Opcode.OP: (("mode", 2, False), ("k", 5, False), ("stride2", 1, False), ("pad", 5, False),
                 ("in_len", LEN_W, False), ("out_len", LEN_W, False), ("addr1", ADDR_W, False),
-                ("addr2", ADDR_W, False), ("mask_addr", 16, False)),
+                ("addr2", ADDR_W, False), ("mask_addr", 16, False), ("dir1", 16, False), ("dir2", 16, False)),
     Opcode.PPU: (("group", 8, False), ("all", 1, False), ("op", 3, False), ("slot", 6, False),
                  ("c_m", 16, False), ("c_shift", 6, False), ("value", 32, False)),
     Opcode.SYNC: (("step", 2, False),),
@@ -132,11 +133,21 @@ class CoreParams(DatapathParams):
     n_f: int = 4
     r_w: int = 16
     seed: int = DEFAULT_SEED
+    # second generation (section 12), elaboration parameters of the group and core; the
+    # defaults are the first generation exactly
+    prefetch: int = 0      # A: shadow Reg-1 and cfg queue in every PE (0 off, 1 on)
+    lookahead: int = 1     # B: MSRC look-ahead, Port-1 entries per cycle (1 off, 2 on)
     pingpong: int = 0      # C: two PPU accumulators (0 off, 1 on)
+    skip_empty: int = 0    # D: ops whose sparse operand row is empty are not issued (0 off, 1 on)
+    op_scan: int = 4       # D: OP words the group's op reader examines per cycle (1 .. 8)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_param("PREFETCH", self.prefetch, 0, 1)
+        check_param("LOOKAHEAD", self.lookahead, 1, 2)
         check_param("PINGPONG", self.pingpong, 0, 1)
+        check_param("SKIP_EMPTY", self.skip_empty, 0, 1)
+        check_param("OP_SCAN", self.op_scan, 1, 8)
         check_param("G", self.groups, 1, 255)
         check_param("BUF_DEPTH", self.buf_depth, 16, 1 << ADDR_W)
         check_param("MASK_DEPTH", self.mask_depth, 1, 1 << 16)
@@ -154,6 +165,12 @@ class CoreParams(DatapathParams):
 
     def as_dict(self) -> dict[str, int]:
         return {k: v for k, v in asdict(self).items()}
+
+    def microarch(self) -> MicroArch:
+        """The section 12 switches this core is built with (``arch.microarch.MicroArch``). The
+        op reader's rate counts only with SKIP_EMPTY (without it every OP word is an issued op)."""
+        return MicroArch(prefetch=bool(self.prefetch), lookahead=self.lookahead, pingpong=bool(self.pingpong),
+                         skip_empty=bool(self.skip_empty), op_scan=self.op_scan if self.skip_empty else 0)
 
 
 def entry_encode(value: int, offset: int, last: int, p: CoreParams) -> int:

@@ -18,6 +18,9 @@ import numpy as np
 from .timing import Mode
 
 MAX_WINDOW = 8
+# The group's issue queue with a finite op reader (section 12.4, hw/dispatch.py): ops examined
+# and kept but not yet taken by a PE; the reader waits while it has no room for a block.
+ISSUE_QUEUE = 4
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,14 @@ class OpTimes:
         is accepted per cycle (section 6.1: a_i = max(a_{i-1} + 1, e_{i-1} - 1)). Without A: the
         cycle after this op's final beat."""
         return max(self.a + 1, self.e - 1) if self.prefetch else self.f + 1
+
+    @property
+    def dispatch_free(self) -> int:
+        """First cycle a group hands the PE its next cfg (section 12.2). With A: max(a + 2, e),
+        one cycle after the queue frees: the PE's cfg.ready depends on cfg.valid (the queue), so
+        the dispatcher offers a cfg only to a PE that was ready in the previous cycle and got
+        none then. Without A: the cycle after this op's final beat (= ``queue_free``)."""
+        return max(self.a + 2, self.e) if self.prefetch else self.f + 1
 
 
 def op_times(prev: OpTimes | None, a: int, mode: Mode | int, load: int, compute: int,

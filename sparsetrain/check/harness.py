@@ -52,12 +52,13 @@ def check_compiled(c: CompiledStep, data: LayerData, *, sim: str = "verilator") 
     p = c.params
     status_of = [(g, PRUNE_SLOT) for g in range(p.groups)]
     t0 = time.time()
-    models = [run_program_fast(ch.program, ch.buffer_image, p, masks=ch.masks)  # = run_program, vectorised
+    models = [run_program_fast(ch.program, ch.buffer_image, p, masks=ch.masks,  # = run_program, vectorised
+                               directory=ch.directory or None)
               for ch in c.chunks]
     t1 = time.time()
     # every chunk in one simulator start, memories loaded and read back by backdoor
     rtls = run_core_programs([CoreJob(ch.program, ch.buffer_image, ch.masks, dir_count=len(ch.results),
-                                      watchdog_cycles=4 * max(m.cycles, 1000) + 100_000)
+                                      watchdog_cycles=4 * max(m.cycles, 1000) + 100_000, directory=ch.directory)
                               for ch, m in zip(c.chunks, models)], p, sim=sim, ppu_status=status_of)
     t_model, t_rtl = t1 - t0, time.time() - t1
     model_err = next((int(m.error) for m in models if m.error), 0)

@@ -17,5 +17,29 @@ SIM_PARAMS = dict(dw=16, k_max=5, w_max=64, acc_w=52, groups=2, buf_depth=1 << 1
 TIMEOUT_CODE = 15  # reported as the RTL error code when the watchdog stopped a run
 
 
+# The second-generation switches of the simulated core (docs/architecture.md section 12), by
+# their NAME=VALUE names; SIM_PARAMS keeps the core's defaults (the first generation) for them.
+CORE_SWITCHES = {"PREFETCH": "prefetch", "LOOKAHEAD": "lookahead", "PINGPONG": "pingpong",
+                 "SKIP_EMPTY": "skip_empty", "OP_SCAN": "op_scan"}
+
+
 def sim_params(**overrides: int) -> CoreParams:
     return CoreParams(**{**SIM_PARAMS, **overrides})
+
+
+def parse_switches(items: list[str] | None) -> dict[str, int]:
+    """``["PREFETCH=1", "SKIP_EMPTY=1"]`` -> CoreParams keywords; a bad name or value: ValueError
+    naming it (the ranges are CoreParams' own)."""
+    out: dict[str, int] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        name = name.strip().upper()
+        if not sep or name not in CORE_SWITCHES:
+            raise ValueError(f"--core = {item!r} is out of range; allowed: NAME=VALUE with NAME one of "
+                             f"{', '.join(CORE_SWITCHES)}")
+        try:
+            out[CORE_SWITCHES[name]] = int(value, 0)
+        except ValueError:
+            raise ValueError(f"{name} = {value!r} is not an integer; allowed: an integer") from None
+    CoreParams(**out)  # the ranges, named
+    return out

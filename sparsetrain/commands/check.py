@@ -29,17 +29,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=None,
                    help="run only the first N samples of the batch (default: the whole layer)")
     p.add_argument("--groups", type=int, default=None, help="PE groups of the simulated core (default 2)")
+    p.add_argument("--core", action="append", default=None, metavar="NAME=VALUE",
+                   help="second-generation switch of the simulated core (docs/architecture.md section 12): "
+                        "PREFETCH, LOOKAHEAD, PINGPONG, SKIP_EMPTY, OP_SCAN; repeatable")
     p.add_argument("--json", default=None, help="also write the report as JSON to this file")
 
 
 def run(args: argparse.Namespace) -> int:
     from sparsetrain.check import check_layer, sim_params, write_report
+    from sparsetrain.check.simconfig import parse_switches
     from sparsetrain.outdir import check_file_target
 
     check_file_target(args.json, "--json")  # before the simulation, never after it
     if args.groups is not None and not 1 <= args.groups <= 255:
         raise ValueError(f"--groups = {args.groups} is out of range; allowed: 1 .. 255")
-    params = sim_params(**({"groups": args.groups} if args.groups is not None else {}))
+    params = sim_params(**({"groups": args.groups} if args.groups is not None else {}), **parse_switches(args.core))
     if args.all or args.layers or args.steps:
         return _run_all(args, params)
     if args.layer is None or args.step is None:

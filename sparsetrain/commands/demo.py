@@ -20,11 +20,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", default=DEMO_LAYER, help=f"conv layer to run (default {DEMO_LAYER})")
     p.add_argument("--sim", default="verilator", choices=("verilator", "icarus"))
     p.add_argument("--train-dir", default=None, help="reuse this training run instead of training")
+    p.add_argument("--core", action="append", default=None, metavar="NAME=VALUE",
+                   help="second-generation switch of the simulated core (docs/architecture.md section 12): "
+                        "PREFETCH, LOOKAHEAD, PINGPONG, SKIP_EMPTY, OP_SCAN; repeatable")
 
 
 def run(args: argparse.Namespace) -> int:
+    from sparsetrain.check.simconfig import parse_switches
     from sparsetrain.demo import run_demo
 
     result = run_demo(args.out, force=args.force, samples=args.samples, steps=args.steps, layer=args.layer,
-                      sim=args.sim, train_dir=args.train_dir)
+                      sim=args.sim, train_dir=args.train_dir, core=parse_switches(args.core))
     return 0 if result.ok else 1

@@ -8,13 +8,13 @@ layer step from its ``layout.ChunkPlan``) and the core-model, core and testbench
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 
 from ..arch.fixedpoint import SparseRow
-from ..arch.isa import CoreParams, Opcode, encode, entry_encode, field_position
+from ..arch.isa import CoreParams, Opcode, dir_encode, encode, entry_encode, field_position
 from ..arch.ppu import Op as PPUOp
 from ..arch.steps import Step
 from ..arch.timing import Mode
@@ -49,6 +49,11 @@ class ProgramBuilder:
     operand, in unit order (the compiler's layout: operand rows first, then one result slot per unit).
     ``build()`` returns (program, buffer_image, masks); ``results`` holds (out_addr, length) per
     directory entry.
+
+    With SKIP_EMPTY (section 12.4) every data row (``row``) also gets a directory entry (start,
+    entries, nnz, written), from the top of the directory down (``directory_image()``), and the OP
+    words name the entries of their operand rows (``dir1``: the Port-1 row; ``dir2``: the Port-2
+    row when it is a data row, the dO row of OSRC).
     """
 
     def __init__(self, params: CoreParams, *, results_last: bool = False):
@@ -59,6 +64,8 @@ class ProgramBuilder:
         self.masks: list[int] = []
         self.results: list[tuple[int, int]] = []  # (out_addr, length) per directory entry
         self._pending: list[tuple[int, dict]] = []  # (index of the UNIT word, its fields)
+        self.row_dirs: dict[int, int] = {}       # data row address -> its directory entry (SKIP_EMPTY)
+        self.dir_words: dict[int, int] = {}      # directory entry -> word, of the data rows
 
     def _alloc(self, words: Sequence[int]) -> int:
         addr = len(self.image)
@@ -66,8 +73,33 @@ class ProgramBuilder:
         return addr
 
     def row(self, row: np.ndarray | SparseRow) -> int:
-        """A data row (dense values or a SparseRow) in the sparse row format; returns its address."""
-        return self._alloc(encode_row(row, self.p))
+        """A data row (dense values or a SparseRow) in the sparse row format; returns its address.
+        With SKIP_EMPTY the row gets a directory entry too (``row_dirs``)."""
+        words = encode_row(row, self.p)
+        addr = self._alloc(words)
+        if self.p.skip_empty:
+            d = self.p.dir_depth - 1 - len(self.dir_words)
+            if d < len(self.results):
+                raise ValueError(f"DIR_DEPTH = {self.p.dir_depth} is out of range for this program; allowed: at "
+                                 f"least {len(self.results) + len(self.dir_words) + 1} (result rows + data rows)")
+            off_end = self.p.off_end
+            nnz = sum(1 for w in words if (w >> self.p.dw) & ((1 << self.p.off_w) - 1) != off_end)
+            self.dir_words[d] = dir_encode(addr, len(words), nnz)
+            self.row_dirs[addr] = d
+        return addr
+
+    def directory_image(self) -> list[int]:
+        """The directory words the host loads (section 11.2): zero up to the data rows' entries
+        (none without SKIP_EMPTY)."""
+        if not self.dir_words:
+            return []
+        if min(self.dir_words) < len(self.results):
+            raise ValueError(f"DIR_DEPTH = {self.p.dir_depth} is out of range for this program; allowed: at least "
+                             f"{len(self.results) + len(self.dir_words)} (result rows + data rows)")
+        image = [0] * self.p.dir_depth
+        for d, w in self.dir_words.items():
+            image[d] = w
+        return image
 
     def weights(self, w: Sequence[int] | np.ndarray) -> int:
         """A weight row: K words, every column (zeros too); returns its address."""
@@ -88,14 +120,18 @@ class ProgramBuilder:
         <= 2**16 fit their fields), which is what makes whole layers fast to compile."""
         base = encode(Opcode.OP, mode=int(mode), k=k, stride2=int(stride == 2), pad=pad, in_len=in_len,
                       out_len=out_len)
-        sh1, sh2, shm = (field_position(Opcode.OP, f)[0] for f in ("addr1", "addr2", "mask_addr"))
-        return lambda addr1, addr2, mask_addr=0: base | addr1 << sh1 | addr2 << sh2 | mask_addr << shm
+        sh1, sh2, shm, sd1, sd2 = (field_position(Opcode.OP, f)[0]
+                                   for f in ("addr1", "addr2", "mask_addr", "dir1", "dir2"))
+        dirs = self.row_dirs
+        return lambda addr1, addr2, mask_addr=0: (base | addr1 << sh1 | addr2 << sh2 | mask_addr << shm
+                                                  | dirs.get(addr1, 0) << sd1 | dirs.get(addr2, 0) << sd2)
 
     def op(self, mode: Mode, k: int, in_len: int, out_len: int, addr1: int, addr2: int, *, stride: int = 1,
            pad: int = 0, mask_addr: int = 0) -> int:
         """One OP word, every field range-checked."""
         return encode(Opcode.OP, mode=int(mode), k=k, stride2=int(stride == 2), pad=pad, in_len=in_len,
-                      out_len=out_len, addr1=addr1, addr2=addr2, mask_addr=mask_addr)
+                      out_len=out_len, addr1=addr1, addr2=addr2, mask_addr=mask_addr,
+                      dir1=self.row_dirs.get(addr1, 0), dir2=self.row_dirs.get(addr2, 0))
 
     def unit(self, length: int, ops: Sequence[int], *, shift: int = 0, relu: bool = False, acc_g: bool = False,
              prune: bool = False, g_first: bool = False, slot: int = 0, bias: int | None = None) -> int:
@@ -164,6 +200,7 @@ class Chunk:
     results: list[ResultRow]
     buffer_words: int                   # operands + result slots
     n_ops: int
+    directory: list[int] = field(default_factory=list)  # directory image to load (SKIP_EMPTY: data rows)
 
 
 def emit_chunk(index: int, plan: ChunkPlan, o: StepOperands, p: CoreParams, t: StepTensors, header: list[int], *,
@@ -197,7 +234,8 @@ def emit_chunk(index: int, plan: ChunkPlan, o: StepOperands, p: CoreParams, t: S
     buffer_words = b.buffer_words
     program, image, masks = b.build()
     results = [ResultRow(index, d, addr, key, length) for d, ((addr, length), key) in enumerate(zip(b.results, keys))]
-    return Chunk(program, image, masks, results, buffer_words, sum(len(ops) for _, ops in plan.units))
+    return Chunk(program, image, masks, results, buffer_words, sum(len(ops) for _, ops in plan.units),
+                 b.directory_image())
 
 
 def threshold_program(fifo: Sequence[float], seed: int, p_prune: float, estimator: str, t: StepTensors,

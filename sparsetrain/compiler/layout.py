@@ -115,21 +115,32 @@ class ChunkPacker:
                 newm[m] = 1
         return words, len(newm), len(ops) + 1, list(new1), list(new2), list(newm)
 
-    def _fits(self, words: int, masks: int, instr: int, units: int) -> bool:
+    def _fits(self, words: int, masks: int, instr: int, units: int, rows: int = 0) -> bool:
+        """``rows``: data rows of the program, each with a directory entry under SKIP_EMPTY."""
         p, plan = self.p, self.plan
+        dirs = units + (rows if p.skip_empty else 0)
         return (plan.operand_words + words + units * self.o.length <= p.buf_depth
-                and plan.instructions + instr <= p.imem_depth and units <= min(p.dir_depth, 1 << 16)
+                and plan.instructions + instr <= p.imem_depth and dirs <= min(p.dir_depth, 1 << 16)
                 and len(plan.masks) + masks <= p.mask_depth)
+
+    def _data_rows(self, new1: list, new2: list) -> int:
+        """Data rows (each with a directory entry) the plan holds with these new rows: the Port-1
+        rows, and the Port-2 rows of GTW (dO; the other steps' Port-2 rows are weights)."""
+        plan = self.plan
+        rows = len(plan.rows1) + len(new1)
+        if self.o.step is Step.GTW:
+            rows += len(plan.rows2) + len(new2)
+        return rows
 
     def add(self, key: Key, ops: list[RowOp]) -> None:
         check_field(self.o.shape, "n_ops of a unit", len(ops), 16)
         words, masks, instr, new1, new2, newm = self._cost(ops)
-        if not self._fits(words, masks, instr, len(self.plan.units) + 1):
+        if not self._fits(words, masks, instr, len(self.plan.units) + 1, self._data_rows(new1, new2)):
             if not self.plan.units:
                 self._refuse(words, masks, instr)
             self.close()
             words, masks, instr, new1, new2, newm = self._cost(ops)
-            if not self._fits(words, masks, instr, 1):
+            if not self._fits(words, masks, instr, 1, self._data_rows(new1, new2)):
                 self._refuse(words, masks, instr)
         plan = self.plan
         plan.rows1.update(dict.fromkeys(new1))

@@ -104,12 +104,15 @@ def op_law(mode: Mode, k: int, stride: int, rows: RowLaw, mask: float, micro: Mi
     elif mode is Mode.MSRC and micro.lookahead > 1:
         q_skip, window = (1 - mask) ** k, micro.lookahead
     mean_c = float(pmf @ cyc)
+    # 12.4: with a finite op reader the first OP word is examined in t0 + 2, not t0 + 1
+    reader = 1.0 if micro.op_scan else 0.0
     if micro.prefetch:
         period = float(pmf @ np.maximum(load, cyc + 1)) if load > 0 else mean_c + 1.0
-        lead = 2.0 + load
+        lead = 2.0 + load + reader
     else:
         lead = 2.0 + load + (1.0 if mode is Mode.MSRC else 0.0)
         period = lead + mean_c
+        lead += reader
     return OpLaw(float(p_issue), load, mean_c, period, lead, mode, pmf, q_skip, window, micro.op_scan)
 
 
@@ -129,7 +132,7 @@ def unit_moments(n_ops: np.ndarray, law: OpLaw, finish: float) -> tuple[np.ndarr
         x = np.arange(ni + 1)
         m = np.ceil(x / 3.0)
         span = np.where(x > 0, law.lead + (m - 1) * law.period + law.mean_c, 0.0)
-        read = math.ceil(ni / law.op_scan) if law.op_scan else 0.0    # 12.4: the op reader's time
+        read = 1 + math.ceil(ni / law.op_scan) if law.op_scan else 0.0    # 12.4: the op reader's time
         lats.append(float(pmf @ np.maximum(span, read)) + finish)
         issued.append(ni * law.p_issue)
         works.append(max(ni * law.p_issue * law.period / 3.0, read))
@@ -201,7 +204,7 @@ def pingpong_unit_time(counts: np.ndarray, n_ops: np.ndarray, finish: float, law
         pmf = binom_pmf(int(cls), law.p_issue)
         for x in np.flatnonzero(pmf > 1e-4):
             m = math.ceil(x / 3.0)
-            read = math.ceil(cls / law.op_scan) if law.op_scan else 0.0
+            read = 1 + math.ceil(cls / law.op_scan) if law.op_scan else 0.0
             lat_x = max(law.lead + (m - 1) * law.period + law.mean_c if x > 0 else 0.0, read) + finish
             t = _clear_case(max(x * law.period / 3.0, read), lat_x, finish, law.period)
             if t is None:
