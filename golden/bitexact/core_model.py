@@ -4,7 +4,8 @@
 ``golden.bitexact.ppu_model.PPUModel`` (one per group), dispatching units and ops exactly as the
 controller does (s.10.2 plus the unit dispatch latency of s.11.4; with the second-generation
 switches of ``CoreParams``, the group's dispatcher of s.12.2 / 12.4, ``unit_time``), so the
-result rows, the directory, the counters and ``cycles`` are what the RTL must produce.
+result rows, the directory, the counters and ``cycles`` are what the RTL must produce; with
+PINGPONG (s.12.3) a group's units overlap (``GroupClock``).
 ``cycles_contract`` is the prediction of ``sparsetrain.arch.schedule`` (section 10) for the same
 units, or of ``sparsetrain.arch.schedule2`` (section 12) for a second-generation core.
 """
