@@ -25,9 +25,9 @@ import numpy as np
 
 from ...arch.fixedpoint import sat_limit
 from ...arch.isa import DIR_FIELDS, FIELDS, OPCODE_W, CoreParams, Opcode, decode
-from ...arch.ppu import PPU_LAT, Op, command_cycles
+from ...arch.ppu import PPU_LAT, Op
 from ...arch.timing import Mode
-from .core_model import CoreRun, UnitTrace, _ppu_command, _union_length, run_program
+from .core_model import CoreRun, UnitTrace, _union_length, initial_ppus, ppu_word, run_program
 from .ppu_model import PPUModel
 
 _M64 = (1 << 64) - 1
@@ -428,12 +428,13 @@ _DIR_MASK = [(1 << w) - 1 for _, _, w in DIR_FIELDS]
 
 
 def run_program_fast(program: Sequence[int], buffer_image: Sequence[int] | np.ndarray, params: CoreParams,
-                     masks: Sequence[int] = (), directory: Sequence[int] | None = None) -> CoreRun:
+                     masks: Sequence[int] = (), directory: Sequence[int] | None = None,
+                     ppus: Sequence[PPUModel] | None = None) -> CoreRun:
     """``core_model.run_program``, vectorised over the row ops (see the module doc)."""
     try:
-        return _run_fast(program, buffer_image, params, masks, directory)
+        return _run_fast(program, buffer_image, params, masks, directory, ppus)
     except _Fallback:
-        return run_program(program, buffer_image, params, masks=masks, directory=directory)
+        return run_program(program, buffer_image, params, masks=masks, directory=directory, ppus=ppus)
 
 
 def _walk(words: list[int], p: CoreParams) -> list[tuple[int, int, dict[str, int]]]:
@@ -451,6 +452,7 @@ def _walk(words: list[int], p: CoreParams) -> list[tuple[int, int, dict[str, int
         if op == Opcode.UNIT:
             lim = (1 << (p.acc_w - 1)) - 1
             if (f["length"] > p.w_max or f["shift"] >= p.acc_w or f["slot"] >= p.n_slots
+                    or (f["db_en"] and f["db"] >= p.db_depth)
                     or (f["bias_en"] and not -lim <= f["bias"] <= lim) or f["dir"] >= p.dir_depth
                     or f["out_addr"] + max(1, f["length"]) > p.buf_depth or pc + 1 + f["n_ops"] > p.imem_depth):
                 raise _Fallback("bad unit")
@@ -462,7 +464,7 @@ def _walk(words: list[int], p: CoreParams) -> list[tuple[int, int, dict[str, int
             pc += 1
 
 
-def _run_fast(program, buffer_image, params: CoreParams, masks, directory) -> CoreRun:
+def _run_fast(program, buffer_image, params: CoreParams, masks, directory, ppus=None) -> CoreRun:
     p = params
     if len(program) > p.imem_depth:
         raise ValueError(f"program = {len(program)} words is out of range; allowed: 1 .. {p.imem_depth}")
@@ -511,8 +513,8 @@ def _run_fast(program, buffer_image, params: CoreParams, masks, directory) -> Co
     dirs = np.zeros(p.dir_depth, dtype=object)
     if directory is not None:
         dirs[:len(directory)] = [int(w) for w in directory]
-    run = CoreRun(out_words, dirs, ppus=[PPUModel(p.ppu_config()) for _ in range(p.groups)],
-                  masks=[int(m) for m in masks])
+    run = CoreRun(out_words, dirs, ppus=initial_ppus(p, ppus),
+                  masks=[int(m) for m in masks], db_banks=[[0] * p.db_depth for _ in range(p.groups)])
     run.vectorised = True
     G = p.groups
     free_at, idle_at = [0] * G, [0] * G
@@ -526,26 +528,21 @@ def _run_fast(program, buffer_image, params: CoreParams, masks, directory) -> Co
         elif op in (Opcode.SYNC, Opcode.END):
             t = max([t] + idle_at) + 1
             if op == Opcode.END:
+                run.total_cycles = t
                 break
             step = fl["step"]
             segments.append([])
         elif op == Opcode.PPU:
-            cmd = _ppu_command(fl, p)
-            targets = range(G) if fl["all"] else [fl["group"]]
-            for g in targets:
-                run.ppus[g].apply(cmd)
-            c = max([t] + [idle_at[g] for g in targets])
-            n = command_cycles(cmd)
-            for g in targets:
-                idle_at[g] = c + n
-                free_at[g] = max(free_at[g], c + n)
-            t = c + 1
+            t = ppu_word(fl, run, p, t, idle_at, free_at)
         else:
             c = max(t, min(free_at))
             g = min(i for i in range(G) if free_at[i] <= c)
             enc, nnz = _finish(run.ppus[g], fin, u, fl, p)
             cyc = op_cycles_list[starts[u]:starts[u] + counts[u]]
             out_words[fl["out_addr"]:fl["out_addr"] + enc.size] = enc
+            if fl["db_en"]:  # the written values (after pruning), sign-extended from DW bits
+                vals = enc & ((1 << p.dw) - 1)
+                run.db_add(g, fl["db"], int(np.sum(vals - ((vals >> (p.dw - 1)) << p.dw))), p)
             run.directory[fl["dir"]] = _dir_word(fl["out_addr"], int(enc.size), nnz)
             run.step_nnz[step] += nnz
             run.step_rows[step] += 1
