@@ -143,6 +143,8 @@ def threshold_text(th: dict[str, Any]) -> str:
 
 def db_text(db: dict[str, Any]) -> str:
     """One line on the bias gradients (check.functions.bias_check)."""
+    if "bit_exact" not in db:
+        return f"bias gradient db: {db.get('note', 'not compared')}"
     s = (f"bias gradient db ({db['channels']} channels, {db['units']} units in {db['programs']} program(s), "
          f"RTL {db['rtl_cycles']} cycles, model {db['model_cycles']}): "
          + ("bit-exact" if db["bit_exact"] else "RTL and model DIFFER")

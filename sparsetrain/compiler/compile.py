@@ -123,6 +123,7 @@ class CompiledStep:
     skipped_units: int = 0
     # GTA of a layer with a bias: the bias-gradient programs (section 11.6), run after the step's own
     bias: BiasGradient | None = None
+    bias_refused: str = ""              # why a layer with a bias has no db programs (memories too small)
 
     def _single(self) -> Chunk:
         if len(self.chunks) != 1:
@@ -222,7 +223,10 @@ def compile_step(data: LayerData, step: Step | str, params: CoreParams, *, sampl
             t = gta_tensors(shape, g, w, gta_mask(data, x), dw=dw, acc_w=acc_w)
             if data.bias:
                 c = _emit(data, step, shape, params, t, n, skip_weight_rows)
-                c.bias = compile_bias_gradient(shape, t.q["dO"], g, t.frac["dO"], params)
+                try:
+                    c.bias = compile_bias_gradient(shape, t.q["dO"], g, t.frac["dO"], params)
+                except ValueError as err:   # the step itself runs; check reports why db does not
+                    c.bias_refused = str(err)
                 return c
         else:
             t = gtw_tensors(shape, x, g, dw=dw, acc_w=acc_w)
