@@ -25,8 +25,16 @@ SLOT = 1  # random_program's pruned slot
 
 
 def params(groups: int) -> CoreParams:
-    # test_core's configuration for G = 2 (the same Verilator build), the same sizes for G = 1, 3
-    return CoreParams(groups=groups, buf_depth=1024, imem_depth=256, dir_depth=64, mask_depth=64, w_max=16, k_max=5)
+    """G = 2: test_core's configuration (the same Verilator build); G = 1, 3: a smaller datapath."""
+    if groups == 2:
+        return CoreParams(groups=2, buf_depth=1024, imem_depth=256, dir_depth=64, mask_depth=64, w_max=16, k_max=5)
+    return CoreParams(groups=groups, buf_depth=1024, imem_depth=256, dir_depth=64, mask_depth=64, w_max=8, k_max=3)
+
+
+def simulator(groups: int) -> str:
+    """Verilator for G = 2; Icarus for G = 1 and 3 (a few seconds to compile, where another Verilator
+    build of the core takes minutes of `make test`; the programs are a few hundred cycles)."""
+    return "verilator" if groups == 2 else "icarus"
 
 
 def fifo_status(p: CoreParams) -> list[tuple[int, int, int]]:
@@ -61,7 +69,7 @@ def test_end_batch_sums_every_group_and_pushes_into_every_fifo(groups, seed):
     for pp in model.ppus:   # the model pushed tau of the sum over the groups into every FIFO
         assert pp.slots[SLOT].fifo.entries[-1] == tau_all and pp.slots[SLOT].abs_sum != 0
     r = run_core_program(prog, img, p, masks=masks, dir_count=len(results), ppu_status=fifo_status(p),
-                         watchdog_cycles=40000)
+                         watchdog_cycles=40000, sim=simulator(groups))
     assert r.done and not r.timed_out and not r.error
     expect = [model.ppus[g].status(SLOT, i).as_dict() for g, _, i in fifo_status(p)]
     got = [s.as_dict() for s in r.ppu_status]
@@ -94,7 +102,7 @@ def test_bias_gradient_banks_sum_over_groups(groups, seed):
         assert any(len({g for g, i in used if i == idx}) > 1 for idx in range(4)), used
     assert run_program_fast(prog, img, p, masks=masks).db_banks == model.db_banks
     r = run_core_program(prog, img, p, masks=masks, dir_count=len(results), db_count=p.db_depth,
-                         watchdog_cycles=40000)
+                         watchdog_cycles=40000, sim=simulator(groups))
     assert r.done and not r.error
     assert r.db[:4] == expect and r.db[4:] == [0] * (p.db_depth - 4)
     assert (r.cycles, r.total_cycles) == (model.cycles, model.total_cycles)
