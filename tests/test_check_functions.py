@@ -38,14 +38,16 @@ def model_fifos(c) -> list[list[int]]:
 
 
 def corrupt(c, data, case: str) -> None:
-    """``fifo``: the newest restored FIFO entry 3 LSB too large (it survives the END_BATCH push);
+    """``fifo``: the newest restored FIFO entry 3 LSB too large (it survives the END_BATCH push), as a
+    wrong conversion in the compiler would make it in every program;
     ``c_m``: the threshold constant of every element instead of the wanted ones (a compiler bug),
     in the program and in its record."""
-    if case == "fifo":
-        prog = c.chunks[0].program
-        i = max(j for j, w in enumerate(prog) if decode(w)[0] == Opcode.PPU and decode(w)[1]["op"] == Op.PUSH_TAU)
-        f = decode(prog[i])[1]
-        prog[i] = encode(Opcode.PPU, **{**f, "value": f["value"] + 3})
+    if case == "fifo":   # in every program's restore (the later ones restore a full FIFO again)
+        for ch in c.chunks:
+            prog = ch.program
+            i = max(j for j, w in enumerate(prog) if decode(w)[0] == Opcode.PPU and decode(w)[1]["op"] == Op.PUSH_TAU)
+            f = decode(prog[i])[1]
+            prog[i] = encode(Opcode.PPU, **{**f, "value": f["value"] + 3})
     else:
         c_m, c_shift = threshold_constant(data.p, int(np.prod(c.shape.input_shape)), data.estimator)
         c.threshold.update(c_m=c_m, c_shift=c_shift)

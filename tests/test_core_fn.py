@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sparsetrain.arch.isa import CoreParams, ErrorCode, Opcode, decode
+from sparsetrain.arch.isa import CoreParams, ErrorCode, Opcode, decode, encode
 from sparsetrain.arch.ppu import Op
 from sparsetrain.compiler.random_programs import random_program
 from sparsetrain.golden.bitexact.core_model import batch_threshold, run_program
@@ -44,7 +44,6 @@ def fifo_status(p: CoreParams) -> list[tuple[int, int, int]]:
 def group_sums_before_end_batch(prog: list[int], img: list[int], masks: list[int], p: CoreParams) -> list[int]:
     """Every group's sum|g| of the slot just before the END_BATCH word (the program cut there)."""
     at = next(i for i, w in enumerate(prog) if decode(w)[0] == Opcode.PPU and decode(w)[1]["op"] == Op.END_BATCH)
-    from sparsetrain.arch.isa import encode
     cut = run_program(prog[:at] + [encode(Opcode.END)], img, p, masks)
     return [pp.slots[SLOT].abs_sum for pp in cut.ppus]
 
@@ -113,7 +112,6 @@ def test_db_index_out_of_range_is_a_unit_error():
     p = params(2)
     b, _ = random_program(p, np.random.default_rng(1), units_per_step=1, db=True)
     prog, img, masks = b.build()
-    from sparsetrain.arch.isa import encode
     at = next(i for i, w in enumerate(prog) if decode(w)[0] == Opcode.UNIT)
     f = decode(prog[at])[1]
     prog[at] = encode(Opcode.UNIT, **{**f, "db_en": 1, "db": p.db_depth})

@@ -20,11 +20,11 @@ import numpy as np
 from ..arch.fixedpoint import sat_limit
 from ..arch.geometry import ConvShape
 from ..arch.isa import CoreParams, Opcode
+from ..arch.steps import Step
 from ..arch.timing import Mode
 from .emit import STEP_INDEX, Chunk, ProgramBuilder, ResultRow
 from .geometry import check_fits
 from .layout import row_words
-from ..arch.steps import Step
 
 
 @dataclass
