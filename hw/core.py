@@ -5,6 +5,9 @@ The controller walks the instruction memory one word per cycle: a ``UNIT`` goes 
 lowest-index free group (which reads the unit's ``OP`` words itself), ``PPU`` commands go to
 idle groups, ``SYNC`` / ``END`` wait for every group. Any invalid word or operand address
 stops the run with ``done = error = 1`` and an error code; nothing waits forever.
+``END_BATCH`` with ``all = 1`` is the controller's own reduction: every group's ``sum|g|`` of the
+slot summed, ``tau_batch`` computed once and pushed into every PPU's FIFO (section 11.3). Each
+group has a bias-gradient bank; the host reads the sum over the banks (section 11.6).
 
 The groups' memory ports are ``amaranth.lib.memory`` port signatures, joined to the memories
 with ``wiring.connect``; the core's own ports are ``HostSignature`` (section 11.5).
