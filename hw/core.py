@@ -5,13 +5,16 @@ The controller walks the instruction memory one word per cycle: a ``UNIT`` goes 
 lowest-index free group (which reads the unit's ``OP`` words itself), ``PPU`` commands go to
 idle groups, ``SYNC`` / ``END`` wait for every group. Any invalid word or operand address
 stops the run with ``done = error = 1`` and an error code; nothing waits forever.
+``END_BATCH`` with ``all = 1`` is the controller's own reduction: every group's ``sum|g|`` of the
+slot summed, ``tau_batch`` computed once and pushed into every PPU's FIFO (section 11.3). Each
+group has a bias-gradient bank; the host reads the sum over the banks (section 11.6).
 
 The groups' memory ports are ``amaranth.lib.memory`` port signatures, joined to the memories
 with ``wiring.connect``; the core's own ports are ``HostSignature`` (section 11.5).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
@@ -25,10 +28,17 @@ from .enums import ErrorShape, OpcodeShape, PpuOp, field_width
 from .dispatch import buf_ports, dir_ports, imem_ports
 from .group import GEN2_PARAMS, PC_W, Group, check_core_params, copy_fields
 from .layouts import instr_layout
-from .ppu import ppu_status_layout
+from .ppu import _rne_shift, _sat_signed, _sat_unsigned, ppu_status_layout
 
 # host write select (host_wsel): which memory a host write goes to
 HOST_WSEL = ("buffer", "mask", "instruction", "directory")
+# host read select (host_rsel): what host_rdata shows one cycle after host_raddr (section 11.5)
+HOST_RSEL = ("buffer", "directory", "bias_gradient")
+
+
+def host_rdata_width(p: CoreParams) -> int:
+    """A buffer word, a directory word or a bias-gradient sum (G_W bits, two's complement)."""
+    return max(p.entry_w, DIR_W, p.ppu_config().g_w)
 
 
 class HostSignature(wiring.Signature):
@@ -45,9 +55,9 @@ class HostSignature(wiring.Signature):
             "host_wsel": In(bits_for(len(HOST_WSEL) - 1)),
             "host_waddr": In(ADDR_W),
             "host_wdata": In(INSTR_W),
-            "host_rsel": In(1),
+            "host_rsel": In(bits_for(len(HOST_RSEL) - 1)),
             "host_raddr": In(ADDR_W),
-            "host_rdata": Out(max(p.entry_w, DIR_W)),
+            "host_rdata": Out(host_rdata_width(p)),
             "start": In(1),
             "busy": Out(1),
             "done": Out(1),
@@ -73,7 +83,7 @@ class Core(wiring.Component):
     def __init__(self, params: CoreParams):
         self.params = p = check_core_params(params)
         self.ppu_cfg = p.ppu_config()
-        self.rdata_w = max(p.entry_w, DIR_W)
+        self.rdata_w = host_rdata_width(p)
         super().__init__(HostSignature(p))
 
     def elaborate(self, platform) -> Module:
@@ -95,10 +105,22 @@ class Core(wiring.Component):
             m.d.comb += [wp.addr.eq(self.host_waddr), wp.data.eq(self.host_wdata),
                          wp.en.eq(self.host_we & (self.host_wsel == sel))]
         hr_buf, hr_dir = buf.read_port(), dirmem.read_port()
-        rsel = Signal()
+        rsel = Signal(len(self.host_rsel))
         m.d.sync += rsel.eq(self.host_rsel)
-        m.d.comb += [hr_buf.addr.eq(self.host_raddr), hr_dir.addr.eq(self.host_raddr),
-                     self.host_rdata.eq(Mux(rsel, hr_dir.data, hr_buf.data))]
+        m.d.comb += [hr_buf.addr.eq(self.host_raddr), hr_dir.addr.eq(self.host_raddr)]
+        db_sum = self._bias_gradient_banks(m, groups)
+        with m.Switch(rsel):
+            with m.Case(0):
+                m.d.comb += self.host_rdata.eq(hr_buf.data)
+            with m.Case(1):
+                m.d.comb += self.host_rdata.eq(hr_dir.data)
+            with m.Default():
+                m.d.comb += self.host_rdata.eq(db_sum.as_unsigned())
+
+        eb_reduce = Signal()   # the controller reads every group's sum|g| of the word's slot (11.3)
+        cp = imem.read_port()
+        word = cp.data
+        ppu = instr_layout(Opcode.PPU)(word[:instr_layout(Opcode.PPU).size])
 
         # ---- group memory ports (in this order: a memory's write ports are prioritised by it)
         for grp in groups:
@@ -112,7 +134,7 @@ class Core(wiring.Component):
                 connect(m, grp.dir_read[i], dirmem.read_port())
             connect(m, grp.buf_write, buf.write_port())
             connect(m, grp.dir_write, dirmem.write_port())
-            m.d.comb += [grp.ppu_status.sel.slot.eq(self.ppu_sel_slot),
+            m.d.comb += [grp.ppu_status.sel.slot.eq(Mux(eb_reduce, ppu.slot, self.ppu_sel_slot)),
                          grp.ppu_status.sel.index.eq(self.ppu_sel_index)]
         statuses = Array([grp.ppu_status.status.as_value() for grp in groups])
         m.d.comb += self.ppu_status.eq(statuses[self.ppu_sel_group])
@@ -123,11 +145,9 @@ class Core(wiring.Component):
         step = Signal(range(N_STEPS))
         error = Signal()
         code = Signal(ErrorShape)
-        cp = imem.read_port()
         m.d.comb += cp.addr.eq(pc_next)
-        word = cp.data
         opcode = OpcodeShape(word[:OPCODE_W])
-        unit, ppu, sync = (instr_layout(o)(word[:instr_layout(o).size]) for o in (Opcode.UNIT, Opcode.PPU, Opcode.SYNC))
+        unit, sync = (instr_layout(o)(word[:instr_layout(o).size]) for o in (Opcode.UNIT, Opcode.SYNC))
         running = Signal()   # the controller's FSM is in RUN
         m.d.comb += [self.busy.eq(running), self.error.eq(error), self.error_code.eq(code)]
 
@@ -145,7 +165,8 @@ class Core(wiring.Component):
         unit_addr_bad = Signal()
         m.d.comb += [
             unit_bad.eq((unit.length > p.w_max) | (unit.shift >= p.acc_w) | (unit.slot >= p.n_slots) |
-                        (unit.bias_en & ((unit.bias > lim) | (unit.bias < -lim)))),
+                        (unit.bias_en & ((unit.bias > lim) | (unit.bias < -lim))) |
+                        (unit.db_en & (unit.db >= p.db_depth))),
             unit_addr_bad.eq((unit.dir >= p.dir_depth) |
                              (unit.out_addr + Mux(unit.length == 0, 1, unit.length) > p.buf_depth) |
                              (pc + 1 + unit.n_ops > p.imem_depth)),
@@ -167,6 +188,22 @@ class Core(wiring.Component):
         for g in reversed(range(G)):
             with m.If(gerr[g]):
                 m.d.comb += gcode.eq(groups[g].error_code)
+
+        # END_BATCH with all = 1 (section 11.3): in a first cycle (every group idle) the sum of every
+        # group's sum|g| of the slot, saturated to SUM_W, is registered; in the next one tau_batch
+        # of that sum goes to every PPU as END_BATCH with tau_ext (push it, clear sum|g|).
+        cfg = self.ppu_cfg
+        eb_all = Signal()
+        eb_phase = Signal()     # the sum is registered; this cycle sends the command
+        eb_total = Signal(cfg.sum_w)
+        m.d.comb += eb_all.eq(ppu.all & (ppu.op == PpuOp.END_BATCH))
+        total_now = sum(grp.ppu_status.status.abs_sum for grp in groups)
+        eb_tau = Signal(cfg.tau_w)
+        eb_prod = Signal(len(ppu.c_m) + cfg.sum_w)
+        m.d.comb += [eb_prod.eq(ppu.c_m * eb_total),
+                     eb_tau.eq(_sat_unsigned(_rne_shift(eb_prod, ppu.c_shift), cfg.tau_w))]
+        with m.If(eb_reduce):
+            m.d.sync += [eb_total.eq(_sat_unsigned(total_now, cfg.sum_w)), eb_phase.eq(1)]
 
         with m.FSM(name="core_fsm") as fsm:
             with m.State("IDLE"):
@@ -191,7 +228,10 @@ class Core(wiring.Component):
                         with m.Case(OpcodeShape.PPU):
                             with m.If(ppu_bad):
                                 m.d.comb += [fail.eq(1), fail_code.eq(ErrorCode.BAD_UNIT)]
+                            with m.Elif(eb_all & ~eb_phase):
+                                m.d.comb += eb_reduce.eq(all_idle)
                             with m.Elif(ppu_ready):
+                                m.d.sync += eb_phase.eq(0)
                                 m.d.comb += advance.eq(1)
                                 for g, grp in enumerate(groups):
                                     m.d.comb += grp.ppu_cmd.valid.eq(ppu.all | (ppu.group == g))
@@ -222,6 +262,8 @@ class Core(wiring.Component):
         for grp in groups:
             m.d.comb += [grp.unit.word.eq(unit), grp.unit.pc.eq(pc)]
             m.d.comb += copy_fields(grp.ppu_cmd.cmd, ppu, ppu_fields)
+            with m.If(eb_phase):
+                m.d.comb += [grp.ppu_cmd.cmd.value.eq(eb_tau), grp.ppu_cmd.cmd.tau_ext.eq(1)]
         m.d.comb += pc_next.eq(Mux(self.start, 0, Mux(advance, pc + 1 + skip, pc)))
         m.d.sync += pc.eq(pc_next)
 
@@ -248,9 +290,41 @@ class Core(wiring.Component):
 
         # start: a new run from instruction 0 with cleared status and counters (the FSM goes to RUN)
         with m.If(self.start):
-            m.d.sync += [error.eq(0), code.eq(0), step.eq(0), cycles.eq(0), total.eq(0)]
+            m.d.sync += [error.eq(0), code.eq(0), step.eq(0), cycles.eq(0), total.eq(0), eb_phase.eq(0)]
             m.d.sync += [c.eq(0) for c in nnz + rows + elems]
         return m
+
+    def _bias_gradient_banks(self, m: Module, groups: list[Group]):
+        """One bias-gradient bank per group (section 11.6): DB_DEPTH signed G_W-bit entries, read,
+        added to (saturating) and written back when the group's unit with ``db_en`` writes its
+        last result entry; every entry reads 0 after ``start`` (a valid bit per entry). Returns the
+        host's read value: the saturated sum over the groups' banks of entry ``host_raddr`` (one
+        cycle after the address, like the other host reads)."""
+        p = self.params
+        g_w = self.ppu_cfg.g_w
+        parts = []
+        for g, grp in enumerate(groups):
+            bank = Memory(shape=signed(g_w), depth=p.db_depth, init=[])
+            m.submodules[f"db_bank{g}"] = bank
+            wp = bank.write_port()
+            rp = bank.read_port(transparent_for=(wp,))
+            hp = bank.read_port()
+            valid = Signal(p.db_depth, name=f"db_valid{g}")
+            db = grp.db
+            old = Signal(signed(g_w), name=f"db_old{g}")
+            m.d.comb += [rp.addr.eq(db.idx), old.eq(Mux(valid.bit_select(db.idx, 1), rp.data, 0)),
+                         wp.addr.eq(db.idx), wp.en.eq(db.en), wp.data.eq(_sat_signed(old + db.value, g_w))]
+            with m.If(self.start):
+                m.d.sync += valid.eq(0)
+            with m.Elif(db.en):
+                m.d.sync += valid.bit_select(db.idx, 1).eq(1)
+            hv = Signal(name=f"db_hvalid{g}")
+            m.d.comb += hp.addr.eq(self.host_raddr)
+            m.d.sync += hv.eq((self.host_raddr < p.db_depth) & valid.bit_select(self.host_raddr, 1))
+            parts.append(Mux(hv, hp.data, 0))
+        total = Signal(signed(g_w))
+        m.d.comb += total.eq(_sat_signed(sum(parts), g_w))
+        return total
 
 
 PARAMS = {
@@ -263,6 +337,7 @@ PARAMS = {
     "N_SLOTS": ParamSpec(4, "PPU threshold slots, one per layer (1 .. 64)"),
     "N_F": ParamSpec(4, "threshold FIFO depth (power of two, 1 .. 64)"),
     **GEN2_PARAMS,
+    "DB_DEPTH": ParamSpec(64, "bias-gradient bank entries per group (1 .. 256)"),
 }
 
 

@@ -16,7 +16,7 @@ take the remaining ops, lowest index first).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out, connect, flipped
@@ -34,7 +34,8 @@ from .pe import PE
 from .ppu import PPU, hw_params, ppu_cmd_layout, ppu_status_layout, ppu_status_sel_layout
 
 __all__ = ["ERR_W", "IMEM_PORTS", "N_BUF_PORTS", "PC_W", "Group", "FetchEngine", "MaskFetch", "UnitSignature",
-           "PpuCommandSignature", "PpuStatusSignature", "RowCountSignature", "check_core_params", "copy_fields"]
+           "PpuCommandSignature", "PpuStatusSignature", "RowCountSignature", "BiasGradSignature",
+           "check_core_params", "copy_fields"]
 
 ROW_LEN_W = field_width(Opcode.UNIT, "length")
 
@@ -94,6 +95,18 @@ class RowCountSignature(wiring.Signature):
         super().__init__({"nnz_inc": Out(1), "row_done": Out(1), "row_len": Out(ROW_LEN_W)})
 
 
+class BiasGradSignature(wiring.Signature):
+    """A finished result row's sum for the core's bias-gradient bank of the group (section 11.6):
+    ``en`` in the cycle the row's last entry is written by a unit with ``db_en``; ``idx`` the
+    unit's ``db`` (held for the whole unit, so the bank can be read ahead); ``value`` the sum of
+    the values written (after pruning), exact (``DW + OFF_W`` bits)."""
+
+    def __init__(self, p: CoreParams):
+        check_core_params(p)
+        super().__init__({"en": Out(1), "idx": Out(field_width(Opcode.UNIT, "db")),
+                          "value": Out(signed(p.dw + p.off_w))})
+
+
 class Group(wiring.Component):
     """N_PE PEs + PPU + fetch engines + unit sequencer; memories are outside (in the core).
 
@@ -113,6 +126,7 @@ class Group(wiring.Component):
             "buf_write": In(buf_write_signature(p)),
             "dir_write": In(dir_write_signature(p)),
             "rows": Out(RowCountSignature()),
+            "db": Out(BiasGradSignature(p)),
             "busy": Out(1),
             "error": Out(1),
             "error_code": Out(ErrorShape),
@@ -137,6 +151,7 @@ class Group(wiring.Component):
         entries_w = dict((n, w) for n, _, w in DIR_FIELDS)
         out_idx = Signal(entries_w["entries"])
         nnz = Signal(entries_w["nnz"])
+        row_sum = Signal(signed(p.dw + p.off_w))   # values written so far of the current row
         error = Signal()
         code = Signal(ErrorShape)
         busy = Signal()   # a unit is in flight (the sequencer is not IDLE)
@@ -212,6 +227,9 @@ class Group(wiring.Component):
             dw.data.written.eq(1),
             rows.row_done.eq(wr_last),
             rows.row_len.eq(u.length),
+            self.db.en.eq(wr_last & u.db_en),
+            self.db.idx.eq(u.db),
+            self.db.value.eq(row_sum + out.payload.value),
             self.ppu_cmd.idle.eq(sequencer_idle & ppu.cmd.ready),
             unit.free.eq(~error & ((sequencer_idle & ppu.cmd.ready) | wr_last)),
         ]
@@ -247,13 +265,14 @@ class Group(wiring.Component):
                 m.d.comb += [ppu.cmd.valid.eq(1), cmd.op.eq(PpuOp.FINISH)]
                 m.d.comb += copy_fields(cmd, u, ("slot", "length", "shift", "relu", "acc_g", "prune", "g_first"))
                 with m.If(ppu.cmd.ready):
-                    m.d.sync += [out_idx.eq(0), nnz.eq(0)]
+                    m.d.sync += [out_idx.eq(0), nnz.eq(0), row_sum.eq(0)]
                     m.next = "WRITE"
                 accept_unit()
             with m.State("WRITE"):
                 m.d.comb += out.ready.eq(1)
                 with m.If(out.valid):
-                    m.d.sync += [out_idx.eq(out_idx + 1), nnz.eq(nnz + rows.nnz_inc)]
+                    m.d.sync += [out_idx.eq(out_idx + 1), nnz.eq(nnz + rows.nnz_inc),
+                                 row_sum.eq(row_sum + out.payload.value)]
                     with m.If(out.payload.last):
                         m.next = "IDLE"
                 accept_unit()
@@ -296,6 +315,7 @@ class Group(wiring.Component):
         entries_w = dict((n, w) for n, _, w in DIR_FIELDS)
         out_idx = Signal(entries_w["entries"])
         nnz = Signal(entries_w["nnz"])
+        row_sum = Signal(signed(p.dw + p.off_w))   # values written so far of the row being written
         m.d.comb += [disp_acc.eq(~next_acc), busy.eq(pend.any())]
 
         # ---- beats to the PPU with their accumulator; per-PE FIFO of op accumulators
@@ -344,9 +364,13 @@ class Group(wiring.Component):
             dw.data.written.eq(1),
             rows.row_done.eq(wr_last),
             rows.row_len.eq(wu.length),
+            # the bias-gradient bank (section 11.6): the written unit's db index, held from its FINISH
+            self.db.en.eq(wr_last & wu.db_en),
+            self.db.idx.eq(wu.db),
+            self.db.value.eq(row_sum + out.payload.value),
         ]
         with m.If(writing & out.valid):
-            m.d.sync += [out_idx.eq(out_idx + 1), nnz.eq(nnz + rows.nnz_inc)]
+            m.d.sync += [out_idx.eq(out_idx + 1), nnz.eq(nnz + rows.nnz_inc), row_sum.eq(row_sum + out.payload.value)]
         with m.If(wr_last):
             m.d.sync += [writing.eq(0), pend.bit_select(fin_acc, 1).eq(0)]
 
@@ -364,7 +388,7 @@ class Group(wiring.Component):
             m.d.comb += copy_fields(cmd, fu, ("slot", "length", "shift", "relu", "acc_g", "prune", "g_first"))
             with m.If(ppu.cmd.ready):
                 m.d.sync += [started.bit_select(fin_turn, 1).eq(1), fin_turn.eq(~fin_turn), fin_acc.eq(fin_turn),
-                             writing.eq(1), out_idx.eq(0), nnz.eq(0)]
+                             writing.eq(1), out_idx.eq(0), nnz.eq(0), row_sum.eq(0)]
         with m.Elif(start_pend.any()):
             m.d.comb += [ppu.cmd.valid.eq(1), cmd.op.eq(PpuOp.START), cmd.acc.eq(s_acc),
                          cmd.bias.eq(Mux(s_acc, uw[1].bias, uw[0].bias))]

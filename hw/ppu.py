@@ -60,6 +60,7 @@ def ppu_cmd_layout(cfg: PPUConfig) -> data.StructLayout:
         "bias": signed(cfg.acc_w),
         "value": unsigned(32),
         **extra,
+        "tau_ext": unsigned(1),   # END_BATCH: push value[:DW-1] (the core's tau_batch), section 7.1
     })
 
 
@@ -281,6 +282,8 @@ class PPU(wiring.Component):
         r_relu, r_acc_g, r_prune = Signal(), Signal(), Signal()
         r_cm = Signal(C_M_BITS)
         r_cshift = Signal(bits_for(C_SHIFT_MAX))
+        r_tau_ext = Signal()
+        r_tau = Signal(tau_w)
         pending = Signal(N_PE)
         x = Signal(p.off_w)
 
@@ -400,7 +403,8 @@ class PPU(wiring.Component):
                             with m.Else():
                                 m.next = "SCAN"
                         with m.Case(PpuOp.END_BATCH):
-                            m.d.sync += [r_slot.eq(cmd.slot), r_cm.eq(cmd.c_m), r_cshift.eq(cmd.c_shift)]
+                            m.d.sync += [r_slot.eq(cmd.slot), r_cm.eq(cmd.c_m), r_cshift.eq(cmd.c_shift),
+                                         r_tau_ext.eq(cmd.tau_ext), r_tau.eq(cmd.value[:tau_w])]
                             m.next = "END_BATCH"
                         with m.Case(PpuOp.PUSH_TAU):
                             m.d.comb += [push.en.eq(1), push.slot.eq(cmd.slot), push.value.eq(cmd.value[:tau_w])]
@@ -472,7 +476,7 @@ class PPU(wiring.Component):
                 rounded = Signal(C_M_BITS + c.sum_w + 1)
                 m.d.comb += [prod.eq(r_cm * abs_sum[r_slot]), rounded.eq(_rne_shift(prod, r_cshift))]
                 tb = _sat_unsigned(rounded, tau_w)
-                m.d.comb += [push.en.eq(1), push.slot.eq(r_slot), push.value.eq(tb)]
+                m.d.comb += [push.en.eq(1), push.slot.eq(r_slot), push.value.eq(Mux(r_tau_ext, r_tau, tb))]
                 m.d.sync += abs_sum[r_slot].eq(0)
                 m.next = "IDLE"
 

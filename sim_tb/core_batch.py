@@ -17,7 +17,7 @@ from typing import Sequence
 
 from ..arch.isa import N_STEPS, CoreParams, dir_decode, entry_decode
 from . import runner
-from .core_driver import CoreResult, _status_fields, build_core
+from .core_driver import CoreResult, _status_fields, build_core, check_db_count, db_values
 
 TB_MODULE = "sparsetrain.sim_tb.core_batch_tb"
 
@@ -33,6 +33,10 @@ class CoreJob:
     watchdog_cycles: int = 2_000_000
     stall: bool = False              # tests of the watchdog: hold start, so the core never finishes
     directory: Sequence[int] = ()    # directory image to load (SKIP_EMPTY: the data rows' entries)
+    db_count: int = 0                # bias-gradient entries read back (host_rsel = 2)
+    # load the memories without a reset: the PPUs (threshold FIFOs, sum|g|, generators) keep the
+    # previous program's state, as when the host runs a layer's programs one after the other
+    keep_state: bool = False
 
 
 def _write_hex(path: Path, words: Sequence[int], depth: int) -> None:
@@ -57,7 +61,7 @@ def _check(job: CoreJob, p: CoreParams) -> int:
 
 
 def run_core_programs(jobs: Sequence[CoreJob], params: CoreParams, *, sim: str = "verilator",
-                      ppu_status: Sequence[tuple[int, int]] = (), seed: int | None = None) -> list[CoreResult]:
+                      ppu_status: Sequence[Sequence[int]] = (), seed: int | None = None) -> list[CoreResult]:
     """Load, run and read back every job in one simulator start; one ``CoreResult`` per job."""
     if not isinstance(params, CoreParams):
         raise ValueError(f"params = {params!r} is not a CoreParams; allowed: a CoreParams instance")
@@ -75,7 +79,8 @@ def run_core_programs(jobs: Sequence[CoreJob], params: CoreParams, *, sim: str =
         for stem, words, depth in (("buf", job.buffer_image, p.buf_depth), ("mask", job.masks, p.mask_depth),
                                    ("imem", job.program, p.imem_depth), ("dir", job.directory, p.dir_depth)):
             _write_hex(tb / f"{prefix}{stem}.hex", words, depth)
-        programs.append({"prefix": prefix, "watchdog_cycles": int(job.watchdog_cycles), "stall": bool(job.stall)})
+        programs.append({"prefix": prefix, "watchdog_cycles": int(job.watchdog_cycles), "stall": bool(job.stall),
+                         "db_count": check_db_count(int(job.db_count), p), "keep_state": bool(job.keep_state)})
     stim, result = work / "stim.json", work / "result.json"
     stim.write_text(json.dumps({"programs": programs, "ppu_status": [list(x) for x in ppu_status]}))
     runner.run(b, TB_MODULE, seed=seed, env={"CORE_STIM": str(stim), "CORE_RESULT": str(result)}, test_dir=tb)
@@ -90,6 +95,7 @@ def run_core_programs(jobs: Sequence[CoreJob], params: CoreParams, *, sim: str =
             done=bool(r["done"]), error=bool(r["error"]), error_code=r["error_code"], timed_out=r["timed_out"],
             cycles=r["cycles"], total_cycles=r["total_cycles"], waited_cycles=r["waited_cycles"], step_nnz=r["step_nnz"][:N_STEPS],
             step_rows=r["step_rows"], step_elems=r["step_elems"], directory=directory, rows=rows,
-            ppu_status=[_status_fields(w, p) for w in r["ppu_status"]], sim_seconds=r["run_seconds"]))
+            ppu_status=[_status_fields(w, p) for w in r["ppu_status"]], sim_seconds=r["run_seconds"],
+            db=db_values(r.get("db", []), p)))
     return out
 

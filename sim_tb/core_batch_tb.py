@@ -21,7 +21,7 @@ from typing import Any
 import cocotb
 from cocotb.triggers import FallingEdge
 
-from .core_tb_common import CoreTB
+from .core_tb_common import RSEL_DB, CoreTB
 
 MEMORIES = ("buf", "mask", "imem", "dir")
 DUMPS = ("buf", "dir")
@@ -33,11 +33,19 @@ class BackdoorTB(CoreTB):
     def __init__(self, dut: Any):
         super().__init__(dut, extra_inputs=("mem_load", "mem_dump"))
 
-    async def load(self, prefix: str) -> None:
-        """Reset, with a ``mem_load`` pulse that loads every memory from ``<prefix><stem>.hex``."""
+    async def load(self, prefix: str, keep_state: bool = False) -> None:
+        """Reset, with a ``mem_load`` pulse that loads every memory from ``<prefix><stem>.hex``;
+        ``keep_state``: the pulse without the reset (the core is idle in ``done``), so the PPUs keep
+        their state from the previous program."""
         for stem in MEMORIES:
             shutil.copyfile(f"{prefix}{stem}.hex", f"{stem}.hex")
-        await self.reset(during=[self.dut.mem_load])
+        if not keep_state:
+            await self.reset(during=[self.dut.mem_load])
+            return
+        self.dut.mem_load.value = 1
+        await FallingEdge(self.dut.clk)
+        self.dut.mem_load.value = 0
+        await FallingEdge(self.dut.clk)
 
     async def dump(self, prefix: str) -> None:
         """A ``mem_dump`` pulse: the buffer and directory to ``<prefix><stem>_out.hex``."""
@@ -53,11 +61,12 @@ async def run_programs(dut):
     stim = json.loads(Path(os.environ["CORE_STIM"]).read_text())
     tb = BackdoorTB(dut)
     results = []
-    for prog in stim["programs"]:
-        await tb.load(prog["prefix"])
+    for i, prog in enumerate(stim["programs"]):
+        await tb.load(prog["prefix"], keep_state=i > 0 and bool(prog.get("keep_state")))
         res = await tb.run(prog["watchdog_cycles"], stall=bool(prog.get("stall")))
         await tb.dump(prog["prefix"])
         res["ppu_status"] = await tb.read_ppu_status(stim.get("ppu_status", []))
+        res["db"] = await tb.read(RSEL_DB, range(prog.get("db_count", 0)))
         results.append(res)
     with open(os.environ["CORE_RESULT"], "w") as f:
         json.dump(results, f)

@@ -43,6 +43,7 @@ class CoreResult:
     directory: list[dict[str, int]]
     rows: dict[int, list[tuple[int, int, int]]]  # dir index -> (value, offset, last) entries
     ppu_status: list[PPUStatus] = field(default_factory=list)
+    db: list[int] = field(default_factory=list)  # bias-gradient sums read at host_rsel = 2 (section 11.6)
     sim_seconds: float = 0.0   # wall time of the free-running part
     waited_cycles: int = 0     # clock cycles from the start pulse to done or the watchdog
 
@@ -184,8 +185,9 @@ def _status_fields(word: int, params: CoreParams) -> PPUStatus:
 
 def run_core_program(program: Sequence[int], buffer_image: Sequence[int], params: CoreParams, *,
                      masks: Sequence[int] = (), sim: str = "verilator", dir_count: int | None = None,
-                     ppu_status: Sequence[tuple[int, int]] = (), watchdog_cycles: int = 2_000_000,
-                     seed: int | None = None, stall: bool = False, directory: Sequence[int] = ()) -> CoreResult:
+                     ppu_status: Sequence[Sequence[int]] = (), watchdog_cycles: int = 2_000_000,
+                     seed: int | None = None, stall: bool = False, directory: Sequence[int] = (),
+                     db_count: int = 0) -> CoreResult:
     """Load, run and read back one program; ``dir_count`` directory entries are read (default all).
     ``directory``: the directory image to load (the data rows' entries for SKIP_EMPTY, section
     12.4); the rest of the first ``dir_count`` entries is loaded zero.
@@ -213,8 +215,10 @@ def run_core_program(program: Sequence[int], buffer_image: Sequence[int], params
              (SEL_DIR, 0, [int(w) for w in directory] + [0] * max(0, dir_count - len(directory)))]
     work = Path(tempfile.mkdtemp(prefix="core-", dir=b.build_dir))
     stim, result = work / "stim.json", work / "result.json"
+    check_db_count(db_count, params)
     stim.write_text(json.dumps({"loads": loads, "dir_count": dir_count, "watchdog_cycles": int(watchdog_cycles),
-                                "ppu_status": [list(x) for x in ppu_status], "stall": bool(stall)}))
+                                "ppu_status": [list(x) for x in ppu_status], "stall": bool(stall),
+                                "db_count": int(db_count)}))
     runner.run(b, TB_MODULE, seed=seed, env={"CORE_STIM": str(stim), "CORE_RESULT": str(result)},
                test_dir=work / "tb")
     r = json.loads(result.read_text())
@@ -225,4 +229,21 @@ def run_core_program(program: Sequence[int], buffer_image: Sequence[int], params
         step_nnz=r["step_nnz"][:N_STEPS],
         step_rows=r["step_rows"], step_elems=r["step_elems"],
         directory=[dir_decode(w) for w in r["directory"]], rows=rows,
-        ppu_status=[_status_fields(w, params) for w in r["ppu_status"]], sim_seconds=r["run_seconds"])
+        ppu_status=[_status_fields(w, params) for w in r["ppu_status"]], sim_seconds=r["run_seconds"],
+        db=db_values(r.get("db", []), params))
+
+
+def check_db_count(db_count: int, params: CoreParams) -> int:
+    if not 0 <= db_count <= params.db_depth:
+        raise ValueError(f"db_count = {db_count} is out of range; allowed: 0 .. {params.db_depth} (DB_DEPTH)")
+    return db_count
+
+
+def db_values(words: Sequence[int], params: CoreParams) -> list[int]:
+    """Bias-gradient sums as read at host_rsel = 2: G_W-bit two's complement (section 11.5)."""
+    g_w = params.ppu_config().g_w
+    out = []
+    for w in words:
+        v = int(w) & ((1 << g_w) - 1)
+        out.append(v - (1 << g_w) if v >> (g_w - 1) else v)
+    return out

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 import cocotb
 
 from ..arch.isa import dir_decode
-from .core_tb_common import RSEL_BUF, RSEL_DIR, CoreTB
+from .core_tb_common import RSEL_BUF, RSEL_DB, RSEL_DIR, CoreTB
 
 
 class HostPortTB(CoreTB):
@@ -52,5 +52,6 @@ async def run_program(dut):
     res["directory"] = await tb.read_directory(stim["dir_count"])
     res["rows"] = await tb.read_rows(res["directory"])
     res["ppu_status"] = await tb.read_ppu_status(stim.get("ppu_status", []))
+    res["db"] = await tb.read(RSEL_DB, range(stim.get("db_count", 0)))
     with open(os.environ["CORE_RESULT"], "w") as f:
         json.dump(res, f)

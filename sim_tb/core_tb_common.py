@@ -20,7 +20,7 @@ from .streams import RESET_CYCLES
 NEVER = (1 << 64) - 1  # a watchdog deadline that is never reached (the wrapper's tb_cycle is 64 bits)
 # the host ports' memory selects (hw/core.py): host_wsel for writes, host_rsel for reads
 SEL_BUF, SEL_MASK, SEL_IMEM, SEL_DIR = range(4)
-RSEL_BUF, RSEL_DIR = 0, 1
+RSEL_BUF, RSEL_DIR, RSEL_DB = 0, 1, 2   # buffer, directory, bias-gradient sum (section 11.5)
 HOST_INPUTS = ("host_we", "host_wsel", "host_waddr", "host_wdata", "host_rsel", "host_raddr", "start",
                "ppu_sel_group", "ppu_sel_slot", "ppu_sel_index")
 
@@ -122,12 +122,15 @@ class CoreTB:
         }
 
     async def read_ppu_status(self, selections: Iterable[Sequence[int]]) -> list[int]:
-        """The PPU status word of each (group, slot) through the host's select port, one per cycle."""
+        """The PPU status word of each (group, slot) or (group, slot, FIFO entry index) through the
+        host's select port, one per cycle."""
         dut = self.dut
         status = []
-        for g, slot in selections:
+        for sel in selections:
+            g, slot = sel[0], sel[1]
             dut.ppu_sel_group.value = g
             dut.ppu_sel_slot.value = slot
+            dut.ppu_sel_index.value = sel[2] if len(sel) > 2 else 0
             await FallingEdge(dut.clk)
             status.append(int(dut.ppu_status.value))
         return status

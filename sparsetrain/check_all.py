@@ -139,7 +139,9 @@ def check_one(run_dir: str, layer: str, step: str, samples: int | None, params: 
         reason = "; ".join(x for x in (
             "" if rep.counters_equal else "counters or PPU status differ",
             "" if rep.within_bound else "model outside the float bound",
-            f"RTL error code {rep.rtl_error}" if rep.rtl_error else "") if x)
+            f"RTL error code {rep.rtl_error}" if rep.rtl_error else "",
+            "" if rep.threshold.get("ok", True) else "batch threshold (FIFO / tau_batch) outside its bound",
+            "" if rep.db.get("ok", True) else "bias gradient db differs or outside its bound") if x)
     pes = N_PE * CoreParams(**params).groups
     return StepResult(layer, step, status, reason, rep.rtl_cycles, rep.model_cycles, rep.dense_cycles,
                       rep.speedup, rep.pe_busy_cycles / (pes * rep.rtl_cycles) if rep.rtl_cycles else 0.0,

@@ -148,6 +148,8 @@ def run_demo(out: str | Path, *, force: bool = False, samples: int = DEMO_SAMPLE
         log("      " + ("bit-exact" if rep.bit_exact else f"MISMATCH: {rep.first_mismatch}")
             + f", RTL {rep.rtl_cycles} cycles vs dense {rep.dense_cycles} ({rep.speedup:.2f}x), "
               f"{'within' if rep.within_bound else 'OUTSIDE'} the error bound ({wall[step]:.0f} s)")
+        for line in function_lines(rep):
+            log("      " + line)
         reports.append(rep)
     wall["total"] = round(time.time() - t0, 1)
     result = DemoResult(out_path, metrics, reports, verilog_path, wall)
@@ -172,6 +174,7 @@ def summary(result: DemoResult, run_dir: Path) -> str:
         lines.append(f"{r.layer} {r.step:7s}: RTL vs model {'bit-exact' if r.bit_exact else 'MISMATCH'}; "
                      f"RTL {r.rtl_cycles} cycles (schedule {r.schedule_cycles}), dense {r.dense_cycles} "
                      f"-> {r.speedup:.2f}x; error {'within' if r.within_bound else 'OUTSIDE'} the bound")
+        lines += [f"{r.layer} {r.step:7s}: {line}" for line in function_lines(r)]
     plot = _plot_path(run_dir)
     lines.append(f"{'PASS' if result.ok else 'FAIL'} in {result.wall_s.get('total', 0):.0f} s; full report "
                  f"{result.out / 'report.md'} and {result.out / 'report.json'}"
@@ -208,7 +211,26 @@ def report_markdown(result: DemoResult, run_dir: Path) -> str:
         "(docs/architecture.md section 2 bound; pruned GTA values are checked against the threshold). "
         "Dense baseline: section 10.5 on the same groups.", "",
     ]
+    functions = [f"* {r.step}: {line}" for r in result.reports for line in function_lines(r)]
+    if functions:
+        text += ["## Bias gradients and the batch threshold", "", *functions, "",
+                 "db: per output channel, read back from the core (the sum over the groups' banks, "
+                 "docs/architecture.md section 11.6), against the bit-accurate model and the float sums. "
+                 "Threshold: every group's FIFO read through the PPU status port after the GTA; tau_batch "
+                 "computed by the core's controller from every group's sum|g| (section 11.3) against the "
+                 "float DBTD threshold of the same gradient (section 7.2).", ""]
     return "\n".join(text)
+
+
+def function_lines(r: Any) -> list[str]:
+    """The bias-gradient and threshold lines of a report (GTA of a layer with a bias / pruning)."""
+    from .check.report import db_text, threshold_text
+    out = []
+    if r.db:
+        out.append(db_text(r.db))
+    if r.threshold and "fifo" in r.threshold:
+        out.append(threshold_text(r.threshold))
+    return out
 
 
 def _num(v: Any, digits: int = 3) -> str:

@@ -42,7 +42,14 @@ def test_real_layer_on_verilator_bit_exact(small_golden_run, step):
     assert_report_ok(rep)
     assert rep.units > 0 and rep.ops > rep.units
     if step == "gta":  # pruning is on (the FIFO is full at the exported step) and prunes something
-        assert rep.threshold["fifo_full"] == 1 and rep.density < 1.0
+        assert rep.density < 1.0
+        # END_BATCH: every group's FIFO (restored entries + the core's tau_batch) against the golden
+        # run's thresholds (section 7.2); db of every channel from the core's banks (section 11.6)
+        th = rep.threshold
+        assert th["end_batch"] and th["groups_equal"] and th["restored_ok"] and th["within"] and th["ok"]
+        assert len(th["fifo"]) == sim_params().n_f
+        assert rep.db["bit_exact"] and rep.db["within"] and rep.db["cycles_equal"] and rep.db["ok"]
+        assert rep.db["channels"] == 24
 
 
 @pytest.mark.regress

@@ -11,6 +11,7 @@ from sparsetrain.arch.fixedpoint import sat_limit
 from sparsetrain.arch.isa import CoreParams, Opcode, decode, entry_decode
 from sparsetrain.arch.ppu import Op as PPUOp
 from sparsetrain.arch.steps import Step
+from sparsetrain.check.harness import restored_tau_pred
 from sparsetrain.compiler import ConvShape, LayerData, acc_bits_needed, compile_network, compile_step
 from sparsetrain.golden.bitexact import rowconv
 from sparsetrain.golden.bitexact.core_model import run_program
@@ -128,10 +129,16 @@ def test_program_structure(seed):
         assert all(a + l <= b for (a, l), (b, _) in zip(starts, starts[1:]))
         assert c.buffer_words == len(c.buffer_image) + sum(l for _, l in slots) <= PARAMS.buf_depth
         ppu = [f for op, f in words if op == Opcode.PPU]
-        if step is Step.GTA:  # restore the FIFO in every PPU, one seed per group
+        if step is Step.GTA:  # restore the FIFO in every PPU, one seed per group; a pruned layer's
+            # batch ends with END_BATCH on every group (the controller's threshold, section 11.3)
+            end = [PPUOp.END_BATCH] if c.threshold["end_batch"] else []
             assert [f["op"] for f in ppu] == ([PPUOp.CLEAR_SLOT] + [PPUOp.PUSH_TAU] * PARAMS.n_f
-                                              + [PPUOp.SEED] * PARAMS.groups)
+                                              + [PPUOp.SEED] * PARAMS.groups + end)
             assert all(f["all"] for f in ppu[:1 + PARAMS.n_f])
+            if end:
+                assert ppu[-1]["all"] and (ppu[-1]["c_m"], ppu[-1]["c_shift"]) == (c.threshold["c_m"],
+                                                                                   c.threshold["c_shift"])
+                assert words[-2][0] == Opcode.PPU   # right before END
         else:
             assert ppu == []
 
@@ -143,7 +150,7 @@ def test_pruned_gta_keeps_large_values_and_prunes_small_ones(seed):
     t = c.tensors
     unpruned = rowconv.grad_input_int(c.shape, t.q["dO"], t.q["W"], frac_grad=t.frac["dO"], frac_w=t.frac["W"],
                                       frac_out=t.frac["dI"], mask=t.mask, acc_w=PARAMS.acc_w).value
-    tau = run.ppus[0].status(0).tau_pred
+    tau = restored_tau_pred(c.threshold["fifo"], PARAMS.n_f)  # the step's END_BATCH pushed since
     assert tau == (sum(c.threshold["fifo"]) + PARAMS.n_f // 2) >> 2 or abs(tau - sum(c.threshold["fifo"]) / 4) <= 0.5
     big = np.abs(unpruned) >= tau
     np.testing.assert_array_equal(got[big], unpruned[big])

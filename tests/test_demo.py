@@ -60,3 +60,19 @@ def test_demo_training_is_a_short_pruned_run_exporting_its_layer():
     assert cfg.train_samples == 50 * cfg.batch_size  # one pass, no more data than the steps use
     with pytest.raises(ValueError, match="steps = 1 is out of range"):
         train_config(steps=1)
+
+
+def test_demo_shows_the_bias_gradient_and_the_threshold_of_a_gta_report():
+    from types import SimpleNamespace
+
+    from sparsetrain.demo import function_lines
+    db = dict(channels=24, units=34, programs=1, rtl_cycles=100, model_cycles=100, bit_exact=True, max_error=1e-6,
+              bound=1e-4, within=True, ok=True)
+    th = dict(fifo=[1, 2, 3, 4], groups_equal=True, restored_ok=True, restored_max_error_lsb=0.3, end_batch=True,
+              tau_batch=4, tau_hw=0.001, tau_batch_float=0.001, error_lsb=0.1, bound_lsb=30.0, within=True,
+              c_m=40000, c_shift=26, n=100, ok=True)
+    lines = function_lines(SimpleNamespace(db=db, threshold=th))
+    assert len(lines) == 2 and "bias gradient db (24 channels" in lines[0] and lines[0].endswith("OK")
+    assert "tau_batch 4 LSB" in lines[1] and lines[1].endswith("OK")
+    assert function_lines(SimpleNamespace(db={}, threshold={})) == []
+    assert function_lines(SimpleNamespace(db={**db, "ok": False}, threshold={}))[0].endswith("FAIL")

@@ -187,7 +187,9 @@ def test_core_is_synthesised_by_module_with_its_controller_apart(tmp_path):
         {f"core.group0.pe{i}{part}" for i in range(3) for part in ("", "_p1", "_p2", "_mask")}
     assert all(r["instances"] == 1 for r in rows.values())
     p = params_from_values({"ACC_W": None, **SMALL_CORE})
-    assert report["memory_bits"] == 256 * p.entry_w + 16 * p.w_max + 256 * INSTR_W + 16 * DIR_W
+    # + the group's bias-gradient bank (architecture 11.6): DB_DEPTH (64) words of G_W, a register file
+    assert report["memory_bits"] == (256 * p.entry_w + 16 * p.w_max + 256 * INSTR_W + 16 * DIR_W
+                                     + p.groups * p.db_depth * p.ppu_config().g_w)
     assert sorted((m["name"], m["bits"]) for m in report["sram_macros"]) == \
         sorted([("buf", 256 * p.entry_w), ("imem", 256 * INSTR_W)])
     # the register-file memories are the top's: at least their bits are its flip-flops

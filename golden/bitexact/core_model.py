@@ -11,12 +11,13 @@ units, or of ``sparsetrain.arch.schedule2`` (section 12) for a second-generation
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from ...arch.fixedpoint import SparseRow, sat_unsigned
+from ...arch.fixedpoint import SparseRow, sat, sat_unsigned
 from ...arch.isa import (FIELDS, N_STEPS, CoreParams, ErrorCode, Opcode, decode, dir_decode, dir_encode,
                          entry_decode, entry_encode)
 from ...arch.microarch import ISSUE_QUEUE, op_times
@@ -58,6 +59,19 @@ class CoreRun:
     ppus: list[PPUModel] = field(default_factory=list)
     masks: list[int] = field(default_factory=list)
     vectorised: bool = False           # golden.bitexact.core_vec's fast path ran (else the scalar model)
+    total_cycles: int = 0              # the RTL's total_cycles: from start to done (s.11.4)
+    db_banks: list[list[int]] = field(default_factory=list)  # per group: DB_DEPTH bias-gradient sums (s.11.6)
+
+    def db_read(self, index: int, p: CoreParams) -> int:
+        """What the host reads at ``host_rsel = 2``: the sum over the groups' banks, saturated to G_W."""
+        if not 0 <= index < p.db_depth:
+            raise ValueError(f"index = {index} is out of range; allowed: 0 .. {p.db_depth - 1} (DB_DEPTH)")
+        return sat(sum(b[index] for b in self.db_banks), p.ppu_config().g_w)
+
+    def db_add(self, group: int, index: int, value: int, p: CoreParams) -> None:
+        """A unit with ``db_en`` wrote its last result entry: its row sum into its group's bank."""
+        bank = self.db_banks[group]
+        bank[index] = sat(bank[index] + int(value), p.ppu_config().g_w)
 
     def row_entries(self, index: int, p: CoreParams) -> list[tuple[int, int, int]]:
         d = dir_decode(int(self.directory[index]))
@@ -137,7 +151,8 @@ def check_op(f: Mapping[str, int], p: CoreParams) -> None:
 
 
 def check_unit(f: Mapping[str, int], pc: int, p: CoreParams) -> None:
-    if f["length"] > p.w_max or f["shift"] >= p.acc_w or f["slot"] >= p.n_slots:
+    if (f["length"] > p.w_max or f["shift"] >= p.acc_w or f["slot"] >= p.n_slots
+            or (f["db_en"] and f["db"] >= p.db_depth)):
         raise ProgramError(ErrorCode.BAD_UNIT, f"unit {dict(f)} is out of range (section 11.3)")
     lim = (1 << (p.acc_w - 1)) - 1
     if f["bias_en"] and not -lim <= f["bias"] <= lim:
@@ -301,8 +316,11 @@ class GroupClock:
 
 
 def run_program(program: Sequence[int], buffer_image: Sequence[int] | np.ndarray, params: CoreParams,
-                masks: Sequence[int] = (), directory: Sequence[int] | None = None) -> CoreRun:
-    """Execute ``program`` on a buffer loaded with ``buffer_image`` (the rest zero)."""
+                masks: Sequence[int] = (), directory: Sequence[int] | None = None,
+                ppus: Sequence[PPUModel] | None = None) -> CoreRun:
+    """Execute ``program`` on a buffer loaded with ``buffer_image`` (the rest zero). ``ppus``: the
+    PPUs' state at the start (copied; default: reset), e.g. the previous program's ``CoreRun.ppus``
+    when the core runs a layer's programs one after the other without a reset (s.11.5)."""
     p = params
     if len(program) > p.imem_depth:
         raise ValueError(f"program = {len(program)} words is out of range; allowed: 1 .. {p.imem_depth}")
@@ -315,8 +333,8 @@ def run_program(program: Sequence[int], buffer_image: Sequence[int] | np.ndarray
         dirs[:len(directory)] = [int(w) for w in directory]
     if len(masks) > p.mask_depth:
         raise ValueError(f"masks = {len(masks)} words is out of range; allowed: 0 .. {p.mask_depth}")
-    run = CoreRun(buf, dirs, ppus=[PPUModel(p.ppu_config()) for _ in range(p.groups)],
-                  masks=[int(m) for m in masks])
+    run = CoreRun(buf, dirs, ppus=initial_ppus(p, ppus),
+                  masks=[int(m) for m in masks], db_banks=[[0] * p.db_depth for _ in range(p.groups)])
     words = [int(w) for w in program] + [0] * (p.imem_depth - len(program))
     G = p.groups
     clocks = [GroupClock(bool(p.pingpong)) for _ in range(G)]
@@ -336,24 +354,21 @@ def run_program(program: Sequence[int], buffer_image: Sequence[int] | np.ndarray
             elif op in (Opcode.SYNC, Opcode.END):
                 t = max([t] + [k.idle_at for k in clocks]) + 1
                 if op == Opcode.END:
+                    run.total_cycles = t
                     break
                 step, pc = f["step"], pc + 1
                 segments.append([])
             elif op == Opcode.PPU:
-                _ppu_instr(f, run, p, pc)
-                targets = range(G) if f["all"] else [f["group"]]
-                c = max([t] + [clocks[g].idle_at for g in targets])
-                for g in targets:
-                    n = command_cycles(_ppu_command(f, p))
-                    clocks[g].idle_at = c + n
-                    clocks[g].free_at = max(clocks[g].free_at, c + n)
-                t, pc = c + 1, pc + 1
+                check_ppu_word(f, p, pc)
+                t, pc = ppu_word(f, run, p, t, clocks), pc + 1
             else:
                 check_unit(f, pc, p)
                 c = max(t, min(k.free_at for k in clocks))
                 g = min(i for i in range(G) if clocks[i].free_at <= c)
                 ops = _run_unit(f, words[pc + 1:pc + 1 + f["n_ops"]], pc, run, run.ppus[g], p, step,
                                 acc=taken[g] % 2 if p.pingpong else 0)
+                if f["db_en"]:
+                    run.db_add(g, f["db"], _written_sum(run.buffer, f["out_addr"], p), p)
                 taken[g] += 1
                 end = clocks[g].unit(c, ops, f["length"], bool(f["bias_en"]), p)
                 cycles = [o.cycles(bool(p.prefetch)) for o in ops if o.issued]
@@ -373,13 +388,45 @@ def _ppu_command(f: Mapping[str, int], p: CoreParams) -> PPUCommand:
                       value=f["value"] & ((1 << (p.dw - 1)) - 1) if f["op"] == Op.PUSH_TAU else f["value"])
 
 
-def _ppu_instr(f: Mapping[str, int], run: CoreRun, p: CoreParams, pc: int) -> None:
+def initial_ppus(p: CoreParams, ppus: Sequence[PPUModel] | None) -> list[PPUModel]:
+    """Reset PPUs, or copies of ``ppus`` (one per group) to continue from."""
+    if ppus is None:
+        return [PPUModel(p.ppu_config()) for _ in range(p.groups)]
+    if len(ppus) != p.groups:
+        raise ValueError(f"ppus = {len(ppus)} PPU states is out of range; allowed: G = {p.groups}")
+    return [copy.deepcopy(pp) for pp in ppus]
+
+
+def check_ppu_word(f: Mapping[str, int], p: CoreParams, pc: int) -> None:
     if (f["op"] in (Op.START, Op.ACCUM, Op.FINISH) or f["slot"] >= p.n_slots
             or (not f["all"] and f["group"] >= p.groups)):
         raise ProgramError(ErrorCode.BAD_UNIT, f"PPU instruction at {pc} {dict(f)} is out of range")
+
+
+def ppu_word(f: Mapping[str, int], run: CoreRun, p: CoreParams, t: int, clocks: list["GroupClock"]) -> int:
+    """A (checked) PPU word reached at cycle ``t``: its command on the PPUs of its targets, their
+    busy time; returns the cycle of the next instruction. END_BATCH with ``all = 1`` (s.11.3): the
+    controller sums every group's sum|g| of the slot in a first cycle (every group idle), then
+    sends every PPU END_BATCH with ``tau_ext`` and ``value`` = tau_batch of that sum."""
+    G = p.groups
+    targets = range(G) if f["all"] else [f["group"]]
+    c = max([t] + [clocks[g].idle_at for g in targets])
     cmd = _ppu_command(f, p)
-    for g in (range(p.groups) if f["all"] else [f["group"]]):
+    if f["all"] and cmd.op == Op.END_BATCH:
+        tau = batch_threshold([pp.slots[f["slot"]].abs_sum for pp in run.ppus], f["c_m"], f["c_shift"], p)
+        cmd = replace(cmd, tau_ext=True, value=tau)
+        c += 1
+    n = command_cycles(cmd)
+    for g in targets:
         run.ppus[g].apply(cmd)
+        clocks[g].idle_at = c + n
+        clocks[g].free_at = max(clocks[g].free_at, c + n)
+    return c + 1
+
+
+def _written_sum(buffer: np.ndarray, out_addr: int, p: CoreParams) -> int:
+    """Sum of the values of the result row just written at ``out_addr`` (up to its last entry)."""
+    return sum(v for v, _, _ in read_row(buffer, out_addr, p))
 
 
 def row_is_empty(f: Mapping[str, int], directory: np.ndarray) -> bool:

@@ -25,10 +25,10 @@ import numpy as np
 
 from ...arch.fixedpoint import sat_limit
 from ...arch.isa import DIR_FIELDS, FIELDS, OPCODE_W, CoreParams, Opcode, decode
-from ...arch.ppu import PPU_LAT, Op, command_cycles
+from ...arch.ppu import PPU_LAT, Op
 from ...arch.timing import Mode, lookahead_cycles, msrc_skips
-from .core_model import (CoreRun, GroupClock, OpInfo, UnitTrace, _ppu_command, _schedule, _union_length, _Unit,
-                         _UnitOps, run_program)
+from .core_model import (CoreRun, GroupClock, OpInfo, UnitTrace, _schedule, _union_length, _Unit, _UnitOps,
+                         initial_ppus, ppu_word, run_program)
 from .ppu_model import PPUModel
 
 _M64 = (1 << 64) - 1
@@ -448,12 +448,13 @@ _DIR_MASK = [(1 << w) - 1 for _, _, w in DIR_FIELDS]
 
 
 def run_program_fast(program: Sequence[int], buffer_image: Sequence[int] | np.ndarray, params: CoreParams,
-                     masks: Sequence[int] = (), directory: Sequence[int] | None = None) -> CoreRun:
+                     masks: Sequence[int] = (), directory: Sequence[int] | None = None,
+                     ppus: Sequence[PPUModel] | None = None) -> CoreRun:
     """``core_model.run_program``, vectorised over the row ops (see the module doc)."""
     try:
-        return _run_fast(program, buffer_image, params, masks, directory)
+        return _run_fast(program, buffer_image, params, masks, directory, ppus)
     except _Fallback:
-        return run_program(program, buffer_image, params, masks=masks, directory=directory)
+        return run_program(program, buffer_image, params, masks=masks, directory=directory, ppus=ppus)
 
 
 def _walk(words: list[int], p: CoreParams) -> list[tuple[int, int, dict[str, int]]]:
@@ -471,6 +472,7 @@ def _walk(words: list[int], p: CoreParams) -> list[tuple[int, int, dict[str, int
         if op == Opcode.UNIT:
             lim = (1 << (p.acc_w - 1)) - 1
             if (f["length"] > p.w_max or f["shift"] >= p.acc_w or f["slot"] >= p.n_slots
+                    or (f["db_en"] and f["db"] >= p.db_depth)
                     or (f["bias_en"] and not -lim <= f["bias"] <= lim) or f["dir"] >= p.dir_depth
                     or f["out_addr"] + max(1, f["length"]) > p.buf_depth or pc + 1 + f["n_ops"] > p.imem_depth):
                 raise _Fallback("bad unit")
@@ -482,7 +484,7 @@ def _walk(words: list[int], p: CoreParams) -> list[tuple[int, int, dict[str, int
             pc += 1
 
 
-def _run_fast(program, buffer_image, params: CoreParams, masks, directory) -> CoreRun:
+def _run_fast(program, buffer_image, params: CoreParams, masks, directory, ppus=None) -> CoreRun:
     p = params
     if len(program) > p.imem_depth:
         raise ValueError(f"program = {len(program)} words is out of range; allowed: 1 .. {p.imem_depth}")
@@ -546,8 +548,8 @@ def _run_fast(program, buffer_image, params: CoreParams, masks, directory) -> Co
     dirs = np.zeros(p.dir_depth, dtype=object)
     if directory is not None:
         dirs[:len(directory)] = [int(w) for w in directory]
-    run = CoreRun(out_words, dirs, ppus=[PPUModel(p.ppu_config()) for _ in range(p.groups)],
-                  masks=[int(m) for m in masks])
+    run = CoreRun(out_words, dirs, ppus=initial_ppus(p, ppus),
+                  masks=[int(m) for m in masks], db_banks=[[0] * p.db_depth for _ in range(p.groups)])
     run.vectorised = True
     G = p.groups
     clocks = [GroupClock(bool(p.pingpong)) for _ in range(G)]
@@ -561,26 +563,21 @@ def _run_fast(program, buffer_image, params: CoreParams, masks, directory) -> Co
         elif op in (Opcode.SYNC, Opcode.END):
             t = max([t] + [k.idle_at for k in clocks]) + 1
             if op == Opcode.END:
+                run.total_cycles = t
                 break
             step = fl["step"]
             segments.append([])
         elif op == Opcode.PPU:
-            cmd = _ppu_command(fl, p)
-            targets = range(G) if fl["all"] else [fl["group"]]
-            for g in targets:
-                run.ppus[g].apply(cmd)
-            c = max([t] + [clocks[g].idle_at for g in targets])
-            n = command_cycles(cmd)
-            for g in targets:
-                clocks[g].idle_at = c + n
-                clocks[g].free_at = max(clocks[g].free_at, c + n)
-            t = c + 1
+            t = ppu_word(fl, run, p, t, clocks)
         else:
             c = max(t, min(k.free_at for k in clocks))
             g = min(i for i in range(G) if clocks[i].free_at <= c)
             enc, nnz = _finish(run.ppus[g], fin, u, fl, p)
             cyc = op_cycles_list[starts[u]:starts[u] + counts[u]]
             out_words[fl["out_addr"]:fl["out_addr"] + enc.size] = enc
+            if fl["db_en"]:  # the written values (after pruning), sign-extended from DW bits
+                vals = enc & ((1 << p.dw) - 1)
+                run.db_add(g, fl["db"], int(np.sum(vals - ((vals >> (p.dw - 1)) << p.dw))), p)
             run.directory[fl["dir"]] = _dir_word(fl["out_addr"], int(enc.size), nnz)
             run.step_nnz[step] += nnz
             run.step_rows[step] += 1

@@ -270,9 +270,14 @@ class PPUModel:
             entries = [(int(out[o]), int(o), int(i == offs.size - 1)) for i, o in enumerate(offs)]
         return FinishResult(entries, out, unpruned, draws)
 
-    def end_batch(self, slot: int, c_m: int, c_shift: int) -> int:
+    def end_batch(self, slot: int, c_m: int, c_shift: int, tau: int | None = None) -> int:
+        """Push tau_batch of the slot's own sum|g| (or ``tau``: the core controller's threshold of
+        every group's sum, section 11.3) and clear the sum."""
         st = self._slot(slot)
-        tau = tau_batch(st.abs_sum, c_m, c_shift, self.cfg.dw)
+        if tau is None:
+            tau = tau_batch(st.abs_sum, c_m, c_shift, self.cfg.dw)
+        else:
+            check_param("tau", tau, 0, (1 << self.cfg.tau_w) - 1)
         st.fifo.push(tau)
         st.abs_sum = 0
         return tau
@@ -306,7 +311,8 @@ class PPUModel:
             return self.finish(cmd.length, cmd.shift, relu=cmd.relu, acc_g=cmd.acc_g, prune=cmd.prune,
                                g_first=cmd.g_first, slot=cmd.slot, acc=cmd.acc)
         if op is Op.END_BATCH:
-            return self.end_batch(cmd.slot, cmd.c_m, cmd.c_shift)
+            return self.end_batch(cmd.slot, cmd.c_m, cmd.c_shift,
+                                  cmd.value & ((1 << self.cfg.tau_w) - 1) if cmd.tau_ext else None)
         if op is Op.PUSH_TAU:
             return self.push_tau(cmd.slot, cmd.value)
         if op is Op.CLEAR_SLOT:

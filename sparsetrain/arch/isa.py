@@ -21,6 +21,7 @@ LEN_W = 13        # row lengths (W_MAX <= 4096)
 N_STEPS = 4       # per-step counters
 COUNTER_W = 32
 ERR_W = 4         # error_code of the group and the core (codes 0 .. 15)
+DB_IDX_W = 8      # UNIT.db: bias-gradient bank entry (DB_DEPTH <= 2**DB_IDX_W, section 11.6)
 
 
 class Opcode(IntEnum, shape=OPCODE_W):
@@ -46,7 +47,7 @@ FIELDS: dict[Opcode, tuple[tuple[str, int, bool], ...]] = {
     Opcode.UNIT: (("n_ops", 16, False), ("dir", 16, False), ("out_addr", ADDR_W, False),
                   ("length", LEN_W, False), ("shift", 6, False), ("relu", 1, False), ("acc_g", 1, False),
                   ("prune", 1, False), ("g_first", 1, False), ("slot", 6, False), ("bias_en", 1, False),
-                  ("bias", 64, True)),
+                  ("bias", 64, True), ("db_en", 1, False), ("db", DB_IDX_W, False)),
     Opcode.OP: (("mode", 2, False), ("k", 5, False), ("stride2", 1, False), ("pad", 5, False),
                 ("in_len", LEN_W, False), ("out_len", LEN_W, False), ("addr1", ADDR_W, False),
                 ("addr2", ADDR_W, False), ("mask_addr", 16, False), ("dir1", 16, False), ("dir2", 16, False)),
@@ -140,6 +141,7 @@ class CoreParams(DatapathParams):
     pingpong: int = 0      # C: two PPU accumulators (0 off, 1 on)
     skip_empty: int = 0    # D: ops whose sparse operand row is empty are not issued (0 off, 1 on)
     op_scan: int = 4       # D: OP words the group's op reader examines per cycle (1 .. 8)
+    db_depth: int = 64          # bias-gradient bank entries per group (section 11.6)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -149,6 +151,7 @@ class CoreParams(DatapathParams):
         check_param("SKIP_EMPTY", self.skip_empty, 0, 1)
         check_param("OP_SCAN", self.op_scan, 1, 8)
         check_param("G", self.groups, 1, 255)
+        check_param("DB_DEPTH", self.db_depth, 1, 1 << DB_IDX_W)
         check_param("BUF_DEPTH", self.buf_depth, 16, 1 << ADDR_W)
         check_param("MASK_DEPTH", self.mask_depth, 1, 1 << 16)
         check_param("IMEM_DEPTH", self.imem_depth, 16, 1 << 20)

@@ -26,7 +26,7 @@ class Op(IntEnum, shape=3):
     START = 0         # preload every lane of the row accumulator with `bias`
     ACCUM = 1         # add the beats of the PEs in `pe_mask` until each sent its last beat
     FINISH = 2        # requantise, ReLU, accumulate g/|g|, prune, compress, count a row
-    END_BATCH = 3     # tau_batch from the slot's sum|g|, push it into the slot's FIFO, clear the sum
+    END_BATCH = 3     # tau_batch from the slot's sum|g| (or `value` with tau_ext), push it into the slot's FIFO, clear the sum
     PUSH_TAU = 4      # push `value` into the slot's FIFO (restores a saved FIFO)
     CLEAR_SLOT = 5    # empty the slot's FIFO, clear its sum|g| and counters
     CLEAR_COUNTS = 6  # clear the slot's non-zero and element counters
@@ -101,6 +101,7 @@ class PPUCommand:
     bias: int = 0
     value: int = 0
     acc: int = 0      # the accumulator START / FINISH name (PINGPONG=1; always 0 otherwise)
+    tau_ext: bool = False   # END_BATCH: push `value` (the controller's tau_batch of every group) instead
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: int(getattr(self, f.name)) for f in fields(self)}
@@ -109,7 +110,7 @@ class PPUCommand:
     def from_dict(cls, d: dict) -> "PPUCommand":
         kw = {f.name: d[f.name] for f in fields(cls) if f.name in d}
         kw["op"] = Op(kw["op"])
-        for flag in ("relu", "acc_g", "prune", "g_first"):
+        for flag in ("relu", "acc_g", "prune", "g_first", "tau_ext"):
             if flag in kw:
                 kw[flag] = bool(kw[flag])
         return cls(**kw)

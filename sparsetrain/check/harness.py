@@ -24,9 +24,11 @@ from ..arch.isa import CoreParams
 from ..arch.steps import Step
 from ..compiler.compile import CompiledStep, LayerData, compile_step
 from ..compiler.emit import PRUNE_SLOT
-from ..golden.bitexact.core_model import CoreRun, batch_threshold
+from ..golden.bitexact.core_model import CoreRun
 from ..golden.bitexact.core_vec import run_program_fast
+from ..golden.bitexact.ppu_model import PPUThresholdFIFO
 from .cycles import schedule_cycles, weight_saved_cycles
+from .functions import bias_check, fifo_entries, threshold_check
 from .report import CheckReport, Mismatch
 from .simconfig import TIMEOUT_CODE, sim_params
 
@@ -50,16 +52,28 @@ def check_compiled(c: CompiledStep, data: LayerData, *, sim: str = "verilator") 
     ends as a failed check, never a hang."""
     from ..sim_tb.core_batch import CoreJob, run_core_programs
     p = c.params
-    status_of = [(g, PRUNE_SLOT) for g in range(p.groups)]
+    # every group's PPU status of the pruned slot, once per FIFO entry index (the whole FIFO)
+    status_of = [(g, PRUNE_SLOT, i) for g in range(p.groups) for i in range(p.n_f)]
+    bias_chunks = c.bias.chunks if c.bias is not None else []
+    # a pruned GTA's programs run one after the other without a reset: the batch's sum|g| and the FIFO
+    # carry over to the END_BATCH at the end of the last one (compiler.emit.continuation_header)
+    carry = bool(c.threshold.get("end_batch"))
     t0 = time.time()
-    models = [run_program_fast(ch.program, ch.buffer_image, p, masks=ch.masks,  # = run_program, vectorised
-                               directory=ch.directory or None)
-              for ch in c.chunks]
+    models: list[CoreRun] = []
+    for ch in c.chunks:   # = run_program, vectorised
+        models.append(run_program_fast(ch.program, ch.buffer_image, p, masks=ch.masks,
+                                       directory=ch.directory or None,
+                                       ppus=models[-1].ppus if carry and models else None))
+    db_models = [run_program_fast(b.chunk.program, b.chunk.buffer_image, p) for b in bias_chunks]
     t1 = time.time()
     # every chunk in one simulator start, memories loaded and read back by backdoor
-    rtls = run_core_programs([CoreJob(ch.program, ch.buffer_image, ch.masks, dir_count=len(ch.results),
-                                      watchdog_cycles=4 * max(m.cycles, 1000) + 100_000, directory=ch.directory)
-                              for ch, m in zip(c.chunks, models)], p, sim=sim, ppu_status=status_of)
+    jobs = [CoreJob(ch.program, ch.buffer_image, ch.masks, dir_count=len(ch.results),
+                    watchdog_cycles=4 * max(m.cycles, 1000) + 100_000, keep_state=carry, directory=ch.directory)
+            for ch, m in zip(c.chunks, models)]
+    jobs += [CoreJob(b.chunk.program, b.chunk.buffer_image, dir_count=0, db_count=len(b.channels),
+                     watchdog_cycles=4 * max(m.total_cycles, 1000) + 100_000) for b, m in zip(bias_chunks, db_models)]
+    all_rtl = run_core_programs(jobs, p, sim=sim, ppu_status=status_of)
+    rtls, db_rtls = all_rtl[:len(c.chunks)], all_rtl[len(c.chunks):]
     t_model, t_rtl = t1 - t0, time.time() - t1
     model_err = next((int(m.error) for m in models if m.error), 0)
     rtl_err = next((int(r.error_code) if r.error else TIMEOUT_CODE for r in rtls if r.error or r.timed_out
@@ -71,16 +85,35 @@ def check_compiled(c: CompiledStep, data: LayerData, *, sim: str = "verilator") 
     counters = all(list(getattr(r, k))[:3] == list(getattr(m, k))[:3]
                    for r, m in zip(rtls, models) for k in ("step_nnz", "step_rows", "step_elems"))
     # Every PPU's status (threshold FIFO, sum|g|, generator state, counters) as the host reads it.
-    counters = counters and all(r.ppu_status[g].as_dict() == m.ppus[g].status(PRUNE_SLOT).as_dict()
-                                for r, m in zip(rtls, models) for g in range(p.groups) if not rtl_err)
+    counters = counters and all(r.ppu_status[k].as_dict() == m.ppus[g].status(PRUNE_SLOT, i).as_dict()
+                                for r, m in zip(rtls, models) for k, (g, _, i) in enumerate(status_of)
+                                if not rtl_err)
     bound_info = _bound(c, model_q, models[0]) if model_q is not None else dict(
         within=False, max_error=float("nan"), max_bound=float("nan"), ratio=float("inf"), checked=0)
     sched, dense = schedule_cycles(c)
     golden_err = _golden_error(c, data, model_q) if model_q is not None else None
     threshold: dict[str, Any] = {}
-    if c.step is Step.GTA and c.threshold and not model_err:
-        sums = [pp.status(0).abs_sum for m in models for pp in m.ppus]
-        threshold = dict(c.threshold, tau_batch=batch_threshold(sums, c.threshold["c_m"], c.threshold["c_shift"], p))
+    if c.step is Step.GTA and c.threshold and data.pruned and not rtl_err:
+        # the hardware's FIFOs after the step's last program (the restored entries, the pushed tau_batch)
+        n_f = p.n_f
+        fifos = [fifo_entries(rtls[-1].ppu_status[g * n_f:(g + 1) * n_f], n_f) for g in range(p.groups)]
+        threshold = threshold_check(c, data, fifos)
+    db: dict[str, Any] = {}
+    if c.bias_refused:
+        db = dict(ok=True, note=f"not compiled: {c.bias_refused}")
+    if c.bias is not None:
+        db_err = any(r.error or r.timed_out or not r.done for r in db_rtls)
+        rtl_db, model_db = [0] * len(c.bias.reference), [0] * len(c.bias.reference)
+        for b, r, m in zip(bias_chunks, db_rtls, db_models):
+            for i, f in enumerate(b.channels):
+                rtl_db[f] = r.db[i] if i < len(r.db) else 0
+                model_db[f] = m.db_read(i, p)
+        db = bias_check(c.bias, rtl_db, model_db, data, complete=c.samples == data.require("I").shape[0])
+        db.update(rtl_cycles=int(sum(r.total_cycles for r in db_rtls)),
+                  model_cycles=int(sum(m.total_cycles for m in db_models)),
+                  cycles_equal=[r.total_cycles for r in db_rtls] == [m.total_cycles for m in db_models],
+                  programs=len(bias_chunks), units=sum(len(b.chunk.results) for b in bias_chunks))
+        db["ok"] = bool(db["ok"] and db["cycles_equal"] and not db_err)
     written = int(model_q.size) if model_q is not None else 1
     return CheckReport(
         layer=c.layer, step=c.step.value, sim=sim, samples=c.samples, batch=int(data.require("I").shape[0]),
@@ -94,7 +127,7 @@ def check_compiled(c: CompiledStep, data: LayerData, *, sim: str = "verilator") 
         rtl_cycles=int(sum(r.cycles for r in rtls)), model_cycles=int(sum(m.cycles for m in models)),
         schedule_cycles=int(sched), contract_cycles=int(sum(m.cycles_contract for m in models)),
         dense_cycles=int(dense), density=float(np.count_nonzero(model_q)) / written if model_q is not None else 0.0,
-        wall_s={"model": round(t_model, 2), "rtl": round(t_rtl, 2)}, threshold=threshold,
+        wall_s={"model": round(t_model, 2), "rtl": round(t_rtl, 2)}, threshold=threshold, db=db,
         skipped_ops=c.skipped_ops, skipped_units=c.skipped_units, weight_saved_cycles=weight_saved_cycles(c),
         run_cycles_per_s=sum(r.total_cycles for r in rtls) / max(1e-9, sum(r.sim_seconds for r in rtls)),
         pe_busy_cycles=int(sum(sum(u.op_cycles) for m in models for u in m.units)))
@@ -119,7 +152,7 @@ def _bound(c: CompiledStep, q: np.ndarray, model: CoreRun) -> dict[str, Any]:
     check = np.ones(q.shape, dtype=bool)
     ok = err <= t.bound
     if c.step is Step.GTA and c.threshold.get("fifo_full") and c.threshold.get("fifo"):
-        tau = int(model.ppus[0].status(0).tau_pred)
+        tau = restored_tau_pred(c.threshold["fifo"], c.params.n_f)
         # The PPU changes only values with |g| < tau: those must come from a reference below tau.
         touched = np.abs(q) <= tau
         ok = np.where(touched, np.abs(t.reference) <= tau * scale + t.bound, ok)
@@ -127,6 +160,15 @@ def _bound(c: CompiledStep, q: np.ndarray, model: CoreRun) -> dict[str, Any]:
     ratio = float(np.max(np.where(check, err / np.maximum(t.bound, 1e-300), 0.0))) if q.size else 0.0
     return dict(within=bool(np.all(ok)), max_error=float(np.max(np.where(check, err, 0.0))) if q.size else 0.0,
                 max_bound=float(np.max(t.bound)) if q.size else 0.0, ratio=ratio, checked=int(np.count_nonzero(check)))
+
+
+def restored_tau_pred(fifo: list[int], n_f: int) -> int:
+    """The predicted threshold the step pruned with: the mean of the restored FIFO (section 7; read
+    from the program's record, since the step's own END_BATCH has pushed a new entry since)."""
+    f = PPUThresholdFIFO(n_f)
+    for v in fifo:
+        f.push(v)
+    return f.mean()
 
 
 def _golden_error(c: CompiledStep, data: LayerData, q: np.ndarray) -> float | None:

@@ -67,10 +67,13 @@ class CheckReport:
     skipped_units: int = 0
     weight_saved_cycles: int = 0
     pe_busy_cycles: int = 0      # PE-cycles in operations (the model's units), for the utilisation
+    # GTA with a bias: the bias gradients read back from the core (check.functions.bias_check)
+    db: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return self.bit_exact and self.counters_equal and self.within_bound and not self.rtl_error
+        return (self.bit_exact and self.counters_equal and self.within_bound and not self.rtl_error
+                and self.threshold.get("ok", True) and self.db.get("ok", True))
 
     @property
     def speedup(self) -> float:
@@ -115,8 +118,42 @@ class CheckReport:
             lines.append(f"  weight sparsity: {what} skipped, saving {self.weight_saved_cycles} cycles (section 10 "
                          f"schedule of the whole step with and without them)")
         if self.threshold:
-            lines.append(f"  threshold: {self.threshold}")
+            lines.append("  " + threshold_text(self.threshold))
+        if self.db:
+            lines.append("  " + db_text(self.db))
         return "\n".join(lines)
+
+
+def threshold_text(th: dict[str, Any]) -> str:
+    """One line on the FIFO and the batch threshold (check.functions.threshold_check)."""
+    if "fifo" not in th:
+        return f"threshold: {th.get('note', 'not compared')}"
+    s = (f"threshold FIFO (every group {'the same' if th['groups_equal'] else 'DIFFERENT'}): {th['fifo']}; "
+         f"restored entries {'within' if th['restored_ok'] else 'OUTSIDE'} 1/2 LSB of the recorded FIFO "
+         f"(max {th['restored_max_error_lsb']:.3f} LSB)")
+    if th.get("end_batch"):
+        s += (f"; END_BATCH tau_batch {th['tau_batch']} LSB = {th['tau_hw']:.4g} vs float DBTD of the same "
+              f"gradient {th['tau_batch_float']:.4g}: error {th['error_lsb']:.2f} LSB, bound {th['bound_lsb']:.2f} "
+              f"({'within' if th['within'] else 'OUTSIDE'}; C_m {th['c_m']}, C_shift {th['c_shift']}, n {th['n']})")
+        if "recorded_tau_batch" in th:
+            s += (f"; training's recorded tau_batch {th['recorded_tau_batch']:.4g} (unmasked dI): ratio "
+                  f"{th['ratio_to_recorded']:.3f}")
+    return s + (": OK" if th.get("ok") else ": FAIL")
+
+
+def db_text(db: dict[str, Any]) -> str:
+    """One line on the bias gradients (check.functions.bias_check)."""
+    if "bit_exact" not in db:
+        return f"bias gradient db: {db.get('note', 'not compared')}"
+    s = (f"bias gradient db ({db['channels']} channels, {db['units']} units in {db['programs']} program(s), "
+         f"RTL {db['rtl_cycles']} cycles, model {db['model_cycles']}): "
+         + ("bit-exact" if db["bit_exact"] else "RTL and model DIFFER")
+         + f"; vs float64 sum of dO: max error {db['max_error']:.3g}, bound {db['bound']:.3g} "
+         + ("within" if db["within"] else "OUTSIDE"))
+    if "torch_max_error" in db:
+        s += (f"; vs torch's db: max error {db['torch_max_error']:.3g}, bound {db['torch_bound']:.3g} "
+              + ("within" if db["torch_within"] else "OUTSIDE"))
+    return s + (": OK" if db["ok"] else ": FAIL")
 
 
 def write_report(reports: list[CheckReport], path: str | Path) -> Path:

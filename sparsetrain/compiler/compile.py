@@ -20,7 +20,8 @@ from ..arch.isa import CoreParams
 from ..arch.steps import STEP_NAMES, Step
 from ..golden.bitexact.rowconv import layer_row_ops_tuple
 from ..golden.training.campfire import find_masks, load_masks, weight_row_ops
-from .emit import Chunk, ResultRow, emit_chunk, threshold_program
+from .bias import BiasGradient, compile_bias_gradient
+from .emit import Chunk, ResultRow, continuation_header, emit_chunk, end_batch_word, threshold_program
 from .geometry import (check_accumulator, check_geometry, check_kind, check_reproducible, check_samples)
 from .layout import ChunkPacker, StepOperands, Unit
 from .quantise import StepTensors, forward_tensors, gta_tensors, gtw_tensors
@@ -51,6 +52,7 @@ class LayerData:
     n_f: int | None = None
     two_pass: bool = False
     bias: bool | None = None
+    tau_batch: float | None = None   # the training's threshold of this batch (recorded, reported by check)
 
     def __post_init__(self) -> None:
         check_kind(self.shape.name, self.kind)
@@ -82,7 +84,7 @@ class LayerData:
                    str(info.get("estimator", "unbiased")), int(meta.get("seed") or 1),
                    None if mask is None else ~mask.any(axis=3),
                    None if info.get("N_F") is None else int(info["N_F"]), bool(info.get("two_pass", False)),
-                   "b" in meta["arrays"])
+                   "b" in meta["arrays"], meta.get("tau_batch"))
 
     def grad_output(self) -> np.ndarray:
         """The dO the conv's backward consumes: pruned where the block prunes dO (Conv-BN-ReLU)."""
@@ -119,6 +121,9 @@ class CompiledStep:
     live_rows: np.ndarray | None = None
     skipped_ops: int = 0
     skipped_units: int = 0
+    # GTA of a layer with a bias: the bias-gradient programs (section 11.6), run after the step's own
+    bias: BiasGradient | None = None
+    bias_refused: str = ""              # why a layer with a bias has no db programs (memories too small)
 
     def _single(self) -> Chunk:
         if len(self.chunks) != 1:
@@ -216,6 +221,13 @@ def compile_step(data: LayerData, step: Step | str, params: CoreParams, *, sampl
         if step is Step.GTA:
             check_reproducible(data, params)
             t = gta_tensors(shape, g, w, gta_mask(data, x), dw=dw, acc_w=acc_w)
+            if data.bias:
+                c = _emit(data, step, shape, params, t, n, skip_weight_rows)
+                try:
+                    c.bias = compile_bias_gradient(shape, t.q["dO"], g, t.frac["dO"], params)
+                except ValueError as err:   # the step itself runs; check reports why db does not
+                    c.bias_refused = str(err)
+                return c
         else:
             t = gtw_tensors(shape, x, g, dw=dw, acc_w=acc_w)
             if skip_weight_rows and data.pruned_rows is not None:
@@ -249,10 +261,15 @@ def _emit(data: LayerData, step: Step, shape: ConvShape, p: CoreParams, t: StepT
     threshold: dict[str, int] = {}
     header: list[int] = []
     if step is Step.GTA:
+        # n: the gradients the PPU accumulates |g| of, the wanted (mask) columns (section 7.2)
         header, threshold = threshold_program(data.tau_fifo, data.seed, data.p, data.estimator, t, p,
-                                              int(np.prod(shape.input_shape)))
+                                              max(1, int(np.count_nonzero(t.mask))))
+    prune = step is Step.GTA and data.pruned and data.kind == "conv_relu"
+    # a pruned layer's GTA ends its batch: END_BATCH on every group (section 11.3) at the end of the
+    # step's last program; the programs run one after the other without a reset (continuation_header)
+    tail = [end_batch_word(threshold, p)] if prune else []
     operands = StepOperands.of(step, shape, t)
-    packer = ChunkPacker(operands, p, len(header))
+    packer = ChunkPacker(operands, p, len(header) + len(tail))
     all_units = result_units(shape, step)
     live = live_rows(data, step, shape, t) if skip_weight_rows else None
     units = [(key, kept) for key, ops in all_units
@@ -260,11 +277,15 @@ def _emit(data: LayerData, step: Step, shape: ConvShape, p: CoreParams, t: StepT
     for key, ops in units:
         packer.add(key, ops)
     relu = step is Step.FORWARD and data.kind == "conv_relu"
-    prune = step is Step.GTA and data.pruned and data.kind == "conv_relu"
-    chunks = [emit_chunk(i, plan, operands, p, t, header, relu=relu, prune=prune)
-              for i, plan in enumerate(packer.finish())]
+    plans = packer.finish()
+    if threshold:
+        threshold["end_batch"] = int(bool(tail))
+    later = continuation_header(header, threshold)
+    chunks = [emit_chunk(i, plan, operands, p, t, header if i == 0 else later, relu=relu, prune=prune,
+                         tail=tail if i == len(plans) - 1 else ())
+              for i, plan in enumerate(plans)]
     single = {"buffer": operands.single_program_words(units),
-              "instructions": len(header) + 2 + len(units) + sum(len(o) for _, o in units),
+              "instructions": len(header) + len(tail) + 2 + len(units) + sum(len(o) for _, o in units),
               "directory": len(units)}
     return CompiledStep(data.name, step, shape, p, chunks, t, n, single, threshold, live,
                         sum(len(o) for _, o in all_units) - sum(len(o) for _, o in units), len(all_units) - len(units))

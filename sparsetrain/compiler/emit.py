@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..arch.fixedpoint import SparseRow
-from ..arch.isa import CoreParams, Opcode, dir_encode, encode, entry_encode, field_position
+from ..arch.isa import CoreParams, Opcode, decode, dir_encode, encode, entry_encode, field_position
 from ..arch.ppu import Op as PPUOp
 from ..arch.steps import Step
 from ..arch.timing import Mode
@@ -134,13 +134,16 @@ class ProgramBuilder:
                       dir1=self.row_dirs.get(addr1, 0), dir2=self.row_dirs.get(addr2, 0))
 
     def unit(self, length: int, ops: Sequence[int], *, shift: int = 0, relu: bool = False, acc_g: bool = False,
-             prune: bool = False, g_first: bool = False, slot: int = 0, bias: int | None = None) -> int:
-        """A UNIT and its OP words; returns its directory index (the result row is placed later)."""
+             prune: bool = False, g_first: bool = False, slot: int = 0, bias: int | None = None,
+             db: int | None = None) -> int:
+        """A UNIT and its OP words; returns its directory index (the result row is placed later).
+        ``db``: the bias-gradient bank entry the written row's sum is added to (section 11.6)."""
         d = len(self.results)
         self.results.append((-1, length))
         self._pending.append((len(self.words), dict(
             n_ops=len(ops), dir=d, length=length, shift=shift, relu=int(relu), acc_g=int(acc_g), prune=int(prune),
-            g_first=int(g_first), slot=slot, bias_en=int(bias is not None), bias=int(bias or 0))))
+            g_first=int(g_first), slot=slot, bias_en=int(bias is not None), bias=int(bias or 0),
+            db_en=int(db is not None), db=int(db or 0))))
         self.words.append(0)  # the UNIT word, written when its out_addr is known
         self.words.extend(int(w) for w in ops)
         return d
@@ -204,9 +207,10 @@ class Chunk:
 
 
 def emit_chunk(index: int, plan: ChunkPlan, o: StepOperands, p: CoreParams, t: StepTensors, header: list[int], *,
-               relu: bool, prune: bool) -> Chunk:
+               relu: bool, prune: bool, tail: Sequence[int] = ()) -> Chunk:
     """Program ``index`` of a step: operand rows in first-use order (Port-1 rows, then Port-2 rows),
-    the header, SYNC, every unit with its ops, END; one result slot per unit above the operands."""
+    the header, SYNC, every unit with its ops, the ``tail`` words (END_BATCH), END; one result slot
+    per unit above the operands."""
     step, shape = o.step, o.shape
     b = ProgramBuilder(p, results_last=True)
     addr1 = {k: b.row(o.q1[k]) for k in plan.rows1}
@@ -230,6 +234,7 @@ def emit_chunk(index: int, plan: ChunkPlan, o: StepOperands, p: CoreParams, t: S
         b.unit(o.length, words, shift=t.shift, relu=relu, acc_g=step is Step.GTA, prune=prune, slot=PRUNE_SLOT,
                bias=bias)
         keys.append(key)
+    b.extend(tail)
     b.instr(Opcode.END)
     buffer_words = b.buffer_words
     program, image, masks = b.build()
@@ -254,7 +259,30 @@ def threshold_program(fifo: Sequence[float], seed: int, p_prune: float, estimato
     for g in range(p.groups):  # one distinct, reproducible stream per PPU
         b.instr(Opcode.PPU, group=g, op=int(PPUOp.SEED), value=group_seed(seed, g))
     c_m, c_shift = threshold_constant(p_prune, n_gradients, estimator)
-    return b.build()[0], dict(c_m=c_m, c_shift=c_shift, fifo=taus, fifo_full=int(len(taus) == p.n_f))
+    return b.build()[0], dict(c_m=c_m, c_shift=c_shift, fifo=taus, fifo_full=int(len(taus) == p.n_f),
+                              n=int(n_gradients))
+
+
+def continuation_header(header: Sequence[int], threshold: dict[str, int]) -> list[int]:
+    """The header of a step's second and later programs, run after the first without a reset: no
+    CLEAR_SLOT (the slot's sum|g| of the batch so far stays for END_BATCH), the FIFO restore only
+    when it fills the FIFO (N_F pushes replace every entry, whatever the state), the same seeds.
+    So every program prunes with the same FIFO and random streams, run alone or after the others."""
+    out = []
+    for w in header:
+        _, f = decode(w)
+        if f.get("op") == int(PPUOp.CLEAR_SLOT) or (f.get("op") == int(PPUOp.PUSH_TAU)
+                                                    and not threshold.get("fifo_full")):
+            continue
+        out.append(int(w))
+    return out
+
+
+def end_batch_word(threshold: dict[str, int], p: CoreParams) -> int:
+    """END_BATCH of the pruned slot on every group (all = 1): the controller sums every group's
+    sum|g|, computes tau_batch with the batch's C_m / C_shift and pushes it into every FIFO (11.3)."""
+    return encode(Opcode.PPU, all=1, op=int(PPUOp.END_BATCH), slot=PRUNE_SLOT, c_m=threshold["c_m"],
+                  c_shift=threshold["c_shift"])
 
 
 def group_seed(layer_seed: int, group: int) -> int:

@@ -13,11 +13,16 @@ from .emit import ProgramBuilder
 
 
 def random_program(params: CoreParams, rng: np.random.Generator, *, units_per_step: int = 4,
-                   max_ops: int = 5, density: float = 0.5) -> tuple[ProgramBuilder, list[tuple[int, int]]]:
+                   max_ops: int = 5, density: float = 0.5, end_batch: tuple[int, int] | None = None,
+                   db: bool = False) -> tuple[ProgramBuilder, list[tuple[int, int]]]:
     """A random three-step program (SRC with bias/ReLU, pruned MSRC, OSRC) for directed tests.
 
     Rows, weights, masks, K (up to K_MAX), stride, padding and op counts are random; returns
     the builder (call ``build()``) and (directory index, row length) of every result.
+    ``end_batch`` = (C_m, C_shift): after the GTA units, ``END_BATCH`` of slot 1 on every group
+    (the controller's threshold of every group's sum|g|, section 11.3), then the GTA units once
+    more, pruned with the new FIFO. ``db``: every forward and GTA unit adds its row into a random
+    bias-gradient entry (``db``, section 11.6), indices shared between units.
     """
     p = params
     b = ProgramBuilder(p)
@@ -31,6 +36,9 @@ def random_program(params: CoreParams, rng: np.random.Generator, *, units_per_st
         pad = int(rng.integers(0, k))
         w_in = min(int(rng.integers(max(1, k - 2 * pad), p.w_max + 1)), p.w_max - 2 * pad + k - 1)
         return k, s, pad, w_in, (w_in + 2 * pad - k) // s + 1
+
+    def db_of() -> dict[str, int]:
+        return {"db": int(rng.integers(0, min(4, p.db_depth)))} if db else {}
 
     def sparse(n):
         row = np.where(rng.random(n) < density, rng.integers(-amp, amp, n), 0)
@@ -46,17 +54,20 @@ def random_program(params: CoreParams, rng: np.random.Generator, *, units_per_st
         ops = [b.op(Mode.SRC, k, w_in, w_out, sparse(w_in), b.weights(rng.integers(-amp, amp, k)), stride=s, pad=pad)
                for _ in range(int(rng.integers(1, max_ops + 1)))]
         results.append((b.unit(w_out, ops, shift=int(rng.integers(0, 6)), relu=bool(rng.integers(0, 2)),
-                               bias=int(rng.integers(-amp, amp))), w_out))
+                               bias=int(rng.integers(-amp, amp)), **db_of()), w_out))
     b.instr(Opcode.SYNC, step=1)
-    for u in range(units_per_step):   # GTA
-        k, s, pad, w_in, w_out = geometry()
-        ops = []
-        for _ in range(int(rng.integers(0 if u == 0 else 1, max_ops + 1))):
-            mask = b.mask(rng.random(w_in) < 0.7)
-            ops.append(b.op(Mode.MSRC, k, w_out, w_in, sparse(w_out), b.weights(rng.integers(-amp, amp, k)),
-                            stride=s, pad=pad, mask_addr=mask))
-        results.append((b.unit(w_in, ops, shift=int(rng.integers(2, 8)), acc_g=True, prune=True, slot=1,
-                               g_first=u == 0), w_in))
+    for batch in range(2 if end_batch else 1):
+        if batch:
+            b.instr(Opcode.PPU, all=1, op=int(Op.END_BATCH), slot=1, c_m=end_batch[0], c_shift=end_batch[1])
+        for u in range(units_per_step):   # GTA
+            k, s, pad, w_in, w_out = geometry()
+            ops = []
+            for _ in range(int(rng.integers(0 if u == 0 else 1, max_ops + 1))):
+                mask = b.mask(rng.random(w_in) < 0.7)
+                ops.append(b.op(Mode.MSRC, k, w_out, w_in, sparse(w_out), b.weights(rng.integers(-amp, amp, k)),
+                                stride=s, pad=pad, mask_addr=mask))
+            results.append((b.unit(w_in, ops, shift=int(rng.integers(2, 8)), acc_g=True, prune=True, slot=1,
+                                   g_first=u == 0, **db_of()), w_in))
     b.instr(Opcode.SYNC, step=2)
     for _ in range(units_per_step):   # GTW
         k, s, pad, w_in, w_out = geometry()
