@@ -21,11 +21,13 @@ from typing import Any
 import numpy as np
 
 from ..arch.isa import CoreParams
+from ..arch.ppu import N_PE
 from ..arch.steps import Step
 from ..compiler.compile import CompiledStep, LayerData, compile_step
 from ..compiler.emit import PRUNE_SLOT
 from ..golden.bitexact.core_model import CoreRun, batch_threshold
 from ..golden.bitexact.core_vec import run_program_fast
+from ..golden.bitexact.utilisation import program_useful
 from .cycles import schedule_cycles, weight_saved_cycles
 from .report import CheckReport, Mismatch
 from .simconfig import TIMEOUT_CODE, sim_params
@@ -96,7 +98,13 @@ def check_compiled(c: CompiledStep, data: LayerData, *, sim: str = "verilator") 
         wall_s={"model": round(t_model, 2), "rtl": round(t_rtl, 2)}, threshold=threshold,
         skipped_ops=c.skipped_ops, skipped_units=c.skipped_units, weight_saved_cycles=weight_saved_cycles(c),
         run_cycles_per_s=sum(r.total_cycles for r in rtls) / max(1e-9, sum(r.sim_seconds for r in rtls)),
-        pe_busy_cycles=int(sum(sum(u.op_cycles) for m in models for u in m.units)))
+        pe_busy_cycles=int(sum(sum(u.op_cycles) for m in models for u in m.units)),
+        pe_useful_cycles=useful_cycles(c), pes=p.groups * N_PE)
+
+
+def useful_cycles(c: CompiledStep) -> int:
+    """Useful PE-cycles (architecture 12.7) of every program chunk the RTL runs, from its operand rows."""
+    return int(sum(sum(program_useful(ch.program, ch.buffer_image, c.params, ch.masks)) for ch in c.chunks))
 
 
 def _first_mismatch(name: str, rtl: np.ndarray | None, model: np.ndarray | None) -> Mismatch | None:
