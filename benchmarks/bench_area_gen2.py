@@ -50,7 +50,7 @@ def check_params(blocks: list[str]) -> None:
             problems.append(f"block {b} has no parameter {', '.join(missing)} (yet; it has {', '.join(spec.params)})")
             continue
         for params in CONFIGS[b].values():
-            parse_overrides(spec, [f"{n}={v}" for n, v in params.items()])  # the values are in range too
+            spec.params_from(parse_overrides(spec, [f"{n}={v}" for n, v in params.items()]))  # values in range
     if problems:
         raise ValueError("; ".join(problems) + "; allowed: blocks whose second-generation parameters exist "
                          "(--blocks ...)")
