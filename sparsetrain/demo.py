@@ -209,7 +209,7 @@ def report_markdown(result: DemoResult, run_dir: Path) -> str:
         "compared bit for bit. Error: the bit-accurate result against float64 of the golden float tensors "
         "(docs/architecture.md section 2 bound; pruned GTA values are checked against the threshold). "
         "Dense baseline: the performance model's baseline of the same layer and data on the same groups "
-        f"(section 10.5; with the core's microarchitecture switches, {_micro_name(result)}, as section 12.8 gives them "
+        f"(section 10.5; with the core's microarchitecture switches, {_micro_name()}, as section 12.8 gives them "
         "to the baseline). Utilisation over PEs x RTL cycles: busy = PE-cycles holding an op, useful = PE-cycles "
         "consuming a non-zero operand that yields a product (section 12.7, counted on the operand rows of the "
         "programs the RTL ran).", "",
@@ -221,7 +221,7 @@ def _num(v: Any, digits: int = 3) -> str:
     return "n/a" if v is None else f"{float(v):.{digits}f}"
 
 
-def _micro_name(result: DemoResult) -> str:
+def _micro_name() -> str:
     from .arch.microarch import of_params
     from .check.simconfig import sim_params
     m = of_params(sim_params())
