@@ -139,6 +139,7 @@ def test_core_params_map_to_their_switches():
     built = SimpleNamespace(prefetch=1, lookahead=2, pingpong=1, skip_empty=1, op_scan=4)
     assert of_params(built) == BUILT
     assert of_params(SimpleNamespace(prefetch=1, op_scan=4)) == MicroArch(prefetch=True)  # no D: no reader
+    assert of_params(SimpleNamespace(prefetch=0, microarch=lambda: BUILT)) == BUILT    # its own mapping wins
 
 
 def test_check_baseline_of_a_dense_layer_matches_with_the_built_switches(rng, monkeypatch):

@@ -111,7 +111,10 @@ PRESETS = {"GEN1": GEN1, "GEN2": GEN2, "BUILT": BUILT}
 def of_params(params) -> MicroArch:
     """The switches a core or group was elaborated with (``CoreParams`` fields ``prefetch``,
     ``lookahead``, ``pingpong``, ``skip_empty``, ``op_scan``); a parameter set without a field is
-    the first generation in that switch (the elaboration defaults)."""
+    the first generation in that switch (the elaboration defaults). A parameter set that says
+    its switches itself (``params.microarch()``) is taken at its word."""
+    if callable(getattr(params, "microarch", None)):
+        return params.microarch()
     skip = bool(getattr(params, "skip_empty", False))
     return MicroArch(prefetch=bool(getattr(params, "prefetch", False)), lookahead=int(getattr(params, "lookahead", 1)),
                      pingpong=bool(getattr(params, "pingpong", False)), skip_empty=skip,
