@@ -169,9 +169,9 @@ def summary(result: DemoResult, run_dir: Path) -> str:
              if acc is not None and dens is not None else "training: no summary"]
     for r in result.reports:
         lines.append(f"{r.layer} {r.step:7s}: RTL vs model {'bit-exact' if r.bit_exact else 'MISMATCH'}; "
+                     f"PE utilisation busy {r.busy_utilisation:.3f}, useful {r.useful_utilisation:.3f}; "
                      f"RTL {r.rtl_cycles} cycles (schedule {r.schedule_cycles}), dense {r.dense_cycles} "
-                     f"-> {r.speedup:.2f}x; PE utilisation busy {r.busy_utilisation:.3f}, useful "
-                     f"{r.useful_utilisation:.3f}; error {'within' if r.within_bound else 'OUTSIDE'} the bound")
+                     f"-> {r.speedup:.2f}x; error {'within' if r.within_bound else 'OUTSIDE'} the bound")
     plot = _plot_path(run_dir)
     lines.append(f"{'PASS' if result.ok else 'FAIL'} in {result.wall_s.get('total', 0):.0f} s; full report "
                  f"{result.out / 'report.md'} and {result.out / 'report.json'}"

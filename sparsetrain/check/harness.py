@@ -27,7 +27,6 @@ from ..compiler.compile import CompiledStep, LayerData, compile_step
 from ..compiler.emit import PRUNE_SLOT
 from ..golden.bitexact.core_model import CoreRun, batch_threshold
 from ..golden.bitexact.core_vec import run_program_fast
-from ..golden.bitexact.utilisation import program_useful
 from .cycles import schedule_cycles, weight_saved_cycles
 from .report import CheckReport, Mismatch
 from .simconfig import TIMEOUT_CODE, sim_params
@@ -104,6 +103,7 @@ def check_compiled(c: CompiledStep, data: LayerData, *, sim: str = "verilator") 
 
 def useful_cycles(c: CompiledStep) -> int:
     """Useful PE-cycles (architecture 12.7) of every program chunk the RTL runs, from its operand rows."""
+    from ..golden.bitexact.utilisation import program_useful
     return int(sum(sum(program_useful(ch.program, ch.buffer_image, c.params, ch.masks)) for ch in c.chunks))
 
 

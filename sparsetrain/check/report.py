@@ -66,11 +66,19 @@ class CheckReport:
     skipped_ops: int = 0
     skipped_units: int = 0
     weight_saved_cycles: int = 0
-    pe_busy_cycles: int = 0      # PE-cycles in operations (the model's units), for the utilisation
     # useful PE-cycles (architecture 12.7: a non-zero operand consumed that yields a product), counted
     # on the operand rows of the programs the RTL ran (golden.bitexact.utilisation); pes = G x 3
     pe_useful_cycles: int = 0
     pes: int = 0
+    pe_busy_cycles: int = 0      # PE-cycles in operations (the model's units), for the utilisation
+
+    @property
+    def ok(self) -> bool:
+        return self.bit_exact and self.counters_equal and self.within_bound and not self.rtl_error
+
+    @property
+    def speedup(self) -> float:
+        return self.dense_cycles / self.rtl_cycles if self.rtl_cycles else 0.0
 
     @property
     def busy_utilisation(self) -> float:
@@ -81,14 +89,6 @@ class CheckReport:
     def useful_utilisation(self) -> float:
         """Useful PE-cycles over PEs x RTL cycles (architecture 12.7)."""
         return self.pe_useful_cycles / (self.pes * self.rtl_cycles) if self.pes and self.rtl_cycles else 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.bit_exact and self.counters_equal and self.within_bound and not self.rtl_error
-
-    @property
-    def speedup(self) -> float:
-        return self.dense_cycles / self.rtl_cycles if self.rtl_cycles else 0.0
 
     @property
     def sim_rate(self) -> float:
