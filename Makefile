@@ -22,7 +22,7 @@ help:
 	@echo "make verilog  emit the Verilog of every block into $(OUT)/verilog"
 	@echo "make regress  long regressions (100k random operations per PE mode, every conv layer)"
 	@echo "make synth    Yosys area estimates of every block into $(OUT)/synth"
-	@echo "make perf     performance model of the papers' networks into $(OUT)/perf"
+	@echo "make perf     performance model of the papers' networks into $(OUT)/perf (the built set; MICROARCH=gen1: first design)"
 	@echo "make lint     verilator --lint-only -Wall on the emitted Verilog"
 	@echo "make formal   SymbiYosys proofs of the PE, PPU, group and core (report in $(OUT)/formal)"
 
@@ -82,8 +82,10 @@ regress: setup
 synth: setup
 	$(ST) synth --all --out $(OUT)/synth
 
+# MICROARCH: built (arch.microarch.BUILT, the set the RTL core is built with) or gen1 (the first design)
+MICROARCH ?= built
 perf: setup
-	$(ST) perf --all --out $(OUT)/perf
+	$(ST) perf --all --microarch $(MICROARCH) --out $(OUT)/perf
 
 formal: setup
 	$(ST) formal --mutation --out $(OUT)/formal

@@ -42,6 +42,7 @@ class StepResult:
     programs: int = 0
     wall_s: float = 0.0
     report: dict[str, Any] = field(default_factory=dict)  # check.report.CheckReport.as_dict()
+    useful_utilisation: float = 0.0  # useful PE-cycles (architecture 12.7) / (PEs x RTL cycles)
 
     @property
     def ok(self) -> bool:
@@ -75,18 +76,20 @@ class Summary:
                  f"bit-exact; {len(self.results) - len(checked)} not run; {rtl:,} RTL cycles; {self.wall_s:.0f} s wall "
                  f"({self.backend}, {self.jobs} job(s))", "",
                  "| layer | step | verdict | RTL cycles | model cycles | dense cycles | speedup | busy utilisation "
+                 "| useful utilisation "
                  "| cycles/s (with loading) | cycles/s (free run) | bare Verilator cycles/s (free run / bare) "
                  "| samples | programs | wall s |",
-                 "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                 "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in self.results:
             if r.status == "not run":
-                lines.append(f"| {r.layer} | {r.step} | not run: {r.reason} | | | | | | | | | | | |")
+                lines.append(f"| {r.layer} | {r.step} | not run: {r.reason} | | | | | | | | | | | | |")
                 continue
             verdict = r.status + (f": {r.reason}" if r.reason else "")
             bare_col = (f"{r.bare_cycles_per_s:,.0f} ({r.run_cycles_per_s / r.bare_cycles_per_s:.2f})"
                         if r.bare_cycles_per_s else "")
             lines.append(f"| {r.layer} | {r.step} | {verdict} | {r.rtl_cycles:,} | {r.model_cycles:,} | "
-                         f"{r.dense_cycles:,} | {r.speedup:.2f} | {r.utilisation:.3f} | {r.sim_cycles_per_s:,.0f} | "
+                         f"{r.dense_cycles:,} | {r.speedup:.2f} | {r.utilisation:.3f} | {r.useful_utilisation:.3f} | "
+                         f"{r.sim_cycles_per_s:,.0f} | "
                          f"{r.run_cycles_per_s:,.0f} | {bare_col} | {r.samples} | {r.programs} | {r.wall_s:.1f} |")
         return "\n".join(lines) + "\n"
 
@@ -145,7 +148,8 @@ def check_one(run_dir: str, layer: str, step: str, samples: int | None, params: 
     pes = N_PE * CoreParams(**params).groups
     return StepResult(layer, step, status, reason, rep.rtl_cycles, rep.model_cycles, rep.dense_cycles,
                       rep.speedup, rep.pe_busy_cycles / (pes * rep.rtl_cycles) if rep.rtl_cycles else 0.0,
-                      rep.sim_rate, rep.run_cycles_per_s, bare_rate, rep.samples, rep.programs, time.time() - t0, d)
+                      rep.sim_rate, rep.run_cycles_per_s, bare_rate, rep.samples, rep.programs, time.time() - t0, d,
+                      useful_utilisation=rep.useful_utilisation)
 
 
 def _bare_rate(c) -> float:

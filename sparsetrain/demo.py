@@ -147,6 +147,7 @@ def run_demo(out: str | Path, *, force: bool = False, samples: int = DEMO_SAMPLE
         wall[step] = round(time.time() - t2, 1)
         log("      " + ("bit-exact" if rep.bit_exact else f"MISMATCH: {rep.first_mismatch}")
             + f", RTL {rep.rtl_cycles} cycles vs dense {rep.dense_cycles} ({rep.speedup:.2f}x), "
+              f"utilisation busy {rep.busy_utilisation:.3f} / useful {rep.useful_utilisation:.3f}, "
               f"{'within' if rep.within_bound else 'OUTSIDE'} the error bound ({wall[step]:.0f} s)")
         for line in function_lines(rep):
             log("      " + line)
@@ -172,6 +173,7 @@ def summary(result: DemoResult, run_dir: Path) -> str:
              if acc is not None and dens is not None else "training: no summary"]
     for r in result.reports:
         lines.append(f"{r.layer} {r.step:7s}: RTL vs model {'bit-exact' if r.bit_exact else 'MISMATCH'}; "
+                     f"PE utilisation busy {r.busy_utilisation:.3f}, useful {r.useful_utilisation:.3f}; "
                      f"RTL {r.rtl_cycles} cycles (schedule {r.schedule_cycles}), dense {r.dense_cycles} "
                      f"-> {r.speedup:.2f}x; error {'within' if r.within_bound else 'OUTSIDE'} the bound")
         lines += [f"{r.layer} {r.step:7s}: {line}" for line in function_lines(r)]
@@ -186,12 +188,14 @@ def report_markdown(result: DemoResult, run_dir: Path) -> str:
     s = result.metrics.get("summary", {})
     plot = _plot_path(run_dir)
     rows = ["| step | units | row ops | RTL vs model | max error / bound | RTL cycles | model cycles | schedule "
-            "(s.10) | dense baseline | speedup | output density | sim cycles/s (free-running / with loads) |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "(s.10) | dense baseline | speedup | busy / useful utilisation | output density "
+            "| sim cycles/s (free-running / with loads) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in result.reports:
         rows.append(f"| {r.step} | {r.units} | {r.ops} | {'bit-exact' if r.bit_exact else r.first_mismatch} | "
                     f"{r.worst_ratio:.3f} | {r.rtl_cycles} | {r.model_cycles} | {r.schedule_cycles} | "
-                    f"{r.dense_cycles} | {r.speedup:.2f}x | {r.density:.3f} | {r.run_cycles_per_s:,.0f} / {r.sim_rate:,.0f} |")
+                    f"{r.dense_cycles} | {r.speedup:.2f}x | {r.busy_utilisation:.3f} / {r.useful_utilisation:.3f} | "
+                    f"{r.density:.3f} | {r.run_cycles_per_s:,.0f} / {r.sim_rate:,.0f} |")
     r0 = result.reports[0] if result.reports else None
     text = [
         "# sparsetrain demo", "",
@@ -209,7 +213,11 @@ def report_markdown(result: DemoResult, run_dir: Path) -> str:
         "RTL vs model: every result element of the step, the per-step counters and the error status are "
         "compared bit for bit. Error: the bit-accurate result against float64 of the golden float tensors "
         "(docs/architecture.md section 2 bound; pruned GTA values are checked against the threshold). "
-        "Dense baseline: section 10.5 on the same groups.", "",
+        "Dense baseline: the performance model's baseline of the same layer and data on the same groups "
+        f"(section 10.5; with the core's microarchitecture switches, {_micro_name()}, as section 12.8 gives them "
+        "to the baseline). Utilisation over PEs x RTL cycles: busy = PE-cycles holding an op, useful = PE-cycles "
+        "consuming a non-zero operand that yields a product (section 12.7, counted on the operand rows of the "
+        "programs the RTL ran).", "",
     ]
     functions = [f"* {r.step}: {line}" for r in result.reports for line in function_lines(r)]
     if functions:
@@ -235,6 +243,13 @@ def function_lines(r: Any) -> list[str]:
 
 def _num(v: Any, digits: int = 3) -> str:
     return "n/a" if v is None else f"{float(v):.{digits}f}"
+
+
+def _micro_name() -> str:
+    from .arch.microarch import of_params
+    from .check.simconfig import sim_params
+    m = of_params(sim_params())
+    return f"{m.name}, baseline {m.dense_baseline().name}"
 
 
 def _params_of(result: DemoResult) -> dict[str, int]:

@@ -28,11 +28,13 @@ def test_every_layer_and_step_bit_exact_with_table_json_and_plot(local_summary, 
         assert r.rtl_cycles == r.model_cycles > 0 and r.dense_cycles > 0
         assert r.speedup == pytest.approx(r.dense_cycles / r.rtl_cycles)
         assert 0 < r.utilisation <= 1 and r.sim_cycles_per_s > 0
+        assert 0 < r.useful_utilisation < r.utilisation      # architecture 12.7: some, fewer than busy
     paths = write_summary(s, tmp_path)
     md = paths["markdown"].read_text()
-    assert md.count("| bit-exact |") == 6 and "features.4.conv | gtw" in md
+    assert md.count("| bit-exact |") == 6 and "features.4.conv | gtw" in md and "| useful utilisation |" in md
     data = json.loads(paths["json"].read_text())
     assert data["ok"] and len(data["results"]) == 6
+    assert all(x["useful_utilisation"] == x["report"]["useful_utilisation"] > 0 for x in data["results"])
     assert paths["plot"].stat().st_size > 1000
     with pytest.raises(ValueError, match="an earlier `sparsetrain check` run"):
         write_summary(s, tmp_path)

@@ -26,6 +26,9 @@ def test_reduced_demo_on_the_small_training_run(small_golden_run, tmp_path, caps
     report = json.loads((out / "report.json").read_text())
     assert [r["step"] for r in report] == ["gtw"] and all(r["ok"] for r in report)
     assert all(r["rtl_cycles"] > 0 and r["dense_cycles"] >= r["schedule_cycles"] for r in report)
+    # utilisation (architecture 12.7): useful PE-cycles are some, and fewer than the busy ones
+    assert all(0.0 < r["useful_utilisation"] < r["busy_utilisation"] <= 1.0 for r in report)
+    assert "useful" in printed
     md = (out / "report.md").read_text()
     assert "PASS" in md and "| gtw |" in md and ".png" in md
     assert "module core" in (out / "core.v").read_text()

@@ -70,7 +70,8 @@ class MicroArch:
 
     @classmethod
     def parse(cls, text: str) -> "MicroArch":
-        """'gen1', 'gen2' (= A+B+C+D, the built set), or letters joined by '+', e.g. 'A+D+E';
+        """'gen1', 'gen2' (= A+B+C+D, unlimited op reader), 'built' (= A+B+C+D4, the RTL's set), or
+        letters joined by '+', e.g. 'A+D+E';
         B and E take an optional window after the letter (default 2), e.g. 'A+B+C+D+E4'; D an optional
         op-reader rate (OP words per cycle; default unlimited), e.g. 'A+C+D2'."""
         t = text.strip().upper()
@@ -80,7 +81,7 @@ class MicroArch:
         for part in filter(None, t.replace(",", "+").split("+")):
             letter, num = part[:1], part[1:]
             if letter not in "ABCDE" or not letter or (num and (letter not in "BDE" or not num.isdigit())):
-                raise ValueError(f"microarch = {text!r} is out of range; allowed: gen1, gen2, or letters A..E "
+                raise ValueError(f"microarch = {text!r} is out of range; allowed: gen1, gen2, built, or letters A..E "
                                  f"joined by '+' (e.g. A+D; B and E may take a window, e.g. E4, D an op-reader rate, e.g. D2)")
             if letter == "A":
                 kw["prefetch"] = True
@@ -101,8 +102,26 @@ class MicroArch:
 
 
 GEN1 = MicroArch()
-GEN2 = MicroArch(prefetch=True, lookahead=2, pingpong=True, skip_empty=True)  # the built set A+B+C+D
-PRESETS = {"GEN1": GEN1, "GEN2": GEN2}
+GEN2 = MicroArch(prefetch=True, lookahead=2, pingpong=True, skip_empty=True)  # A+B+C+D, the contract's unlimited op reader
+# The set the RTL core is built with: A+B+C+D with the RTL's op reader (OP_SCAN = 4 OP words per
+# cycle, section 12.4). `sparsetrain perf` and `make perf` default to it; `--microarch gen1` is the
+# first design.
+BUILT_OP_SCAN = 4
+BUILT = GEN2.with_(op_scan=BUILT_OP_SCAN)
+PRESETS = {"GEN1": GEN1, "GEN2": GEN2, "BUILT": BUILT}
+
+
+def of_params(params) -> MicroArch:
+    """The switches a core or group was elaborated with (``CoreParams`` fields ``prefetch``,
+    ``lookahead``, ``pingpong``, ``skip_empty``, ``op_scan``); a parameter set without a field is
+    the first generation in that switch (the elaboration defaults). A parameter set that says
+    its switches itself (``params.microarch()``) is taken at its word."""
+    if callable(getattr(params, "microarch", None)):
+        return params.microarch()
+    skip = bool(getattr(params, "skip_empty", False))
+    return MicroArch(prefetch=bool(getattr(params, "prefetch", False)), lookahead=int(getattr(params, "lookahead", 1)),
+                     pingpong=bool(getattr(params, "pingpong", False)), skip_empty=skip,
+                     op_scan=int(getattr(params, "op_scan", 0)) if skip else 0)
 # the what-if table of docs/performance.md, in order
 WHAT_IF = ("gen1", "A", "D", "A+D", "A+C+D", "A+B+C+D", "A+B+C+D+E")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..arch.microarch import MicroArch, of_params
 from ..arch.schedule import ArchParams, schedule_units
 from ..arch.steps import Step
 from ..compiler.compile import CompiledStep, result_units
@@ -29,18 +30,31 @@ def _step_patterns(c: CompiledStep):
     return s, nz_in, nz_grad, mask, arch
 
 
+def _cycles(c: CompiledStep, units: list, pats: tuple, arch: ArchParams, micro: MicroArch) -> int:
+    """Schedule of ``units`` with the switches ``micro``: section 10 (first generation) or 12."""
+    if micro.is_gen1:
+        return schedule_units(units, arch).cycles
+    from ..perf.ops2 import unit_ops
+    from ..perf.schedule2 import schedule_units2
+    rules = unit_ops(c.step.value, c.shape, units, *pats, micro)
+    return schedule_units2(units, rules, arch, micro).cycles
+
+
 def schedule_cycles(c: CompiledStep) -> tuple[int, int]:
     """(section 10 schedule of this step's rows, dense baseline), both on the same G groups and
     the same program chunks (each chunk is a step of its own, section 10.2). The schedule runs the
-    kernel rows the program runs (``c.live_rows``); the dense baseline runs every row."""
+    kernel rows the program runs (``c.live_rows``); the dense baseline runs every row. Both take the
+    microarchitecture switches the core was built with (``microarch.of_params``; section 12: the
+    baseline gets those that do not depend on zeros, 12.8)."""
     s = c.shape
     ls, nz_in, nz_grad, mask, arch = _step_patterns(c)
+    micro = of_params(c.params)
     ones_i, ones_g = np.ones(s.input_shape, bool), np.ones(s.output_shape, bool)
     totals = []
     sparse = exact_units(c.step.value, ls, nz_in, nz_grad, None, mask, c.live_rows)
     total, at = 0, 0
     for ch in c.chunks:
-        total += schedule_units(sparse[at:at + len(ch.results)], arch).cycles
+        total += _cycles(c, sparse[at:at + len(ch.results)], (nz_in, nz_grad, mask), arch, micro)
         at += len(ch.results)
     totals = [total, 0]
     # The baseline runs every unit, skipped ones too: each goes with the chunk of the next kept unit.
@@ -52,7 +66,7 @@ def schedule_cycles(c: CompiledStep) -> tuple[int, int]:
         parts[at].append(unit)
         if key in chunk_end and at < len(parts) - 1:
             at += 1
-    totals[1] = sum(schedule_units(part, arch).cycles for part in parts)
+    totals[1] = sum(_cycles(c, part, (ones_i, ones_g, ones_i), arch, micro.dense_baseline()) for part in parts)
     return int(totals[0]), int(totals[1])
 
 

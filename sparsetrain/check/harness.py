@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..arch.isa import CoreParams
+from ..arch.ppu import N_PE
 from ..arch.steps import Step
 from ..compiler.compile import CompiledStep, LayerData, compile_step
 from ..compiler.emit import PRUNE_SLOT
@@ -130,7 +131,14 @@ def check_compiled(c: CompiledStep, data: LayerData, *, sim: str = "verilator") 
         wall_s={"model": round(t_model, 2), "rtl": round(t_rtl, 2)}, threshold=threshold, db=db,
         skipped_ops=c.skipped_ops, skipped_units=c.skipped_units, weight_saved_cycles=weight_saved_cycles(c),
         run_cycles_per_s=sum(r.total_cycles for r in rtls) / max(1e-9, sum(r.sim_seconds for r in rtls)),
-        pe_busy_cycles=int(sum(sum(u.op_cycles) for m in models for u in m.units)))
+        pe_busy_cycles=int(sum(sum(u.op_cycles) for m in models for u in m.units)),
+        pe_useful_cycles=useful_cycles(c), pes=p.groups * N_PE)
+
+
+def useful_cycles(c: CompiledStep) -> int:
+    """Useful PE-cycles (architecture 12.7) of every program chunk the RTL runs, from its operand rows."""
+    from ..golden.bitexact.utilisation import program_useful
+    return int(sum(sum(program_useful(ch.program, ch.buffer_image, c.params, ch.masks)) for ch in c.chunks))
 
 
 def _first_mismatch(name: str, rtl: np.ndarray | None, model: np.ndarray | None) -> Mismatch | None:

@@ -66,6 +66,10 @@ class CheckReport:
     skipped_ops: int = 0
     skipped_units: int = 0
     weight_saved_cycles: int = 0
+    # useful PE-cycles (architecture 12.7: a non-zero operand consumed that yields a product), counted
+    # on the operand rows of the programs the RTL ran (golden.bitexact.utilisation); pes = G x 3
+    pe_useful_cycles: int = 0
+    pes: int = 0
     pe_busy_cycles: int = 0      # PE-cycles in operations (the model's units), for the utilisation
     # GTA with a bias: the bias gradients read back from the core (check.functions.bias_check)
     db: dict[str, Any] = field(default_factory=dict)
@@ -80,6 +84,16 @@ class CheckReport:
         return self.dense_cycles / self.rtl_cycles if self.rtl_cycles else 0.0
 
     @property
+    def busy_utilisation(self) -> float:
+        """Busy PE-cycles over PEs x RTL cycles."""
+        return self.pe_busy_cycles / (self.pes * self.rtl_cycles) if self.pes and self.rtl_cycles else 0.0
+
+    @property
+    def useful_utilisation(self) -> float:
+        """Useful PE-cycles over PEs x RTL cycles (architecture 12.7)."""
+        return self.pe_useful_cycles / (self.pes * self.rtl_cycles) if self.pes and self.rtl_cycles else 0.0
+
+    @property
     def sim_rate(self) -> float:
         """Simulated cycles per wall second of the RTL run (load, run and read back)."""
         t = self.wall_s.get("rtl", 0.0)
@@ -87,7 +101,8 @@ class CheckReport:
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d.update(ok=self.ok, speedup=self.speedup, sim_cycles_per_s=self.sim_rate)
+        d.update(ok=self.ok, speedup=self.speedup, sim_cycles_per_s=self.sim_rate,
+                 busy_utilisation=self.busy_utilisation, useful_utilisation=self.useful_utilisation)
         return d
 
     def text(self) -> str:
@@ -109,6 +124,9 @@ class CheckReport:
             lines.append(f"  model vs stored float32 golden tensor: max error {self.golden_max_error:.3g}")
         lines.append(f"  cycles: RTL {self.rtl_cycles}, model {self.model_cycles}, schedule (section 10) "
                      f"{self.schedule_cycles}, dense baseline {self.dense_cycles} (speedup {self.speedup:.2f}x)")
+        lines.append(f"  PE utilisation over {self.pes} PEs x RTL cycles: busy {self.busy_utilisation:.3f}, useful "
+                     f"{self.useful_utilisation:.3f} ({self.pe_useful_cycles} PE-cycles consuming a non-zero operand "
+                     f"that yields a product)")
         lines.append(f"  output density {self.density:.3f}; simulation: {self.run_cycles_per_s:,.0f} cycles/s free-running, "
                      f"{self.sim_rate:,.0f} cycles/s with loading and start-up (RTL {self.wall_s.get('rtl', 0):.1f} s, "
                      f"model {self.wall_s.get('model', 0):.1f} s)")

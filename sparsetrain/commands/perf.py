@@ -6,7 +6,7 @@ import argparse
 from ..arch.schedule import ArchParams
 from ..perf import api, paper, report
 from ..perf.energy import EnergyTable
-from ..arch.microarch import MicroArch
+from ..arch.microarch import BUILT, MicroArch
 from ..perf.shapes import INPUT_SIZES
 
 NAME = "perf"
@@ -23,10 +23,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--buffer-kb", type=float, default=386.0, help="global buffer size in KB")
     p.add_argument("--buffer-bw", type=float, default=None, help="buffer entries per cycle (default unlimited)")
     p.add_argument("--dram-bw", type=float, default=None, help="DRAM bytes per cycle (default: not limiting)")
-    p.add_argument("--microarch", default="gen1", type=MicroArch.parse, metavar="NAME",
-                   help="gen1 (default, the RTL today), gen2 (= A+B+C+D, architecture section 12) or letters "
-                        "A..E joined by '+': A prefetch, B MSRC look-ahead, C ping-pong PPU, D skip empty rows, "
-                        "E OSRC look-ahead")
+    p.add_argument("--microarch", default=BUILT, type=MicroArch.parse, metavar="NAME",
+                   help=f"built (default: {BUILT.name}, the set the RTL core is built with), gen1 (the first "
+                        "design), gen2 (= A+B+C+D, unlimited op reader; architecture section 12) or letters "
+                        "A..E joined by '+': A prefetch, B MSRC look-ahead, C ping-pong PPU, D skip empty rows "
+                        "(D4: an op reader of 4 OP words per cycle), E OSRC look-ahead")
     p.add_argument("--energy", metavar="JSON", help="per-access energies replacing the defaults")
     p.add_argument("--json", metavar="OUT", help="write the full result as JSON")
     p.add_argument("--plot", metavar="OUT.png", help="bar chart of the speedups")

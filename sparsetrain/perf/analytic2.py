@@ -152,7 +152,7 @@ def _simulate(law: OpLaw, finish: float, micro: MicroArch, draw_x, n_units: int)
     for _ in range(n_units):
         n, x = (int(v) for v in draw_x(rng))
         ns = rng.choice(len(p), size=x, p=p)
-        if law.window > 1:
+        if law.window > 1 and law.q_skip > 0:   # (no draws when nothing skips: the same stream as window 1)
             comp = np.array([window_cycles((rng.random(nn) < law.q_skip).tolist(), law.window) for nn in ns],
                             dtype=np.int64)
         else:

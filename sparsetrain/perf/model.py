@@ -18,6 +18,8 @@ from ..arch.geometry import ConvShape
 from ..arch.microarch import MicroArch
 from ..arch.schedule import ArchParams, expected_makespan, expected_unit_time, schedule_units
 from ..arch.steps import STEP_NAMES, Step
+from ..arch.timing import Mode
+from ..arch.utilisation import useful_columns
 from .decompose import (CycleLaw, exact_units, taps_per_input, taps_per_kernel_row,
                         taps_per_output)
 from .densities import DENSE, DensityTable, LayerDensity, densities_of_patterns
@@ -184,7 +186,8 @@ def _expected_useful(step: str, s: ConvShape, d: LayerDensity) -> float:
     k = s.k
     if step == "forward":
         n = _kept_ops(s.c_per_group * taps_per_output(s.h_in, s.h_out, k, s.stride, s.pad), d.weight_rows)
-        return float(n.sum()) * s.c_out * s.w_in * d.act
+        covered = int(useful_columns(Mode.SRC, k, s.stride, s.pad, s.w_in, s.w_out).sum())  # columns with a product
+        return float(n.sum()) * s.c_out * covered * d.act
     if step == "gta":
         n = _kept_ops(s.f_per_group * taps_per_input(s.h_in, s.h_out, k, s.stride, s.pad), d.weight_rows)
         return float(n.sum()) * s.c_in * s.w_out * d.grad * (1.0 - (1.0 - d.mask_density) ** k)
@@ -234,6 +237,13 @@ def exact_step(step: str, s: ConvShape, pats: dict[str, np.ndarray], arch: ArchP
         from .schedule2 import schedule_units2
         sched = schedule_units2(units, rules, arch, micro)
     useful = float(sum(int(r.useful.sum()) for r in rules))
+    real_live = pats.get("gtw_rows" if step == "gtw" else "live_rows")
+    if dense and real_live is not None:
+        # the baseline runs the ops of zero kernel rows too, but their products are no useful work:
+        # count the useful cycles of the ops the data needs (12.7), as the sparse run does
+        real = exact_units(step, s, pats["in"], pats["grad"], None, pats.get("mask"), real_live)
+        useful = float(sum(int(r.useful.sum()) for r in unit_ops(step, s, real, pats["in"], pats["grad"],
+                                                                  pats.get("mask"), MicroArch())))
     e_bits = arch.dw if dense else arch.dw + arch.off_w
     n1 = float(sum(u.n1.sum() for u in units))
     n2 = float(sum(u.n2.sum() for u in units))

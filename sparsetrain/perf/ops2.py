@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..arch.microarch import MicroArch, window_cycles
+from ..arch.utilisation import useful_columns
 from ..arch.timing import Mode
 from ..arch.steps import Step
 from .decompose import Unit, tap_matrix
@@ -64,16 +65,20 @@ def unit_ops(step: str, shape, units: list[Unit], nz_in: np.ndarray, nz_grad: np
     mode = Step(step).mode
     tw = tap_matrix(s.w_in, s.w_out, s.k, s.stride, s.pad)       # (W_out, W_in)
     wanted = mask.astype(np.int64) @ tw.T                        # (N, C, H_in, W_out)
-    u_in, u_gr = nz_in, nz_grad
-    u_wanted = wanted
+    u_in, u_gr, u_mask = nz_in, nz_grad, mask
     if useful_from is not None:
         u_in, u_gr = np.asarray(useful_from["in"], bool), np.asarray(useful_from["grad"], bool)
         um = useful_from.get("mask")
-        u_wanted = (u_in if um is None else np.asarray(um, bool)).astype(np.int64) @ tw.T
+        u_mask = u_in if um is None else np.asarray(um, bool)
     nnz_in, nnz_gr = nz_in.sum(axis=3), nz_grad.sum(axis=3)
-    u_nnz_in = u_in.sum(axis=3)
-    u_want = u_wanted > 0
-    u_partner = (u_gr.astype(np.int64) @ tw) > 0                  # (N, F, H_out, W_in): input column has a dO partner
+    # useful cycles (section 12.7): the one definition, arch.utilisation.useful_columns
+    geo = (s.k, s.stride, s.pad, s.w_in, s.w_out)
+    if mode is Mode.SRC:
+        u_nnz_in = (u_in & useful_columns(mode, *geo)).sum(axis=3)             # (N, C, H_in)
+    elif mode is Mode.MSRC:
+        u_want = useful_columns(mode, *geo, other=u_mask)                       # (N, C, H_in, W_out)
+    else:
+        u_partner = useful_columns(mode, *geo, other=u_gr)                      # (N, F, H_out, W_in)
     out = []
     for u in units:
         n_ops = len(u.ops)
