@@ -137,8 +137,8 @@ def test_every_unit_takes_the_contracts_cycles_on_compiled_layers(seed):
     p = CoreParams(**{**BASE, "buf_depth": 1 << 16, "imem_depth": 1 << 14, "dir_depth": 1 << 13}, **GEN2)
     micro = p.microarch()
     print(f"seed {seed}")
-    for density in (0.15, 0.4):
-        data = random_layer(np.random.default_rng(seed), n=2, c=8, f=8, h=12, w=14, density=density)
+    for density in (0.15,):
+        data = random_layer(np.random.default_rng(seed), n=2, c=6, f=6, h=10, w=14, density=density)
         for step in Step:
             cycles = contract = 0
             for ch in compile_step(data, step, p).chunks:
