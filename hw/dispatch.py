@@ -1,15 +1,20 @@
-"""Op dispatch of a PE group (architecture s.10, s.11): the part of the group between the
+"""Op dispatch of a PE group (architecture s.10, s.11, s.12): the part of the group between the
 unit sequencer and the PEs.
 
 The dispatcher takes a unit's first ``OP`` address and op count (``unit``), reads the unit's
-``OP`` words from the instruction memory (N_PE read ports, ``imem``, so up to N_PE ops start in
-one cycle), checks each op (section 11.3), gives each op to its first free PE (ties: lowest
-index; ``pe_cfg``) and streams the operands from the buffer to the PE ports (``buf_read``: 2
-read ports per PE, ``FetchEngine``; ``mask_read``: 1 per PE, ``MaskFetch``; an engine starts
-reading in the cycle its PE accepts the cfg, so no operand ever stalls). It tells the unit
-sequencer which PEs accepted an op in this cycle (``issued``), how many ops of the unit are
-left after this cycle (``remaining``; ``all_issued`` when none) and reports the first bad op
-or operand address (``error``, ``error_code``).
+``OP`` words from the instruction memory (``imem``), checks each op (section 11.3), gives each
+op to the PEs that take a cfg in this cycle, in order (``pe_cfg``), and streams the operands
+from the buffer to the PE ports (``buf_read``: Port-1 and Port-2 of every PE, ``FetchEngine``;
+``mask_read``: 1 per PE, ``MaskFetch``), so no operand ever stalls. It tells the unit sequencer
+which PEs accepted an op in this cycle (``issued``) and when every op of the unit is issued or
+skipped (``all_issued``; ``remaining`` ops without SKIP_EMPTY), and reports the first bad op or
+operand address (``error``, ``error_code``).
+
+The second-generation switches of ``CoreParams`` (section 12): PREFETCH (the PEs hold up to
+three ops; each engine's starts wait in a ``FetchQueue``; a cfg is offered to a PE that was
+ready in the previous cycle, 12.2), LOOKAHEAD = 2 (Port-1 an entry pair from two read ports,
+``PairFetch``), SKIP_EMPTY with OP_SCAN (the op reader of 12.4: OP_SCAN OP words a cycle, their
+directory entries through ``dir_read``, empty-row ops dropped, an issue queue of ISSUE_QUEUE).
 """
 from __future__ import annotations
 

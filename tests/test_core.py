@@ -112,6 +112,20 @@ def test_invalid_program_ends_in_error_not_hang(case, code):
     assert r.error_code == code
 
 
+@pytest.mark.parametrize("case,code", [
+    ("opcode", ErrorCode.BAD_OPCODE), ("op_outside", ErrorCode.BAD_OPCODE), ("k", ErrorCode.BAD_OP),
+    ("pad", ErrorCode.BAD_OP), ("addr", ErrorCode.ADDRESS), ("no_end", ErrorCode.ADDRESS),
+    ("slot", ErrorCode.BAD_UNIT), ("group", ErrorCode.BAD_UNIT)])
+def test_gen2_invalid_program_ends_in_error_not_hang(case, code):
+    """The op reader checks every OP word it examines, skipped or not (the directory is loaded
+    zero here, so every op's row counts as empty): the model's error, never a hang."""
+    prog, img = invalid_program(case, P_GEN2)
+    assert run_program(prog, img, P_GEN2).error == code
+    r = run_core_program(prog, img, P_GEN2, dir_count=4, watchdog_cycles=5000)
+    assert not r.timed_out and r.done and r.error
+    assert r.error_code == code
+
+
 def test_icarus_small_subset(seed):
     p = CoreParams(groups=1, buf_depth=256, imem_depth=64, dir_depth=16, mask_depth=16, w_max=8, k_max=3)
     check_against_model(p, seed, "icarus", units_per_step=2)

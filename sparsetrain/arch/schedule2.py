@@ -52,7 +52,7 @@ def run_unit(g: _Group, ops, finish: int, micro: MicroArch) -> tuple[int, list[i
     """Run one unit on a group from its take time; returns (unit end, op cfg cycles, busy PE-cycles)."""
     t0 = g.take
     starts, f_max, a_last, busy = [], t0, t0, 0
-    scan = micro.op_scan
+    scan = micro.op_scan if micro.skip_empty else 0   # the op reader of D (the plain reader without D)
     for i in range(len(ops.issued)):
         if not ops.issued[i]:
             continue

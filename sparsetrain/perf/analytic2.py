@@ -104,8 +104,10 @@ def op_law(mode: Mode, k: int, stride: int, rows: RowLaw, mask: float, micro: Mi
     elif mode is Mode.MSRC and micro.lookahead > 1:
         q_skip, window = (1 - mask) ** k, micro.lookahead
     mean_c = float(pmf @ cyc)
-    # 12.4: with a finite op reader the first OP word is examined in t0 + 2, not t0 + 1
-    reader = 1.0 if micro.op_scan else 0.0
+    # 12.4: with D's finite op reader the first OP word is examined in t0 + 2, not t0 + 1 (without
+    # D, the dense baseline too, the plain reader hands out ops from t0 + 1)
+    scan = micro.op_scan if micro.skip_empty else 0
+    reader = 1.0 if scan else 0.0
     if micro.prefetch:
         period = float(pmf @ np.maximum(load, cyc + 1)) if load > 0 else mean_c + 1.0
         lead = 2.0 + load + reader
@@ -113,7 +115,7 @@ def op_law(mode: Mode, k: int, stride: int, rows: RowLaw, mask: float, micro: Mi
         lead = 2.0 + load + (1.0 if mode is Mode.MSRC else 0.0)
         period = lead + mean_c
         lead += reader
-    return OpLaw(float(p_issue), load, mean_c, period, lead, mode, pmf, q_skip, window, micro.op_scan)
+    return OpLaw(float(p_issue), load, mean_c, period, lead, mode, pmf, q_skip, window, scan)
 
 
 SIM_UNITS = 96      # units one group runs in the C estimate (the first quarter is warm-up)
