@@ -432,6 +432,8 @@ BLOCK = BlockSpec(
         **DATAPATH_PARAMS,
         "BUF_DEPTH": ParamSpec(16384, "buffer words the fetch engines may address (16 .. 2**20)"),
         "MASK_DEPTH": ParamSpec(1024, "mask words (1 .. 65536)"),
+        "IMEM_DEPTH": ParamSpec(8192, "instruction words the op reader may address (16 .. 2**20)"),
+        "DIR_DEPTH": ParamSpec(4096, "row directory entries (1 .. 65536; SKIP_EMPTY reads them)"),
         "N_SLOTS": ParamSpec(4, "PPU threshold slots, one per layer (1 .. 64)"),
         "N_F": ParamSpec(4, "threshold FIFO depth (power of two, 1 .. 64)"),
         **GEN2_PARAMS,
