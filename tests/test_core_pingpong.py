@@ -47,15 +47,28 @@ def layer_jobs(p: CoreParams, data, name: str, chunks: int = 1) -> list[tuple[st
     return jobs
 
 
+INVALID = ("k", "addr", "slot", "no_end")
+
+
+def invalid_jobs(p: CoreParams) -> list[tuple[str, CoreJob]]:
+    from test_core_model import invalid_program
+    return [(f"invalid {case}", CoreJob(*invalid_program(case, p), dir_count=4, watchdog_cycles=5000))
+            for case in INVALID]
+
+
 def check_jobs(p: CoreParams, jobs: list[tuple[str, CoreJob]]) -> list[tuple[str, int, int, int]]:
-    """Run every job in one simulator start; everything equal to the model. Returns (name, RTL
-    cycles, contract cycles, cycles of the same program on the PINGPONG=0 model) per job."""
+    """Run every job in one simulator start; everything equal to the model (an invalid program:
+    the model's error code, no hang). Returns (name, RTL cycles, contract cycles, cycles of the
+    same program on the PINGPONG=0 model) per valid job."""
     out = run_core_programs([j for _, j in jobs], p)
     no_pp = dataclasses.replace(p, pingpong=0)
     table = []
     for (name, job), r in zip(jobs, out):
         d = list(job.directory) or None
         model = run_program(job.program, job.buffer_image, p, job.masks, directory=d)
+        if name.startswith("invalid"):
+            assert model.error and r.done and not r.timed_out and r.error and r.error_code == model.error, name
+            continue
         fast = run_program_fast(job.program, job.buffer_image, p, masks=job.masks, directory=d)
         assert model.error == 0, model.error_message
         assert r.done and not r.timed_out and not r.error, name
@@ -77,7 +90,7 @@ def test_pingpong_core_random_and_compiled_layer_match_the_model(small_golden_ru
     from sparsetrain.compiler import LayerData
     from sparsetrain.golden.training.tensors import load_golden
     data = LayerData.from_golden(load_golden(small_golden_run), LAYER)
-    table = check_jobs(PP, random_jobs(PP, rng, 3, 0.5) + layer_jobs(PP, data, LAYER))
+    table = check_jobs(PP, random_jobs(PP, rng, 3, 0.5) + invalid_jobs(PP) + layer_jobs(PP, data, LAYER))
     layer = [t for t in table if t[0].startswith(LAYER)]
     # the overlap is real: every compiled step is faster than without ping-pong
     assert all(c < base for _, c, _, base in layer)
@@ -92,7 +105,7 @@ def test_pingpong_with_prefetch_lookahead_skip_empty_matches_the_model(small_gol
     sparse = random_layer(rng, n=1, c=3, f=4, h=6, w=9, density=0.15)
     real = LayerData.from_golden(load_golden(small_golden_run), LAYER)
     table = check_jobs(PP_GEN2, random_jobs(PP_GEN2, rng, 2, 0.15) + layer_jobs(PP_GEN2, sparse, "sparse", 2)
-                       + layer_jobs(PP_GEN2, real, LAYER))
+                       + invalid_jobs(PP_GEN2) + layer_jobs(PP_GEN2, real, LAYER))
     layer = [t for t in table if not t[0].startswith("random")]
     assert sum(base for *_, base in layer) > sum(c for _, c, _, _ in layer)
     assert all(abs(c - contract) <= 2 * PP_GEN2.groups for _, c, contract, _ in layer)
