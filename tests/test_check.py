@@ -28,9 +28,15 @@ def assert_report_ok(rep) -> None:
     # Cycles: the RTL counter is the model's; the model's section 10 figure is the perf schedule's.
     assert rep.rtl_cycles == rep.model_cycles
     assert rep.schedule_cycles == rep.contract_cycles
-    # Section 11.4: dispatch hands out one unit per cycle, so the RTL may trail the schedule by a
-    # few cycles per program (chunk); the performance model's tolerance (issue 7) is 5 %.
-    assert rep.schedule_cycles <= rep.rtl_cycles <= rep.schedule_cycles * 1.05
+    # Section 11.4: dispatch hands out one unit per cycle, so the first generation's RTL may trail
+    # the schedule by a few cycles per program (chunk); the performance model's tolerance (issue 7)
+    # is 5 %. The second generation's section 12 schedule is not a lower bound of the RTL: measured
+    # within 0.4 % either way on this layer (docs/verification.md), bounded here by 1 %.
+    if not sim_params().microarch().is_gen1:
+        assert abs(rep.rtl_cycles - rep.schedule_cycles) <= 0.01 * rep.schedule_cycles
+    else:
+        assert rep.schedule_cycles <= rep.rtl_cycles <= rep.schedule_cycles * 1.05
+    assert 0 < rep.busy_utilisation <= 1.0 and 0 <= rep.useful_utilisation <= rep.busy_utilisation
     # The dense baseline runs every entry: never faster than the sparse rows.
     assert rep.dense_cycles >= rep.schedule_cycles
     assert rep.ok

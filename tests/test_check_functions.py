@@ -33,7 +33,7 @@ def model_fifos(c) -> list[list[int]]:
     runs = []
     for ch in c.chunks:
         runs.append(run_program_fast(ch.program, ch.buffer_image, c.params, masks=ch.masks,
-                                     ppus=runs[-1].ppus if runs else None))
+                                     directory=ch.directory or None, ppus=runs[-1].ppus if runs else None))
     return [pp.slots[0].fifo.entries for pp in runs[-1].ppus]
 
 
@@ -86,7 +86,7 @@ def test_db_programs_sum_the_quantised_do_and_a_wrong_value_fails(small_golden_r
     want = q.sum(axis=(0, 2, 3))
     got = np.zeros_like(want)
     for bc in b.chunks:
-        run = run_program_fast(bc.chunk.program, bc.chunk.buffer_image, p)
+        run = run_program_fast(bc.chunk.program, bc.chunk.buffer_image, p, directory=bc.chunk.directory or None)
         assert run.error == 0 and len({u.group for u in run.units}) == p.groups   # rows on every group
         for i, f in enumerate(bc.channels):
             got[f] = run.db_read(i, p)

@@ -60,6 +60,7 @@ class CoreRun:
     masks: list[int] = field(default_factory=list)
     vectorised: bool = False           # golden.bitexact.core_vec's fast path ran (else the scalar model)
     total_cycles: int = 0              # the RTL's total_cycles: from start to done (s.11.4)
+    pe_busy_cycles: int = 0            # busy PE-cycles (s.12.7), every group's PEs together
     db_banks: list[list[int]] = field(default_factory=list)  # per group: DB_DEPTH bias-gradient sums (s.11.6)
 
     def db_read(self, index: int, p: CoreParams) -> int:
@@ -199,7 +200,8 @@ def unit_ops_time(op_cycles: Sequence[int], length: int, bias_en: bool) -> tuple
     return max(free) + length + PPU_LAT, pes
 
 
-def unit_time(ops: Sequence[OpInfo], length: int, bias_en: bool, p: CoreParams) -> int:
+def unit_time(ops: Sequence[OpInfo], length: int, bias_en: bool, p: CoreParams,
+              state: "PEState | None" = None) -> int:
     """Cycles from a unit's dispatch (cycle 0) to its end, the cycle its last result entry is
     written: the group's dispatcher (hw/dispatch.py) and unit sequencer cycle by cycle.
 
@@ -216,7 +218,7 @@ def unit_time(ops: Sequence[OpInfo], length: int, bias_en: bool, p: CoreParams) 
     n = len(ops)
     if n == 0:
         return length + PPU_LAT + (1 if bias_en else 0)
-    state = PEState()
+    state = PEState() if state is None else state
     t_all = dispatch_ops(ops, 0, state, p)
     t_accum = 2 + (1 if bias_en else 0)
     closing = [f if f is not None and f >= t_all else max(t_all, t_accum) for f in state.last_f[:min(n, N_PE)]]
@@ -231,6 +233,7 @@ class PEState:
     prev: list = field(default_factory=lambda: [None] * N_PE)
     last_f: list = field(default_factory=lambda: [None] * N_PE)
     unit_f: int | None = None   # the last final beat of the ops the last ``dispatch_ops`` issued
+    busy: int = 0               # busy PE-cycles (12.7): per PE, cycles from a cfg to its op's final beat, once
 
 
 def dispatch_ops(ops: Sequence[OpInfo], t0: int, state: PEState, p: CoreParams) -> int:
@@ -252,6 +255,9 @@ def dispatch_ops(ops: Sequence[OpInfo], t0: int, state: PEState, p: CoreParams) 
     def issue(i: int, j: int, a: int) -> None:
         o = ops[i]
         t = op_times(prev[j], a, o.mode, o.load, o.compute, prefetch)
+        # a PE holds up to three ops at once (A, S, Q): count each of its cycles once
+        before = state.last_f[j]
+        state.busy += t.f - (t.a if before is None else max(t.a, before + 1)) + 1
         prev[j], avail[j], state.last_f[j] = t, t.dispatch_free, t.f
         state.unit_f = t.f if state.unit_f is None else max(state.unit_f, t.f)
 
@@ -298,11 +304,20 @@ class GroupClock:
     idle_at: int = 0
     finish_end: int = 0                                   # P of the group's last unit
     pes: PEState = field(default_factory=PEState)
+    busy_units: int = 0                                   # busy PE-cycles of units without PINGPONG
+
+    @property
+    def busy(self) -> int:
+        """Busy PE-cycles (section 12.7) of the group's PEs so far."""
+        return self.busy_units + self.pes.busy
 
     def unit(self, t0: int, ops: Sequence[OpInfo], length: int, bias_en: bool, p: CoreParams) -> int:
         """Take a unit at ``t0`` (its dispatch cycle); returns the cycle of its last result entry."""
         if not self.pingpong:
-            end = t0 + unit_time(ops, length, bias_en, p)
+            st = PEState()
+            end = t0 + unit_time(ops, length, bias_en, p, st)
+            self.busy_units += st.busy if (p.prefetch or p.skip_empty) else \
+                sum(o.cycles(False) for o in ops if o.issued)
             self.free_at, self.idle_at = end, end + 1
             return end
         a_last = dispatch_ops(ops, t0, self.pes, p)
@@ -380,6 +395,7 @@ def run_program(program: Sequence[int], buffer_image: Sequence[int] | np.ndarray
         run.error, run.error_message = int(e.code), str(e)
     run.cycles = _union_length(busy)
     run.cycles_contract = sum(_schedule(seg, p) for seg in segments)
+    run.pe_busy_cycles = sum(k.busy for k in clocks)
     return run
 
 

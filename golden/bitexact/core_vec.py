@@ -587,6 +587,7 @@ def _run_fast(program, buffer_image, params: CoreParams, masks, directory, ppus=
                 span = _pe_span(cyc)
                 end = c + span + fl["length"] + PPU_LAT + (1 if fl["bias_en"] and not cyc else 0)
                 clocks[g].free_at, clocks[g].idle_at = end, end + 1
+                clocks[g].busy_units += int(sum(cyc))
                 segments[-1].append(span + fl["length"] + PPU_LAT)
             else:
                 ops = infos[starts[u]:starts[u] + counts[u]]
@@ -599,6 +600,7 @@ def _run_fast(program, buffer_image, params: CoreParams, masks, directory, ppus=
             u += 1
     run.buffer = out_words.astype(object)
     run.cycles = _union_length(busy)
+    run.pe_busy_cycles = sum(k.busy for k in clocks)
     if gen1 and p.microarch().is_gen1:
         run.cycles_contract = sum(_contract(seg, p.groups) for seg in segments)
     else:

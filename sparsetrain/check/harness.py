@@ -65,13 +65,15 @@ def check_compiled(c: CompiledStep, data: LayerData, *, sim: str = "verilator") 
         models.append(run_program_fast(ch.program, ch.buffer_image, p, masks=ch.masks,
                                        directory=ch.directory or None,
                                        ppus=models[-1].ppus if carry and models else None))
-    db_models = [run_program_fast(b.chunk.program, b.chunk.buffer_image, p) for b in bias_chunks]
+    db_models = [run_program_fast(b.chunk.program, b.chunk.buffer_image, p, directory=b.chunk.directory or None)
+                 for b in bias_chunks]
     t1 = time.time()
     # every chunk in one simulator start, memories loaded and read back by backdoor
     jobs = [CoreJob(ch.program, ch.buffer_image, ch.masks, dir_count=len(ch.results),
                     watchdog_cycles=4 * max(m.cycles, 1000) + 100_000, keep_state=carry, directory=ch.directory)
             for ch, m in zip(c.chunks, models)]
     jobs += [CoreJob(b.chunk.program, b.chunk.buffer_image, dir_count=0, db_count=len(b.channels),
+                     directory=b.chunk.directory,
                      watchdog_cycles=4 * max(m.total_cycles, 1000) + 100_000) for b, m in zip(bias_chunks, db_models)]
     all_rtl = run_core_programs(jobs, p, sim=sim, ppu_status=status_of)
     rtls, db_rtls = all_rtl[:len(c.chunks)], all_rtl[len(c.chunks):]
@@ -131,7 +133,7 @@ def check_compiled(c: CompiledStep, data: LayerData, *, sim: str = "verilator") 
         wall_s={"model": round(t_model, 2), "rtl": round(t_rtl, 2)}, threshold=threshold, db=db,
         skipped_ops=c.skipped_ops, skipped_units=c.skipped_units, weight_saved_cycles=weight_saved_cycles(c),
         run_cycles_per_s=sum(r.total_cycles for r in rtls) / max(1e-9, sum(r.sim_seconds for r in rtls)),
-        pe_busy_cycles=int(sum(sum(u.op_cycles) for m in models for u in m.units)),
+        pe_busy_cycles=int(sum(m.pe_busy_cycles for m in models)),
         pe_useful_cycles=useful_cycles(c), pes=p.groups * N_PE)
 
 

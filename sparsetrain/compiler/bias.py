@@ -67,22 +67,24 @@ def compile_bias_gradient(shape: ConvShape, q_do: np.ndarray, g: np.ndarray, fra
     words = row_words(q_do)                      # (N, F, H_out) buffer words per row
     per_channel_words = words.sum(axis=(0, 2)) + n * h * max(1, w)   # operand rows + result slots
     rows = n * h
+    dirs = 2 if p.skip_empty else 1             # directory entries per dO row: its result (+ itself, SKIP_EMPTY)
     chunks: list[BiasChunk] = []
     channels: list[int] = []
     used = 1                                     # the one weight word
     for f in range(f_all):
         need = int(per_channel_words[f])
         fits = (len(channels) < p.db_depth and used + need <= p.buf_depth
-                and 2 + 2 * rows * (len(channels) + 1) <= p.imem_depth and rows * (len(channels) + 1) <= p.dir_depth)
+                and 2 + 2 * rows * (len(channels) + 1) <= p.imem_depth
+                and dirs * rows * (len(channels) + 1) <= p.dir_depth)
         if not fits and channels:
             chunks.append(_emit(len(chunks), q_do, channels, p))
             channels, used = [], 1
-            fits = (used + need <= p.buf_depth and 2 + 2 * rows <= p.imem_depth and rows <= p.dir_depth)
+            fits = (used + need <= p.buf_depth and 2 + 2 * rows <= p.imem_depth and dirs * rows <= p.dir_depth)
         if not fits:
             what = "the dO rows of one channel and their result rows (bias gradient)"
             check_fits(shape, f"buffer words for {what}", 1 + need, p.buf_depth, "BUF_DEPTH", 1 << 20)
             check_fits(shape, f"instruction words for {what}", 2 + 2 * rows, p.imem_depth, "IMEM_DEPTH", 1 << 20)
-            check_fits(shape, f"directory entries for {what}", rows, p.dir_depth, "DIR_DEPTH", 1 << 16)
+            check_fits(shape, f"directory entries for {what}", dirs * rows, p.dir_depth, "DIR_DEPTH", 1 << 16)
         channels.append(f)
         used += need
     if channels:
@@ -110,4 +112,5 @@ def _emit(index: int, q_do: np.ndarray, channels: list[int], p: CoreParams) -> B
     buffer_words = b.buffer_words
     program, image, masks = b.build()
     results = [ResultRow(index, d, a, key, length) for d, ((a, length), key) in enumerate(zip(b.results, keys))]
-    return BiasChunk(Chunk(program, image, masks, results, buffer_words, len(keys)), list(channels))
+    return BiasChunk(Chunk(program, image, masks, results, buffer_words, len(keys), directory=b.directory_image()),
+                     list(channels))
