@@ -62,6 +62,9 @@ def check_program(p: CoreParams, prog, img, masks, directory, results) -> tuple[
     return r.cycles, model.cycles_contract, skipped
 
 
+# make test time (2 shared cores): this configuration (A+B+D without C) is a core build of its own and runs
+# under `make regress`; make test covers the built set (A+B+C+D) in test_core_pingpong and the check tests.
+@pytest.mark.regress
 @pytest.mark.parametrize("offset", [0, 1])
 def test_gen2_random_programs_with_empty_rows_match_model(offset, seed):
     """Prefetch, look-ahead and skipped empty rows: results bit for bit, cycles exactly the model's."""
@@ -74,7 +77,7 @@ def test_gen2_random_programs_with_empty_rows_match_model(offset, seed):
     assert abs(cycles - contract) <= 0.05 * contract
 
 
-@pytest.mark.parametrize("p", [P, P_GEN2], ids=["gen1", "gen2"])
+@pytest.mark.parametrize("p", [P, pytest.param(P_GEN2, marks=pytest.mark.regress)], ids=["gen1", "gen2"])
 def test_compiled_layer_with_empty_rows_matches_model(p, seed):
     """A compiled layer (the compiler's directory entries for SKIP_EMPTY), every step and program."""
     from sparsetrain.arch.steps import Step
@@ -112,6 +115,7 @@ def test_invalid_program_ends_in_error_not_hang(case, code):
     assert r.error_code == code
 
 
+@pytest.mark.regress   # the A+B+D build (see above); test_core_pingpong checks invalid programs on A+B+C+D
 @pytest.mark.parametrize("case,code", [
     ("opcode", ErrorCode.BAD_OPCODE), ("k", ErrorCode.BAD_OP), ("addr", ErrorCode.ADDRESS),
     ("no_end", ErrorCode.ADDRESS)])
