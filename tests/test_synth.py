@@ -173,7 +173,7 @@ SMALL_CORE = {"DW": 4, "K_MAX": 3, "W_MAX": 8, "G": 1, "BUF_DEPTH": 256, "MASK_D
 
 
 def test_core_is_synthesised_by_module_with_its_controller_apart(tmp_path):
-    """The core keeps its hierarchy by default: one group (3 PEs, their fetch engines, PPU with
+    """The core keeps its hierarchy by default: one group (3 PEs, the dispatcher with their fetch engines, PPU with
     its threshold FIFOs) and the top module, whose own logic is the controller and host
     interface; the two 256-word memories are macros, the two 16-word ones register files
     (flip-flops of the top)."""
@@ -183,8 +183,10 @@ def test_core_is_synthesised_by_module_with_its_controller_apart(tmp_path):
     report = synth_block("core", SMALL_CORE, workdir=tmp_path)
     assert report["keep_hierarchy"]
     rows = {r["module"]: r for r in report["hierarchy"]}
-    assert set(rows) == {"core", "core.group0", "core.group0.ppu", "core.group0.ppu.fifos"} | \
-        {f"core.group0.pe{i}{part}" for i in range(3) for part in ("", "_p1", "_p2", "_mask")}
+    # the op dispatcher (hw/dispatch.py) holds each PE's operand fetch engines and mask engine
+    assert set(rows) == {"core", "core.group0", "core.group0.ppu", "core.group0.ppu.fifos",
+                         "core.group0.dispatch"} | {f"core.group0.pe{i}" for i in range(3)} | \
+        {f"core.group0.dispatch.pe{i}{part}" for i in range(3) for part in ("_p1", "_p2", "_mask")}
     assert all(r["instances"] == 1 for r in rows.values())
     p = params_from_values({"ACC_W": None, **SMALL_CORE})
     # + the group's bias-gradient bank (architecture 11.6): DB_DEPTH (64) words of G_W, a register file

@@ -152,5 +152,5 @@ def test_check_baseline_of_a_dense_layer_matches_with_the_built_switches(rng, mo
     gen1 = schedule_cycles(c)
     monkeypatch.setattr("sparsetrain.check.cycles.of_params", lambda params: BUILT)
     built = schedule_cycles(c)
-    assert built[0] == built[1]
+    assert 0 <= built[0] - built[1] <= c.n_units   # D's op-reader pipeline: at most a cycle per unit (12.8)
     assert built[1] < gen1[1]
