@@ -31,6 +31,7 @@ class Opcode(IntEnum, shape=OPCODE_W):
     PPU = 3
     SYNC = 4
     END = 5
+    UNITS = 6
 
 
 class ErrorCode(IntEnum, shape=ERR_W):
@@ -55,6 +56,8 @@ FIELDS: dict[Opcode, tuple[tuple[str, int, bool], ...]] = {
                  ("c_m", 16, False), ("c_shift", 6, False), ("value", 32, False)),
     Opcode.SYNC: (("step", 2, False),),
     Opcode.END: (),
+    # a unit block (section 11.3): `count` UNIT words, then their OP words unit by unit
+    Opcode.UNITS: (("count", 16, False),),
 }
 
 # row directory word: (field, lsb, width)
@@ -141,6 +144,8 @@ class CoreParams(DatapathParams):
     pingpong: int = 0      # C: two PPU accumulators (0 off, 1 on)
     skip_empty: int = 0    # D: ops whose sparse operand row is empty are not issued (0 off, 1 on)
     op_scan: int = 4       # D: OP words the group's op reader examines per cycle (1 .. 8)
+    osrc_window: int = 1   # E: OSRC merge actions a PE examines per cycle (1 off, 2 on; 12.6)
+    unit_rate: int = 1     # F: UNITs of a unit block the controller hands out per cycle (1 .. 8; 12.9)
     db_depth: int = 64          # bias-gradient bank entries per group (section 11.6)
 
     def __post_init__(self) -> None:
@@ -150,6 +155,8 @@ class CoreParams(DatapathParams):
         check_param("PINGPONG", self.pingpong, 0, 1)
         check_param("SKIP_EMPTY", self.skip_empty, 0, 1)
         check_param("OP_SCAN", self.op_scan, 1, 8)
+        check_param("OSRC_WINDOW", self.osrc_window, 1, 2)
+        check_param("UNIT_RATE", self.unit_rate, 1, 8)
         check_param("G", self.groups, 1, 255)
         check_param("DB_DEPTH", self.db_depth, 1, 1 << DB_IDX_W)
         check_param("BUF_DEPTH", self.buf_depth, 16, 1 << ADDR_W)
@@ -173,7 +180,8 @@ class CoreParams(DatapathParams):
         """The section 12 switches this core is built with (``arch.microarch.MicroArch``). The
         op reader's rate counts only with SKIP_EMPTY (without it every OP word is an issued op)."""
         return MicroArch(prefetch=bool(self.prefetch), lookahead=self.lookahead, pingpong=bool(self.pingpong),
-                         skip_empty=bool(self.skip_empty), op_scan=self.op_scan if self.skip_empty else 0)
+                         skip_empty=bool(self.skip_empty), op_scan=self.op_scan if self.skip_empty else 0,
+                         osrc_window=self.osrc_window, unit_rate=self.unit_rate)
 
 
 def entry_encode(value: int, offset: int, last: int, p: CoreParams) -> int:

@@ -33,6 +33,8 @@ class MicroArch:
     skip_empty (D): ops whose sparse operand row is empty are not issued (12.4).
     op_scan: OP words the op reader examines per cycle (0 = unlimited: D's skips cost nothing).
     osrc_window (E): merge actions an OSRC cycle examines (1 = off; 12.6).
+    unit_rate (F): UNITs the controller hands out per cycle (0 = unlimited, the section 10
+        contract; the RTL's ``UNIT_RATE``, 1 in the first generation; 12.9).
     """
 
     prefetch: bool = False
@@ -41,11 +43,15 @@ class MicroArch:
     skip_empty: bool = False
     osrc_window: int = 1
     op_scan: int = 0        # D: OP words the group's op reader examines per cycle (0 = unlimited, 12.4)
+    unit_rate: int = 0      # F: UNITs the controller hands out per cycle (0 = unlimited, 12.9)
 
     def __post_init__(self) -> None:
         if not isinstance(self.op_scan, (int, np.integer)) or isinstance(self.op_scan, bool) or \
                 not 0 <= self.op_scan <= 64:
             raise ValueError(f"op_scan = {self.op_scan!r} is out of range; allowed: 0 (unlimited) .. 64")
+        if not isinstance(self.unit_rate, (int, np.integer)) or isinstance(self.unit_rate, bool) or \
+                not 0 <= self.unit_rate <= 64:
+            raise ValueError(f"unit_rate = {self.unit_rate!r} is out of range; allowed: 0 (unlimited) .. 64")
         for nm in ("lookahead", "osrc_window"):
             v = getattr(self, nm)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or not 1 <= v <= MAX_WINDOW:
@@ -57,7 +63,8 @@ class MicroArch:
 
     def dense_baseline(self) -> "MicroArch":
         """The baseline gets every change that does not depend on zeros: A and C (not B, D, E)."""
-        return MicroArch(prefetch=self.prefetch, pingpong=self.pingpong, op_scan=self.op_scan)
+        return MicroArch(prefetch=self.prefetch, pingpong=self.pingpong, op_scan=self.op_scan,
+                         unit_rate=self.unit_rate)
 
     @property
     def name(self) -> str:
@@ -66,23 +73,27 @@ class MicroArch:
         s = "+".join(letters) or "gen1"
         s = s.replace("B", f"B{self.lookahead}" if self.lookahead > 2 else "B").replace(
             "E", f"E{self.osrc_window}" if self.osrc_window > 2 else "E")
-        return s + (f" (op reader {self.op_scan}/cycle)" if self.op_scan else "")
+        return s + (f" (op reader {self.op_scan}/cycle)" if self.op_scan else "") + \
+            (f" ({self.unit_rate} units/cycle)" if self.unit_rate else "")
 
     @classmethod
     def parse(cls, text: str) -> "MicroArch":
         """'gen1', 'gen2' (= A+B+C+D, unlimited op reader), 'built' (= A+B+C+D4, the RTL's set), or
         letters joined by '+', e.g. 'A+D+E';
         B and E take an optional window after the letter (default 2), e.g. 'A+B+C+D+E4'; D an optional
-        op-reader rate (OP words per cycle; default unlimited), e.g. 'A+C+D2'."""
+        op-reader rate (OP words per cycle; default unlimited), e.g. 'A+C+D2'; U<n> the controller's
+        unit rate (UNITs per cycle, 12.9; default unlimited), e.g. 'A+B+C+D4+U4'."""
         t = text.strip().upper()
         if t in PRESETS:
             return PRESETS[t]
         kw: dict = {}
         for part in filter(None, t.replace(",", "+").split("+")):
             letter, num = part[:1], part[1:]
-            if letter not in "ABCDE" or not letter or (num and (letter not in "BDE" or not num.isdigit())):
+            if letter not in "ABCDEU" or not letter or (num and (letter not in "BDEU" or not num.isdigit())) or \
+                    (letter == "U" and not num):
                 raise ValueError(f"microarch = {text!r} is out of range; allowed: gen1, gen2, built, or letters A..E "
-                                 f"joined by '+' (e.g. A+D; B and E may take a window, e.g. E4, D an op-reader rate, e.g. D2)")
+                                 f"joined by '+' (e.g. A+D; B and E may take a window, e.g. E4, D an op-reader rate, "
+                                 f"e.g. D2) and U<n> a unit rate (e.g. U4)")
             if letter == "A":
                 kw["prefetch"] = True
             elif letter == "B":
@@ -93,6 +104,8 @@ class MicroArch:
                 kw["skip_empty"] = True
                 if num:
                     kw["op_scan"] = int(num)
+            elif letter == "U":
+                kw["unit_rate"] = int(num)
             else:
                 kw["osrc_window"] = int(num or 2)
         return cls(**kw)
