@@ -16,6 +16,8 @@ take the remaining ops, lowest index first).
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import WritePort
@@ -107,6 +109,15 @@ class BiasGradSignature(wiring.Signature):
                           "value": Out(signed(p.dw + p.off_w))})
 
 
+class _RowWrite(NamedTuple):
+    """The registers of the result row being written (``Group._result_write``)."""
+
+    out_idx: Signal   # entries written so far
+    nnz: Signal       # non-zeros written so far
+    row_sum: Signal   # sum of the values written so far (the unit's db contribution)
+    wr_last: Signal   # the row's last entry is written in this cycle
+
+
 class Group(wiring.Component):
     """N_PE PEs + PPU + fetch engines + unit sequencer; memories are outside (in the core).
 
@@ -148,10 +159,6 @@ class Group(wiring.Component):
         # ---- unit registers
         u = Signal(instr_layout(Opcode.UNIT))
         pc = Signal(PC_W)
-        entries_w = dict((n, w) for n, _, w in DIR_FIELDS)
-        out_idx = Signal(entries_w["entries"])
-        nnz = Signal(entries_w["nnz"])
-        row_sum = Signal(signed(p.dw + p.off_w))   # values written so far of the current row
         error = Signal()
         code = Signal(ErrorShape)
         busy = Signal()   # a unit is in flight (the sequencer is not IDLE)
@@ -211,25 +218,9 @@ class Group(wiring.Component):
         out = ppu.out
         writing = Signal()
         sequencer_idle = Signal()
-        wr_last = Signal()
-        wr, dw, rows = self.buf_write, self.dir_write, self.rows
+        row = self._result_write(m, ppu, u, writing)
+        out_idx, nnz, row_sum, wr_last = row.out_idx, row.nnz, row.row_sum, row.wr_last
         m.d.comb += [
-            wr.en.eq(writing & out.valid),
-            wr.addr.eq(u.out_addr + out_idx),
-            wr.data.eq(out.payload),
-            wr_last.eq(writing & out.valid & out.payload.last),
-            rows.nnz_inc.eq(wr.en & (out.payload.offset != p.off_end)),
-            dw.en.eq(wr_last),
-            dw.addr.eq(u.dir),
-            dw.data.start.eq(u.out_addr),
-            dw.data.entries.eq(out_idx + 1),
-            dw.data.nnz.eq(nnz + rows.nnz_inc),
-            dw.data.written.eq(1),
-            rows.row_done.eq(wr_last),
-            rows.row_len.eq(u.length),
-            self.db.en.eq(wr_last & u.db_en),
-            self.db.idx.eq(u.db),
-            self.db.value.eq(row_sum + out.payload.value),
             self.ppu_cmd.idle.eq(sequencer_idle & ppu.cmd.ready),
             unit.free.eq(~error & ((sequencer_idle & ppu.cmd.ready) | wr_last)),
         ]
@@ -270,11 +261,8 @@ class Group(wiring.Component):
                 accept_unit()
             with m.State("WRITE"):
                 m.d.comb += out.ready.eq(1)
-                with m.If(out.valid):
-                    m.d.sync += [out_idx.eq(out_idx + 1), nnz.eq(nnz + rows.nnz_inc),
-                                 row_sum.eq(row_sum + out.payload.value)]
-                    with m.If(out.payload.last):
-                        m.next = "IDLE"
+                with m.If(out.valid & out.payload.last):
+                    m.next = "IDLE"
                 accept_unit()
         m.d.comb += [sequencer_idle.eq(fsm.ongoing("IDLE")), busy.eq(~fsm.ongoing("IDLE")),
                      writing.eq(fsm.ongoing("WRITE"))]
@@ -285,6 +273,41 @@ class Group(wiring.Component):
         with m.If(~error & disp.error):
             m.d.sync += [error.eq(1), code.eq(disp.error_code)]
         return m
+
+    def _result_write(self, m: Module, ppu: PPU, word, writing: Signal) -> "_RowWrite":
+        """The result row of the unit ``word`` (a ``UNIT`` layout view) while ``writing``: every PPU
+        output entry to the buffer at ``out_addr`` onwards, the directory entry ``dir`` with the
+        last one, the row counters and the bias-gradient bank (section 11.6). The same for both
+        sequencers; the caller sets ``out.ready`` and clears the returned registers at FINISH."""
+        p = self.params
+        out = ppu.out
+        entries_w = dict((n, w) for n, _, w in DIR_FIELDS)
+        row = _RowWrite(out_idx=Signal(entries_w["entries"], name="out_idx"), nnz=Signal(entries_w["nnz"], name="nnz"),
+                        # values written so far of the row being written
+                        row_sum=Signal(signed(p.dw + p.off_w), name="row_sum"), wr_last=Signal(name="wr_last"))
+        wr, dw, rows = self.buf_write, self.dir_write, self.rows
+        m.d.comb += [
+            wr.en.eq(writing & out.valid),
+            wr.addr.eq(word.out_addr + row.out_idx),
+            wr.data.eq(out.payload),
+            row.wr_last.eq(writing & out.valid & out.payload.last),
+            rows.nnz_inc.eq(wr.en & (out.payload.offset != p.off_end)),
+            dw.en.eq(row.wr_last),
+            dw.addr.eq(word.dir),
+            dw.data.start.eq(word.out_addr),
+            dw.data.entries.eq(row.out_idx + 1),
+            dw.data.nnz.eq(row.nnz + rows.nnz_inc),
+            dw.data.written.eq(1),
+            rows.row_done.eq(row.wr_last),
+            rows.row_len.eq(word.length),
+            self.db.en.eq(row.wr_last & word.db_en),
+            self.db.idx.eq(word.db),
+            self.db.value.eq(row.row_sum + out.payload.value),
+        ]
+        with m.If(writing & out.valid):
+            m.d.sync += [row.out_idx.eq(row.out_idx + 1), row.nnz.eq(row.nnz + rows.nnz_inc),
+                         row.row_sum.eq(row.row_sum + out.payload.value)]
+        return row
 
     def _pingpong_sequencer(self, m: Module, ppu: PPU, pes: list, disp: OpDispatch, error: Signal,
                             busy: Signal) -> None:
@@ -312,10 +335,6 @@ class Group(wiring.Component):
         fin_turn = Signal()     # the accumulator whose FINISH comes next (units finish in order)
         fin_acc = Signal()      # the accumulator of the row being written
         writing = Signal()
-        entries_w = dict((n, w) for n, _, w in DIR_FIELDS)
-        out_idx = Signal(entries_w["entries"])
-        nnz = Signal(entries_w["nnz"])
-        row_sum = Signal(signed(p.dw + p.off_w))   # values written so far of the row being written
         m.d.comb += [disp_acc.eq(~next_acc), busy.eq(pend.any())]
 
         # ---- beats to the PPU with their accumulator; per-PE FIFO of op accumulators
@@ -346,31 +365,9 @@ class Group(wiring.Component):
 
         # ---- result write of the FINISH running
         wu = Signal(ulay)
-        m.d.comb += wu.eq(Mux(fin_acc, uw[1].as_value(), uw[0].as_value()))
-        wr_last = Signal()
-        wr, dw, rows = self.buf_write, self.dir_write, self.rows
-        m.d.comb += [
-            out.ready.eq(1),
-            wr.en.eq(writing & out.valid),
-            wr.addr.eq(wu.out_addr + out_idx),
-            wr.data.eq(out.payload),
-            wr_last.eq(writing & out.valid & out.payload.last),
-            rows.nnz_inc.eq(wr.en & (out.payload.offset != p.off_end)),
-            dw.en.eq(wr_last),
-            dw.addr.eq(wu.dir),
-            dw.data.start.eq(wu.out_addr),
-            dw.data.entries.eq(out_idx + 1),
-            dw.data.nnz.eq(nnz + rows.nnz_inc),
-            dw.data.written.eq(1),
-            rows.row_done.eq(wr_last),
-            rows.row_len.eq(wu.length),
-            # the bias-gradient bank (section 11.6): the written unit's db index, held from its FINISH
-            self.db.en.eq(wr_last & wu.db_en),
-            self.db.idx.eq(wu.db),
-            self.db.value.eq(row_sum + out.payload.value),
-        ]
-        with m.If(writing & out.valid):
-            m.d.sync += [out_idx.eq(out_idx + 1), nnz.eq(nnz + rows.nnz_inc), row_sum.eq(row_sum + out.payload.value)]
+        m.d.comb += [wu.eq(Mux(fin_acc, uw[1].as_value(), uw[0].as_value())), out.ready.eq(1)]
+        row = self._result_write(m, ppu, wu, writing)
+        out_idx, nnz, row_sum, wr_last = row.out_idx, row.nnz, row.row_sum, row.wr_last
         with m.If(wr_last):
             m.d.sync += [writing.eq(0), pend.bit_select(fin_acc, 1).eq(0)]
 

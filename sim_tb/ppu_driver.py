@@ -123,6 +123,26 @@ def ppu_build(cfg: PPUConfig, sim: str = "verilator") -> runner.Build:
     return runner.build(lambda: ppu_verilog(cfg), "ppu", sim, name=name, params=cfg_dict(cfg))
 
 
+def run_testbench(b: runner.Build, tb_module: str, cfg: PPUConfig, wdir: Path, seed: int, p_valid: float,
+                  p_ready: float, n_rows: int, what: str) -> tuple[dict, list[list[tuple[int, int, int]]]]:
+    """Run ``tb_module`` on the stimulus ``wdir/stim.npz``; returns the result file's arrays and
+    the result entries grouped by row (the result's ``entries``: row, value, offset, last). A
+    testbench failure becomes one AssertionError naming ``what``, the seed, its problems and the folder."""
+    stim, result = wdir / "stim.npz", wdir / "result.npz"
+    tbcfg = {"p_valid": p_valid, "p_ready": p_ready, "seed": seed, "cfg": cfg_dict(cfg)}
+    env = {"PPU_STIM": str(stim), "PPU_RESULT": str(result), "PPU_TB_CFG": json.dumps(tbcfg)}
+    try:
+        runner.run(b, tb_module, seed=seed, env=env, test_dir=wdir / "tb")
+    except AssertionError as exc:
+        raise AssertionError(f"{what} testbench failed (seed {seed}): {runner.tb_problems(result)}; "
+                             f"log and data in {wdir}") from exc
+    r = dict(np.load(result))
+    entries: list[list[tuple[int, int, int]]] = [[] for _ in range(n_rows)]
+    for row, v, o, last in r["entries"]:
+        entries[int(row)].append((int(v), int(o), int(last)))
+    return r, entries
+
+
 def run_ppu(txns: Sequence[PpuTxn], cfg: PPUConfig, sim: str = "verilator", *, seed: int | None = None,
             p_valid: float = 1.0, p_ready: float = 1.0, workdir: Path | None = None,
             stimulus_hook: Callable[[Path], None] | None = None) -> PpuRunResult:
@@ -137,19 +157,9 @@ def run_ppu(txns: Sequence[PpuTxn], cfg: PPUConfig, sim: str = "verilator", *, s
     runner.check_handshake_probabilities(p_valid, p_ready)
     b = ppu_build(cfg, sim)
     wdir = runner.run_folder(b, "ppu-run-", workdir)
-    stim, result = wdir / "stim.npz", wdir / "result.npz"
+    stim = wdir / "stim.npz"
     info = write_stimulus(txns, cfg, stim, seed)
     if stimulus_hook is not None:
         stimulus_hook(stim)
-    tbcfg = {"p_valid": p_valid, "p_ready": p_ready, "seed": seed, "cfg": cfg_dict(cfg)}
-    env = {"PPU_STIM": str(stim), "PPU_RESULT": str(result), "PPU_TB_CFG": json.dumps(tbcfg)}
-    try:
-        runner.run(b, TB_MODULE, seed=seed, env=env, test_dir=wdir / "tb")
-    except AssertionError as exc:
-        raise AssertionError(f"PPU testbench failed (seed {seed}): {runner.tb_problems(result)}; "
-                             f"log and data in {wdir}") from exc
-    r = np.load(result)
-    entries: list[list[tuple[int, int, int]]] = [[] for _ in range(info["finishes"])]
-    for f, v, o, last in r["entries"]:
-        entries[int(f)].append((int(v), int(o), int(last)))
+    r, entries = run_testbench(b, TB_MODULE, cfg, wdir, seed, p_valid, p_ready, info["finishes"], "PPU")
     return PpuRunResult(entries, r["occupancy"], r["blocked"], info["exp_cycles"], info["statuses"])

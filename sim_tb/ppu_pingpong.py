@@ -9,7 +9,6 @@ raises on any difference. numpy and the model only (no torch).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -20,7 +19,7 @@ from ..arch.ppu import N_PE, Op, PPUCommand as Cmd, PPUConfig
 from ..golden.bitexact.ppu_model import PPUModel
 from ..golden.bitexact.rowops import Beat
 from . import runner
-from .ppu_driver import STATUS_FIELDS, _mask_words, cfg_dict, ppu_build
+from .ppu_driver import STATUS_FIELDS, _mask_words, cfg_dict, ppu_build, run_testbench
 
 TB_MODULE = "sparsetrain.sim_tb.ppu_pingpong_tb"
 CMD_FIELDS = ("op", "slot", "pe_mask", "length", "shift", "relu", "acc_g", "prune", "g_first",
@@ -172,20 +171,10 @@ def run_ppu_pingpong(rows: Sequence[PingPongRow], cfg: PPUConfig, sim: str = "ve
     runner.check_handshake_probabilities(p_valid, p_ready)
     b = ppu_build(cfg, sim)
     wdir = runner.run_folder(b, "ppu-pp-run-", workdir)
-    stim, result = wdir / "stim.npz", wdir / "result.npz"
+    stim = wdir / "stim.npz"
     write_stimulus(rows, cfg, stim)
     if stimulus_hook is not None:
         stimulus_hook(stim)
-    tbcfg = {"p_valid": p_valid, "p_ready": p_ready, "seed": seed, "cfg": cfg_dict(cfg)}
-    env = {"PPU_STIM": str(stim), "PPU_RESULT": str(result), "PPU_TB_CFG": json.dumps(tbcfg)}
-    try:
-        runner.run(b, TB_MODULE, seed=seed, env=env, test_dir=wdir / "tb")
-    except AssertionError as exc:
-        raise AssertionError(f"PPU ping-pong testbench failed (seed {seed}): {runner.tb_problems(result)}; "
-                             f"log and data in {wdir}") from exc
-    r = np.load(result)
-    entries: list[list[tuple[int, int, int]]] = [[] for _ in rows]
-    for k, v, o, last in r["entries"]:
-        entries[int(k)].append((int(v), int(o), int(last)))
+    r, entries = run_testbench(b, TB_MODULE, cfg, wdir, seed, p_valid, p_ready, len(rows), "PPU ping-pong")
     return PingPongResult(entries, r["finish_cycles"], r["blocked"], int(r["concurrent_starts"]),
                           int(r["mixed_cycles"]))
