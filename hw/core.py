@@ -3,7 +3,11 @@ controller and host interface (docs/architecture.md section 11).
 
 The controller walks the instruction memory one word per cycle: a ``UNIT`` goes to the
 lowest-index free group (which reads the unit's ``OP`` words itself), ``PPU`` commands go to
-idle groups, ``SYNC`` / ``END`` wait for every group. Any invalid word or operand address
+idle groups, ``SYNC`` / ``END`` wait for every group. A ``UNITS(count)`` header starts a unit
+block (section 12.9): the controller then reads ``UNIT_RATE`` (U) block words per cycle (U read
+ports) and hands out up to U units per cycle, the j-th to the j-th lowest free group, each with
+the address of its first ``OP`` word (the block's op pointer plus the ``n_ops`` of the units
+before it), and continues after the block's last ``OP``. Any invalid word or operand address
 stops the run with ``done = error = 1`` and an error code; nothing waits forever.
 ``END_BATCH`` with ``all = 1`` is the controller's own reduction: every group's ``sum|g|`` of the
 slot summed, ``tau_batch`` computed once and pushed into every PPU's FIFO (section 11.3). Each
@@ -14,7 +18,10 @@ with ``wiring.connect``; the core's own ports are ``HostSignature`` (section 11.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
+import operator
+from functools import reduce
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect
@@ -118,7 +125,10 @@ class Core(wiring.Component):
                 m.d.comb += self.host_rdata.eq(db_sum.as_unsigned())
 
         eb_reduce = Signal()   # the controller reads every group's sum|g| of the word's slot (11.3)
-        cp = imem.read_port()
+        U = p.unit_rate
+        # U instruction read ports: port j reads pc_next + j (j > 0 only matter in a unit block, 12.9)
+        cps = [imem.read_port() for _ in range(U)]
+        cp = cps[0]
         word = cp.data
         ppu = instr_layout(Opcode.PPU)(word[:instr_layout(Opcode.PPU).size])
 
@@ -145,32 +155,88 @@ class Core(wiring.Component):
         step = Signal(range(N_STEPS))
         error = Signal()
         code = Signal(ErrorShape)
-        m.d.comb += cp.addr.eq(pc_next)
+        for j, port in enumerate(cps):
+            m.d.comb += port.addr.eq(pc_next + j)
         opcode = OpcodeShape(word[:OPCODE_W])
-        unit, sync = (instr_layout(o)(word[:instr_layout(o).size]) for o in (Opcode.UNIT, Opcode.SYNC))
+        unit, sync, units_hdr = (instr_layout(o)(word[:instr_layout(o).size])
+                                 for o in (Opcode.UNIT, Opcode.SYNC, Opcode.UNITS))
         running = Signal()   # the controller's FSM is in RUN
         m.d.comb += [self.busy.eq(running), self.error.eq(error), self.error_code.eq(code)]
 
         free = Cat(*[g.unit.free for g in groups])
         idle = Cat(*[g.ppu_cmd.idle for g in groups])
         all_idle = idle.all()
-        # lowest free group
-        chosen = Signal(range(max(2, G)))
-        for g in reversed(range(G)):
-            with m.If(free[g]):
-                m.d.comb += chosen.eq(g)
+
+        # ---- unit hand-out (sections 11.3, 12.9): window word j (port j, address pc + j) goes to
+        # the j-th lowest free group (pick[j], one-hot); its OPs start at o[j] = the first unit's op
+        # address + the n_ops of the words before it. A bare UNIT is window word 0 with o[0] = pc + 1;
+        # in a block, o[0] is the block's op pointer.
+        blk = Signal()                       # in a unit block
+        remaining = Signal(field_width(Opcode.UNITS, "count"))   # block units not yet handed out
+        op_ptr = Signal(PC_W)                # the op address of the block's next unit
+        o_w = PC_W + 3                       # o[j] <= op_ptr + 7 * (2**16 - 1): never wraps
+        words = [instr_layout(Opcode.UNIT)(port.data[:instr_layout(Opcode.UNIT).size]) for port in cps]
+        o = [Signal(o_w, name=f"unit_o{j}") for j in range(U + 1)]
+        m.d.comb += o[0].eq(Mux(blk, op_ptr, pc + 1))
+        for j in range(U):
+            m.d.comb += o[j + 1].eq(o[j] + words[j].n_ops)
+        picks, mask = [], free
+        for j in range(U):
+            pick = Signal(G, name=f"unit_pick{j}")
+            m.d.comb += pick.eq(mask & (~mask + 1)[:G])   # lowest set bit
+            picks.append(pick)
+            mask = mask & ~pick
+        chosen = picks[0]                     # the lowest free group (one-hot)
 
         lim = (1 << (p.acc_w - 1)) - 1
+
+        def unit_checks(w, oj):
+            """(bad unit: code 4, bad address: code 2) of a UNIT word whose OPs start at ``oj``."""
+            return ((w.length > p.w_max) | (w.shift >= p.acc_w) | (w.slot >= p.n_slots) |
+                    (w.bias_en & ((w.bias > lim) | (w.bias < -lim))) | (w.db_en & (w.db >= p.db_depth)),
+                    (w.dir >= p.dir_depth) | (w.out_addr + Mux(w.length == 0, 1, w.length) > p.buf_depth) |
+                    (oj + w.n_ops > p.imem_depth))
+
         unit_bad = Signal()
         unit_addr_bad = Signal()
-        m.d.comb += [
-            unit_bad.eq((unit.length > p.w_max) | (unit.shift >= p.acc_w) | (unit.slot >= p.n_slots) |
-                        (unit.bias_en & ((unit.bias > lim) | (unit.bias < -lim))) |
-                        (unit.db_en & (unit.db >= p.db_depth))),
-            unit_addr_bad.eq((unit.dir >= p.dir_depth) |
-                             (unit.out_addr + Mux(unit.length == 0, 1, unit.length) > p.buf_depth) |
-                             (pc + 1 + unit.n_ops > p.imem_depth)),
-        ]
+        bad0, addr_bad0 = unit_checks(unit, o[0])
+        m.d.comb += [unit_bad.eq(bad0), unit_addr_bad.eq(addr_bad0)]
+
+        # block mode: word j is handed out when every word before it is, it is a block word
+        # (j < remaining), it passes its checks and a j-th free group exists; the first word of the
+        # window that fails its checks raises its error once every word before it is handed out.
+        give = [Signal(name=f"unit_give{j}") for j in range(U)]
+        blk_fail = Signal()
+        blk_code = Signal(ErrorShape)
+        blk_last = Signal()                  # the block's last unit is handed out in this cycle
+        n_given = Signal(range(U + 1))
+        o_next = Signal(o_w)                 # the op pointer after this cycle's units
+        before = Const(1)
+        codes, fails = [], []
+        for j in range(U):
+            w = words[j]
+            bad_j, addr_bad_j = unit_checks(w, o[j])
+            in_blk = remaining > j
+            code_j = Signal(ErrorShape, name=f"unit_code{j}")
+            with m.If(pc + j >= p.imem_depth):
+                m.d.comb += code_j.eq(ErrorCode.ADDRESS)
+            with m.Elif(w.as_value()[:OPCODE_W] != Opcode.UNIT):
+                m.d.comb += code_j.eq(ErrorCode.BAD_OPCODE)
+            with m.Elif(bad_j):
+                m.d.comb += code_j.eq(ErrorCode.BAD_UNIT)
+            with m.Elif(addr_bad_j):
+                m.d.comb += code_j.eq(ErrorCode.ADDRESS)
+            fail_j = before & in_blk & (code_j != 0)
+            m.d.comb += give[j].eq(before & in_blk & (code_j == 0) & picks[j].any())
+            fails.append(fail_j)
+            codes.append(Mux(fail_j, code_j, 0))
+            before = give[j]
+        # at most one word of the window fails (the words after a failing one are not reached)
+        m.d.comb += [blk_fail.eq(Cat(*fails).any()), blk_code.eq(reduce(operator.or_, codes))]
+        m.d.comb += o_next.eq(o[0])
+        for j in range(U):
+            with m.If(give[j]):
+                m.d.comb += [n_given.eq(j + 1), o_next.eq(o[j + 1]), blk_last.eq(remaining == j + 1)]
         ppu_bad = Signal()
         # START / ACCUM / FINISH are the groups' own commands, never a PPU word's
         m.d.comb += ppu_bad.eq(ppu.op.matches(PpuOp.START, PpuOp.ACCUM, PpuOp.FINISH) |
@@ -210,7 +276,15 @@ class Core(wiring.Component):
                 with m.If(self.start):
                     m.next = "RUN"
             with m.State("RUN"):
-                with m.If(pc >= p.imem_depth):
+                with m.If(blk):
+                    # a unit block (12.9): up to U units this cycle, then on at the block's op pointer
+                    m.d.comb += [fail.eq(blk_fail), fail_code.eq(blk_code)]
+                    for g, grp in enumerate(groups):
+                        m.d.comb += grp.unit.valid.eq(Cat(*[give[j] & picks[j][g] for j in range(U)]).any())
+                    m.d.sync += [remaining.eq(remaining - n_given), op_ptr.eq(o_next)]
+                    with m.If(blk_last):
+                        m.d.sync += blk.eq(0)
+                with m.Elif(pc >= p.imem_depth):
                     m.d.comb += [fail.eq(1), fail_code.eq(ErrorCode.ADDRESS)]
                 with m.Else():
                     with m.Switch(opcode):
@@ -224,7 +298,15 @@ class Core(wiring.Component):
                             with m.Elif(free.any()):
                                 m.d.comb += [advance.eq(1), skip.eq(unit.n_ops)]
                                 for g, grp in enumerate(groups):
-                                    m.d.comb += grp.unit.valid.eq(chosen == g)
+                                    m.d.comb += grp.unit.valid.eq(chosen[g])
+                        with m.Case(OpcodeShape.UNITS):
+                            # the header takes one cycle (like NOP); the block's words follow
+                            with m.If(units_hdr.count == 0):
+                                m.d.comb += [fail.eq(1), fail_code.eq(ErrorCode.BAD_UNIT)]
+                            with m.Else():
+                                m.d.comb += advance.eq(1)
+                                m.d.sync += [blk.eq(1), remaining.eq(units_hdr.count),
+                                             op_ptr.eq(pc + 1 + units_hdr.count)]
                         with m.Case(OpcodeShape.PPU):
                             with m.If(ppu_bad):
                                 m.d.comb += [fail.eq(1), fail_code.eq(ErrorCode.BAD_UNIT)]
@@ -248,7 +330,7 @@ class Core(wiring.Component):
                 with m.If(self.start):
                     m.next = "RUN"
                 with m.Elif(fail | gerr.any()):
-                    m.d.sync += [error.eq(1), code.eq(Mux(fail, fail_code, gcode))]
+                    m.d.sync += [error.eq(1), code.eq(Mux(fail, fail_code, gcode)), blk.eq(0)]
                     m.next = "DONE"
                 with m.Elif(go_done):
                     m.next = "DONE"
@@ -259,12 +341,18 @@ class Core(wiring.Component):
 
         # the PPU word's fields that a PPU command has (op, slot, c_m, c_shift, value)
         ppu_fields = tuple(n for n, _ in groups[0].ppu_cmd.cmd.shape() if n in ppu.shape().members)
-        for grp in groups:
-            m.d.comb += [grp.unit.word.eq(unit), grp.unit.pc.eq(pc)]
+        for g, grp in enumerate(groups):
+            # the j-th lowest free group gets window word j and its op address (12.9)
+            word_g, addr_g = unit.as_value(), o[0]
+            for j in range(1, U):
+                word_g = Mux(picks[j][g], words[j].as_value(), word_g)
+                addr_g = Mux(picks[j][g], o[j], addr_g)
+            m.d.comb += [grp.unit.word.eq(word_g), grp.unit.op_addr.eq(addr_g)]
             m.d.comb += copy_fields(grp.ppu_cmd.cmd, ppu, ppu_fields)
             with m.If(eb_phase):
                 m.d.comb += [grp.ppu_cmd.cmd.value.eq(eb_tau), grp.ppu_cmd.cmd.tau_ext.eq(1)]
-        m.d.comb += pc_next.eq(Mux(self.start, 0, Mux(advance, pc + 1 + skip, pc)))
+        m.d.comb += pc_next.eq(Mux(self.start, 0, Mux(blk, Mux(blk_last, o_next, pc + n_given),
+                                                      Mux(advance, pc + 1 + skip, pc))))
         m.d.sync += pc.eq(pc_next)
 
         # ---- counters
@@ -290,7 +378,7 @@ class Core(wiring.Component):
 
         # start: a new run from instruction 0 with cleared status and counters (the FSM goes to RUN)
         with m.If(self.start):
-            m.d.sync += [error.eq(0), code.eq(0), step.eq(0), cycles.eq(0), total.eq(0), eb_phase.eq(0)]
+            m.d.sync += [error.eq(0), code.eq(0), step.eq(0), cycles.eq(0), total.eq(0), eb_phase.eq(0), blk.eq(0)]
             m.d.sync += [c.eq(0) for c in nnz + rows + elems]
         return m
 
@@ -337,6 +425,7 @@ PARAMS = {
     "N_SLOTS": ParamSpec(4, "PPU threshold slots, one per layer (1 .. 64)"),
     "N_F": ParamSpec(4, "threshold FIFO depth (power of two, 1 .. 64)"),
     **GEN2_PARAMS,
+    "UNIT_RATE": ParamSpec(1, "F: UNITs of a unit block the controller hands out per cycle (1 .. 8; 12.9)"),
     "DB_DEPTH": ParamSpec(64, "bias-gradient bank entries per group (1 .. 256)"),
 }
 

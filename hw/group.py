@@ -66,12 +66,14 @@ def dir_write_signature(p: CoreParams) -> WritePort.Signature:
 # ---- the group's interfaces with the controller, seen from the controller
 
 class UnitSignature(wiring.Signature):
-    """A unit to run: the ``UNIT`` ``word`` and ``pc``, the address of its first ``OP`` word,
-    taken in the cycle ``valid`` is high; the controller raises ``valid`` only while ``free``."""
+    """A unit to run: the ``UNIT`` ``word`` and ``op_addr``, the instruction address of its first
+    ``OP`` word (a bare unit's ``pc + 1``, a block unit's ``o_i``: docs/architecture.md 12.9), taken
+    in the cycle ``valid`` is high; the controller raises ``valid`` only while ``free``."""
 
     def __init__(self, p: CoreParams):
         check_core_params(p)
-        super().__init__({"valid": Out(1), "word": Out(instr_layout(Opcode.UNIT)), "pc": Out(PC_W), "free": In(1)})
+        super().__init__({"valid": Out(1), "word": Out(instr_layout(Opcode.UNIT)), "op_addr": Out(PC_W),
+                          "free": In(1)})
 
 
 class PpuCommandSignature(wiring.Signature):
@@ -166,7 +168,7 @@ class Group(wiring.Component):
 
         # ---- op dispatch (hw/dispatch.py): OP reads, checks, PE choice, operand fetch
         m.submodules.dispatch = disp = OpDispatch(p)
-        m.d.comb += [disp.unit.valid.eq(unit.valid), disp.unit.pc.eq(unit.pc + 1),
+        m.d.comb += [disp.unit.valid.eq(unit.valid), disp.unit.pc.eq(unit.op_addr),
                      disp.unit.n_ops.eq(unit.word.n_ops), disp.unit.enable.eq(~error & busy)]
         for i in range(imem_ports(p)):
             connect(m, flipped(self.imem[i]), disp.imem[i])

@@ -96,12 +96,16 @@ def test_program_structure(seed):
         syncs = [i for i, (op, _) in enumerate(words) if op == Opcode.SYNC]
         assert len(syncs) == 1 and words[syncs[0]][1]["step"] == {Step.FORWARD: 0, Step.GTA: 1, Step.GTW: 2}[step]
         ops = list(layer_row_ops(c.shape, step))
-        i, seen_ops, slots = syncs[0] + 1, 0, []
-        while words[i][0] == Opcode.UNIT:
-            u = words[i][1]
-            assert all(words[i + 1 + j][0] == Opcode.OP for j in range(u["n_ops"]))
+        # one unit block (section 12.9): UNITS(count), the count UNIT words, then their OPs unit by unit
+        h = syncs[0] + 1
+        assert words[h][0] == Opcode.UNITS and words[h][1]["count"] == c.n_units
+        unit_words = [words[h + 1 + q] for q in range(c.n_units)]
+        assert all(op == Opcode.UNIT for op, _ in unit_words)
+        i, seen_ops, slots = h + 1 + c.n_units, 0, []
+        for _, u in unit_words:
+            assert all(words[i + j][0] == Opcode.OP for j in range(u["n_ops"]))
             for j in range(u["n_ops"]):
-                f = words[i + 1 + j][1]
+                f = words[i + j][1]
                 op = ops[seen_ops + j]
                 assert f["mode"] == step.mode and f["k"] == c.shape.kernel
                 # Port-1 row is the quantised operand row of the decomposition's op.
@@ -121,8 +125,9 @@ def test_program_structure(seed):
                     assert [o for _, o, _ in wr] == list(range(c.shape.kernel)) and [l for *_, l in wr][-1] == 1
             seen_ops += u["n_ops"]
             slots.append((u["out_addr"], u["length"]))
-            i += 1 + u["n_ops"]
+            i += u["n_ops"]
         assert seen_ops == len(ops) and len(slots) == c.n_units
+        assert words[i][0] in (Opcode.PPU, Opcode.END)   # the block ends at its last OP
         # Result slots lie above the operands and never overlap.
         starts = sorted(slots)
         assert starts[0][0] >= len(c.buffer_image)

@@ -115,6 +115,16 @@ def test_invalid_program_ends_in_error_not_hang(case, code):
     assert r.error_code == code
 
 
+def test_invalid_unit_blocks_end_in_the_model_error():
+    """Every invalid unit block (section 12.9) at UNIT_RATE = 1, in one simulator start."""
+    from sparsetrain.sim_tb.core_batch import CoreJob, run_core_programs
+    from test_core_units import BLOCK_CASES, invalid_block
+    jobs = [CoreJob(*invalid_block(case, P), dir_count=4, watchdog_cycles=5000) for case, _ in BLOCK_CASES]
+    for (case, code), r in zip(BLOCK_CASES, run_core_programs(jobs, P)):
+        assert run_program(*invalid_block(case, P), P).error == code
+        assert not r.timed_out and r.done and r.error and r.error_code == code, case
+
+
 @pytest.mark.regress   # the A+B+D build (see above); test_core_pingpong checks invalid programs on A+B+C+D
 @pytest.mark.parametrize("case,code", [
     ("opcode", ErrorCode.BAD_OPCODE), ("k", ErrorCode.BAD_OP), ("addr", ErrorCode.ADDRESS),

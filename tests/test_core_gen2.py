@@ -38,10 +38,12 @@ def test_switches_are_validated_with_their_names(name, value, message):
 
 
 def test_core_params_give_the_matching_microarch():
-    assert CoreParams().microarch() == MicroArch()
-    assert CoreParams(**GEN2).microarch() == MicroArch(prefetch=True, lookahead=2, skip_empty=True, op_scan=4)
+    # the controller's unit rate (12.9) is always finite: UNIT_RATE, 1 by default
+    assert CoreParams().microarch() == MicroArch(unit_rate=1)
+    assert CoreParams(**GEN2, unit_rate=4).microarch() == MicroArch(prefetch=True, lookahead=2, skip_empty=True,
+                                                                    op_scan=4, unit_rate=4)
     # the op reader's rate only counts with D
-    assert CoreParams(prefetch=1, op_scan=2).microarch() == MicroArch(prefetch=True)
+    assert CoreParams(prefetch=1, op_scan=2).microarch() == MicroArch(prefetch=True, unit_rate=1)
 
 
 def test_core_and_group_blocks_take_the_switches_by_name():

@@ -20,9 +20,10 @@ from sparsetrain.sim_tb.core_batch import CoreJob, run_core_programs
 # PINGPONG alone; ACC_W 52 fits features.4.conv of the small golden run
 PP = CoreParams(groups=2, buf_depth=1024, imem_depth=1024, dir_depth=256, mask_depth=64, w_max=16, k_max=5,
                 acc_w=52, pingpong=1)
-# with i15core's switches (the memories of tests/test_core.py's P_GEN2)
+# with i15core's switches (the memories of tests/test_core.py's P_GEN2) and unit blocks handed out
+# two per cycle (F, section 12.9: both groups can take a unit in one cycle)
 PP_GEN2 = CoreParams(groups=2, buf_depth=4096, imem_depth=1024, dir_depth=1024, mask_depth=256, w_max=16, k_max=5,
-                     acc_w=48, prefetch=1, lookahead=2, skip_empty=1, op_scan=4, pingpong=1)
+                     acc_w=48, prefetch=1, lookahead=2, skip_empty=1, op_scan=4, pingpong=1, unit_rate=2)
 LAYER = "features.4.conv"
 
 
@@ -51,9 +52,13 @@ INVALID = ("k", "addr", "slot", "no_end")
 
 
 def invalid_jobs(p: CoreParams) -> list[tuple[str, CoreJob]]:
+    """The invalid programs of test_core_model and the invalid unit blocks of test_core_units."""
     from test_core_model import invalid_program
-    return [(f"invalid {case}", CoreJob(*invalid_program(case, p), dir_count=4, watchdog_cycles=5000))
-            for case in INVALID]
+    from test_core_units import BLOCK_CASES, invalid_block
+    return ([(f"invalid {case}", CoreJob(*invalid_program(case, p), dir_count=4, watchdog_cycles=5000))
+             for case in INVALID] +
+            [(f"invalid {case}", CoreJob(*invalid_block(case, p), dir_count=4, watchdog_cycles=5000))
+             for case, _ in BLOCK_CASES])
 
 
 def check_jobs(p: CoreParams, jobs: list[tuple[str, CoreJob]]) -> list[tuple[str, int, int, int]]:

@@ -22,6 +22,9 @@ P_WIDE = CoreParams(dw=8, acc_w=17, groups=3, buf_depth=8192, imem_depth=512, di
                     w_max=64, k_max=11)
 P_NARROW = CoreParams(dw=6, acc_w=13, groups=1, buf_depth=2048, imem_depth=512, dir_depth=64, mask_depth=64,
                       w_max=10, k_max=3)
+# unit blocks handed out 4 per cycle (section 12.9) on 3 groups
+P_RATE = CoreParams(groups=3, buf_depth=2048, imem_depth=512, dir_depth=64, mask_depth=64, w_max=16, k_max=5,
+                    unit_rate=4)
 
 
 def state(r: CoreRun) -> dict:
@@ -43,7 +46,7 @@ def assert_equal_runs(program, image, masks, p: CoreParams) -> CoreRun:
     return fast
 
 
-@pytest.mark.parametrize("p", [P, P_WIDE, P_NARROW], ids=["default", "wide", "narrow"])
+@pytest.mark.parametrize("p", [P, P_WIDE, P_NARROW, P_RATE], ids=["default", "wide", "narrow", "rate4"])
 def test_random_programs_equal_the_scalar_model(p, rng_for):
     rng = rng_for(f"random-{p.w_max}")
     for _ in range(25):

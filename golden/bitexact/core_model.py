@@ -151,7 +151,9 @@ def check_op(f: Mapping[str, int], p: CoreParams) -> None:
         raise ProgramError(ErrorCode.ADDRESS, f"mask_addr = {f['mask_addr']} >= MASK_DEPTH = {p.mask_depth}")
 
 
-def check_unit(f: Mapping[str, int], pc: int, p: CoreParams) -> None:
+def check_unit(f: Mapping[str, int], op_addr: int, p: CoreParams) -> None:
+    """Section 11.3 checks of a UNIT word whose first OP word is at ``op_addr`` (a bare unit at
+    ``pc``: ``pc + 1``; unit ``i`` of a block: ``o_i``, section 12.9)."""
     if (f["length"] > p.w_max or f["shift"] >= p.acc_w or f["slot"] >= p.n_slots
             or (f["db_en"] and f["db"] >= p.db_depth)):
         raise ProgramError(ErrorCode.BAD_UNIT, f"unit {dict(f)} is out of range (section 11.3)")
@@ -159,7 +161,7 @@ def check_unit(f: Mapping[str, int], pc: int, p: CoreParams) -> None:
     if f["bias_en"] and not -lim <= f["bias"] <= lim:
         raise ProgramError(ErrorCode.BAD_UNIT, f"bias = {f['bias']} does not fit ACC_W = {p.acc_w}")
     if (f["dir"] >= p.dir_depth or f["out_addr"] + max(1, f["length"]) > p.buf_depth
-            or pc + 1 + f["n_ops"] > p.imem_depth):
+            or op_addr + f["n_ops"] > p.imem_depth):
         raise ProgramError(ErrorCode.ADDRESS, f"unit {dict(f)} does not fit the memories")
 
 
@@ -330,6 +332,35 @@ class GroupClock:
         return end
 
 
+@dataclass
+class UnitHandout:
+    """The controller's unit hand-out (sections 11.4, 12.9): unit ``i`` in cycle ``c_i``, the
+    earliest cycle no earlier than the controller reaches it in which a group can take a unit
+    (``GroupClock.free_at``) and fewer than ``rate`` (UNIT_RATE) units have been handed out; to the
+    lowest-index such group. A group that takes a unit in cycle ``c`` takes its next no earlier
+    than ``c + 1`` (``took``), so no group takes two units in one cycle. Bare units are reached one
+    cycle after the previous one (``c + 1``), block units in the cycle of the previous one."""
+
+    rate: int = 1
+    cycle: int = -1        # the cycle of the last hand-out
+    count: int = 0         # units handed out in that cycle
+
+    def take(self, t: int, clocks: Sequence["GroupClock"]) -> tuple[int, int]:
+        """(cycle, group) of the next unit, reached by the controller in cycle ``t``."""
+        c = max(t, min(k.free_at for k in clocks))
+        if c == self.cycle and self.count >= self.rate:
+            c = max(c + 1, min(k.free_at for k in clocks))
+        g = min(i for i, k in enumerate(clocks) if k.free_at <= c)
+        self.count = self.count + 1 if c == self.cycle else 1
+        self.cycle = c
+        return c, g
+
+    @staticmethod
+    def took(clock: "GroupClock", c: int) -> None:
+        """Group ``clock`` took a unit in cycle ``c`` (after ``GroupClock.unit``)."""
+        clock.free_at = max(clock.free_at, c + 1)
+
+
 def run_program(program: Sequence[int], buffer_image: Sequence[int] | np.ndarray, params: CoreParams,
                 masks: Sequence[int] = (), directory: Sequence[int] | None = None,
                 ppus: Sequence[PPUModel] | None = None) -> CoreRun:
@@ -357,15 +388,36 @@ def run_program(program: Sequence[int], buffer_image: Sequence[int] | np.ndarray
     busy: list[tuple[int, int]] = []
     segments: list[list[_Unit]] = [[]]
     step, t, pc = 0, 0, 0
+    handout = UnitHandout(p.unit_rate)
+
+    def unit(f: Mapping[str, int], at: int, op_addr: int, t: int) -> int:
+        """The (checked) UNIT word at ``at``, its OPs from ``op_addr``, reached in cycle ``t``: hand
+        it out, run it; returns its dispatch cycle."""
+        c, g = handout.take(t, clocks)
+        ops = _run_unit(f, words[op_addr:op_addr + f["n_ops"]], at, op_addr, run, run.ppus[g], p, step,
+                        acc=taken[g] % 2 if p.pingpong else 0)
+        if f["db_en"]:
+            run.db_add(g, f["db"], _written_sum(run.buffer, f["out_addr"], p), p)
+        taken[g] += 1
+        end = clocks[g].unit(c, ops, f["length"], bool(f["bias_en"]), p)
+        handout.took(clocks[g], c)
+        cycles = [o.cycles(bool(p.prefetch)) for o in ops if o.issued]
+        run.units.append(UnitTrace(g, c, end, cycles, f["length"], step, ops))
+        busy.append((c + 1, end))
+        segments[-1].append(_Unit(cycles, f["length"], _UnitOps(ops, ops[0].mode if ops else Mode.SRC)))
+        return c
+
     try:
         while True:
             if pc >= p.imem_depth:
                 raise ProgramError(ErrorCode.ADDRESS, f"pc = {pc} ran past IMEM_DEPTH = {p.imem_depth}")
             op, f = decode(words[pc])
-            if op not in FIELDS or op in (Opcode.OP, Opcode.UNITS):  # UNITS: 12.9, not built yet
+            if op not in FIELDS or op == Opcode.OP:
                 raise ProgramError(ErrorCode.BAD_OPCODE, f"word {pc} has opcode {op} outside a unit")
             if op == Opcode.NOP:
                 t, pc = t + 1, pc + 1
+            elif op == Opcode.UNITS:
+                t, pc = unit_block(f["count"], pc, t, words, p, unit)
             elif op in (Opcode.SYNC, Opcode.END):
                 t = max([t] + [k.idle_at for k in clocks]) + 1
                 if op == Opcode.END:
@@ -377,26 +429,38 @@ def run_program(program: Sequence[int], buffer_image: Sequence[int] | np.ndarray
                 check_ppu_word(f, p, pc)
                 t, pc = ppu_word(f, run, p, t, clocks), pc + 1
             else:
-                check_unit(f, pc, p)
-                c = max(t, min(k.free_at for k in clocks))
-                g = min(i for i in range(G) if clocks[i].free_at <= c)
-                ops = _run_unit(f, words[pc + 1:pc + 1 + f["n_ops"]], pc, run, run.ppus[g], p, step,
-                                acc=taken[g] % 2 if p.pingpong else 0)
-                if f["db_en"]:
-                    run.db_add(g, f["db"], _written_sum(run.buffer, f["out_addr"], p), p)
-                taken[g] += 1
-                end = clocks[g].unit(c, ops, f["length"], bool(f["bias_en"]), p)
-                cycles = [o.cycles(bool(p.prefetch)) for o in ops if o.issued]
-                run.units.append(UnitTrace(g, c, end, cycles, f["length"], step, ops))
-                busy.append((c + 1, end))
-                segments[-1].append(_Unit(cycles, f["length"], _UnitOps(ops, ops[0].mode if ops else Mode.SRC)))
-                t, pc = c + 1, pc + 1 + f["n_ops"]
+                check_unit(f, pc + 1, p)
+                t, pc = unit(f, pc, pc + 1, t) + 1, pc + 1 + f["n_ops"]
     except ProgramError as e:
         run.error, run.error_message = int(e.code), str(e)
     run.cycles = _union_length(busy)
     run.cycles_contract = sum(_schedule(seg, p) for seg in segments)
     run.pe_busy_cycles = sum(k.busy for k in clocks)
     return run
+
+
+def unit_block(count: int, h: int, t: int, words: Sequence[int], p: CoreParams, unit) -> tuple[int, int]:
+    """The unit block whose ``UNITS(count)`` header is at ``h``, reached in cycle ``t`` (section
+    12.9): the header takes the cycle; unit ``i`` (word ``h + 1 + i``, its OPs from ``o_i``) is
+    checked when it is the next to hand out and handed out with ``unit(fields, address, o_i,
+    cycle reached)`` (which returns its cycle; the next unit is reached in that cycle). Returns
+    (the cycle after the last unit's, the word after the last OP: ``o_count``)."""
+    if count == 0:
+        raise ProgramError(ErrorCode.BAD_UNIT, f"UNITS at {h} has count = 0; allowed: 1 .. 65535")
+    t += 1
+    o = h + 1 + count
+    for i in range(count):
+        at = h + 1 + i
+        if at >= p.imem_depth:
+            raise ProgramError(ErrorCode.ADDRESS, f"UNIT word {at} of the block at {h} is past IMEM_DEPTH = "
+                               f"{p.imem_depth}")
+        op, f = decode(words[at])
+        if op != Opcode.UNIT:
+            raise ProgramError(ErrorCode.BAD_OPCODE, f"word {at} of the block at {h} is not a UNIT (opcode {op})")
+        check_unit(f, o, p)
+        t = unit(f, at, o, t)
+        o += f["n_ops"]
+    return t + 1, o
 
 
 def _ppu_command(f: Mapping[str, int], p: CoreParams) -> PPUCommand:
@@ -453,7 +517,7 @@ def row_is_empty(f: Mapping[str, int], directory: np.ndarray) -> bool:
     return f["mode"] == Mode.OSRC and dir_decode(int(directory[f["dir2"]]))["nnz"] == 0
 
 
-def _run_unit(f: Mapping[str, int], op_words: Sequence[int], pc: int, run: CoreRun, ppu: PPUModel,
+def _run_unit(f: Mapping[str, int], op_words: Sequence[int], at: int, op_addr: int, run: CoreRun, ppu: PPUModel,
               p: CoreParams, step: int, acc: int = 0) -> list[OpInfo]:
     """Run one unit's ops and FINISH on the group's PPU model, in accumulator ``acc`` (PINGPONG);
     the accumulators are independent, so one unit after the other gives the RTL's rows."""
@@ -463,7 +527,7 @@ def _run_unit(f: Mapping[str, int], op_words: Sequence[int], pc: int, run: CoreR
     for i, w in enumerate(op_words):
         op, of = decode(w)
         if op != Opcode.OP:
-            raise ProgramError(ErrorCode.BAD_OPCODE, f"word {pc + 1 + i} in the unit at {pc} is not an OP")
+            raise ProgramError(ErrorCode.BAD_OPCODE, f"word {op_addr + i} in the unit at {at} is not an OP")
         check_op(of, p)
         if p.skip_empty:
             if of["dir1"] >= p.dir_depth or (of["mode"] == Mode.OSRC and of["dir2"] >= p.dir_depth):

@@ -27,8 +27,8 @@ from ...arch.fixedpoint import sat_limit
 from ...arch.isa import DIR_FIELDS, FIELDS, OPCODE_W, CoreParams, Opcode, decode
 from ...arch.ppu import PPU_LAT, Op
 from ...arch.timing import Mode, lookahead_cycles, msrc_skips
-from .core_model import (CoreRun, GroupClock, OpInfo, UnitTrace, _schedule, _union_length, _Unit, _UnitOps,
-                         initial_ppus, ppu_word, run_program)
+from .core_model import (CoreRun, GroupClock, OpInfo, UnitHandout, UnitTrace, _schedule, _union_length, _Unit,
+                         _UnitOps, initial_ppus, ppu_word, run_program)
 from .ppu_model import PPUModel
 
 _M64 = (1 << 64) - 1
@@ -457,8 +457,19 @@ def run_program_fast(program: Sequence[int], buffer_image: Sequence[int] | np.nd
         return run_program(program, buffer_image, params, masks=masks, directory=directory, ppus=ppus)
 
 
-def _walk(words: list[int], p: CoreParams) -> list[tuple[int, int, dict[str, int]]]:
-    """(pc, opcode, fields) of every instruction outside units up to END; raises _Fallback on an error."""
+def _unit_ok(f: dict[str, int], op_addr: int, p: CoreParams) -> bool:
+    """core_model.check_unit of a UNIT word whose OPs start at ``op_addr``, as a bool."""
+    lim = (1 << (p.acc_w - 1)) - 1
+    return not (f["length"] > p.w_max or f["shift"] >= p.acc_w or f["slot"] >= p.n_slots
+                or (f["db_en"] and f["db"] >= p.db_depth)
+                or (f["bias_en"] and not -lim <= f["bias"] <= lim) or f["dir"] >= p.dir_depth
+                or f["out_addr"] + max(1, f["length"]) > p.buf_depth or op_addr + f["n_ops"] > p.imem_depth)
+
+
+def _walk(words: list[int], p: CoreParams) -> list[tuple[int, int, dict[str, int], int]]:
+    """(pc, opcode, fields, op address) of every instruction outside units up to END, a unit
+    block's header and then its UNIT words (section 12.9); the op address is a unit's first OP
+    word (0 for other words). Raises _Fallback on an error."""
     out, pc = [], 0
     while True:
         if pc >= p.imem_depth:
@@ -466,15 +477,25 @@ def _walk(words: list[int], p: CoreParams) -> list[tuple[int, int, dict[str, int
         op, f = decode(words[pc])
         if op not in FIELDS or op == Opcode.OP:
             raise _Fallback("bad opcode")
-        out.append((pc, op, f))
+        if op == Opcode.UNITS:
+            count = f["count"]
+            if count == 0 or pc + 1 + count > p.imem_depth:
+                raise _Fallback("bad unit block")
+            out.append((pc, op, f, 0))
+            o = pc + 1 + count
+            for at in range(pc + 1, pc + 1 + count):
+                uop, uf = decode(words[at])
+                if uop != Opcode.UNIT or not _unit_ok(uf, o, p):
+                    raise _Fallback("bad unit in a block")
+                out.append((at, uop, uf, o))
+                o += uf["n_ops"]
+            pc = o
+            continue
+        out.append((pc, op, f, pc + 1 if op == Opcode.UNIT else 0))
         if op == Opcode.END:
             return out
         if op == Opcode.UNIT:
-            lim = (1 << (p.acc_w - 1)) - 1
-            if (f["length"] > p.w_max or f["shift"] >= p.acc_w or f["slot"] >= p.n_slots
-                    or (f["db_en"] and f["db"] >= p.db_depth)
-                    or (f["bias_en"] and not -lim <= f["bias"] <= lim) or f["dir"] >= p.dir_depth
-                    or f["out_addr"] + max(1, f["length"]) > p.buf_depth or pc + 1 + f["n_ops"] > p.imem_depth):
+            if not _unit_ok(f, pc + 1, p):
                 raise _Fallback("bad unit")
             pc += 1 + f["n_ops"]
         else:
@@ -494,8 +515,8 @@ def _run_fast(program, buffer_image, params: CoreParams, masks, directory, ppus=
         raise ValueError(f"masks = {len(masks)} words is out of range; allowed: 0 .. {p.mask_depth}")
     words = [int(w) for w in program] + [0] * (p.imem_depth - len(program))
     instrs = _walk(words, p)
-    units = [(pc, f) for pc, op, f in instrs if op == Opcode.UNIT]
-    op_pcs = np.concatenate([np.arange(pc + 1, pc + 1 + f["n_ops"]) for pc, f in units] or [np.zeros(0, np.int64)])
+    units = [(a, f) for _, op, f, a in instrs if op == Opcode.UNIT]
+    op_pcs = np.concatenate([np.arange(a, a + f["n_ops"]) for a, f in units] or [np.zeros(0, np.int64)])
     limbs = _chunks([words[i] for i in op_pcs.tolist()])
     if np.any((limbs[:, 0] & np.uint64((1 << OPCODE_W) - 1)) != int(Opcode.OP)):
         raise _Fallback("a unit holds a word that is not an OP")
@@ -556,10 +577,15 @@ def _run_fast(program, buffer_image, params: CoreParams, masks, directory, ppus=
     busy: list[tuple[int, int]] = []
     segments: list[list[int]] = [[]]   # section 10 unit times per step segment
     step, t, u = 0, 0, 0
+    handout = UnitHandout(p.unit_rate)
+    block = 0          # units of the current unit block not yet handed out (section 12.9)
     fin = _Finished(acc, units, p)
-    for pc, op, fl in instrs:
+    for pc, op, fl, _ in instrs:
         if op == Opcode.NOP:
             t += 1
+        elif op == Opcode.UNITS:   # the header's cycle; block units are reached in the previous one's
+            t += 1
+            block = fl["count"]
         elif op in (Opcode.SYNC, Opcode.END):
             t = max([t] + [k.idle_at for k in clocks]) + 1
             if op == Opcode.END:
@@ -570,8 +596,7 @@ def _run_fast(program, buffer_image, params: CoreParams, masks, directory, ppus=
         elif op == Opcode.PPU:
             t = ppu_word(fl, run, p, t, clocks)
         else:
-            c = max(t, min(k.free_at for k in clocks))
-            g = min(i for i in range(G) if clocks[i].free_at <= c)
+            c, g = handout.take(t, clocks)
             enc, nnz = _finish(run.ppus[g], fin, u, fl, p)
             cyc = op_cycles_list[starts[u]:starts[u] + counts[u]]
             out_words[fl["out_addr"]:fl["out_addr"] + enc.size] = enc
@@ -594,9 +619,14 @@ def _run_fast(program, buffer_image, params: CoreParams, masks, directory, ppus=
                 end = clocks[g].unit(c, ops, fl["length"], bool(fl["bias_en"]), p)
                 cyc = [o.cycles(bool(p.prefetch)) for o in ops if o.issued]
                 segments[-1].append(_Unit(cyc, fl["length"], _UnitOps(ops, ops[0].mode if ops else Mode.SRC)))
+            handout.took(clocks[g], c)
             run.units.append(UnitTrace(g, c, end, cyc, fl["length"], step, ops))
             busy.append((c + 1, end))
-            t = c + 1
+            if block:
+                block -= 1
+                t = c if block else c + 1
+            else:
+                t = c + 1
             u += 1
     run.buffer = out_words.astype(object)
     run.cycles = _union_length(busy)

@@ -60,13 +60,29 @@ def program_useful(program: Sequence[int], buffer_image: Sequence[int] | np.ndar
             raise ValueError(f"program word {pc} (opcode {op}) is out of range; allowed: an instruction outside a unit")
         if op == Opcode.END:
             break
+        if op == Opcode.UNITS:   # a unit block (section 12.9): its UNIT words, then their OPs in unit order
+            n_ops = 0
+            for at in range(pc + 1, pc + 1 + f["count"]):
+                uop, uf = decode(int(program[at])) if at < len(program) else (None, {})
+                if uop != Opcode.UNIT:
+                    raise ValueError(f"program word {at} in the unit block at {pc} is not a UNIT")
+                n_ops += uf["n_ops"]
+            pc = _ops_useful(program, pc + 1 + f["count"], n_ops, pc, buf, masks, p, out)
+            continue
         if op != Opcode.UNIT:
             pc += 1
             continue
-        for i in range(f["n_ops"]):
-            oop, of = decode(int(program[pc + 1 + i]))
-            if oop != Opcode.OP:
-                raise ValueError(f"program word {pc + 1 + i} in the unit at {pc} is not an OP")
-            out.append(op_useful(of, buf, masks, p))
-        pc += 1 + f["n_ops"]
+        pc = _ops_useful(program, pc + 1, f["n_ops"], pc, buf, masks, p, out)
     return out
+
+
+def _ops_useful(program: Sequence[int], start: int, n: int, at: int, buf: np.ndarray, masks: Sequence[int],
+                p: CoreParams, out: list[int]) -> int:
+    """Useful PE-cycles of the ``n`` OP words from ``start`` (of the unit or block at ``at``)
+    appended to ``out``; returns the address after them."""
+    for i in range(start, start + n):
+        oop, of = decode(int(program[i])) if i < len(program) else (None, {})
+        if oop != Opcode.OP:
+            raise ValueError(f"program word {i} in the unit at {at} is not an OP")
+        out.append(op_useful(of, buf, masks, p))
+    return start + n

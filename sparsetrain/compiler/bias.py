@@ -24,7 +24,7 @@ from ..arch.steps import Step
 from ..arch.timing import Mode
 from .emit import STEP_INDEX, Chunk, ProgramBuilder, ResultRow
 from .geometry import check_fits
-from .layout import row_words
+from .layout import block_headers, row_words
 
 
 @dataclass
@@ -71,19 +71,23 @@ def compile_bias_gradient(shape: ConvShape, q_do: np.ndarray, g: np.ndarray, fra
     chunks: list[BiasChunk] = []
     channels: list[int] = []
     used = 1                                     # the one weight word
+    def instr_words(units: int) -> int:   # SYNC, END, the unit blocks' headers, UNIT + OP per unit
+        return 2 + block_headers(units) + 2 * units
+
     for f in range(f_all):
         need = int(per_channel_words[f])
         fits = (len(channels) < p.db_depth and used + need <= p.buf_depth
-                and 2 + 2 * rows * (len(channels) + 1) <= p.imem_depth
+                and instr_words(rows * (len(channels) + 1)) <= p.imem_depth
                 and dirs * rows * (len(channels) + 1) <= p.dir_depth)
         if not fits and channels:
             chunks.append(_emit(len(chunks), q_do, channels, p))
             channels, used = [], 1
-            fits = (used + need <= p.buf_depth and 2 + 2 * rows <= p.imem_depth and dirs * rows <= p.dir_depth)
+            fits = (used + need <= p.buf_depth and instr_words(rows) <= p.imem_depth and dirs * rows <= p.dir_depth)
         if not fits:
             what = "the dO rows of one channel and their result rows (bias gradient)"
             check_fits(shape, f"buffer words for {what}", 1 + need, p.buf_depth, "BUF_DEPTH", 1 << 20)
-            check_fits(shape, f"instruction words for {what}", 2 + 2 * rows, p.imem_depth, "IMEM_DEPTH", 1 << 20)
+            check_fits(shape, f"instruction words for {what}", instr_words(rows), p.imem_depth, "IMEM_DEPTH",
+                       1 << 20)
             check_fits(shape, f"directory entries for {what}", dirs * rows, p.dir_depth, "DIR_DEPTH", 1 << 16)
         channels.append(f)
         used += need
@@ -95,7 +99,8 @@ def compile_bias_gradient(shape: ConvShape, q_do: np.ndarray, g: np.ndarray, fra
 
 
 def _emit(index: int, q_do: np.ndarray, channels: list[int], p: CoreParams) -> BiasChunk:
-    """Operand rows (channel by channel), the weight 1, SYNC, one unit per dO row, END."""
+    """Operand rows (channel by channel), the weight 1, SYNC, one unit per dO row (a unit block,
+    section 12.9), END."""
     n, _, h, w = q_do.shape
     b = ProgramBuilder(p, results_last=True)
     addr = {(i, f, y): b.row(q_do[i, f, y]) for f in channels for i in range(n) for y in range(h)}
@@ -103,6 +108,7 @@ def _emit(index: int, q_do: np.ndarray, channels: list[int], p: CoreParams) -> B
     b.instr(Opcode.SYNC, step=STEP_INDEX[Step.GTA])
     op_word = b.op_encoder(Mode.SRC, 1, w, w)
     keys = []
+    b.begin_block()
     for bank, f in enumerate(channels):
         for i in range(n):
             for y in range(h):

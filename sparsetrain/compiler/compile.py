@@ -23,7 +23,7 @@ from ..golden.training.campfire import find_masks, load_masks, weight_row_ops
 from .bias import BiasGradient, compile_bias_gradient
 from .emit import Chunk, ResultRow, continuation_header, emit_chunk, end_batch_word, threshold_program
 from .geometry import (check_accumulator, check_geometry, check_kind, check_reproducible, check_samples)
-from .layout import ChunkPacker, StepOperands, Unit
+from .layout import ChunkPacker, StepOperands, Unit, block_headers
 from .quantise import StepTensors, forward_tensors, gta_tensors, gtw_tensors
 
 
@@ -285,7 +285,8 @@ def _emit(data: LayerData, step: Step, shape: ConvShape, p: CoreParams, t: StepT
                          tail=tail if i == len(plans) - 1 else ())
               for i, plan in enumerate(plans)]
     single = {"buffer": operands.single_program_words(units),
-              "instructions": len(header) + len(tail) + 2 + len(units) + sum(len(o) for _, o in units),
+              "instructions": len(header) + len(tail) + 2 + block_headers(len(units)) + len(units)
+              + sum(len(o) for _, o in units),
               "directory": len(units)}
     return CompiledStep(data.name, step, shape, p, chunks, t, n, single, threshold, live,
                         sum(len(o) for _, o in all_units) - sum(len(o) for _, o in units), len(all_units) - len(units))

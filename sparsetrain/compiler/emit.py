@@ -1,8 +1,8 @@
 """Emission: program words, buffer image and mask words (docs/architecture.md section 11.3).
 
 ``ProgramBuilder`` is the one program builder: it writes rows and weight rows into a buffer
-image, mask words into the mask memory, and instructions (UNIT with its OPs, SYNC, PPU, END) into
-the program, placing every unit's result row. The compiler (``emit_chunk``: one program of a
+image, mask words into the mask memory, and instructions (UNIT with its OPs, unit blocks, SYNC,
+PPU, END) into the program, placing every unit's result row. The compiler (``emit_chunk``: one program of a
 layer step from its ``layout.ChunkPlan``) and the core-model, core and testbench tests
 (``random_programs``) use it.
 """
@@ -19,7 +19,7 @@ from ..arch.ppu import Op as PPUOp
 from ..arch.steps import Step
 from ..arch.timing import Mode
 from ..golden.bitexact.ppu_model import threshold_constant
-from .layout import ChunkPlan, Key, StepOperands
+from .layout import UNITS_MAX, ChunkPlan, Key, StepOperands
 from .quantise import StepTensors, tau_to_int
 
 
@@ -54,6 +54,11 @@ class ProgramBuilder:
     entries, nnz, written), from the top of the directory down (``directory_image()``), and the OP
     words name the entries of their operand rows (``dir1``: the Port-1 row; ``dir2``: the Port-2
     row when it is a data row, the dO row of OSRC).
+
+    Units are bare (``UNIT`` then its ``OP`` words) or, between ``begin_block()`` and the next
+    non-unit instruction (or ``end_block()``), a unit block (section 12.9): ``UNITS(count)``, the
+    ``count`` UNIT words, then their OP words unit by unit (a block of more than UNITS_MAX units
+    is split into several).
     """
 
     def __init__(self, params: CoreParams, *, results_last: bool = False):
@@ -66,6 +71,7 @@ class ProgramBuilder:
         self._pending: list[tuple[int, dict]] = []  # (index of the UNIT word, its fields)
         self.row_dirs: dict[int, int] = {}       # data row address -> its directory entry (SKIP_EMPTY)
         self.dir_words: dict[int, int] = {}      # directory entry -> word, of the data rows
+        self._block: list[tuple[dict, list[int]]] | None = None   # the open unit block's (fields, ops)
 
     def _alloc(self, words: Sequence[int]) -> int:
         addr = len(self.image)
@@ -140,21 +146,45 @@ class ProgramBuilder:
         ``db``: the bias-gradient bank entry the written row's sum is added to (section 11.6)."""
         d = len(self.results)
         self.results.append((-1, length))
-        self._pending.append((len(self.words), dict(
+        fields = dict(
             n_ops=len(ops), dir=d, length=length, shift=shift, relu=int(relu), acc_g=int(acc_g), prune=int(prune),
             g_first=int(g_first), slot=slot, bias_en=int(bias is not None), bias=int(bias or 0),
-            db_en=int(db is not None), db=int(db or 0))))
+            db_en=int(db is not None), db=int(db or 0))
+        if self._block is not None:
+            self._block.append((fields, [int(w) for w in ops]))
+            return d
+        self._pending.append((len(self.words), fields))
         self.words.append(0)  # the UNIT word, written when its out_addr is known
         self.words.extend(int(w) for w in ops)
         return d
 
+    def begin_block(self) -> None:
+        """The following units (up to the next other instruction) form unit blocks (section 12.9)."""
+        self.end_block()
+        self._block = []
+
+    def end_block(self) -> None:
+        """Emit the open block's words: per UNITS_MAX units a ``UNITS`` header, the UNIT words (written
+        when their out_addr is known), then their OP words unit by unit."""
+        units, self._block = self._block or [], None
+        for start in range(0, len(units), UNITS_MAX):
+            part = units[start:start + UNITS_MAX]
+            self.words.append(encode(Opcode.UNITS, count=len(part)))
+            for f, _ in part:
+                self._pending.append((len(self.words), f))
+                self.words.append(0)
+            for _, ops in part:
+                self.words.extend(ops)
+
     def instr(self, opcode: Opcode, **fields: int) -> None:
+        self.end_block()
         if not self.results_last:
             self._place()
         self.words.append(encode(opcode, **fields))
 
     def extend(self, words: Sequence[int]) -> None:
         """Instruction words encoded elsewhere (a shared header)."""
+        self.end_block()
         if not self.results_last:
             self._place()
         self.words.extend(int(w) for w in words)
@@ -169,11 +199,13 @@ class ProgramBuilder:
     @property
     def buffer_words(self) -> int:
         """Buffer words the program uses: its image and every result slot."""
-        return len(self.image) + sum(max(1, f["length"]) for _, f in self._pending)
+        pending = [f for _, f in self._pending] + [f for f, _ in self._block or []]
+        return len(self.image) + sum(max(1, f["length"]) for f in pending)
 
     def build(self) -> tuple[list[int], list[int], list[int]]:
         """(program, buffer image, masks); with ``results_last`` the image holds the operands only
         and the result slots lie right above it."""
+        self.end_block()
         operands = len(self.image)
         self._place()
         image = self.image[:operands] if self.results_last else self.image
@@ -209,8 +241,8 @@ class Chunk:
 def emit_chunk(index: int, plan: ChunkPlan, o: StepOperands, p: CoreParams, t: StepTensors, header: list[int], *,
                relu: bool, prune: bool, tail: Sequence[int] = ()) -> Chunk:
     """Program ``index`` of a step: operand rows in first-use order (Port-1 rows, then Port-2 rows),
-    the header, SYNC, every unit with its ops, the ``tail`` words (END_BATCH), END; one result slot
-    per unit above the operands."""
+    the header, SYNC, the units as one unit block (section 12.9: UNITS, the UNIT words, their ops),
+    the ``tail`` words (END_BATCH), END; one result slot per unit above the operands."""
     step, shape = o.step, o.shape
     b = ProgramBuilder(p, results_last=True)
     addr1 = {k: b.row(o.q1[k]) for k in plan.rows1}
@@ -225,6 +257,7 @@ def emit_chunk(index: int, plan: ChunkPlan, o: StepOperands, p: CoreParams, t: S
         lens = dict(in_len=shape.width, out_len=shape.out_width)
     op_word = b.op_encoder(step.mode, shape.kernel, stride=shape.stride, pad=shape.pad, **lens)
     keys: list[Key] = []
+    b.begin_block()
     for key, ops in plan.units:
         words = []
         for op in ops:

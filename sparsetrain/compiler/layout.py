@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..arch.geometry import ConvShape
-from ..arch.isa import CoreParams
+from ..arch.isa import FIELDS, CoreParams, Opcode
 from ..arch.steps import Step
 from ..golden.bitexact.rowconv import RowOp
 from .geometry import check_field, check_fits
@@ -23,6 +23,16 @@ from .quantise import StepTensors
 
 Key = tuple[int, int, int]
 Unit = tuple[Key, list[RowOp]]   # (result row, its row ops in issue order)
+
+# A unit block (section 12.9) holds at most UNITS_MAX units (its `count` field); a program's units
+# go into as few blocks as that allows, one UNITS header word each.
+UNITS_MAX = (1 << dict((n, w) for n, w, _ in FIELDS[Opcode.UNITS])["count"]) - 1
+FIXED_WORDS = 3   # a program's SYNC, first UNITS header and END
+
+
+def block_headers(units: int) -> int:
+    """UNITS header words of ``units`` consecutive units emitted as unit blocks."""
+    return -(-units // UNITS_MAX)
 
 
 def row_words(q: np.ndarray) -> np.ndarray:
@@ -98,7 +108,7 @@ class ChunkPacker:
         self._new()
 
     def _new(self) -> None:
-        self.plan = ChunkPlan(instructions=self.header_words + 2)  # + SYNC + END
+        self.plan = ChunkPlan(instructions=self.header_words + FIXED_WORDS)  # + SYNC + UNITS + END
 
     def _cost(self, ops: list[RowOp]) -> tuple[int, int, int, list, list, list]:
         plan, o = self.plan, self.o
@@ -113,7 +123,9 @@ class ChunkPacker:
                 words += int(o.words2[k2])
             if m is not None and m not in plan.masks and m not in newm:
                 newm[m] = 1
-        return words, len(newm), len(ops) + 1, list(new1), list(new2), list(newm)
+        units = len(plan.units)
+        header = int(units > 0 and units % UNITS_MAX == 0)   # the unit opens the program's next block
+        return words, len(newm), len(ops) + 1 + header, list(new1), list(new2), list(newm)
 
     def _fits(self, words: int, masks: int, instr: int, units: int, rows: int = 0) -> bool:
         """``rows``: data rows of the program, each with a directory entry under SKIP_EMPTY."""
@@ -155,7 +167,7 @@ class ChunkPacker:
         shape, p = self.o.shape, self.p
         what = f"one result row of {self.o.step.value} and its operands"
         check_fits(shape, f"buffer words for {what}", words + self.o.length, p.buf_depth, "BUF_DEPTH", 1 << 20)
-        check_fits(shape, f"instruction words for {what}", instr + self.header_words + 2, p.imem_depth,
+        check_fits(shape, f"instruction words for {what}", instr + self.header_words + FIXED_WORDS, p.imem_depth,
                    "IMEM_DEPTH", 1 << 20)
         check_fits(shape, f"mask words for {what}", masks, p.mask_depth, "MASK_DEPTH", 1 << 16)
 

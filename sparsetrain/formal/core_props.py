@@ -4,8 +4,8 @@ Environment: every host input is free (writes to any memory at any time), except
 ``start`` comes only while the core is not ``busy``; memories start empty as after reset.
 The groups are the real ones.
 
-Property groups: ``control`` (a unit goes only to a ``free`` group (``unit.free``) and to one
-group at a time; a PPU command only to ``idle`` groups (``ppu_cmd.idle``); ``busy`` and ``done`` never together; an error
+Property groups: ``control`` (a unit goes only to a ``free`` group (``unit.free``), at most
+``UNIT_RATE`` groups take a unit in one cycle (one at ``UNIT_RATE = 1``, section 12.9); a PPU command only to ``idle`` groups (``ppu_cmd.idle``); ``busy`` and ``done`` never together; an error
 ends the run: ``done`` and ``error`` are raised together and, with the code, stay until
 the next ``start``; nothing is issued once done), ``cover`` (each error code of
 ``ErrorCode`` ends a run, and a run ends normally at ``END``). The core has no watchdog
@@ -49,7 +49,7 @@ def core_harness(p: CoreParams = CORE_SMALL, groups: tuple[str, ...] = GROUPS, c
             with m.If(g.ppu_cmd.valid):
                 m.d.comb += Assert(g.ppu_cmd.idle & dut.busy)
             n_units = n_units + g.unit.valid
-        m.d.comb += [Assert(n_units <= 1), Assert(~(dut.busy & dut.done))]
+        m.d.comb += [Assert(n_units <= p.unit_rate), Assert(~(dut.busy & dut.done))]
         m.d.comb += Assert(~dut.error | dut.done)
         with m.If(h.past_valid & past_done & ~past_start):
             m.d.comb += Assert(dut.done & (dut.error == past_error) & (dut.error_code == past_code))
