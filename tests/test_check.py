@@ -28,14 +28,10 @@ def assert_report_ok(rep) -> None:
     # Cycles: the RTL counter is the model's; the model's section 10 figure is the perf schedule's.
     assert rep.rtl_cycles == rep.model_cycles
     assert rep.schedule_cycles == rep.contract_cycles
-    # Section 11.4: dispatch hands out one unit per cycle, so the first generation's RTL may trail
-    # the schedule by a few cycles per program (chunk); the performance model's tolerance (issue 7)
-    # is 5 %. The second generation's section 12 schedule is not a lower bound of the RTL: measured
-    # within 0.4 % either way on this layer (docs/verification.md), bounded here by 1 %.
-    if not sim_params().microarch().is_gen1:
-        assert abs(rep.rtl_cycles - rep.schedule_cycles) <= 0.01 * rep.schedule_cycles
-    else:
-        assert rep.schedule_cycles <= rep.rtl_cycles <= rep.schedule_cycles * 1.05
+    # The schedule (arch.schedule2 at the core's unit rate, 12.9, with the group's dispatcher and
+    # unit sequencer of arch.group_timing, the model's own functions) is the RTL's count: issue 15
+    # asks for 0.1 % (measured: equal).
+    assert abs(rep.rtl_cycles - rep.schedule_cycles) <= 0.001 * rep.schedule_cycles
     assert 0 < rep.busy_utilisation <= 1.0 and 0 <= rep.useful_utilisation <= rep.busy_utilisation
     # The dense baseline runs every entry: never faster than the sparse rows.
     assert rep.dense_cycles >= rep.schedule_cycles

@@ -62,9 +62,8 @@ def test_programs_match_rowconv_integer_path(seed, geom):
                                            frac_out=t.frac["dW"], acc_w=PARAMS.acc_w).value
         np.testing.assert_array_equal(got, want, err_msg=f"{step.value}")
         assert np.count_nonzero(want), "a test whose result is all zero proves nothing"
-        # The model's cycles are the section 10 schedule plus the unit dispatch latency (s.11.4): a
-        # few cycles per step (one UNIT per cycle), never fewer than the schedule.
-        assert run.cycles_contract <= run.cycles <= run.cycles_contract + 2 * PARAMS.groups, step
+        # The model's cycles are the contract at the core's unit rate (one UNIT per cycle, s.11.4, 12.9)
+        assert run.cycles == run.cycles_contract, step
         # Section 2: the bit-accurate result is within the bound of the float64 result.
         err = np.abs(got * 2.0 ** -t.frac[t.result_name] - t.reference)
         assert np.all(err <= t.bound), f"{step.value}: worst error/bound {np.max(err / t.bound):.3f}"

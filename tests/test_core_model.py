@@ -98,11 +98,9 @@ def test_cycles_follow_the_schedule_contract(rng_for):
         prog, img, masks = b.build()
         run = run_program(prog, img, p, masks)
         assert run.error == 0
-        if groups == 1:
-            assert run.cycles == run.cycles_contract  # one group: no dispatch latency at all
-        # s.11.4: at most G-1 cycles per step more than section 10
-        assert run.cycles_contract <= run.cycles <= run.cycles_contract + 3 * (groups - 1)
-        assert abs(run.cycles - run.cycles_contract) <= 0.05 * run.cycles_contract
+        # the contract at the core's unit rate (UNIT_RATE = 1: one bare UNIT a cycle, the dispatch
+        # latency of s.11.4; arch.schedule2 with the same group rule, 12.9) is the model's count exactly
+        assert run.cycles == run.cycles_contract, groups
 
 
 def test_ops_go_to_first_free_pe_and_units_to_first_free_group():

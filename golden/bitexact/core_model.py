@@ -20,7 +20,8 @@ import numpy as np
 from ...arch.fixedpoint import SparseRow, sat, sat_unsigned
 from ...arch.isa import (FIELDS, N_STEPS, CoreParams, ErrorCode, Opcode, decode, dir_decode, dir_encode,
                          entry_decode, entry_encode)
-from ...arch.microarch import ISSUE_QUEUE, op_times
+from ...arch.group_timing import GroupClock, PEState, dispatch_ops, unit_time  # noqa: F401 (the model's API)
+from ...arch.microarch import op_times
 from ...arch.ppu import N_PE, PPU_LAT, Op, PPUCommand, command_cycles
 from ...arch.timing import Mode, lookahead_cycles, msrc_skips, pe_cycles
 from .ppu_model import PPUModel, tau_batch
@@ -89,10 +90,11 @@ class CoreRun:
 
 
 class _Unit:
-    def __init__(self, cycles: list[int], row_len: int, ops: "_UnitOps | None" = None):
+    def __init__(self, cycles: list[int], row_len: int, ops: "_UnitOps | None" = None, bias_en: bool = False):
         self.cycles = np.asarray(cycles, dtype=np.int64)
         self.row_len = row_len
         self.ops = ops
+        self.bias_en = bias_en   # its START (12.4: a unit's ACCUM starts a cycle later after one)
 
 
 @dataclass
@@ -202,134 +204,10 @@ def unit_ops_time(op_cycles: Sequence[int], length: int, bias_en: bool) -> tuple
     return max(free) + length + PPU_LAT, pes
 
 
-def unit_time(ops: Sequence[OpInfo], length: int, bias_en: bool, p: CoreParams,
-              state: "PEState | None" = None) -> int:
-    """Cycles from a unit's dispatch (cycle 0) to its end, the cycle its last result entry is
-    written: the group's dispatcher (hw/dispatch.py) and unit sequencer cycle by cycle.
-
-    First generation (PREFETCH = SKIP_EMPTY = 0): ``unit_ops_time``. Otherwise (sections 12.2,
-    12.4): an op goes, in order, to the lowest PE that can take a cfg in the earliest cycle
-    (from its previous op's ``dispatch_free``); without SKIP_EMPTY every op can be taken from
-    cycle 1; with it the op reader examines block b (OP_SCAN words) in cycle 2 + b at the
-    earliest, drops the ops whose row is empty, and waits while the issue queue (ISSUE_QUEUE
-    ops) has no room for what the PEs do not take. The PPU's ACCUM (from cycle 2, 3 after a
-    START) ends when every PE of its mask has sent the unit's last beat: its final op's final
-    beat if that comes once every op is issued, else an empty beat then; the finish follows."""
-    if not (p.prefetch or p.skip_empty):
-        return unit_ops_time([o.cycles(False) for o in ops if o.issued], length, bias_en)[0]
-    n = len(ops)
-    if n == 0:
-        return length + PPU_LAT + (1 if bias_en else 0)
-    state = PEState() if state is None else state
-    t_all = dispatch_ops(ops, 0, state, p)
-    t_accum = 2 + (1 if bias_en else 0)
-    closing = [f if f is not None and f >= t_all else max(t_all, t_accum) for f in state.last_f[:min(n, N_PE)]]
-    return max(closing) + length + PPU_LAT
-
-
-@dataclass
-class PEState:
-    """What the dispatcher knows of a group's PEs: each PE's last op (``OpTimes``) and the cycle
-    of that op's final beat (None: the PE has had no op)."""
-
-    prev: list = field(default_factory=lambda: [None] * N_PE)
-    last_f: list = field(default_factory=lambda: [None] * N_PE)
-    unit_f: int | None = None   # the last final beat of the ops the last ``dispatch_ops`` issued
-    busy: int = 0               # busy PE-cycles (12.7): per PE, cycles from a cfg to its op's final beat, once
-
-
-def dispatch_ops(ops: Sequence[OpInfo], t0: int, state: PEState, p: CoreParams) -> int:
-    """The group's dispatcher (hw/dispatch.py) for a unit taken at ``t0`` on PEs in ``state``
-    (updated): an op goes, in order, to the lowest PE that can take a cfg in the earliest cycle
-    (from ``t0 + 1`` and its previous op's ``dispatch_free``); without SKIP_EMPTY every op can be
-    taken from cycle ``t0 + 1``; with it the op reader examines block b (OP_SCAN words) in cycle
-    ``t0 + 2 + b`` at the earliest, drops the ops whose row is empty, and waits while the issue
-    queue (ISSUE_QUEUE ops) has no room for what the PEs do not take. Returns the cycle in which
-    every op has been issued or skipped (``all_issued``, a_last of 12.3); ``t0`` for no op."""
-    n = len(ops)
-    state.unit_f = None
-    if n == 0:
-        return t0
-    prefetch = bool(p.prefetch)
-    prev = state.prev
-    avail = [t0 + 1 if q is None else max(t0 + 1, q.dispatch_free) for q in prev]  # first cfg cycle
-
-    def issue(i: int, j: int, a: int) -> None:
-        o = ops[i]
-        t = op_times(prev[j], a, o.mode, o.load, o.compute, prefetch)
-        # a PE holds up to three ops at once (A, S, Q): count each of its cycles once
-        before = state.last_f[j]
-        state.busy += t.f - (t.a if before is None else max(t.a, before + 1)) + 1
-        prev[j], avail[j], state.last_f[j] = t, t.dispatch_free, t.f
-        state.unit_f = t.f if state.unit_f is None else max(state.unit_f, t.f)
-
-    if not p.skip_empty:
-        t_all = t0 + 1
-        for i in range(n):
-            a, j = min((max(avail[j], t_all), j) for j in range(N_PE))
-            issue(i, j, a)
-            t_all = a
-        return t_all
-    blocks = [range(b, min(b + p.op_scan, n)) for b in range(0, n, p.op_scan)]
-    t, bi, queue = t0 + 2, 0, []
-    while True:
-        ready = [j for j in range(N_PE) if avail[j] <= t]
-        accept, kept = False, []
-        if bi < len(blocks):
-            kept = [i for i in blocks[bi] if ops[i].issued]
-            total = len(queue) + len(kept)
-            accept = total - min(len(ready), total) <= ISSUE_QUEUE
-        cands = queue + (kept if accept else [])
-        taken = min(len(ready), len(cands))
-        for r in range(taken):
-            issue(cands[r], ready[r], t)
-        queue = cands[taken:]
-        bi += accept
-        if bi == len(blocks) and not queue:
-            return t
-        t += 1
-
-
-@dataclass
-class GroupClock:
-    """One group's timing across units: when it can take its next unit (``free_at``) and when it
-    is idle for PPU commands, SYNC and END (``idle_at``). Without PINGPONG a unit occupies the
-    group from its dispatch to its end (``unit_time``; sections 10.2, 11.4, 12.2, 12.4). With
-    PINGPONG (section 12.3) the PEs keep their ops across units (``dispatch_ops`` on the group's
-    ``PEState``), unit ``u``'s finish starts after ``max(F_u, P_{u-1})`` (``F_u``: its ops all
-    issued and their final beats in; a unit with a bias and no issued op: its START, ``t0 + 1``)
-    and ends at ``P_u``, the group takes unit ``u + 1`` at ``max(a_last(u), P_{u-1})`` and is
-    idle after its last ``P``."""
-
-    pingpong: bool = False
-    free_at: int = 0
-    idle_at: int = 0
-    finish_end: int = 0                                   # P of the group's last unit
-    pes: PEState = field(default_factory=PEState)
-    busy_units: int = 0                                   # busy PE-cycles of units without PINGPONG
-
-    @property
-    def busy(self) -> int:
-        """Busy PE-cycles (section 12.7) of the group's PEs so far."""
-        return self.busy_units + self.pes.busy
-
-    def unit(self, t0: int, ops: Sequence[OpInfo], length: int, bias_en: bool, p: CoreParams) -> int:
-        """Take a unit at ``t0`` (its dispatch cycle); returns the cycle of its last result entry."""
-        if not self.pingpong:
-            st = PEState()
-            end = t0 + unit_time(ops, length, bias_en, p, st)
-            self.busy_units += st.busy if (p.prefetch or p.skip_empty) else \
-                sum(o.cycles(False) for o in ops if o.issued)
-            self.free_at, self.idle_at = end, end + 1
-            return end
-        a_last = dispatch_ops(ops, t0, self.pes, p)
-        f_last = a_last if self.pes.unit_f is None else max(a_last, self.pes.unit_f)
-        if bias_en and not any(o.issued for o in ops):
-            f_last = max(f_last, t0 + 1)  # START(bias) takes the cycle before the FINISH
-        end = max(f_last, self.finish_end) + length + PPU_LAT
-        self.free_at = max(a_last, self.finish_end)  # the next unit's accumulator frees at P_{u-1}
-        self.finish_end, self.idle_at = end, end + 1
-        return end
+# The group's dispatcher and unit sequencer (``unit_time``, ``dispatch_ops``, ``GroupClock``)
+# are one rule of the contract, ``sparsetrain.arch.group_timing``: the section 12 schedule uses
+# the same functions, so ``cycles_contract`` and ``cycles`` differ only in how units are handed
+# out (none with the core's UNIT_RATE, 12.9).
 
 
 @dataclass
@@ -404,7 +282,8 @@ def run_program(program: Sequence[int], buffer_image: Sequence[int] | np.ndarray
         cycles = [o.cycles(bool(p.prefetch)) for o in ops if o.issued]
         run.units.append(UnitTrace(g, c, end, cycles, f["length"], step, ops))
         busy.append((c + 1, end))
-        segments[-1].append(_Unit(cycles, f["length"], _UnitOps(ops, ops[0].mode if ops else Mode.SRC)))
+        segments[-1].append(_Unit(cycles, f["length"], _UnitOps(ops, ops[0].mode if ops else Mode.SRC),
+                                  bool(f["bias_en"])))
         return c
 
     try:

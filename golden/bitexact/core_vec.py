@@ -618,7 +618,8 @@ def _run_fast(program, buffer_image, params: CoreParams, masks, directory, ppus=
                 ops = infos[starts[u]:starts[u] + counts[u]]
                 end = clocks[g].unit(c, ops, fl["length"], bool(fl["bias_en"]), p)
                 cyc = [o.cycles(bool(p.prefetch)) for o in ops if o.issued]
-                segments[-1].append(_Unit(cyc, fl["length"], _UnitOps(ops, ops[0].mode if ops else Mode.SRC)))
+                segments[-1].append(_Unit(cyc, fl["length"], _UnitOps(ops, ops[0].mode if ops else Mode.SRC),
+                                          bool(fl["bias_en"])))
             handout.took(clocks[g], c)
             run.units.append(UnitTrace(g, c, end, cyc, fl["length"], step, ops))
             busy.append((c + 1, end))

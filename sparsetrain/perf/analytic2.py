@@ -150,7 +150,7 @@ def _simulate(law: OpLaw, finish: float, micro: MicroArch, draw_x, n_units: int)
     rng = np.random.default_rng(SIM_SEED)
     entries = law.entries if law.entries is not None else np.array([0.0, 1.0])
     p = entries / entries.sum()
-    g, ends = _Group(), []
+    g, ends = _Group(micro.pingpong), []
     for _ in range(n_units):
         n, x = (int(v) for v in draw_x(rng))
         ns = rng.choice(len(p), size=x, p=p)
@@ -225,9 +225,35 @@ def makespan(counts: np.ndarray, n_ops: np.ndarray, finish: float, law: OpLaw, g
     if n_units <= 0:
         return 0.0, 0.0
     total_issued = float(counts @ issued)
-    if not micro.pingpong:
-        return max(float(lat.max()), math.ceil(n_units / groups) * float(counts @ lat) / n_units), total_issued
-    waves = math.ceil(n_units / groups)
-    t_mean = pingpong_unit_time(counts, n_ops, finish, law, micro, runs)
     lat_mean = float(counts @ lat) / n_units
-    return max(float(lat.max()), (waves - 1) * t_mean + lat_mean), total_issued
+    waves = math.ceil(n_units / groups)
+    # a group's time per unit in steady state: its latency without C, the C estimate with it
+    t_mean = pingpong_unit_time(counts, n_ops, finish, law, micro, runs) if micro.pingpong else lat_mean
+    u = micro.unit_rate
+    if not u:
+        return max(float(lat.max()), (waves - 1) * t_mean + lat_mean), total_issued
+    # F (12.9): the controller hands out at most U units a cycle. The first wave goes out at that
+    # rate (the last of its min(units, G) units in cycle (min(units, G) - 1) / U); after it the
+    # groups and the controller form a closed loop: a group waits for the controller (1 / U a
+    # unit), then runs its unit (t_mean until it can take the next). Its throughput x (units a
+    # cycle) is min(U, G / t_mean) when nothing varies and lower near the crossing, where a free
+    # group waits behind others; mean value analysis of the loop gives it (``_loop_throughput``),
+    # and each further wave of G units takes G / x.
+    first = min(n_units, groups)
+    stagger = (first - 1) / u
+    x = _loop_throughput(groups, 1.0 / u, max(0.0, t_mean - 1.0 / u))
+    spread = (waves - 1) * groups / x + stagger + lat_mean   # (waves - 1) * t_mean when the rate does not bind
+    rate_bound = math.ceil(n_units / u) - 1 + lat_mean
+    return max(float(lat.max()), spread, rate_bound), total_issued
+
+
+def _loop_throughput(groups: int, service: float, think: float) -> float:
+    """Units a cycle of ``groups`` groups sharing one controller (``service`` cycles a unit), each
+    busy ``think`` cycles between units: exact mean value analysis of the closed loop."""
+    q = 0.0
+    x = 1.0 / (service + think)
+    for n in range(1, groups + 1):
+        r = service * (1.0 + q)
+        x = n / (r + think)
+        q = x * r
+    return x
