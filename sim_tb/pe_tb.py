@@ -298,5 +298,5 @@ class PeTB(BlockTB):
 async def pe_ops(dut):
     tb = PeTB.from_env(dut)
     dut._log.info(f"PE testbench seed {tb.seed}, p_valid {tb.p_valid}, p_ready {tb.p_ready}, "
-                  f"prefetch {tb.prefetch}, lookahead {tb.lookahead}, serial {tb.serial}")
+                  f"prefetch {tb.prefetch}, lookahead {tb.lookahead}, osrc_window {tb.osrc_window}, serial {tb.serial}")
     await tb.run(os.environ["PE_RESULT"])
