@@ -22,7 +22,8 @@ from test_compiler import random_layer
 
 BASE = dict(groups=2, buf_depth=4096, imem_depth=1024, dir_depth=1024, mask_depth=256, w_max=16, k_max=5, acc_w=48)
 GEN2 = dict(prefetch=1, lookahead=2, skip_empty=1, op_scan=4)
-CONFIGS = [dict(), dict(prefetch=1), dict(lookahead=2), dict(skip_empty=1), dict(skip_empty=1, op_scan=1), GEN2]
+CONFIGS = [dict(), dict(prefetch=1), dict(lookahead=2), dict(skip_empty=1), dict(skip_empty=1, op_scan=1), GEN2,
+           dict(osrc_window=2), dict(GEN2, osrc_window=2)]
 
 
 @pytest.mark.parametrize("name,value,message", [
@@ -126,7 +127,8 @@ def test_dispatcher_cycles_by_hand():
     assert unit_time([src], 8, False, CoreParams(**BASE)) == 9 + 8 + 3
 
 
-def test_every_unit_takes_the_contracts_cycles_on_compiled_layers(seed):
+@pytest.mark.parametrize("osrc_window", [1, 2], ids=["built", "built+osrc_window2"])
+def test_every_unit_takes_the_contracts_cycles_on_compiled_layers(osrc_window, seed):
     """Compiled layers with empty rows (the compiler's directory entries, section 12.4): every
     unit's cycles in CoreRun (the RTL's count) equal the section 12 rule for the unit
     (``arch.schedule2.run_unit``) exactly; a step's total differs from the contract only by the
@@ -134,7 +136,8 @@ def test_every_unit_takes_the_contracts_cycles_on_compiled_layers(seed):
     most 0.25 % here, where D makes units short (GTW units of all-skipped ops: K + 5 cycles)."""
     from sparsetrain.arch.schedule2 import _Group, run_unit
     from sparsetrain.golden.bitexact.core_model import _UnitOps
-    p = CoreParams(**{**BASE, "buf_depth": 1 << 16, "imem_depth": 1 << 14, "dir_depth": 1 << 13}, **GEN2)
+    p = CoreParams(**{**BASE, "buf_depth": 1 << 16, "imem_depth": 1 << 14, "dir_depth": 1 << 13}, **GEN2,
+                   osrc_window=osrc_window)
     micro = p.microarch()
     print(f"seed {seed}")
     for density in (0.15,):
@@ -154,8 +157,8 @@ def test_every_unit_takes_the_contracts_cycles_on_compiled_layers(seed):
             assert 0 <= err <= 0.0025
 
 
-@pytest.mark.parametrize("kw", [dict(prefetch=1), dict(lookahead=2), dict(skip_empty=1, op_scan=1)],
-                         ids=["prefetch", "lookahead", "skip_scan1"])
+@pytest.mark.parametrize("kw", [dict(prefetch=1), dict(lookahead=2), dict(skip_empty=1, op_scan=1), dict(osrc_window=2)],
+                         ids=["prefetch", "lookahead", "skip_scan1", "osrc_window2"])
 def test_other_switch_sets_in_the_amaranth_simulator_match_the_model(kw, seed):
     """The switch sets without a Verilator build of their own (tests/test_core.py builds the first
     generation and PREFETCH+LOOKAHEAD+SKIP_EMPTY): a small core in Amaranth's simulator, loaded
@@ -212,3 +215,6 @@ def test_other_switch_sets_in_the_amaranth_simulator_match_the_model(kw, seed):
     assert got["cycles"] == model.cycles
     if p.skip_empty:
         assert _skipped(prog, d) > 0
+    if p.osrc_window == 2:  # the window really saved cycles
+        from dataclasses import replace
+        assert model.cycles < run_program(prog, img, replace(p, osrc_window=1), masks, directory=d or None).cycles
