@@ -50,8 +50,10 @@ def test_core_and_group_blocks_take_the_switches_by_name():
     for block in ("core", "group"):
         spec = get_block(block)
         p = spec.params_from(parse_overrides(spec, ["PREFETCH=1", "LOOKAHEAD=2", "SKIP_EMPTY=1", "OP_SCAN=2",
-                                                    "PINGPONG=1"]))
-        assert (p.prefetch, p.lookahead, p.skip_empty, p.op_scan, p.pingpong) == (1, 2, 1, 2, 1)
+                                                    "PINGPONG=1", "OSRC_WINDOW=2"]))
+        assert (p.prefetch, p.lookahead, p.skip_empty, p.op_scan, p.pingpong, p.osrc_window) == (1, 2, 1, 2, 1, 2)
+        with pytest.raises(ValueError, match="OSRC_WINDOW = 3 is out of range"):
+            spec.params_from(parse_overrides(spec, ["OSRC_WINDOW=3"]))
         with pytest.raises(ValueError, match="OP_SCAN = 9 is out of range"):
             spec.params_from(parse_overrides(spec, ["OP_SCAN=9"]))
 
