@@ -13,7 +13,7 @@ operand address (``error``, ``error_code``).
 The second-generation switches of ``CoreParams`` (section 12): PREFETCH (the PEs hold up to
 three ops; each engine's starts wait in a ``FetchQueue``; a cfg is offered to a PE that was
 ready in the previous cycle, 12.2), LOOKAHEAD = 2 (Port-1 an entry pair from two read ports,
-``PairFetch``), SKIP_EMPTY with OP_SCAN (the op reader of 12.4: OP_SCAN OP words a cycle, their
+``PairFetch``), OSRC_WINDOW = 2 (Port-1 and Port-2 entry pairs, ``PairFetch``; 12.6), SKIP_EMPTY with OP_SCAN (the op reader of 12.4: OP_SCAN OP words a cycle, their
 directory entries through ``dir_read``, empty-row ops dropped, an issue queue of ISSUE_QUEUE).
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ from .layouts import entry_layout, entry_pair_layout, instr_layout, mask_layout,
 from .ppu import hw_params
 
 __all__ = ["FETCH_ADDR_W", "IMEM_PORTS", "N_BUF_PORTS", "N_OPS_W", "PC_W", "FetchEngine", "MaskFetch", "PairFetch",
-           "FetchQueue", "OpDispatch", "buf_ports", "imem_ports", "dir_ports", "dir_layout", "check_core_params",
+           "FetchQueue", "OpDispatch", "buf_ports", "pair_ports", "imem_ports", "dir_ports", "dir_layout", "check_core_params",
            "copy_fields", "op_is_valid"]
 
 N_BUF_PORTS = 2 * N_PE   # first generation (LOOKAHEAD = 1): Port-1 and Port-2 of every PE
@@ -65,10 +65,17 @@ def check_core_params(params: object, name: str = "params") -> CoreParams:
 # ---- memory read port signatures (amaranth.lib.memory), seen from the memory; a dispatcher
 # port is the flipped one (it drives the address and enable).
 
+def pair_ports(p: CoreParams) -> tuple[bool, bool]:
+    """Whether Port-1 and Port-2 of a PE carry entry pairs: Port-1 with look-ahead (B) or the
+    OSRC window (E), Port-2 with the OSRC window (sections 12.5, 12.6)."""
+    return p.lookahead == 2 or p.osrc_window == 2, p.osrc_window == 2
+
+
 def buf_ports(p: CoreParams) -> int:
-    """Buffer read ports of a group: Port-1 and Port-2 of every PE, and a second Port-1 port with
-    look-ahead (two consecutive entries per cycle, section 12.5)."""
-    return N_PE * (3 if p.lookahead == 2 else 2)
+    """Buffer read ports of a group: Port-1 and Port-2 of every PE, and a second port for each of
+    them that carries entry pairs (two consecutive entries per cycle, sections 12.5, 12.6). PE j's
+    ports: Port-1 (first entry), Port-2 (first entry), then Port-1's and Port-2's second."""
+    return N_PE * (2 + sum(pair_ports(p)))
 
 
 def imem_ports(p: CoreParams) -> int:
@@ -245,10 +252,15 @@ class PairFetch(wiring.Component):
     ``take2`` (the PE's ``port1_take2``) says that a handshake consumed both entries; the next
     pair is read in the same cycle, so a pair is on offer in every cycle the port can take one.
     ``second`` is offered only when the first entry is not the row's ``last``. An address at or
-    past BUF_DEPTH for the first entry is not read: ``error`` is high and the fetch stops."""
+    past BUF_DEPTH for the first entry is not read: ``error`` is high and the fetch stops.
 
-    def __init__(self, params: CoreParams):
+    ``counted`` (Port-2 with OSRC_WINDOW = 2, section 12.6): a start may also ask for exactly
+    ``count`` words (the K weights of SRC/MSRC, whose ``last`` bits are not used); such a stream is
+    offered one word at a time (``has_second`` low), as FetchEngine does."""
+
+    def __init__(self, params: CoreParams, counted: bool = False):
         self.params = p = check_core_params(params)
+        self.counted = counted
         super().__init__({
             "start": In(FetchStartSignature()),
             "read0": In(buf_read_signature(p)),
@@ -269,14 +281,27 @@ class PairFetch(wiring.Component):
         consume, finishing, cont, issue = Signal(), Signal(), Signal(), Signal()
         iaddr = Signal(FETCH_ADDR_W)
         in_range = Signal()
+        has_second = ~d0.last & second_ok
+        finish_now = Mux(self.take2, d1.last, d0.last)
+        more = ~finishing
+        if self.counted:
+            cmode = Signal()                      # this stream is `count` words, one per handshake
+            remaining = Signal(FETCH_COUNT_W)     # words not yet read
+            has_second = has_second & ~cmode
+            finish_now = Mux(cmode, remaining == 0, finish_now)
+            more = Mux(cmode, remaining != 0, ~finishing)
+            with m.If(start.valid):
+                m.d.sync += [cmode.eq(start.counted), remaining.eq(start.count - 1)]
+            with m.Elif(issue):
+                m.d.sync += remaining.eq(remaining - 1)
         m.d.comb += [
             port.valid.eq(have),
             port.payload.first.eq(d0),
             port.payload.second.eq(d1),
-            port.payload.has_second.eq(~d0.last & second_ok),
+            port.payload.has_second.eq(has_second),
             consume.eq(have & port.ready),
-            finishing.eq(consume & Mux(self.take2, d1.last, d0.last)),
-            cont.eq(active & (~have | consume) & ~finishing),
+            finishing.eq(consume & finish_now),
+            cont.eq(active & (~have | consume) & more),
             issue.eq(start.valid | cont),
             iaddr.eq(Mux(start.valid, start.addr, Mux(have, ptr + 1 + self.take2, ptr))),
             in_range.eq(iaddr < p.buf_depth),
@@ -365,9 +390,10 @@ class OpDispatch(wiring.Component):
             "buf_read": In(buf_read_signature(p)).array(buf_ports(p)),
             "mask_read": In(mask_read_signature(p)).array(N_PE),
             "pe_cfg": Out(stream.Signature(pe_cfg_layout(hp))).array(N_PE),
-            "port1": Out(stream.Signature(entry_pair_layout(hp) if p.lookahead == 2 else entry_layout(hp))
+            "port1": Out(stream.Signature(entry_pair_layout(hp) if pair_ports(p)[0] else entry_layout(hp))
                          ).array(N_PE),
-            "port2": Out(stream.Signature(entry_layout(hp))).array(N_PE),
+            "port2": Out(stream.Signature(entry_pair_layout(hp) if pair_ports(p)[1] else entry_layout(hp))
+                         ).array(N_PE),
             "port3": Out(stream.Signature(mask_layout(hp))).array(N_PE),
             "issued": Out(N_PE),
             "remaining": Out(N_OPS_W),
@@ -375,8 +401,10 @@ class OpDispatch(wiring.Component):
             "error": Out(1),
             "error_code": Out(ErrorShape),
         }
-        if p.lookahead == 2:
+        if pair_ports(p)[0]:
             members["port1_take2"] = In(1).array(N_PE)
+        if pair_ports(p)[1]:
+            members["port2_take2"] = In(1).array(N_PE)
         if p.skip_empty:
             members["dir_read"] = In(dir_read_signature(p)).array(dir_ports(p))
         super().__init__(members)
@@ -600,9 +628,9 @@ class OpDispatch(wiring.Component):
         (MSRC). With PREFETCH = 1 a start waits in a FetchQueue until the port's previous stream
         has been taken. Returns the engines' error signals."""
         p = self.params
-        la2 = p.lookahead == 2
-        per_pe = 3 if la2 else 2
-        if la2:
+        pair1, pair2 = pair_ports(p)
+        per_pe = 2 + pair1 + pair2
+        if pair1:
             m.submodules[f"pe{j}_p1"] = f1 = PairFetch(p)
             connect(m, flipped(self.buf_read[per_pe * j]), f1.read0)
             connect(m, flipped(self.buf_read[per_pe * j + 2]), f1.read1)
@@ -610,9 +638,15 @@ class OpDispatch(wiring.Component):
         else:
             m.submodules[f"pe{j}_p1"] = f1 = FetchEngine(p)
             connect(m, flipped(self.buf_read[per_pe * j]), f1.read)
-        m.submodules[f"pe{j}_p2"] = f2 = FetchEngine(p)
+        if pair2:  # OSRC window: the dO row as entry pairs; the K weights one a handshake
+            m.submodules[f"pe{j}_p2"] = f2 = PairFetch(p, counted=True)
+            connect(m, flipped(self.buf_read[per_pe * j + 1]), f2.read0)
+            connect(m, flipped(self.buf_read[per_pe * j + 3]), f2.read1)
+            m.d.comb += f2.take2.eq(self.port2_take2[j])
+        else:
+            m.submodules[f"pe{j}_p2"] = f2 = FetchEngine(p)
+            connect(m, flipped(self.buf_read[per_pe * j + 1]), f2.read)
         m.submodules[f"pe{j}_mask"] = fm = MaskFetch(p)
-        connect(m, flipped(self.buf_read[per_pe * j + 1]), f2.read)
         connect(m, flipped(self.mask_read[j]), fm.read)
         connect(m, f1.port, flipped(self.port1[j]))
         connect(m, f2.port, flipped(self.port2[j]))

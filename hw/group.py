@@ -46,6 +46,7 @@ ROW_LEN_W = field_width(Opcode.UNIT, "length")
 GEN2_PARAMS = {
     "PREFETCH": ParamSpec(0, "A: every PE with a shadow Reg-1 and a cfg queue, operands prefetched (0 off, 1 on)"),
     "LOOKAHEAD": ParamSpec(1, "B: MSRC look-ahead, Port-1 entries per cycle (1 off, 2 on)"),
+    "OSRC_WINDOW": ParamSpec(1, "E: OSRC merge actions a PE examines per cycle, Port-1/2 entry pairs (1 off, 2 on)"),
     "PINGPONG": ParamSpec(0, "C: two PPU accumulators, a unit's finish overlaps the next unit (0 off, 1 on)"),
     "SKIP_EMPTY": ParamSpec(0, "D: never issue an op whose sparse operand row is empty (0 off, 1 on)"),
     "OP_SCAN": ParamSpec(4, "D: OP words the op reader examines per cycle (1 .. 8)"),
@@ -152,7 +153,8 @@ class Group(wiring.Component):
         m = Module()
         pes = []
         for j in range(N_PE):
-            m.submodules[f"pe{j}"] = pe = PE(hp, prefetch=bool(p.prefetch), lookahead=p.lookahead)
+            m.submodules[f"pe{j}"] = pe = PE(hp, prefetch=bool(p.prefetch), lookahead=p.lookahead,
+                                             osrc_window=p.osrc_window)
             pes.append(pe)
         m.submodules.ppu = ppu = PPU(self.ppu_cfg)
         m.d.comb += [ppu.status_sel.eq(self.ppu_status.sel), self.ppu_status.status.eq(ppu.status)]
@@ -182,8 +184,10 @@ class Group(wiring.Component):
             connect(m, disp.port1[j], pe.port1)
             connect(m, disp.port2[j], pe.port2)
             connect(m, disp.port3[j], pe.port3)
-            if p.lookahead == 2:
+            if p.lookahead == 2 or p.osrc_window == 2:
                 m.d.comb += disp.port1_take2[j].eq(pe.port1_take2)
+            if p.osrc_window == 2:
+                m.d.comb += disp.port2_take2[j].eq(pe.port2_take2)
         remaining_after = disp.remaining
         if p.pingpong:
             self._pingpong_sequencer(m, ppu, pes, disp, error, busy)

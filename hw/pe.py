@@ -17,7 +17,9 @@ Second generation (section 6.1, elaboration parameters, defaults off): ``prefetc
 a shadow stage (shadow Reg-1, mask, cfg) and a one-deep cfg queue in front of the active
 registers above, so the next op's weights load on Port-2 while the current op computes
 (``_prefetch_control``); ``lookahead = 2`` widens Port-1 to two entries and lets MSRC
-consume a leading skip entry together with the next one.
+consume a leading skip entry together with the next one; ``osrc_window = 2`` (section 6.1, E)
+widens Port-1 and Port-2 to two entries and lets OSRC discard a leading skip merge action
+together with the next one.
 
 Run-time cfg values out of range (mode 3, k = 0 or > K_MAX, pad >= k, in_len/out_len = 0
 or > W_MAX) refuse the operation: nothing is read from Port-1/2/3, one ``last`` beat with
@@ -53,10 +55,13 @@ class PE(wiring.Component):
     weights load during the current op. ``lookahead`` (section 6.1, B): 1 = one Port-1 entry
     per cycle; 2 = Port-1 carries two entries (``entry_pair_layout``) and MSRC consumes a
     leading skip entry together with the next one; ``port1_take2`` says that a handshake
-    consumed both. The defaults are the first generation exactly.
+    consumed both. ``osrc_window`` (section 6.1, E): 1 = one OSRC merge action per cycle; 2 =
+    Port-1 and Port-2 carry two entries each and an OSRC cycle discards a leading skip action
+    (no partner) together with the next one; ``port1_take2`` / ``port2_take2`` say that a
+    handshake consumed both entries of that port. The defaults are the first generation exactly.
     """
 
-    def __init__(self, params: HwParams, *, prefetch: bool = False, lookahead: int = 1):
+    def __init__(self, params: HwParams, *, prefetch: bool = False, lookahead: int = 1, osrc_window: int = 1):
         if not isinstance(params, HwParams):
             raise TypeError(f"params = {params!r} is not a HwParams; allowed: a HwParams instance")
         if not isinstance(prefetch, bool):
@@ -65,19 +70,27 @@ class PE(wiring.Component):
             raise TypeError(f"lookahead = {lookahead!r} is not an int; allowed: 1, 2")
         if lookahead not in (1, 2):
             raise ValueError(f"lookahead = {lookahead} is out of range; allowed: 1, 2")
+        if not isinstance(osrc_window, int) or isinstance(osrc_window, bool):
+            raise TypeError(f"OSRC_WINDOW = {osrc_window!r} is not an int; allowed: 1 .. 2")
+        if osrc_window not in (1, 2):
+            raise ValueError(f"OSRC_WINDOW = {osrc_window} is out of range; allowed: 1 .. 2")
         self.params = params
         self.prefetch = prefetch
         self.lookahead = lookahead
+        self.osrc_window = osrc_window
+        pair1 = lookahead == 2 or osrc_window == 2
         members = {
             "cfg": In(stream.Signature(pe_cfg_layout(params))),
-            "port1": In(stream.Signature(entry_pair_layout(params) if lookahead == 2 else entry_layout(params))),
-            "port2": In(stream.Signature(entry_layout(params))),
+            "port1": In(stream.Signature(entry_pair_layout(params) if pair1 else entry_layout(params))),
+            "port2": In(stream.Signature(entry_pair_layout(params) if osrc_window == 2 else entry_layout(params))),
             "port3": In(stream.Signature(mask_layout(params))),
             "out": Out(stream.Signature(beat_layout(params))),
             "cfg_error": Out(1),
         }
-        if lookahead == 2:
+        if pair1:
             members["port1_take2"] = Out(1)
+        if osrc_window == 2:
+            members["port2_take2"] = Out(1)
         super().__init__(members)
 
     def elaborate(self, platform) -> Module:
@@ -111,7 +124,17 @@ class PE(wiring.Component):
         m.d.comb += self.cfg_error.eq(error)
 
         e2 = self.port2.payload
+        p2w = self.port2.payload  # the Port-2 entry of a weight load (SRC/MSRC)
         la2 = self.lookahead == 2
+        ow2 = self.osrc_window == 2
+        if ow2:
+            # OSRC look-ahead (E): the merge action performed this cycle may be the second
+            # entry of Port-1 (o_sel1) or Port-2 (o_sel2); weights are loaded from ``first``
+            p2w = self.port2.payload.first
+            o_sel1, o_sel2, o_p1_take2, o_p2_take2 = Signal(), Signal(), Signal(), Signal()
+            e2 = Signal(entry_layout(p))
+            m.d.comb += [e2.eq(Mux(o_sel2, self.port2.payload.second.as_value(), self.port2.payload.first.as_value())),
+                         self.port2_take2.eq(o_p2_take2)]
         if la2:
             # MSRC look-ahead: of the first two pending entries, a leading skip entry (every
             # target column masked off or out of range) is consumed together with the second,
@@ -134,8 +157,13 @@ class PE(wiring.Component):
             m.d.comb += take2.eq(skip0 & self.port1.payload.has_second & ~x0.last)
             e1 = Signal(entry_layout(p))
             e_skip = Signal()  # the entry the datapath sees is itself a skip: no window step
-            m.d.comb += [e1.eq(Mux(take2, x1.as_value(), x0.as_value())), e_skip.eq(Mux(take2, skip1, skip0)),
-                         self.port1_take2.eq(in_data & take2)]
+            m.d.comb += [e1.eq(Mux(take2 | o_sel1 if ow2 else take2, x1.as_value(), x0.as_value())),
+                         e_skip.eq(Mux(take2, skip1, skip0)),
+                         self.port1_take2.eq((in_data & take2) | o_p1_take2 if ow2 else in_data & take2)]
+        elif ow2:
+            e1 = Signal(entry_layout(p))
+            m.d.comb += [e1.eq(Mux(o_sel1, self.port1.payload.second.as_value(), self.port1.payload.first.as_value())),
+                         self.port1_take2.eq(o_p1_take2)]
         else:
             e1 = self.port1.payload
         v = e1.value
@@ -193,17 +221,29 @@ class PE(wiring.Component):
             window_next.append(nxt)
 
         # ---- OSRC: merge of the two sorted streams, one action per cycle ------------------
-        take_do_rule = Signal()
-        hu = Signal(signed(sw))
-        m.d.comb += [hu.eq(u >> s2), take_do_rule.eq(marker1 | (~marker2 & (e2.offset <= hu)))]
-        take_do = Signal()
-        take_in = Signal()
-        m.d.comb += [
-            take_do.eq(in_osrc & ~p2done & self.port2.valid &
-                       (p1done | (self.port1.valid & take_do_rule))),
-            take_in.eq(in_osrc & ~p1done & self.port1.valid &
-                       (p2done | (self.port2.valid & ~take_do_rule))),
-        ]
+        if not ow2:
+            take_do_rule = Signal()
+            hu = Signal(signed(sw))
+            m.d.comb += [hu.eq(u >> s2), take_do_rule.eq(marker1 | (~marker2 & (e2.offset <= hu)))]
+            take_do = Signal()
+            take_in = Signal()
+            m.d.comb += [
+                take_do.eq(in_osrc & ~p2done & self.port2.valid &
+                           (p1done | (self.port1.valid & take_do_rule))),
+                take_in.eq(in_osrc & ~p1done & self.port1.valid &
+                           (p2done | (self.port2.valid & ~take_do_rule))),
+            ]
+        else:
+            take_do, take_in = Signal(), Signal()   # port2.ready / port1.ready in the OSRC state
+            do_perf, in_perf = Signal(), Signal()   # the performed action is a dO load / an input consume
+            p1_last, p2_last = Signal(), Signal()   # the last entry a handshake takes ends its row
+            last_x = Signal(ow)                     # column of the newest dO entry loaded into the cache
+            have_x = Signal()                       # this op has loaded a dO entry
+            self._osrc_window2(m, sw, pad, k, s2, in_osrc, p1done, p2done, last_x, have_x, dict(
+                go_do=take_do, go_in=take_in, do_perf=do_perf, in_perf=in_perf, p1_last=p1_last, p2_last=p2_last,
+                sel1=o_sel1, sel2=o_sel2, p1_take2=o_p1_take2, p2_take2=o_p2_take2))
+            with m.If(in_final):
+                m.d.sync += have_x.eq(0)
         # dO load: the cache window ends at the newest dO column
         x2 = Signal(signed(sw))
         m.d.comb += x2.eq(e2.offset)
@@ -275,6 +315,20 @@ class PE(wiring.Component):
 
         def osrc_state():
             m.d.comb += [in_osrc.eq(1), self.port1.ready.eq(take_in), self.port2.ready.eq(take_do)]
+            if ow2:
+                # a discarded skip action changes nothing; the performed one is e1 / e2
+                with m.If(do_perf & ~marker2):
+                    m.d.sync += [reg1[j].eq(cache_next[j]) for j in range(km)]
+                    m.d.sync += [base.eq(cache_base), last_x.eq(e2.offset), have_x.eq(1)]
+                with m.If(take_do):
+                    m.d.sync += p2done.eq(p2_last)
+                with m.If(in_perf):
+                    m.d.sync += [reg2[j].eq(acc_next[j]) for j in range(km)]
+                with m.If(take_in):
+                    m.d.sync += p1done.eq(p1_last)
+                with m.If(osrc_finish):
+                    m.next = "FINAL"
+                return
             with m.If(take_do):
                 with m.If(~marker2):
                     m.d.sync += [reg1[j].eq(cache_next[j]) for j in range(km)]
@@ -287,12 +341,15 @@ class PE(wiring.Component):
                 m.next = "FINAL"
 
         osrc_finish = Signal()  # the OSRC op's last input action is in this cycle
-        m.d.comb += osrc_finish.eq((p1done | (take_in & e1.last)) & (p2done | (take_do & e2.last)))
+        if ow2:
+            m.d.comb += osrc_finish.eq((p1done | (take_in & p1_last)) & (p2done | (take_do & p2_last)))
+        else:
+            m.d.comb += osrc_finish.eq((p1done | (take_in & e1.last)) & (p2done | (take_do & e2.last)))
         if self.prefetch:
             self._prefetch_control(m, c, cfg_ok_of, data_state, osrc_state, osrc_finish, dict(
                 in_idle=in_idle, in_osrc=in_osrc, in_final=in_final, take_do=take_do, mode=mode, k=k, s2=s2,
                 pad=pad, out_len=out_len, error=error, reg1=reg1_list, reg2=reg2_list, base=base, mask=mask,
-                p1done=p1done, p2done=p2done))
+                p1done=p1done, p2done=p2done, p2w=p2w))
             return m
 
         with m.FSM(name="state"):
@@ -321,7 +378,7 @@ class PE(wiring.Component):
             with m.State("WEIGHTS"):
                 m.d.comb += self.port2.ready.eq(1)
                 with m.If(self.port2.valid):
-                    m.d.sync += [reg1[wcnt].eq(e2.value), wcnt.eq(wcnt + 1)]
+                    m.d.sync += [reg1[wcnt].eq(p2w.value), wcnt.eq(wcnt + 1)]
                     with m.If(wcnt == k - 1):
                         m.next = "DATA"
             with m.State("DATA"):
@@ -334,6 +391,71 @@ class PE(wiring.Component):
                     m.next = "IDLE"
         return m
 
+
+    def _osrc_window2(self, m: Module, sw: int, pad, k, s2, in_osrc, p1done, p2done, last_x, have_x,
+                      o: dict) -> None:
+        """OSRC with window 2 (docs/architecture.md 6.1, E): the merge actions of section 6 in order;
+        an action is a skip when it has no partner (an input entry at padded column u with no dO
+        entry at x, 0 <= u - x*S <= K-1; a dO entry at x with no input entry at u in x*S ..
+        x*S+K-1; an empty-row marker never is). Each cycle looks at the next two actions a0, a1:
+        a0 a skip and a1 on offer: both are consumed and a1 is performed; otherwise a0 is. Both
+        skip tests are decidable here: an input entry's partners are all loaded before it (the
+        newest one loaded, ``last_x``, is the nearest), a dO entry's start at the head of Port-1."""
+        p = self.params
+        P1, P2 = self.port1.payload, self.port2.payload
+        f1, n1, f2, n2 = P1.first, P1.second, P2.first, P2.second
+
+        def marker(e):
+            return e.offset == p.off_end
+
+        def sig(expr, name):
+            x = Signal(signed(sw), name=name)
+            m.d.comb += x.eq(expr)
+            return x
+
+        uf1, un1 = sig(f1.offset + pad, "o_uf1"), sig(n1.offset + pad, "o_un1")
+        xs_f2 = sig(Mux(s2, f2.offset << 1, f2.offset), "o_xs_f2")
+        xs_last = sig(Mux(s2, last_x << 1, last_x), "o_xs_last")
+
+        def do_first(e_in, u_in, e_do):  # section 6: the dO entry at x goes first when x <= floor(u/S)
+            return marker(e_in) | (~marker(e_do) & (e_do.offset <= (u_in >> s2)))
+
+        a0_do, go, skip0, a1_on, a1_do, take2 = (Signal(name=f"o_{n}") for n in
+                                                 ("a0_do", "go", "skip0", "a1_on", "a1_do", "take2"))
+        m.d.comb += [
+            a0_do.eq(~p2done & (p1done | do_first(f1, uf1, f2))),
+            go.eq(in_osrc & Mux(a0_do, self.port2.valid & (p1done | self.port1.valid),
+                                self.port1.valid & (p2done | self.port2.valid))),
+            skip0.eq(Mux(a0_do, ~marker(f2) & (p1done | marker(f1) | (uf1 - xs_f2 >= k)),
+                         ~marker(f1) & (~have_x | (uf1 - xs_last >= k)))),
+        ]
+        with m.If(a0_do):
+            with m.If(f2.last):
+                m.d.comb += [a1_on.eq(~p1done), a1_do.eq(0)]
+            with m.Elif(p1done):
+                m.d.comb += [a1_on.eq(P2.has_second), a1_do.eq(1)]
+            with m.Else():
+                m.d.comb += [a1_on.eq(P2.has_second), a1_do.eq(do_first(f1, uf1, n2))]
+        with m.Else():
+            with m.If(f1.last):
+                m.d.comb += [a1_on.eq(~p2done), a1_do.eq(1)]
+            with m.Elif(p2done):
+                m.d.comb += [a1_on.eq(P1.has_second), a1_do.eq(0)]
+            with m.Else():
+                m.d.comb += [a1_on.eq(P1.has_second), a1_do.eq(do_first(n1, un1, f2))]
+        m.d.comb += [
+            take2.eq(skip0 & a1_on),
+            o["do_perf"].eq(go & Mux(take2, a1_do, a0_do)),
+            o["in_perf"].eq(go & Mux(take2, ~a1_do, ~a0_do)),
+            o["go_in"].eq(go & (~a0_do | (take2 & ~a1_do))),
+            o["go_do"].eq(go & (a0_do | (take2 & a1_do))),
+            o["p1_take2"].eq(go & take2 & ~a0_do & ~a1_do),
+            o["p2_take2"].eq(go & take2 & a0_do & a1_do),
+            o["sel1"].eq(go & take2 & ~a0_do & ~a1_do),
+            o["sel2"].eq(go & take2 & a0_do & a1_do),
+            o["p1_last"].eq(Mux(o["p1_take2"], n1.last, f1.last)),
+            o["p2_last"].eq(Mux(o["p2_take2"], n2.last, f2.last)),
+        ]
 
     def _prefetch_control(self, m: Module, c, cfg_ok_of, data_state, osrc_state, osrc_finish, r: dict) -> None:
         """Second-generation control (docs/architecture.md 6.1): stages A (active: computes,
@@ -392,7 +514,7 @@ class PE(wiring.Component):
         with m.Elif(q_valid & to_s):
             m.d.sync += q_valid.eq(0)
         with m.If(load_hs):
-            m.d.sync += [Array(shadow)[s_wcnt].eq(self.port2.payload.value), s_wcnt.eq(s_wcnt + 1)]
+            m.d.sync += [Array(shadow)[s_wcnt].eq(r["p2w"].value), s_wcnt.eq(s_wcnt + 1)]
             with m.If(s_msrc_first):
                 m.d.sync += s_mask.eq(self.port3.payload.bits)
         with m.If(to_s):
@@ -413,7 +535,7 @@ class PE(wiring.Component):
                              # the MSRC mask and the last weight may arrive in this very cycle
                              mask.eq(Mux(load_hs & s_msrc_first, self.port3.payload.bits, s_mask))]
                 for j in range(km):
-                    w = Mux(load_hs & (s_wcnt == j), self.port2.payload.value, shadow[j])
+                    w = Mux(load_hs & (s_wcnt == j), r["p2w"].value, shadow[j])
                     m.d.sync += r["reg1"][j].eq(Mux(s_mode == Mode.OSRC, 0, w))
             with m.Else():
                 m.d.sync += [mode.eq(cand.mode), k.eq(cand.k), r["s2"].eq(cand.stride2), r["pad"].eq(cand.pad),
@@ -458,9 +580,10 @@ class PEConfig:
     acc_w: int | None = None   # None: min(64, 2*DW+8), filled in on creation
     prefetch: int = 0          # A: 0 off, 1 on
     lookahead: int = 1         # B: 1 off, 2 on
+    osrc_window: int = 1       # E: 1 off, 2 on
 
     def __post_init__(self) -> None:
-        for name in ("prefetch", "lookahead"):
+        for name in ("prefetch", "lookahead", "osrc_window"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"{name.upper()} = {value!r} is not an int; allowed: an integer")
@@ -468,6 +591,8 @@ class PEConfig:
             raise ValueError(f"PREFETCH = {self.prefetch} is out of range; allowed: 0, 1")
         if self.lookahead not in (1, 2):
             raise ValueError(f"lookahead = {self.lookahead} is out of range; allowed: 1, 2")
+        if self.osrc_window not in (1, 2):
+            raise ValueError(f"OSRC_WINDOW = {self.osrc_window} is out of range; allowed: 1 .. 2")
         object.__setattr__(self, "acc_w", self.hw.acc_w)
 
     @property
@@ -475,7 +600,7 @@ class PEConfig:
         return HwParams(dw=self.dw, k_max=self.k_max, w_max=self.w_max, acc_w=self.acc_w)
 
     def make(self) -> "PE":
-        return PE(self.hw, prefetch=bool(self.prefetch), lookahead=self.lookahead)
+        return PE(self.hw, prefetch=bool(self.prefetch), lookahead=self.lookahead, osrc_window=self.osrc_window)
 
 
 BLOCK = BlockSpec(
@@ -483,7 +608,9 @@ BLOCK = BlockSpec(
     help="row-convolution PE (SRC, MSRC, OSRC), docs/architecture.md sections 4 to 6",
     params={**DATAPATH_PARAMS,
             "PREFETCH": ParamSpec(0, "second generation A: shadow Reg-1 and cfg queue (0 off, 1 on)"),
-            "LOOKAHEAD": ParamSpec(1, "second generation B: MSRC look-ahead over Port-1 entries (1 off, 2 on)")},
+            "LOOKAHEAD": ParamSpec(1, "second generation B: MSRC look-ahead over Port-1 entries (1 off, 2 on)"),
+            "OSRC_WINDOW": ParamSpec(1, "second generation E: OSRC merge actions examined per cycle, "
+                                        "Port-1/2 entry pairs (1 off, 2 on)")},
     params_class=PEConfig,
     make=PEConfig.make,
 )

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..arch.fixedpoint import SparseRow, check_param
 from ..arch.pe import HwParams
-from ..arch.timing import Mode, OpTiming, msrc_skips, op_timing, schedule
+from ..arch.timing import Mode, OpTiming, msrc_skips, op_timing, osrc_skips, schedule
 from ..golden.bitexact.rowops import Beat, RowOpResult, conv_out_len, msrc, osrc, src
 from . import runner
 
@@ -87,15 +87,18 @@ class PeOp:
         return osrc(self.row, self.grad, self.k, stride=self.stride, pad=self.pad, acc_w=acc_w)
 
 
-    def timing(self, lookahead: int = 1) -> OpTiming:
+    def timing(self, lookahead: int = 1, osrc_window: int = 1) -> OpTiming:
         """L and C of this op for arch.timing.schedule (docs/architecture.md 6.1)."""
         if self.raw_cfg is not None:
             return op_timing(Mode.SRC, 0, 0, refused=True)
         skips = None
         if self.mode is Mode.MSRC and lookahead != 1:
             skips = msrc_skips(self.row.offsets.tolist(), list(self.mask), self.k, self.stride, self.pad)
+        if self.mode is Mode.OSRC and osrc_window != 1:
+            skips = osrc_skips(self.row.offsets.tolist(), self.grad.offsets.tolist(), self.k, self.stride, self.pad)
         n2 = self.grad.entries if self.mode is Mode.OSRC else 0
-        return op_timing(self.mode, self.k, self.row.entries, n2, skips=skips, lookahead=lookahead)
+        return op_timing(self.mode, self.k, self.row.entries, n2, skips=skips, lookahead=lookahead,
+                         osrc_window=osrc_window)
 
 
 @dataclass
@@ -104,10 +107,12 @@ class PeConfig:
 
     prefetch: bool = False
     lookahead: int = 1
+    osrc_window: int = 1
 
     @property
     def tag(self) -> str:
-        return ("p" if self.prefetch else "") + (f"l{self.lookahead}" if self.lookahead != 1 else "")
+        return ("p" if self.prefetch else "") + (f"l{self.lookahead}" if self.lookahead != 1 else "") + \
+            (f"o{self.osrc_window}" if self.osrc_window != 1 else "")
 
 
 @dataclass
@@ -184,7 +189,7 @@ def write_stimulus(ops: Sequence[PeOp], p: HwParams, path: Path, *, check: bool 
         cfg.append(_pack_cfg(op.cfg(), p))
         g = op.golden(p.acc_w, config.lookahead)
         goldens.append(g)
-        t = op.timing(config.lookahead)
+        t = op.timing(config.lookahead, config.osrc_window)
         timings.append(t)
         exp_cycles.append(schedule([t], config.prefetch)[0].cycles)
         if g is None:
@@ -230,7 +235,8 @@ def pe_verilog(p: HwParams, config: PeConfig = PeConfig()) -> str:
     from amaranth.back import verilog
 
     from ..hw.pe import PE
-    return verilog.convert(PE(p, prefetch=config.prefetch, lookahead=config.lookahead), name="pe", emit_src=False)
+    return verilog.convert(PE(p, prefetch=config.prefetch, lookahead=config.lookahead, osrc_window=config.osrc_window),
+                           name="pe", emit_src=False)
 
 
 def pe_build(p: HwParams, sim: str = "verilator", config: PeConfig = PeConfig()) -> runner.Build:
@@ -238,6 +244,8 @@ def pe_build(p: HwParams, sim: str = "verilator", config: PeConfig = PeConfig())
     params = p.as_dict()
     if config.tag:
         params.update(PREFETCH=int(config.prefetch), LOOKAHEAD=config.lookahead)
+        if config.osrc_window != 1:
+            params.update(OSRC_WINDOW=config.osrc_window)
     return runner.build(lambda: pe_verilog(p, config), "pe", sim,
                         name=f"pe-d{p.dw}k{p.k_max}w{p.w_max}a{p.acc_w}{config.tag}", params=params)
 
@@ -253,7 +261,8 @@ def run_pe_ops(ops: Sequence[PeOp], params: HwParams, sim: str = "verilator", *,
     (op index, cycles after its cfg handshake) at which rst is pulsed; that op is abandoned
     and its remaining input dropped. check: the testbench compares every beat with the
     golden model and every cycle count with sparsetrain.arch.timing and fails (AssertionError) on any
-    difference (its message lists every problem found). config: the PE's prefetch / lookahead.
+    difference (its message lists every problem found). config: the PE's prefetch / lookahead /
+    osrc_window.
     serial: offer each cfg only once the previous op's final beat has left (one op in flight, so
     that ``cycles - stalls`` is exact under back-pressure with prefetch too); otherwise cfgs are
     offered as early as the PE takes them, and with prefetch and back-pressure only the results
@@ -270,6 +279,7 @@ def run_pe_ops(ops: Sequence[PeOp], params: HwParams, sim: str = "verilator", *,
         stimulus_hook(stim)
     cfg = {"p_valid": p_valid, "p_ready": p_ready, "resets": [list(r) for r in resets],
            "params": params.as_dict(), "seed": seed, "prefetch": config.prefetch, "lookahead": config.lookahead,
+           "osrc_window": config.osrc_window,
            "serial": serial}
     env = {"PE_STIM": str(stim), "PE_RESULT": str(result), "PE_TB_CFG": json.dumps(cfg)}
     try:

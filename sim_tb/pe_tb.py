@@ -2,7 +2,7 @@
 
 Launched by ``sim_tb.pe_driver.run_pe_ops``. Environment: PE_STIM (npz written by
 ``pe_driver.write_stimulus``), PE_RESULT (npz this test writes), PE_TB_CFG (JSON: p_valid,
-p_ready, resets, params, seed, prefetch, lookahead, serial). ``PeTB`` checks, unless the
+p_ready, resets, params, seed, prefetch, lookahead, osrc_window, serial). ``PeTB`` checks, unless the
 stimulus says check = 0:
 
 * every beat against the golden beats, bit for bit, in order (scoreboard);
@@ -37,14 +37,15 @@ STIM_KEYS = {"port1": ("p1", "p1_op"), "port2": ("p2", "p2_op"), "port3": ("mask
 
 
 class PairSource(StreamSource):
-    """Port-1 with look-ahead (LOOKAHEAD = 2): offers the first two pending entries of the row
-    (the second only when the first is not the row's last) and takes one or two per handshake,
-    as the PE's ``port1_take2`` says. ``on_transfer`` is called once per entry taken."""
+    """Port-1 with look-ahead (LOOKAHEAD = 2 or OSRC_WINDOW = 2), Port-2 with OSRC_WINDOW = 2:
+    offers the first two pending entries of the row (the second only when the first is not the
+    row's last) and takes one or two per handshake, as the PE's ``<port>_take2`` says.
+    ``on_transfer`` is called once per entry taken."""
 
     def __init__(self, dut, name: str, *, entry_w: int, last_bit: int, **kw):
         super().__init__(dut, name, None, **kw)
         self.entry_w, self.last_bit = entry_w, last_bit
-        self.take2 = dut.port1_take2
+        self.take2 = getattr(dut, f"{name}_take2")
 
     def drive(self) -> None:
         if self.hold:
@@ -91,10 +92,11 @@ class PeTB(BlockTB):
 
     def __init__(self, dut, stim: Mapping[str, np.ndarray], params: HwParams, *, seed: int,
                  p_valid: float = 1.0, p_ready: float = 1.0, resets: Mapping[int, int] | None = None,
-                 prefetch: bool = False, lookahead: int = 1, serial: bool = False):
+                 prefetch: bool = False, lookahead: int = 1, serial: bool = False, osrc_window: int = 1):
         super().__init__(dut, seed, p_valid=p_valid, p_ready=p_ready)
         self.params = params
         self.prefetch, self.lookahead, self.serial = bool(prefetch), int(lookahead), bool(serial)
+        self.osrc_window = int(osrc_window)
         self.overlap = self.prefetch and not self.serial  # several ops in flight at once
         self.layout = beat_layout(params)
         self.checking = bool(int(stim["check"]))
@@ -128,7 +130,8 @@ class PeTB(BlockTB):
 
     def _source(self, name: str) -> StreamSource:
         kw = dict(valid=self.valid_pattern(), on_transfer=partial(self.on_input, name))
-        if name == "port1" and self.lookahead == 2:
+        if (name == "port1" and (self.lookahead == 2 or self.osrc_window == 2)) or \
+                (name == "port2" and self.osrc_window == 2):
             lay = entry_layout(self.params)
             return PairSource(self.dut, name, entry_w=payload_width(lay), last_bit=lay["last"].offset, **kw)
         return StreamSource(self.dut, name, None, **kw)
@@ -145,7 +148,7 @@ class PeTB(BlockTB):
         return cls(dut, np.load(os.environ["PE_STIM"]), params, seed=int(tb["seed"]), p_valid=float(tb["p_valid"]),
                    p_ready=float(tb["p_ready"]), resets={int(op): int(at) for op, at in tb["resets"]},
                    prefetch=bool(tb.get("prefetch")), lookahead=int(tb.get("lookahead", 1)),
-                   serial=bool(tb.get("serial")))
+                   serial=bool(tb.get("serial")), osrc_window=int(tb.get("osrc_window", 1)))
 
     # ---- stimulus and expectations
     def load(self, stim: Mapping[str, np.ndarray]) -> None:
@@ -295,5 +298,5 @@ class PeTB(BlockTB):
 async def pe_ops(dut):
     tb = PeTB.from_env(dut)
     dut._log.info(f"PE testbench seed {tb.seed}, p_valid {tb.p_valid}, p_ready {tb.p_ready}, "
-                  f"prefetch {tb.prefetch}, lookahead {tb.lookahead}, serial {tb.serial}")
+                  f"prefetch {tb.prefetch}, lookahead {tb.lookahead}, osrc_window {tb.osrc_window}, serial {tb.serial}")
     await tb.run(os.environ["PE_RESULT"])

@@ -76,6 +76,28 @@ def test_gen2_random_programs_with_empty_rows_match_model(offset, seed):
     assert cycles == contract   # the contract at the core's unit rate (12.9)
 
 
+# E (OSRC_WINDOW = 2, section 12.6) on the built set A+B+C+D: a core build of its own, under `make regress`
+P_E = CoreParams(groups=2, buf_depth=4096, imem_depth=1024, dir_depth=1024, mask_depth=256, w_max=16, k_max=5,
+                 acc_w=48, prefetch=1, lookahead=2, skip_empty=1, op_scan=4, pingpong=1, osrc_window=2)
+
+
+@pytest.mark.regress
+@pytest.mark.parametrize("offset", [0, 1])
+def test_osrc_window_random_programs_match_model(offset, seed):
+    """The OSRC window in the core (Port-1 and Port-2 entry pairs from the group's PairFetch engines):
+    results bit for bit, cycles exactly the model's, and fewer than without the window."""
+    from dataclasses import replace
+    print(f"seed {seed + offset}")
+    b, results = random_program(P_E, np.random.default_rng(seed + offset), units_per_step=6, density=0.15)
+    prog, img, masks = b.build()
+    d = b.directory_image()
+    cycles, contract, skipped = check_program(P_E, prog, img, masks, d, results)
+    without = run_program(prog, img, replace(P_E, osrc_window=1), masks, directory=d or None).cycles
+    print(f"cycles rtl {cycles} (model without the window {without}) contract {contract}, {skipped} ops skipped")
+    assert cycles < without
+    assert abs(cycles - contract) <= 0.05 * contract
+
+
 @pytest.mark.parametrize("p", [P, pytest.param(P_GEN2, marks=pytest.mark.regress)], ids=["gen1", "gen2"])
 def test_compiled_layer_with_empty_rows_matches_model(p, seed):
     """A compiled layer (the compiler's directory entries for SKIP_EMPTY), every step and program."""

@@ -22,7 +22,8 @@ from test_compiler import random_layer
 
 BASE = dict(groups=2, buf_depth=4096, imem_depth=1024, dir_depth=1024, mask_depth=256, w_max=16, k_max=5, acc_w=48)
 GEN2 = dict(prefetch=1, lookahead=2, skip_empty=1, op_scan=4)
-CONFIGS = [dict(), dict(prefetch=1), dict(lookahead=2), dict(skip_empty=1), dict(skip_empty=1, op_scan=1), GEN2]
+CONFIGS = [dict(), dict(prefetch=1), dict(lookahead=2), dict(skip_empty=1), dict(skip_empty=1, op_scan=1), GEN2,
+           dict(osrc_window=2), dict(GEN2, osrc_window=2)]
 
 
 @pytest.mark.parametrize("name,value,message", [
@@ -51,8 +52,10 @@ def test_core_and_group_blocks_take_the_switches_by_name():
     for block in ("core", "group"):
         spec = get_block(block)
         p = spec.params_from(parse_overrides(spec, ["PREFETCH=1", "LOOKAHEAD=2", "SKIP_EMPTY=1", "OP_SCAN=2",
-                                                    "PINGPONG=1"]))
-        assert (p.prefetch, p.lookahead, p.skip_empty, p.op_scan, p.pingpong) == (1, 2, 1, 2, 1)
+                                                    "PINGPONG=1", "OSRC_WINDOW=2"]))
+        assert (p.prefetch, p.lookahead, p.skip_empty, p.op_scan, p.pingpong, p.osrc_window) == (1, 2, 1, 2, 1, 2)
+        with pytest.raises(ValueError, match="OSRC_WINDOW = 3 is out of range"):
+            spec.params_from(parse_overrides(spec, ["OSRC_WINDOW=3"]))
         with pytest.raises(ValueError, match="OP_SCAN = 9 is out of range"):
             spec.params_from(parse_overrides(spec, ["OP_SCAN=9"]))
 
@@ -128,7 +131,8 @@ def test_dispatcher_cycles_by_hand():
     assert unit_time([src], 8, False, CoreParams(**BASE)) == 9 + 8 + 3
 
 
-def test_every_unit_takes_the_contracts_cycles_on_compiled_layers(seed):
+@pytest.mark.parametrize("osrc_window", [1, 2], ids=["built", "built+osrc_window2"])
+def test_every_unit_takes_the_contracts_cycles_on_compiled_layers(osrc_window, seed):
     """Compiled layers with empty rows (the compiler's directory entries, section 12.4): every
     unit's cycles in CoreRun (the RTL's count) equal the section 12 rule for the unit
     (``arch.schedule2.run_unit``) exactly, and a step's total equals the contract at the core's
@@ -136,7 +140,8 @@ def test_every_unit_takes_the_contracts_cycles_on_compiled_layers(seed):
     all-skipped ops: K + 5 cycles) so that the unit rate counts."""
     from sparsetrain.arch.schedule2 import _Group, run_unit
     from sparsetrain.golden.bitexact.core_model import _UnitOps
-    p = CoreParams(**{**BASE, "buf_depth": 1 << 16, "imem_depth": 1 << 14, "dir_depth": 1 << 13}, **GEN2)
+    p = CoreParams(**{**BASE, "buf_depth": 1 << 16, "imem_depth": 1 << 14, "dir_depth": 1 << 13}, **GEN2,
+                   osrc_window=osrc_window)
     micro = p.microarch()
     print(f"seed {seed}")
     for density in (0.15,):
@@ -156,8 +161,8 @@ def test_every_unit_takes_the_contracts_cycles_on_compiled_layers(seed):
             assert cycles == contract
 
 
-@pytest.mark.parametrize("kw", [dict(prefetch=1), dict(lookahead=2), dict(skip_empty=1, op_scan=1)],
-                         ids=["prefetch", "lookahead", "skip_scan1"])
+@pytest.mark.parametrize("kw", [dict(prefetch=1), dict(lookahead=2), dict(skip_empty=1, op_scan=1), dict(osrc_window=2)],
+                         ids=["prefetch", "lookahead", "skip_scan1", "osrc_window2"])
 def test_other_switch_sets_in_the_amaranth_simulator_match_the_model(kw, seed):
     """The switch sets without a Verilator build of their own (tests/test_core.py builds the first
     generation and PREFETCH+LOOKAHEAD+SKIP_EMPTY): a small core in Amaranth's simulator, loaded
@@ -214,3 +219,6 @@ def test_other_switch_sets_in_the_amaranth_simulator_match_the_model(kw, seed):
     assert got["cycles"] == model.cycles
     if p.skip_empty:
         assert _skipped(prog, d) > 0
+    if p.osrc_window == 2:  # the window really saved cycles
+        from dataclasses import replace
+        assert model.cycles < run_program(prog, img, replace(p, osrc_window=1), masks, directory=d or None).cycles

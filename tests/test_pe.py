@@ -13,7 +13,7 @@ import pytest
 
 from sparsetrain.arch.fixedpoint import SparseRow
 from sparsetrain.arch.pe import HwParams
-from sparsetrain.arch.timing import Mode, op_timing, schedule
+from sparsetrain.arch.timing import Mode, OpTiming, op_timing, schedule
 from sparsetrain.hw.blocks import BLOCKS, elaborate
 from sparsetrain.hw.layouts import beat_layout, entry_layout, pe_cfg_layout
 from sparsetrain.hw.pe import PE
@@ -26,11 +26,14 @@ ALL = (Mode.SRC, Mode.MSRC, Mode.OSRC)
 # Small accumulator (ACC_W = 2*DW+1) so that saturation is reachable with short rows.
 SMALL = HwParams(dw=8, k_max=5, w_max=16, acc_w=17)
 DEFAULT = HwParams()
-# The PE configurations (docs/architecture.md 6.1): first generation, A, B, A + B. Each is
-# compiled once per test run (the runner caches builds by name).
+# The PE configurations (docs/architecture.md 6.1): first generation, A, B, A + B, E, A + B + E.
+# Each is compiled once per test run (the runner caches builds by name).
 GEN1 = PeConfig()
-CONFIGS = [GEN1, PeConfig(prefetch=True), PeConfig(lookahead=2), PeConfig(prefetch=True, lookahead=2)]
-CONFIG_IDS = ["gen1", "prefetch", "lookahead", "prefetch+lookahead"]
+CONFIGS = [GEN1, PeConfig(prefetch=True), PeConfig(lookahead=2), PeConfig(prefetch=True, lookahead=2),
+           PeConfig(osrc_window=2), PeConfig(prefetch=True, lookahead=2, osrc_window=2)]
+CONFIG_IDS = ["gen1", "prefetch", "lookahead", "prefetch+lookahead", "osrc-window", "prefetch+lookahead+osrc-window"]
+OSRC_WINDOW_CONFIGS = [c for c in CONFIGS if c.osrc_window == 2]
+OSRC_WINDOW_IDS = [i for c, i in zip(CONFIGS, CONFIG_IDS) if c.osrc_window == 2]
 
 
 def assert_matches_golden(ops, results, exact_cycles: bool, config: PeConfig = GEN1,
@@ -44,7 +47,7 @@ def assert_matches_golden(ops, results, exact_cycles: bool, config: PeConfig = G
     assert len(results) == len(ops)
     for i, (op, r) in enumerate(zip(ops, results)):
         g = r.expected
-        alone = schedule([op.timing(config.lookahead)], config.prefetch)[0].cycles
+        alone = schedule([op.timing(config.lookahead, config.osrc_window)], config.prefetch)[0].cycles
         if op.raw_cfg is not None:
             assert r.cfg_error and [(b.base, b.count, b.last) for b in r.beats] == [(0, 0, True)], i
             assert alone == 2
@@ -52,12 +55,12 @@ def assert_matches_golden(ops, results, exact_cycles: bool, config: PeConfig = G
             assert not r.cfg_error, i
             assert r.beats == g.beats, (i, op.mode, r.beats, g.beats)
             np.testing.assert_array_equal(r.dense, g.dense)
-            if not config.prefetch and config.lookahead == 1:  # the golden model's own count agrees
+            if not config.prefetch and config.lookahead == 1 and config.osrc_window == 1:  # the golden model's own count agrees
                 assert alone == g.cycles, (i, alone, g.cycles)
         if not overlapped:
             assert r.cycles - r.stalls == alone, (i, r.cycles, r.stalls, alone)
     if exact_cycles:
-        sched = schedule([op.timing(config.lookahead) for op in ops], config.prefetch)
+        sched = schedule([op.timing(config.lookahead, config.osrc_window) for op in ops], config.prefetch)
         t0 = results[0].cfg_cycle - 1
         for i, (c, r) in enumerate(zip(sched, results)):
             assert r.stalls == 0, (i, r.stalls)
@@ -118,6 +121,26 @@ def test_pe_constructor_rejects_wrong_types_and_values():
         PE(SMALL, lookahead=True)
     with pytest.raises(ValueError, match="lookahead = 0 is out of range; allowed: 1, 2"):
         PE(SMALL, lookahead=0)
+    with pytest.raises(TypeError, match="OSRC_WINDOW = True is not an int; allowed: 1 .. 2"):
+        PE(SMALL, osrc_window=True)
+    for bad in (0, 3):
+        with pytest.raises(ValueError, match=f"OSRC_WINDOW = {bad} is out of range; allowed: 1 .. 2"):
+            PE(SMALL, osrc_window=bad)
+
+
+def test_osrc_window_1_emits_the_same_verilog():
+    """OSRC_WINDOW = 1 is the PE without E, signal for signal (section 6.1), in every combination
+    with A and B; with 2 the ports differ (entry pairs on Port-1 and Port-2, port*_take2)."""
+    from amaranth.back import verilog
+    for kw in ({}, {"prefetch": True}, {"lookahead": 2}, {"prefetch": True, "lookahead": 2}):
+        plain = verilog.convert(PE(SMALL, **kw), name="pe", emit_src=False)
+        assert verilog.convert(PE(SMALL, osrc_window=1, **kw), name="pe", emit_src=False) == plain, kw
+        assert "port2_take2" not in plain
+        wide = verilog.convert(PE(SMALL, osrc_window=2, **kw), name="pe", emit_src=False)
+        assert wide != plain and "port2_take2" in wide and "port1_take2" in wide
+    pe, used, _ = elaborate("pe", ["DW=8", "K_MAX=5", "W_MAX=16", "ACC_W=17", "OSRC_WINDOW=1"])
+    assert used["OSRC_WINDOW"] == 1
+    assert verilog.convert(pe, name="pe", emit_src=False) == verilog.convert(PE(SMALL), name="pe", emit_src=False)
 
 
 def test_schedule_recurrence_hand_worked():
@@ -134,6 +157,25 @@ def test_schedule_recurrence_hand_worked():
     # first generation: one op at a time, MSRC with its mask cycle
     assert [c.cycles for c in schedule([src, osrc, msrc], prefetch=False)] == [10, 9, 6]
     assert [c.cycles for c in schedule([src, osrc, msrc], prefetch=True)[:1]] == [10]
+    # OSRC window (E): merge actions with their skip flags, worked by hand. K = 2, S = 1, P = 0;
+    # input columns 0, 5, 9; dO columns 2, 3, 7, 8. Order: in0 dO2 dO3 in5 dO7 dO8 in9 (dO first
+    # on a tie); in0 has no dO at 0-1..0, dO2 no input at 2..3, dO3 none at 3..4, in5 no dO at 4..5,
+    # dO7 none at 7..8; dO8 has in9, in9 has dO8. Window 2: (s s) (s s) (s u) (u) = 4 cycles.
+    from sparsetrain.arch.timing import osrc_skips
+    flags = osrc_skips([0, 5, 9], [2, 3, 7, 8], 2, 1, 0)
+    assert flags == [True, True, True, True, True, False, False]
+    assert op_timing(Mode.OSRC, 2, 3, 4, skips=flags, osrc_window=2) == OpTiming(0, 4, osrc=True)
+    assert op_timing(Mode.OSRC, 2, 3, 4, skips=flags, osrc_window=1) == OpTiming(0, 7, osrc=True)
+    # K < S: K = 1, S = 2: an odd input column never meets a dO column (u = 2x only)
+    assert osrc_skips([1, 2, 3], [1, 3], 1, 2, 0) == [True, False, False, True, True]
+    # empty rows: the marker comes after the other row's actions and is never a skip
+    assert osrc_skips([], [0, 4], 3, 1, 0) == [True, True, False]
+    assert osrc_skips([3], [], 3, 1, 0) == [True, False]
+    assert osrc_skips([], [], 3, 1, 0) == [False, False]
+    with pytest.raises(ValueError, match="skips = .* is out of range; allowed: one flag per merge action"):
+        op_timing(Mode.OSRC, 2, 3, 4, skips=flags[:-1], osrc_window=2)
+    with pytest.raises(ValueError, match="OSRC_WINDOW = 3 is out of range; allowed: 1 .. 2"):
+        op_timing(Mode.OSRC, 2, 3, 4, skips=flags, osrc_window=3)
     # look-ahead: skip runs consumed two at a time
     from sparsetrain.arch.timing import lookahead_cycles
     assert lookahead_cycles([True, True, True, False, True], 2) == 3   # (s s) (s u) (s)
@@ -144,7 +186,8 @@ def test_schedule_recurrence_hand_worked():
 def test_block_registry_builds_pe_and_rejects_unknown_params():
     assert "pe" in BLOCKS
     pe, used, spec = elaborate("pe", ["DW=8", "K_MAX=0x4", "W_MAX=16"])
-    assert isinstance(pe, PE) and used == {"DW": 8, "K_MAX": 4, "W_MAX": 16, "ACC_W": 24, "PREFETCH": 0, "LOOKAHEAD": 1}
+    assert isinstance(pe, PE) and used == {"DW": 8, "K_MAX": 4, "W_MAX": 16, "ACC_W": 24, "PREFETCH": 0, "LOOKAHEAD": 1,
+                                           "OSRC_WINDOW": 1}
     assert not pe.prefetch and pe.lookahead == 1
     with pytest.raises(ValueError, match="'KMAX' is unknown .* allowed: DW, K_MAX, W_MAX, ACC_W"):
         elaborate("pe", ["KMAX=3"])
@@ -155,6 +198,11 @@ def test_block_registry_builds_pe_and_rejects_unknown_params():
         elaborate("pe", ["PREFETCH=2"])
     with pytest.raises(ValueError, match="lookahead = 3 is out of range; allowed: 1, 2"):
         elaborate("pe", ["LOOKAHEAD=3"])
+    pe, used, _ = elaborate("pe", ["DW=8", "OSRC_WINDOW=2"])
+    assert pe.osrc_window == 2 and used["OSRC_WINDOW"] == 2
+    assert {"port1_take2", "port2_take2"} <= set(pe.signature.members)
+    with pytest.raises(ValueError, match="OSRC_WINDOW = 3 is out of range; allowed: 1 .. 2"):
+        elaborate("pe", ["OSRC_WINDOW=3"])
     with pytest.raises(ValueError, match="K_MAX = 20 is out of range"):
         elaborate("pe", {"K_MAX": "20"})
     with pytest.raises(ValueError, match="block = 'nope' is unknown"):
@@ -207,7 +255,7 @@ def test_reset_mid_operation_leaves_pe_ready_and_correct(config, seed):
     ops = random_ops(seed + 2, SMALL, ALL, 30)
     # reset at several depths: during weights/mask, during data, on the final beat cycle
     want = [(0, 2), (4, 3), (8, 5), (13, 4), (17, 99), (21, 1)]
-    alone = [schedule([op.timing(config.lookahead)], config.prefetch)[0].cycles for op in ops]
+    alone = [schedule([op.timing(config.lookahead, config.osrc_window)], config.prefetch)[0].cycles for op in ops]
     resets = [(i, max(1, min(at, alone[i] - 1))) for i, at in want]
     results = run_pe_ops(ops, SMALL, seed=seed + 2, p_valid=0.8, p_ready=0.8, resets=resets, config=config)
     aborted = {i for i, r in enumerate(results) if r.aborted}
@@ -239,9 +287,15 @@ def _period_sequences() -> dict[str, tuple[list[PeOp], dict[str, int]]]:
         # MSRC K=3, N1=6, all masked: look-ahead consumes 2 skip entries a cycle, C = 3:
         # gen1 + lookahead 9; prefetch + lookahead max(4, 3) = 4
         "msrc k3 n6 masked": ([PeOp.msrc([1, 2, 3], do6, [0] * 8)] * n,
-                              {"gen1": 12, "prefetch": 7, "lookahead": 9, "prefetch+lookahead": 4}),
-        # OSRC N1=4, N2=3: gen1 1+N1+N2+1 = 9; prefetch: nothing to load, C + 1 = 8
+                              {"gen1": 12, "prefetch": 7, "lookahead": 9, "prefetch+lookahead": 4,
+                               "prefetch+lookahead+osrc-window": 4}),
+        # OSRC N1=4, N2=3: gen1 1+N1+N2+1 = 9; prefetch: nothing to load, C + 1 = 8; every action
+        # has a partner, so the OSRC window changes nothing
         "osrc n4 n3": ([PeOp.osrc(row, grad, 3)] * n, {"gen1": 9, "prefetch": 8}),
+        # OSRC K=2 with five skip actions of seven (test_schedule_recurrence_hand_worked): gen1 9,
+        # prefetch 8; window 2: C = 4, 1 + 4 + 1 = 6; prefetch + window: C + 1 = 5
+        "osrc skips": ([PeOp.osrc(SparseRow(10, [0, 5, 9], [3, -2, 5]), SparseRow(9, [2, 3, 7, 8], [1, 2, -3, 4]), 2)] * n,
+                       {"gen1": 9, "prefetch": 8, "osrc-window": 6, "prefetch+lookahead+osrc-window": 5}),
     }
 
 
@@ -262,6 +316,50 @@ def test_back_to_back_periods(config, seed):
         want = periods.get(cid, periods["prefetch" if config.prefetch else "gen1"])
         print(f"{cid}: {name}: period {measured} cycles (stated {want})")
         assert measured == [want], (name, measured, want)
+
+
+def _osrc_window_cases() -> list[PeOp]:
+    """Directed OSRC ops for the window (E): partners absent in runs on either port, K < S,
+    stride 2, empty rows, skips at the row ends and next to the markers."""
+    r = SparseRow
+    return [
+        PeOp.osrc(r(10, [0, 5, 9], [3, -2, 5]), r(9, [2, 3, 7, 8], [1, 2, -3, 4]), 2),
+        PeOp.osrc(r(8, [1, 3, 5, 7], [1, 2, 3, 4]), r(4, [0, 1, 2, 3], [5, 6, 7, 8]), 1, stride=2),   # K < S: no pair
+        PeOp.osrc(r(8, [0, 2, 3, 7], [1, 2, 3, 4]), r(4, [0, 1, 3], [5, 6, 7]), 1, stride=2),         # K < S: some
+        PeOp.osrc(r(12, [], []), r(10, list(range(10)), list(range(1, 11))), 3),                     # empty input
+        PeOp.osrc(r(12, list(range(12)), list(range(1, 13))), r(10, [], []), 3),                     # empty dO
+        PeOp.osrc(r(12, [], []), r(10, [], []), 3),                                                  # both empty
+        PeOp.osrc(r(16, [0, 1, 2, 3], [1, 1, 1, 1]), r(14, [10, 11, 12, 13], [2, 2, 2, 2]), 3),      # apart
+        PeOp.osrc(r(16, [12, 13, 14, 15], [1, 1, 1, 1]), r(14, [0, 1, 2, 3], [2, 2, 2, 2]), 3),      # apart
+        PeOp.osrc(r(15, [0, 4, 9, 14], [7, -7, 7, -7]), r(8, [0, 1, 3, 6], [1, -1, 2, -2]), 3, stride=2, pad=1),
+        PeOp.osrc(r(16, list(range(0, 16, 3)), [5] * 6), r(16, list(range(1, 16, 3)), [3] * 5), 1),  # K=1 interleaved
+        PeOp.osrc(r(16, [15], [9]), r(16, [0], [4]), 5, pad=2),
+    ]
+
+
+@pytest.mark.parametrize("config", OSRC_WINDOW_CONFIGS, ids=OSRC_WINDOW_IDS)
+@pytest.mark.parametrize("backpressure", [False, True], ids=["no-backpressure", "backpressure"])
+def test_osrc_window_random_and_directed_osrc_ops(config, backpressure, seed):
+    """E: directed OSRC cases and 1,500 random OSRC ops (every K, both strides, densities from
+    empty to dense), bit-exact against golden.bitexact.rowops.osrc; without back-pressure every op's
+    cfg and final-beat cycle equal the schedule of window_cycles(osrc_skips, 2), with it each op's
+    cycles - stalls does (one op at a time where the PE prefetches). The window must really save
+    cycles (skips consumed in pairs), or the test tests nothing."""
+    s = seed + (11 if backpressure else 10)
+    print("seed", s)
+    ops = _osrc_window_cases() + random_ops(s, SMALL, (Mode.OSRC,), 1500)
+    serial = backpressure and config.prefetch
+    results = run_pe_ops(ops, SMALL, seed=s, p_valid=0.6 if backpressure else 1.0, p_ready=0.5 if backpressure else 1.0,
+                         config=config, serial=serial)
+    assert_matches_golden(ops, results, exact_cycles=not backpressure, config=config,
+                          overlapped=config.prefetch and not serial)
+    c1 = sum(op.timing(1, 1).compute for op in ops)
+    c2 = sum(op.timing(1, 2).compute for op in ops)
+    print(f"OSRC merge cycles: {c1} (window 1) -> {c2} (window 2), {c2 / c1:.3f}")
+    assert c2 < 0.9 * c1
+    assert {op.k for op in ops} == set(range(1, SMALL.k_max + 1)) and {op.stride for op in ops} == {1, 2}
+    if backpressure:
+        assert sum(r.stalls for r in results) > 0
 
 
 @pytest.mark.parametrize("fault", list(PE_FAULTS))
@@ -352,8 +450,11 @@ def test_regress_default_config_random_ops(seed):
     assert_matches_golden(ops, results, exact_cycles=False)
 
 
-@pytest.mark.parametrize("params", [["PREFETCH=1"], ["PREFETCH=1", "LOOKAHEAD=2"], ["LOOKAHEAD=2", "K_MAX=1", "W_MAX=2"]],
-                         ids=["prefetch", "prefetch+lookahead", "lookahead-k1"])
+@pytest.mark.parametrize("params", [["PREFETCH=1"], ["PREFETCH=1", "LOOKAHEAD=2"], ["LOOKAHEAD=2", "K_MAX=1", "W_MAX=2"],
+                                    ["OSRC_WINDOW=2"], ["PREFETCH=1", "LOOKAHEAD=2", "OSRC_WINDOW=2"],
+                                    ["OSRC_WINDOW=2", "K_MAX=1", "W_MAX=2"]],
+                         ids=["prefetch", "prefetch+lookahead", "lookahead-k1", "osrc-window",
+                              "prefetch+lookahead+osrc-window", "osrc-window-k1"])
 def test_second_generation_verilog_is_lint_clean(tmp_path, params):
     """Verilator lint of the second-generation PE (the first generation's is in test_lint)."""
     from sparsetrain.hw.blocks import write_block

@@ -12,6 +12,7 @@ Refused ops exist only in the PE's function (the performance model never issues 
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from sparsetrain.arch.microarch import op_times, window_cycles
@@ -59,3 +60,27 @@ def test_lookahead_counts_agree(rng):
         skips = [bool(x) for x in rng.random(int(rng.integers(1, 30))) < rng.random()]
         for window in (1, 2):
             assert lookahead_cycles(skips, window) == window_cycles(skips, window), (skips, window)
+
+
+def test_osrc_skip_flags_agree_with_the_performance_model(rng):
+    """E (section 6.1 / 12.6): the PE's merge-action skip flags (timing.osrc_skips, from the
+    entries' columns, which the PE testbench checks the RTL against) equal the performance
+    model's (perf.ops2, from the non-zero patterns), so the RTL's OSRC cycles with window 2
+    are the ones the performance model counts."""
+    from sparsetrain.arch.timing import osrc_skips
+    from sparsetrain.golden.bitexact.rowops import conv_out_len
+    from sparsetrain.perf.ops2 import _merge_skip_flags, tap_matrix
+    skips_seen = 0
+    for _ in range(3000):
+        k = int(rng.integers(1, 12))
+        stride = int(rng.integers(1, 3))
+        pad = int(rng.integers(0, k))
+        w_in = int(rng.integers(max(1, k - 2 * pad), 40))
+        w_out = conv_out_len(w_in, k, stride, pad)
+        i_row = rng.random(w_in) < rng.random()
+        g_row = rng.random(w_out) < rng.random()
+        mine = osrc_skips(np.flatnonzero(i_row).tolist(), np.flatnonzero(g_row).tolist(), k, stride, pad)
+        theirs = _merge_skip_flags(i_row, g_row, tap_matrix(w_in, w_out, k, stride, pad), stride, pad)
+        assert mine == theirs, (k, stride, pad, i_row, g_row)
+        skips_seen += sum(mine)
+    assert skips_seen > 0

@@ -13,7 +13,8 @@ def test_verilog_writes_pe_and_parameters(tmp_path, capsys):
     assert rc == 0
     meta = json.loads((tmp_path / "pe.json").read_text())
     assert meta["block"] == "pe" and meta["toplevel"] == "pe"
-    assert meta["params"] == {"DW": 8, "K_MAX": 3, "W_MAX": 64, "ACC_W": 24, "PREFETCH": 0, "LOOKAHEAD": 1}
+    assert meta["params"] == {"DW": 8, "K_MAX": 3, "W_MAX": 64, "ACC_W": 24, "PREFETCH": 0, "LOOKAHEAD": 1,
+                              "OSRC_WINDOW": 1}
     text = (tmp_path / "pe.v").read_text()
     assert re.search(r"^module pe\(", text, re.M)
     # the stream ports of docs/architecture.md section 4, flattened by Amaranth

@@ -23,7 +23,7 @@ from ...arch.isa import (FIELDS, N_STEPS, CoreParams, ErrorCode, Opcode, decode,
 from ...arch.group_timing import GroupClock, PEState, dispatch_ops, unit_time  # noqa: F401 (the model's API)
 from ...arch.microarch import op_times
 from ...arch.ppu import N_PE, PPU_LAT, Op, PPUCommand, command_cycles
-from ...arch.timing import Mode, lookahead_cycles, msrc_skips, pe_cycles
+from ...arch.timing import Mode, lookahead_cycles, msrc_skips, op_timing, osrc_skips, pe_cycles, schedule
 from .ppu_model import PPUModel, tau_batch
 from .rowops import msrc, osrc, src
 
@@ -169,13 +169,19 @@ def check_unit(f: Mapping[str, int], op_addr: int, p: CoreParams) -> None:
 
 def execute_op(f: Mapping[str, int], buffer: np.ndarray, masks: Sequence[int], p: CoreParams):
     """One OP on the golden PE: (beats, first-generation cycles, OpInfo with L and C; C of an
-    MSRC op with LOOKAHEAD = 2 from its skip entries, section 6.1)."""
+    MSRC op with LOOKAHEAD = 2 from its skip entries, of an OSRC op with OSRC_WINDOW = 2 from its
+    skip merge actions, section 6.1)."""
     k, s, pad = f["k"], 1 + f["stride2"], f["pad"]
     mode = Mode(f["mode"])
     e1 = read_row(buffer, f["addr1"], p)
     if mode is Mode.OSRC:
         e2 = read_row(buffer, f["addr2"], p)
         r = osrc(_sparse(e1, f["in_len"], p), _sparse(e2, f["out_len"], p), k, stride=s, pad=pad, acc_w=p.acc_w)
+        if p.osrc_window == 2:  # the merge actions without a partner go two a cycle
+            skips = osrc_skips([o for _, o, _ in e1 if o != p.off_end], [o for _, o, _ in e2 if o != p.off_end],
+                               k, s, pad)
+            t = op_timing(mode, k, len(e1), len(e2), skips=skips, osrc_window=2)
+            return r.beats, schedule([t])[0].cycles, OpInfo(True, mode, 0, t.compute)
         return r.beats, pe_cycles(mode, k, len(e1), len(e2)), OpInfo(True, mode, 0, len(e1) + len(e2))
     w = [v for v, _, _ in read_row(buffer, f["addr2"], p, count=k)]
     compute = len(e1)

@@ -26,7 +26,7 @@ import numpy as np
 from ...arch.fixedpoint import sat_limit
 from ...arch.isa import DIR_FIELDS, FIELDS, OPCODE_W, CoreParams, Opcode, decode
 from ...arch.ppu import PPU_LAT, Op
-from ...arch.timing import Mode, lookahead_cycles, msrc_skips
+from ...arch.timing import Mode, lookahead_cycles, msrc_skips, op_timing, osrc_skips
 from .core_model import (CoreRun, GroupClock, OpInfo, UnitHandout, UnitTrace, _schedule, _union_length, _Unit,
                          _UnitOps, initial_ppus, ppu_word, run_program)
 from .ppu_model import PPUModel
@@ -224,6 +224,9 @@ def _op_results(f: dict[str, np.ndarray], uo: np.ndarray, pi: np.ndarray, n_unit
             acc[uu, :km] += sums
             cycles[sel] = 2 + rin.entries + rg.entries
             compute[sel] = rin.entries + rg.entries
+            if p.osrc_window == 2:  # section 6.1 (E): C from the merge actions' skip flags
+                compute[sel] = _osrc_window_compute(buf, a1, e1, a2, e2, kk, ss, pp, p)
+                cycles[sel] = 2 + compute[sel]
             unit_bound += np.bincount(us, weights=bound, minlength=n_units)
             continue
         wts = _weights(buf, f["addr2"][sel], kk, km)
@@ -293,6 +296,18 @@ def _op_results(f: dict[str, np.ndarray], uo: np.ndarray, pi: np.ndarray, n_unit
         uu, sums = _unit_sums(res, us)
         acc[uu] += sums
     return acc, cycles, reads, unit_bound, compute
+
+
+def _osrc_window_compute(buf: _Buffer, a1: np.ndarray, e1: np.ndarray, a2: np.ndarray, e2: np.ndarray,
+                         k: np.ndarray, s: np.ndarray, pad: np.ndarray, p: CoreParams) -> np.ndarray:
+    """C of OSRC ops with OSRC_WINDOW = 2: ``op_timing`` of each op's ``osrc_skips``."""
+    out = np.zeros(a1.size, np.int64)
+    for i in range(a1.size):
+        o1 = [int(o) for o in buf.off[a1[i]:e1[i] + 1] if o != p.off_end]
+        o2 = [int(o) for o in buf.off[a2[i]:e2[i] + 1] if o != p.off_end]
+        skips = osrc_skips(o1, o2, int(k[i]), int(s[i]), int(pad[i]))
+        out[i] = op_timing(Mode.OSRC, int(k[i]), max(1, len(o1)), max(1, len(o2)), skips=skips, osrc_window=2).compute
+    return out
 
 
 def _lookahead_compute(buf: _Buffer, addr: np.ndarray, end: np.ndarray, k: np.ndarray, s: np.ndarray,

@@ -54,8 +54,8 @@ class OpTiming:
     """One op as the schedule sees it (section 6.1).
 
     load: L, entries loaded on Port-2 before computing (SRC, MSRC: K; OSRC, refused: 0).
-    compute: C, compute cycles (SRC: N1; MSRC: N1, or the look-ahead count; OSRC: N1 + N2;
-    refused: 0). osrc: Port-2 is busy while the op computes. mask: MSRC (the first generation
+    compute: C, compute cycles (SRC: N1; MSRC: N1, or the look-ahead count; OSRC: N1 + N2, or
+    with the OSRC window the look-ahead count; refused: 0). osrc: Port-2 is busy while the op computes. mask: MSRC (the first generation
     spends a separate cycle on the Port-3 mask beat).
     """
 
@@ -108,9 +108,29 @@ def lookahead_cycles(skips: Sequence[bool], lookahead: int = 1) -> int:
     return cycles
 
 
+def osrc_skips(in_offsets: Sequence[int], do_offsets: Sequence[int], k: int, stride: int, pad: int) -> list[bool]:
+    """The merge actions of an OSRC op in the order of section 6 (the dO entry at column x is
+    loaded before the input entry at padded column u when x*S <= u), True = a skip: an input
+    entry with no dO entry at x with 0 <= u - x*S <= K-1, a dO entry with no input entry at u in
+    x*S .. x*S+K-1 (section 6.1, E). An empty row's marker is one action, never a skip, after
+    the other row's actions (both empty: the dO marker first)."""
+    us = [int(c) + pad for c in in_offsets]
+    xs = [int(x) * stride for x in do_offsets]
+    acts = [(u, 1, not any(0 <= u - xs_ <= k - 1 for xs_ in xs)) for u in us]
+    acts += [(xs_, 0, not any(xs_ <= u <= xs_ + k - 1 for u in us)) for xs_ in xs]
+    acts.sort(key=lambda a: (a[0], a[1]))
+    flags = [a[2] for a in acts]
+    if not xs:
+        flags.append(False)
+    if not us:
+        flags.append(False)
+    return flags
+
+
 def op_timing(mode: Mode | int, k: int, n1: int, n2: int = 0, *, skips: Sequence[bool] | None = None,
-              lookahead: int = 1, refused: bool = False) -> OpTiming:
-    """L and C of one op (section 6.1). ``skips``: the MSRC skip flags, needed for lookahead 2."""
+              lookahead: int = 1, refused: bool = False, osrc_window: int = 1) -> OpTiming:
+    """L and C of one op (section 6.1). ``skips``: the MSRC skip flags, needed for lookahead 2,
+    or the OSRC merge actions' skip flags (``osrc_skips``), needed for osrc_window 2."""
     if refused:
         return OpTiming(0, 0)
     mode = Mode(mode)
@@ -119,7 +139,14 @@ def op_timing(mode: Mode | int, k: int, n1: int, n2: int = 0, *, skips: Sequence
     if mode is Mode.OSRC:
         if n2 < 1:
             raise ValueError(f"n2 = {n2} is out of range; allowed: >= 1 (an empty row is one marker entry)")
-        return OpTiming(0, n1 + n2, osrc=True)
+        if osrc_window not in (1, 2):
+            raise ValueError(f"OSRC_WINDOW = {osrc_window} is out of range; allowed: 1 .. 2")
+        if osrc_window == 1:
+            return OpTiming(0, n1 + n2, osrc=True)
+        if skips is None or len(skips) != n1 + n2:
+            raise ValueError(f"skips = {skips!r} is out of range; allowed: one flag per merge action ({n1 + n2})")
+        from .microarch import window_cycles  # (microarch imports this module: import at use)
+        return OpTiming(0, window_cycles(skips, osrc_window), osrc=True)
     c = n1
     if mode is Mode.MSRC and lookahead != 1:
         if skips is None or len(skips) != n1:
