@@ -39,6 +39,18 @@ def tiny_units(p: CoreParams, n: int, *, block: bool = True, n_ops: int = 0, aft
     return prog, img, dirs
 
 
+def test_unit_rate_is_a_core_parameter_validated_by_name():
+    from sparsetrain.hw.blocks import get_block, parse_overrides
+    spec = get_block("core")
+    assert spec.params_from(parse_overrides(spec, ["UNIT_RATE=4"])).unit_rate == 4
+    assert spec.params_from({}).unit_rate == 1
+    for bad in ("UNIT_RATE=9", "UNIT_RATE=0"):
+        with pytest.raises(ValueError, match=r"UNIT_RATE = \d is out of range; allowed: 1 .. 8"):
+            spec.params_from(parse_overrides(spec, [bad]))
+    from sparsetrain.check.simconfig import parse_switches, sim_params
+    assert parse_switches(["UNIT_RATE=1"]) == {"unit_rate": 1} and sim_params().unit_rate == 4
+
+
 # ---------------------------------------------------------------- the model's cycle rule (12.9)
 
 @pytest.mark.parametrize("rate,cycles", [
