@@ -314,3 +314,55 @@ def test_program_builder_places_result_rows_either_way(seed):
     want = [sum(np.convolve(rows[2 * u + i], weights[2 * u + i][::-1], "valid") for i in range(2)) for u in range(2)]
     for last in (False, True):
         np.testing.assert_array_equal(np.array(got[last]), np.array(want))
+
+
+def test_unit_blocks_fill_the_instruction_memory_exactly(monkeypatch, seed):
+    """Programs cut by IMEM_DEPTH alone: each is unit blocks (section 12.9) of at most UNITS_MAX
+    units (3 here, so a program has several blocks), fits the memory, and the next program's first
+    unit would not have fitted (the packer counts every UNITS header word, no more, no less: over
+    a range of depths some cut falls where one header word decides); the split programs give the
+    same rows as one program."""
+    from sparsetrain.compiler import emit, layout
+    monkeypatch.setattr(layout, "UNITS_MAX", 3)
+    monkeypatch.setattr(emit, "UNITS_MAX", 3)
+    data = random_layer(np.random.default_rng(seed), n=1, pruned=False)
+
+    def blocks(program):
+        """[(count, [n_ops of each unit])] of a program's unit blocks, checked for their layout."""
+        out, i = [], 0
+        while decode(program[i])[0] != Opcode.END:
+            op, f = decode(program[i])
+            if op != Opcode.UNITS:
+                i += 1
+                continue
+            units = [decode(program[i + 1 + q]) for q in range(f["count"])]
+            assert all(o == Opcode.UNIT for o, _ in units)
+            n_ops = [u["n_ops"] for _, u in units]
+            i += 1 + f["count"]
+            assert all(decode(program[i + q])[0] == Opcode.OP for q in range(sum(n_ops)))
+            i += sum(n_ops)
+            out.append((f["count"], n_ops))
+        return out
+
+    header_decided = 0
+    for step in (Step.FORWARD, Step.GTW):
+        whole = compile_step(data, step, PARAMS)
+        for depth in range(36, 64):
+            small = CoreParams(acc_w=48, buf_depth=1 << 14, imem_depth=depth, dir_depth=1 << 12, mask_depth=1 << 10)
+            split = compile_step(data, step, small)
+            assert len(split.chunks) > 2, step
+            progs = [blocks(ch.program) for ch in split.chunks]
+            for ch, bl, nxt in zip(split.chunks, progs, progs[1:] + [None]):
+                units = sum(c for c, _ in bl)
+                assert len(ch.program) <= depth and [c for c, _ in bl[:-1]] == [3] * (len(bl) - 1)
+                assert units == len(ch.results)
+                if nxt is not None:   # the next unit: its UNIT and OP words, and a header when a block is full
+                    cost = 1 + nxt[0][1][0] + int(units % 3 == 0)
+                    assert len(ch.program) + cost > depth, (step, depth)
+                    header_decided += len(ch.program) + cost == depth + 1 and units % 3 == 0
+        runs = [run_program(ch.program, ch.buffer_image, small, masks=ch.masks) for ch in split.chunks]
+        assert all(r.error == 0 for r in runs)
+        got = split.decode(lambda r: runs[r.chunk].row(r.dir, r.length, small))
+        _, want = model_result(whole)
+        np.testing.assert_array_equal(got, want, err_msg=step.value)
+    assert header_decided > 0, "no cut where a header word decided: the accounting is untested"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sparsetrain.arch.isa import CoreParams, ErrorCode
+from sparsetrain.arch.isa import CoreParams, ErrorCode, Opcode, decode
 from sparsetrain.compiler.random_programs import random_program
 from sparsetrain.golden.bitexact.core_model import run_program
 from sparsetrain.sim_tb.core_driver import run_core_program
@@ -32,10 +32,14 @@ def check_against_model(p: CoreParams, seed: int, sim: str, units_per_step: int)
         assert r.rows[d] == model.row_entries(d, p), f"result row {d} differs"
         assert r.directory[d]["nnz"] == int(np.count_nonzero(model.row(d, length, p)))
     assert (r.step_nnz, r.step_rows, r.step_elems) == (model.step_nnz, model.step_rows, model.step_elems)
-    assert r.cycles == model.cycles
-    print(f"cycles rtl {r.cycles} contract {model.cycles_contract} "
+    assert (r.cycles, r.total_cycles) == (model.cycles, model.total_cycles)
+    err = abs(r.cycles - model.cycles_contract) / model.cycles_contract
+    print(f"cycles rtl {r.cycles} contract {model.cycles_contract} error {100 * err:.2f} % "
           f"({r.total_cycles} cycles in {r.sim_seconds:.3f} s)")
-    assert r.cycles == model.cycles_contract   # the contract at the core's unit rate (12.9)
+    # the contract at the core's unit rate (12.9) sees the units, not the program: a unit block's
+    # header costs a controller cycle it does not count (the random programs open blocks mid-step)
+    headers = sum(decode(w)[0] == Opcode.UNITS for w in prog)
+    assert abs(r.cycles - model.cycles_contract) <= headers, (r.cycles, model.cycles_contract, headers)
 
 
 @pytest.mark.parametrize("offset", [0, 1, 2])
@@ -56,7 +60,7 @@ def check_program(p: CoreParams, prog, img, masks, directory, results) -> tuple[
         assert r.rows[d] == model.row_entries(d, p), f"result row {d} differs"
         assert r.directory[d]["nnz"] == int(np.count_nonzero(model.row(d, length, p)))
     assert (r.step_nnz, r.step_rows, r.step_elems) == (model.step_nnz, model.step_rows, model.step_elems)
-    assert r.cycles == model.cycles
+    assert (r.cycles, r.total_cycles) == (model.cycles, model.total_cycles)
     skipped = sum(not o.issued for u in model.units for o in u.ops)
     return r.cycles, model.cycles_contract, skipped
 

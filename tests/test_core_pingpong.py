@@ -63,9 +63,11 @@ def invalid_jobs(p: CoreParams) -> list[tuple[str, CoreJob]]:
 
 def check_jobs(p: CoreParams, jobs: list[tuple[str, CoreJob]]) -> list[tuple[str, int, int, int]]:
     """Run every job in one simulator start; everything equal to the model (an invalid program:
-    the model's error code, no hang). Returns (name, RTL cycles, contract cycles, cycles of the
-    same program on the PINGPONG=0 model) per valid job."""
-    out = run_core_programs([j for _, j in jobs], p)
+    the model's error code, no hang), every group's PPU status of slots 0 and 1 too (which group ran
+    which unit: its counters and random sequence). Returns (name, RTL cycles, contract cycles,
+    cycles of the same program on the PINGPONG=0 model) per valid job."""
+    sel = [(g, slot) for g in range(p.groups) for slot in (0, 1)]
+    out = run_core_programs([j for _, j in jobs], p, ppu_status=sel)
     no_pp = dataclasses.replace(p, pingpong=0)
     table = []
     for (name, job), r in zip(jobs, out):
@@ -83,6 +85,8 @@ def check_jobs(p: CoreParams, jobs: list[tuple[str, CoreJob]]) -> list[tuple[str
             assert r.rows[i] == model.row_entries(i, p), f"{name}: result row {i} differs"
         assert (r.step_nnz, r.step_rows, r.step_elems) == (model.step_nnz, model.step_rows, model.step_elems), name
         assert r.cycles == model.cycles == fast.cycles, (name, r.cycles, model.cycles, fast.cycles)
+        assert r.total_cycles == model.total_cycles == fast.total_cycles, name
+        assert [s.as_dict() for s in r.ppu_status] == [model.ppus[g].status(s).as_dict() for g, s in sel], name
         assert fast.buffer.tolist() == model.buffer.tolist(), name
         base = run_program(job.program, job.buffer_image, no_pp, job.masks, directory=d).cycles
         print(f"{name}: RTL cycles {r.cycles} = model; contract {model.cycles_contract}; "

@@ -2,7 +2,8 @@
 
 ``run_program`` executes the instructions with ``golden.bitexact.rowops`` (the PE) and
 ``golden.bitexact.ppu_model.PPUModel`` (one per group), dispatching units and ops exactly as the
-controller does (s.10.2 plus the unit dispatch latency of s.11.4; with the second-generation
+controller does (s.10.2 plus the unit dispatch latency of s.11.4, bare units and the unit blocks
+of s.12.9 handed out up to UNIT_RATE per cycle, ``UnitHandout``; with the second-generation
 switches of ``CoreParams``, the group's dispatcher of s.12.2 / 12.4, ``unit_time``), so the
 result rows, the directory, the counters and ``cycles`` are what the RTL must produce; with
 PINGPONG (s.12.3) a group's units overlap (``GroupClock``).

@@ -41,8 +41,9 @@ def random_program(params: CoreParams, rng: np.random.Generator, *, units_per_st
     def db_of() -> dict[str, int]:
         return {"db": int(rng.integers(0, min(4, p.db_depth)))} if db else {}
 
-    # the block layout draws from its own stream, so the rows and ops do not depend on it
-    lay = np.random.default_rng(int(rng.integers(1 << 62)))
+    # the block layout draws from its own stream, so the rows and ops do not depend on it (and
+    # blocks=False gives the bare programs of before unit blocks existed, draw for draw)
+    lay = np.random.default_rng(int(rng.integers(1 << 62))) if blocks else None
 
     def layout(first: bool) -> None:
         """Before a unit: open a block (a new one), go bare, or go on as before."""
