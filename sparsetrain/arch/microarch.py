@@ -118,8 +118,8 @@ GEN1 = MicroArch()
 GEN2 = MicroArch(prefetch=True, lookahead=2, pingpong=True, skip_empty=True)  # A+B+C+D, the contract's unlimited op reader
 # The set the RTL core is built with: A+B+C+D with the RTL's op reader (OP_SCAN = 4 OP words per
 # cycle, section 12.4) and the controller's unit rate (UNIT_RATE units per cycle, 12.9: at G = 56
-# the smallest rate that keeps the 2.7x average with the op reader of 4 is 8; no rate up to 8
-# reaches 4.5x on AlexNet CIFAR-10 with that reader, docs/performance.md). `sparsetrain perf` and
+# with the op reader of 4, 8 keeps the 2.7x average (2.72x; 7 reaches 2.7004x, no margin); no
+# rate up to 8 reaches 4.5x on AlexNet CIFAR-10 with that reader, docs/performance.md). `sparsetrain perf` and
 # `make perf` default to it; `--microarch gen1` is the first design.
 BUILT_OP_SCAN = 4
 BUILT_UNIT_RATE = 8
