@@ -447,10 +447,12 @@ def _ck_layer(seed: int):
 def test_compiler_skips_pruned_kernel_rows_bit_exactly(seed: int) -> None:
     from sparsetrain.compiler import compile_step
     from sparsetrain.arch.isa import CoreParams
-    from sparsetrain.arch.schedule import ArchParams, schedule_units
+    from sparsetrain.arch.schedule import ArchParams
     from sparsetrain.check.cycles import schedule_cycles, weight_saved_cycles
     from sparsetrain.golden.bitexact.core_model import run_program
+    from sparsetrain.arch.schedule2 import schedule_units2
     from sparsetrain.perf.decompose import exact_units
+    from sparsetrain.perf.ops2 import unit_ops
 
     params = CoreParams(acc_w=48, groups=2, buf_depth=1 << 14, mask_depth=1 << 10, imem_depth=1 << 14,
                         dir_depth=1 << 12)
@@ -475,7 +477,8 @@ def test_compiler_skips_pruned_kernel_rows_bit_exactly(seed: int) -> None:
         # section 2 bound still holds against the (masked, for GTW) float reference
         t = skip.tensors
         assert np.all(np.abs(got[1] * 2.0 ** -t.frac[t.result_name] - t.reference) <= t.bound)
-        # the performance model's exact schedule predicts the skipped program's cycles (section 10)
+        # the performance model's exact schedule predicts the skipped program's cycles (section 10's
+        # rules at the core's unit rate, one UNIT per cycle: arch.schedule2, architecture 12.9)
         s = ls = skip.shape
         if step == "forward":
             nz_in, nz_grad, m = t.q["I"] != 0, np.zeros(s.output_shape, bool), None
@@ -484,8 +487,10 @@ def test_compiler_skips_pruned_kernel_rows_bit_exactly(seed: int) -> None:
         else:
             nz_in, nz_grad, m = t.q["I"] != 0, t.q["dO"] != 0, None
         arch = ArchParams(groups=params.groups, dw=params.dw, w_max=params.w_max)
-        predicted = schedule_units(exact_units(step, ls, nz_in, nz_grad, None, m, skip.live_rows), arch).cycles
-        assert predicted == runs[1].cycles_contract, step
+        units = exact_units(step, ls, nz_in, nz_grad, None, m, skip.live_rows)
+        micro = params.microarch()
+        predicted = schedule_units2(units, unit_ops(step, ls, units, nz_in, nz_grad, m, micro), arch, micro).cycles
+        assert predicted == runs[1].cycles_contract == runs[1].cycles, step
         # `sparsetrain check` reports the same prediction and the cycles the skipping saves
         assert schedule_cycles(skip)[0] == runs[1].cycles_contract
         assert schedule_cycles(full)[1] == schedule_cycles(skip)[1], "the dense baseline runs every row"

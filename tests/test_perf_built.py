@@ -1,5 +1,6 @@
 """`sparsetrain perf` / `make perf` default: the built second-generation set (arch.microarch.BUILT =
-A+B+C+D with the RTL's op reader of 4 OP words per cycle), the first design still selectable."""
+A+B+C+D with the RTL's op reader of 4 OP words per cycle and a controller that hands out 8 units per
+cycle, 12.9), the first design still selectable."""
 from __future__ import annotations
 
 import numpy as np
@@ -15,10 +16,11 @@ from sparsetrain.perf.model import analytic_layer, exact_layer
 from sparsetrain.perf.shapes import INPUT_SIZES
 
 
-def test_built_is_the_four_built_changes_with_the_rtl_op_reader():
-    assert BUILT == GEN2.with_(op_scan=4)
-    assert MicroArch.parse("built") == MicroArch.parse("A+B+C+D4") == BUILT
-    assert BUILT.dense_baseline() == MicroArch(prefetch=True, pingpong=True, op_scan=4)
+def test_built_is_the_four_built_changes_with_the_rtl_op_reader_and_unit_rate():
+    assert BUILT == GEN2.with_(op_scan=4, unit_rate=8)
+    assert MicroArch.parse("built") == MicroArch.parse("A+B+C+D4+U8") == BUILT
+    # the baseline's controller hands out units at the same rate (not a zero-dependent change)
+    assert BUILT.dense_baseline() == MicroArch(prefetch=True, pingpong=True, op_scan=4, unit_rate=8)
 
 
 def test_fully_dense_layer_speedup_is_one_with_built():

@@ -161,3 +161,16 @@ def test_closed_form_keeps_its_tolerance_where_the_rate_binds(rng_for):
                 worst = max(worst, abs(a - e) / e)
                 assert abs(a - e) <= CLOSED_FORM_BOUND * e, (sh, st, dense, a, e)
     print(f"worst closed-form error with U = 1: {100 * worst:.1f} %")
+
+
+def test_a_reader_block_that_never_fits_the_issue_queue_is_an_error():
+    """12.4: a block is taken only when the issue queue (4) has room for what the 3 PEs do not
+    take, so a block of 8 kept ops (OP_SCAN = 8) would wait forever: the model says so by name
+    rather than hang; 7 kept ops fit."""
+    from sparsetrain.arch.group_timing import unit_time
+    ops = _src_unit(3, 4)
+    many = UnitOps(np.ones(8, bool), np.full(8, 3, np.int64), np.full(8, 4, np.int64), np.zeros(8, np.int64), Mode.SRC)
+    with pytest.raises(ValueError, match="op_scan = 8 is out of range"):
+        unit_time(many, 8, False, MicroArch(prefetch=True, skip_empty=True, op_scan=8))
+    assert unit_time(many, 8, False, MicroArch(prefetch=True, skip_empty=True, op_scan=7)) > \
+        unit_time(ops, 8, False, MicroArch(prefetch=True, skip_empty=True, op_scan=7))

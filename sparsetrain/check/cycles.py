@@ -71,11 +71,13 @@ def schedule_cycles(c: CompiledStep) -> tuple[int, int]:
 
 
 def weight_saved_cycles(c: CompiledStep) -> int:
-    """Section 10 cycles the skipped kernel rows save: the step's schedule with every row minus
-    with the program's rows (one schedule over the whole step, chunks ignored)."""
+    """Cycles the skipped kernel rows save: the step's schedule (with the core's switches and unit
+    rate, as ``schedule_cycles``) with every row minus with the program's rows (one schedule over
+    the whole step, chunks ignored)."""
     if not (c.skipped_ops or c.skipped_units):
         return 0
     ls, nz_in, nz_grad, mask, arch = _step_patterns(c)
-    every, kept = (schedule_units(exact_units(c.step.value, ls, nz_in, nz_grad, None, mask, live), arch).cycles
-                   for live in (None, c.live_rows))
+    micro = of_params(c.params)
+    every, kept = (_cycles(c, exact_units(c.step.value, ls, nz_in, nz_grad, None, mask, live),
+                           (nz_in, nz_grad, mask), arch, micro) for live in (None, c.live_rows))
     return int(every - kept)
