@@ -25,12 +25,15 @@ from pathlib import Path
 
 # The switches of each block, first design vs built set (architecture section 12). The first design
 # names its switches explicitly (off) so that a block lacking one fails here too, not silently.
-GEN2_CORE = {"PREFETCH": 1, "LOOKAHEAD": 2, "SKIP_EMPTY": 1, "OP_SCAN": 4, "PINGPONG": 1}
+GEN2_CORE = {"PREFETCH": 1, "LOOKAHEAD": 2, "SKIP_EMPTY": 1, "OP_SCAN": 4, "PINGPONG": 1, "OSRC_WINDOW": 2}
+FIRST_CORE = {"PREFETCH": 0, "LOOKAHEAD": 1, "SKIP_EMPTY": 0, "PINGPONG": 0, "OSRC_WINDOW": 1}
 CONFIGS: dict[str, dict[str, dict[str, int]]] = {
-    "pe": {"first": {"PREFETCH": 0, "LOOKAHEAD": 1}, "built": {"PREFETCH": 1, "LOOKAHEAD": 2}},
+    "pe": {"first": {"PREFETCH": 0, "LOOKAHEAD": 1, "OSRC_WINDOW": 1},
+           "built": {"PREFETCH": 1, "LOOKAHEAD": 2, "OSRC_WINDOW": 2}},
     "ppu": {"first": {"PINGPONG": 0}, "built": {"PINGPONG": 1}},
-    "group": {"first": {"PREFETCH": 0, "LOOKAHEAD": 1, "SKIP_EMPTY": 0, "PINGPONG": 0}, "built": dict(GEN2_CORE)},
-    "core": {"first": {"PREFETCH": 0, "LOOKAHEAD": 1, "SKIP_EMPTY": 0, "PINGPONG": 0}, "built": dict(GEN2_CORE)},
+    "group": {"first": dict(FIRST_CORE), "built": dict(GEN2_CORE)},
+    # the controller's unit rate (F, 12.9) is the core's own
+    "core": {"first": {**FIRST_CORE, "UNIT_RATE": 1}, "built": {**GEN2_CORE, "UNIT_RATE": 8}},
 }
 BLOCKS = tuple(CONFIGS)
 

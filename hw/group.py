@@ -49,7 +49,7 @@ GEN2_PARAMS = {
     "OSRC_WINDOW": ParamSpec(1, "E: OSRC merge actions a PE examines per cycle, Port-1/2 entry pairs (1 off, 2 on)"),
     "PINGPONG": ParamSpec(0, "C: two PPU accumulators, a unit's finish overlaps the next unit (0 off, 1 on)"),
     "SKIP_EMPTY": ParamSpec(0, "D: never issue an op whose sparse operand row is empty (0 off, 1 on)"),
-    "OP_SCAN": ParamSpec(4, "D: OP words the op reader examines per cycle (1 .. 8)"),
+    "OP_SCAN": ParamSpec(4, "D: OP words the op reader examines per cycle (1 .. 7: ISSUE_QUEUE + N_PE)"),
 }
 
 

@@ -31,8 +31,8 @@ CONFIGS = [dict(), dict(prefetch=1), dict(lookahead=2), dict(skip_empty=1), dict
     ("lookahead", 3, "LOOKAHEAD = 3 is out of range; allowed: 1 .. 2"),
     ("pingpong", -1, "PINGPONG = -1 is out of range; allowed: 0 .. 1"),
     ("skip_empty", 2, "SKIP_EMPTY = 2 is out of range; allowed: 0 .. 1"),
-    ("op_scan", 9, "OP_SCAN = 9 is out of range; allowed: 1 .. 8"),
-    ("op_scan", 0, "OP_SCAN = 0 is out of range; allowed: 1 .. 8")])
+    ("op_scan", 8, "OP_SCAN = 8 is out of range; allowed: 1 .. 7"),
+    ("op_scan", 0, "OP_SCAN = 0 is out of range; allowed: 1 .. 7")])
 def test_switches_are_validated_with_their_names(name, value, message):
     with pytest.raises(ValueError, match=message):
         CoreParams(**{name: value})

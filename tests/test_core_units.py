@@ -48,7 +48,11 @@ def test_unit_rate_is_a_core_parameter_validated_by_name():
         with pytest.raises(ValueError, match=r"UNIT_RATE = \d is out of range; allowed: 1 .. 8"):
             spec.params_from(parse_overrides(spec, [bad]))
     from sparsetrain.check.simconfig import parse_switches, sim_params
-    assert parse_switches(["UNIT_RATE=1"]) == {"unit_rate": 1} and sim_params().unit_rate == 4
+    from sparsetrain.arch.microarch import BUILT
+    # the check's core is the built set (its unit rate and E's window from arch.microarch.BUILT)
+    assert parse_switches(["UNIT_RATE=1"]) == {"unit_rate": 1} and sim_params().unit_rate == BUILT.unit_rate
+    assert parse_switches(["OSRC_WINDOW=1"]) == {"osrc_window": 1} and sim_params().osrc_window == BUILT.osrc_window
+    assert sim_params().microarch() == BUILT
 
 
 # ---------------------------------------------------------------- the model's cycle rule (12.9)

@@ -16,9 +16,9 @@ from sparsetrain.perf.model import analytic_layer, exact_layer
 from sparsetrain.perf.shapes import INPUT_SIZES
 
 
-def test_built_is_the_four_built_changes_with_the_rtl_op_reader_and_unit_rate():
-    assert BUILT == GEN2.with_(op_scan=4, unit_rate=8)
-    assert MicroArch.parse("built") == MicroArch.parse("A+B+C+D4+U8") == BUILT
+def test_built_is_the_five_built_changes_with_the_rtl_op_reader_and_unit_rate():
+    assert BUILT == GEN2.with_(op_scan=4, osrc_window=2, unit_rate=8)
+    assert MicroArch.parse("built") == MicroArch.parse("A+B+C+D4+E+U8") == BUILT
     # the baseline's controller hands out units at the same rate (not a zero-dependent change)
     assert BUILT.dense_baseline() == MicroArch(prefetch=True, pingpong=True, op_scan=4, unit_rate=8)
 

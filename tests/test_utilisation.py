@@ -136,7 +136,7 @@ def test_report_utilisation_is_over_pes_times_rtl_cycles():
 def test_core_params_map_to_their_switches():
     from types import SimpleNamespace
     assert of_params(PARAMS) == GEN1.with_(unit_rate=PARAMS.unit_rate)   # the first generation's core
-    built = SimpleNamespace(prefetch=1, lookahead=2, pingpong=1, skip_empty=1, op_scan=4, unit_rate=8)
+    built = SimpleNamespace(prefetch=1, lookahead=2, pingpong=1, skip_empty=1, op_scan=4, osrc_window=2, unit_rate=8)
     assert of_params(built) == BUILT
     assert of_params(SimpleNamespace(prefetch=1, op_scan=4)) == MicroArch(prefetch=True)  # no D: no reader
     assert of_params(SimpleNamespace(prefetch=0, microarch=lambda: BUILT)) == BUILT    # its own mapping wins

@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 from amaranth.lib.enum import IntEnum
 
 from .fixedpoint import DatapathParams, check_param
-from .microarch import MicroArch
-from .ppu import DEFAULT_SEED, PPUConfig
+from .microarch import ISSUE_QUEUE, MicroArch
+from .ppu import DEFAULT_SEED, N_PE, PPUConfig
 
 INSTR_W = 160
 OPCODE_W = 4
@@ -143,7 +143,7 @@ class CoreParams(DatapathParams):
     lookahead: int = 1     # B: MSRC look-ahead, Port-1 entries per cycle (1 off, 2 on)
     pingpong: int = 0      # C: two PPU accumulators (0 off, 1 on)
     skip_empty: int = 0    # D: ops whose sparse operand row is empty are not issued (0 off, 1 on)
-    op_scan: int = 4       # D: OP words the group's op reader examines per cycle (1 .. 8)
+    op_scan: int = 4       # D: OP words the group's op reader examines per cycle (1 .. 7)
     osrc_window: int = 1   # E: OSRC merge actions a PE examines per cycle (1 off, 2 on; 12.6)
     unit_rate: int = 1     # F: UNITs of a unit block the controller hands out per cycle (1 .. 8; 12.9)
     db_depth: int = 64          # bias-gradient bank entries per group (section 11.6)
@@ -154,7 +154,8 @@ class CoreParams(DatapathParams):
         check_param("LOOKAHEAD", self.lookahead, 1, 2)
         check_param("PINGPONG", self.pingpong, 0, 1)
         check_param("SKIP_EMPTY", self.skip_empty, 0, 1)
-        check_param("OP_SCAN", self.op_scan, 1, 8)
+        # a block of more kept ops than ISSUE_QUEUE + N_PE never fits the issue queue (12.4)
+        check_param("OP_SCAN", self.op_scan, 1, ISSUE_QUEUE + N_PE)
         check_param("OSRC_WINDOW", self.osrc_window, 1, 2)
         check_param("UNIT_RATE", self.unit_rate, 1, 8)
         check_param("G", self.groups, 1, 255)

@@ -116,20 +116,23 @@ class MicroArch:
 
 GEN1 = MicroArch()
 GEN2 = MicroArch(prefetch=True, lookahead=2, pingpong=True, skip_empty=True)  # A+B+C+D, the contract's unlimited op reader
-# The set the RTL core is built with: A+B+C+D with the RTL's op reader (OP_SCAN = 4 OP words per
-# cycle, section 12.4) and the controller's unit rate (UNIT_RATE units per cycle, 12.9: at G = 56
-# with the op reader of 4, 8 keeps the 2.7x average (2.72x; 7 reaches 2.7004x, no margin); no
-# rate up to 8 reaches 4.5x on AlexNet CIFAR-10 with that reader, docs/performance.md). `sparsetrain perf` and
-# `make perf` default to it; `--microarch gen1` is the first design.
+# The set the RTL core is built with: A+B+C+D+E with the RTL's op reader (OP_SCAN = 4 OP words per
+# cycle, section 12.4), E's window of 2 (OSRC_WINDOW, 12.6) and the controller's unit rate
+# (UNIT_RATE units per cycle, 12.9): at G = 56, 3.13x average and 4.56x on AlexNet CIFAR-10; without
+# E 8 units per cycle keep the 2.7x average (2.72x) but no rate up to 8 reaches 4.5x on AlexNet
+# CIFAR-10 with the op reader of 4 (docs/performance.md). `sparsetrain perf` and `make perf`
+# default to it; the check's simulated core is it (`check.simconfig.SIM_PARAMS`); `--microarch
+# gen1` is the first design.
 BUILT_OP_SCAN = 4
+BUILT_OSRC_WINDOW = 2
 BUILT_UNIT_RATE = 8
-BUILT = GEN2.with_(op_scan=BUILT_OP_SCAN, unit_rate=BUILT_UNIT_RATE)
+BUILT = GEN2.with_(op_scan=BUILT_OP_SCAN, osrc_window=BUILT_OSRC_WINDOW, unit_rate=BUILT_UNIT_RATE)
 PRESETS = {"GEN1": GEN1, "GEN2": GEN2, "BUILT": BUILT}
 
 
 def of_params(params) -> MicroArch:
     """The switches a core or group was elaborated with (``CoreParams`` fields ``prefetch``,
-    ``lookahead``, ``pingpong``, ``skip_empty``, ``op_scan``, ``unit_rate``); a parameter set without a field is
+    ``lookahead``, ``pingpong``, ``skip_empty``, ``op_scan``, ``osrc_window``, ``unit_rate``); a parameter set without a field is
     the first generation in that switch (the elaboration defaults). A parameter set that says
     its switches itself (``params.microarch()``) is taken at its word."""
     if callable(getattr(params, "microarch", None)):
@@ -138,7 +141,7 @@ def of_params(params) -> MicroArch:
     return MicroArch(prefetch=bool(getattr(params, "prefetch", False)), lookahead=int(getattr(params, "lookahead", 1)),
                      pingpong=bool(getattr(params, "pingpong", False)), skip_empty=skip,
                      op_scan=int(getattr(params, "op_scan", 0)) if skip else 0,
-                     unit_rate=int(getattr(params, "unit_rate", 0)))
+                     osrc_window=int(getattr(params, "osrc_window", 1)), unit_rate=int(getattr(params, "unit_rate", 0)))
 # the what-if table of docs/performance.md, in order
 WHAT_IF = ("gen1", "A", "D", "A+D", "A+C+D", "A+B+C+D", "A+B+C+D+E")
 

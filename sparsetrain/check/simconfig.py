@@ -10,15 +10,18 @@ into several programs.
 from __future__ import annotations
 
 from ..arch.isa import CoreParams
+from ..arch.microarch import BUILT
 
 
 SIM_PARAMS = dict(dw=16, k_max=5, w_max=64, acc_w=52, groups=2, buf_depth=1 << 16, mask_depth=1 << 10,
                   imem_depth=1 << 13, dir_depth=1 << 11,
-                  # the built second generation (section 12: A+B+C+D, op reader 4 OP words per cycle,
-                  # F: the controller hands out up to UNIT_RATE units of a unit block per cycle, 12.9);
+                  # the built second generation, `arch.microarch.BUILT` (section 12: A+B+C+D+E, op reader 4
+                  # OP words per cycle, F: up to UNIT_RATE units of a unit block per cycle, 12.9);
                   # `--core PREFETCH=0 --core LOOKAHEAD=1 --core PINGPONG=0 --core SKIP_EMPTY=0
-                  # --core UNIT_RATE=1` is the first
-                  prefetch=1, lookahead=2, pingpong=1, skip_empty=1, op_scan=4, unit_rate=4)
+                  # --core OSRC_WINDOW=1 --core UNIT_RATE=1` is the first
+                  prefetch=int(BUILT.prefetch), lookahead=BUILT.lookahead, pingpong=int(BUILT.pingpong),
+                  skip_empty=int(BUILT.skip_empty), op_scan=BUILT.op_scan, osrc_window=BUILT.osrc_window,
+                  unit_rate=BUILT.unit_rate)
 TIMEOUT_CODE = 15  # reported as the RTL error code when the watchdog stopped a run
 
 
@@ -26,7 +29,8 @@ TIMEOUT_CODE = 15  # reported as the RTL error code when the watchdog stopped a 
 # their NAME=VALUE names; SIM_PARAMS sets the built set (the core's own defaults are the first
 # generation).
 CORE_SWITCHES = {"PREFETCH": "prefetch", "LOOKAHEAD": "lookahead", "PINGPONG": "pingpong",
-                 "SKIP_EMPTY": "skip_empty", "OP_SCAN": "op_scan", "UNIT_RATE": "unit_rate"}
+                 "SKIP_EMPTY": "skip_empty", "OP_SCAN": "op_scan", "OSRC_WINDOW": "osrc_window",
+                 "UNIT_RATE": "unit_rate"}
 
 
 def sim_params(**overrides: int) -> CoreParams:
