@@ -31,9 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--groups", type=int, default=None, help="PE groups of the simulated core (default 2)")
     p.add_argument("--core", action="append", default=None, metavar="NAME=VALUE",
                    help="second-generation switch of the simulated core (docs/architecture.md section 12): "
-                        "PREFETCH, LOOKAHEAD, PINGPONG, SKIP_EMPTY, OP_SCAN, UNIT_RATE; repeatable. Default: "
-                        "the built set (PREFETCH=1 LOOKAHEAD=2 PINGPONG=1 SKIP_EMPTY=1 OP_SCAN=4 UNIT_RATE=4); "
-                        "the first generation: PREFETCH=0 LOOKAHEAD=1 PINGPONG=0 SKIP_EMPTY=0 UNIT_RATE=1")
+                        "PREFETCH, LOOKAHEAD, PINGPONG, SKIP_EMPTY, OP_SCAN, OSRC_WINDOW, UNIT_RATE; repeatable. "
+                        "Default: the built set (PREFETCH=1 LOOKAHEAD=2 PINGPONG=1 SKIP_EMPTY=1 OP_SCAN=4 "
+                        "OSRC_WINDOW=2 UNIT_RATE=8); the first generation: PREFETCH=0 LOOKAHEAD=1 PINGPONG=0 "
+                        "SKIP_EMPTY=0 OSRC_WINDOW=1 UNIT_RATE=1")
     p.add_argument("--json", default=None, help="also write the report as JSON to this file")
 
 

@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-dir", default=None, help="reuse this training run instead of training")
     p.add_argument("--core", action="append", default=None, metavar="NAME=VALUE",
                    help="second-generation switch of the simulated core (docs/architecture.md section 12): "
-                        "PREFETCH, LOOKAHEAD, PINGPONG, SKIP_EMPTY, OP_SCAN, UNIT_RATE; repeatable")
+                        "PREFETCH, LOOKAHEAD, PINGPONG, SKIP_EMPTY, OP_SCAN, OSRC_WINDOW, UNIT_RATE; repeatable")
 
 
 def run(args: argparse.Namespace) -> int:
