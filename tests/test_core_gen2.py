@@ -18,6 +18,7 @@ from sparsetrain.compiler.emit import ProgramBuilder
 from sparsetrain.compiler.random_programs import random_program
 from sparsetrain.golden.bitexact.core_model import OpInfo, run_program, unit_time
 from sparsetrain.golden.bitexact.core_vec import run_program_fast
+from sparsetrain.sim_tb.amaranth_host import load_and_start
 from test_compiler import random_layer
 
 BASE = dict(groups=2, buf_depth=4096, imem_depth=1024, dir_depth=1024, mask_depth=256, w_max=16, k_max=5, acc_w=48)
@@ -192,17 +193,7 @@ def test_other_switch_sets_in_the_amaranth_simulator_match_the_model(kw, seed):
     got = {}
 
     async def bench(ctx):
-        for sel, words in ((0, img), (1, masks), (2, prog), (3, d)):
-            for a, w in enumerate(words):
-                ctx.set(dut.host_we, 1)
-                ctx.set(dut.host_wsel, sel)
-                ctx.set(dut.host_waddr, a)
-                ctx.set(dut.host_wdata, int(w))
-                await ctx.tick()
-        ctx.set(dut.host_we, 0)
-        ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
+        await load_and_start(ctx, dut, (img, masks, prog, d))
         for _ in range(20 * model.cycles + 1000):
             if ctx.get(dut.done):
                 break

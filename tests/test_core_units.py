@@ -19,6 +19,7 @@ from sparsetrain.compiler.emit import ProgramBuilder
 from sparsetrain.compiler.random_programs import random_program
 from sparsetrain.golden.bitexact.core_model import run_program
 from sparsetrain.golden.bitexact.core_vec import run_program_fast
+from sparsetrain.sim_tb.amaranth_host import load_and_start
 
 SMALL = dict(buf_depth=1024, imem_depth=256, dir_depth=256, mask_depth=64, w_max=8, k_max=3)
 
@@ -213,17 +214,7 @@ def simulate_core(p: CoreParams, prog, img, masks=(), directory=(), dirs=(), max
     got: dict = {"handout": [], "rows": {}, "status": []}
 
     async def bench(ctx):
-        for sel, words in ((0, img), (1, masks), (2, prog), (3, directory)):
-            for a, word in enumerate(words):
-                ctx.set(dut.host_we, 1)
-                ctx.set(dut.host_wsel, sel)
-                ctx.set(dut.host_waddr, a)
-                ctx.set(dut.host_wdata, int(word))
-                await ctx.tick()
-        ctx.set(dut.host_we, 0)
-        ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
+        await load_and_start(ctx, dut, (img, masks, prog, directory))
         cycle = 0
         while not ctx.get(dut.done) and cycle < max_cycles:
             got["handout"] += [(cycle, g) for g, grp in enumerate(groups) if ctx.get(grp.unit.valid)]
