@@ -365,6 +365,21 @@ class DispatchUnitSignature(wiring.Signature):
         super().__init__({"valid": Out(1), "pc": Out(PC_W), "n_ops": Out(N_OPS_W), "enable": Out(1)})
 
 
+def _prefix_counts(m: Module, bits, name: str):
+    """Exclusive prefix counts of the one-bit values ``bits``: signal ``i`` (``name`` + i) holds how
+    many of ``bits[:i]`` are set (a PE's rank among the ready PEs, a kept word's position among the
+    kept ones); also returns the total."""
+    n = len(bits)
+    counts = []
+    acc = Const(0, range(n + 1))
+    for i, b in enumerate(bits):
+        c = Signal(range(n + 1), name=f"{name}{i}")
+        m.d.comb += c.eq(acc)
+        counts.append(c)
+        acc = acc + b
+    return counts, acc
+
+
 class OpDispatch(wiring.Component):
     """OP reading, op checks, PE choice and the per-PE operand fetch engines of a group.
 
@@ -424,15 +439,9 @@ class OpDispatch(wiring.Component):
             else:
                 r = self.pe_cfg[j].ready
             ready.append(r)
-        rank = []
-        acc = Const(0, range(N_PE + 1))
-        for j in range(N_PE):
-            r = Signal(range(N_PE + 1), name=f"rank{j}")
-            m.d.comb += r.eq(acc)
-            rank.append(r)
-            acc = acc + ready[j]
+        rank, total_ready = _prefix_counts(m, ready, "rank")
         n_ready = Signal(range(N_PE + 1))
-        m.d.comb += n_ready.eq(acc)
+        m.d.comb += n_ready.eq(total_ready)
 
         reader = self._reader_skip if p.skip_empty else self._reader_plain
         cands, n_cand, bad_op, bad_code = reader(m, n_ready)
@@ -555,13 +564,7 @@ class OpDispatch(wiring.Component):
         # the kept words, compacted in order: kept[r] is the r-th kept word of the block
         m_kept = Signal(range(S + 1))
         m.d.comb += m_kept.eq(sum(keep))
-        pos = []
-        before = Const(0, range(S + 1))
-        for w in range(S):
-            ps = Signal(range(S + 1), name=f"keep_pos{w}")
-            m.d.comb += ps.eq(before)
-            pos.append(ps)
-            before = before + keep[w]
+        pos, _ = _prefix_counts(m, keep, "keep_pos")
         kept = []
         for r in range(S):
             c = Signal(lay, name=f"kept{r}")
