@@ -20,3 +20,20 @@ async def load_and_start(ctx, dut, images: Sequence[Sequence[int]]) -> None:
     ctx.set(dut.start, 1)
     await ctx.tick()
     ctx.set(dut.start, 0)
+
+
+async def read_result_row(ctx, dut, index: int, params) -> list[tuple[int, int, int]]:
+    """The result row of directory entry ``index``: its directory word, then its entries
+    (value, offset, last) one host read per cycle (``host_rsel`` 1, then 0)."""
+    from ..arch.isa import dir_decode, entry_decode
+    ctx.set(dut.host_rsel, 1)
+    ctx.set(dut.host_raddr, index)
+    await ctx.tick()
+    e = dir_decode(ctx.get(dut.host_rdata))
+    row = []
+    for a in range(e["start"], e["start"] + e["entries"]):
+        ctx.set(dut.host_rsel, 0)
+        ctx.set(dut.host_raddr, a)
+        await ctx.tick()
+        row.append(entry_decode(ctx.get(dut.host_rdata), params))
+    return row

@@ -18,7 +18,7 @@ from sparsetrain.compiler.emit import ProgramBuilder
 from sparsetrain.compiler.random_programs import random_program
 from sparsetrain.golden.bitexact.core_model import OpInfo, run_program, unit_time
 from sparsetrain.golden.bitexact.core_vec import run_program_fast
-from sparsetrain.sim_tb.amaranth_host import load_and_start
+from sparsetrain.sim_tb.amaranth_host import load_and_start, read_result_row
 from test_compiler import random_layer
 
 BASE = dict(groups=2, buf_depth=4096, imem_depth=1024, dir_depth=1024, mask_depth=256, w_max=16, k_max=5, acc_w=48)
@@ -179,7 +179,6 @@ def test_other_switch_sets_in_the_amaranth_simulator_match_the_model(kw, seed):
     generation and PREFETCH+LOOKAHEAD+SKIP_EMPTY): a small core in Amaranth's simulator, loaded
     and read back through its host ports; rows bit for bit and cycles equal to the model."""
     from amaranth.sim import Simulator
-    from sparsetrain.arch.isa import entry_decode
     from sparsetrain.hw.core import Core
     p = CoreParams(groups=2, buf_depth=1024, imem_depth=256, dir_depth=256, mask_depth=64, w_max=8, k_max=3, **kw)
     print(f"seed {seed} {kw}")
@@ -200,17 +199,7 @@ def test_other_switch_sets_in_the_amaranth_simulator_match_the_model(kw, seed):
             await ctx.tick()
         got.update(done=ctx.get(dut.done), error=ctx.get(dut.error), cycles=ctx.get(dut.cycles))
         for di, _ in results:
-            ctx.set(dut.host_rsel, 1)
-            ctx.set(dut.host_raddr, di)
-            await ctx.tick()
-            e = dir_decode(ctx.get(dut.host_rdata))
-            row = []
-            for a in range(e["start"], e["start"] + e["entries"]):
-                ctx.set(dut.host_rsel, 0)
-                ctx.set(dut.host_raddr, a)
-                await ctx.tick()
-                row.append(entry_decode(ctx.get(dut.host_rdata), p))
-            got[di] = row
+            got[di] = await read_result_row(ctx, dut, di, p)
 
     sim.add_testbench(bench)
     sim.run()

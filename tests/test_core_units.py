@@ -19,7 +19,7 @@ from sparsetrain.compiler.emit import ProgramBuilder
 from sparsetrain.compiler.random_programs import random_program
 from sparsetrain.golden.bitexact.core_model import run_program
 from sparsetrain.golden.bitexact.core_vec import run_program_fast
-from sparsetrain.sim_tb.amaranth_host import load_and_start
+from sparsetrain.sim_tb.amaranth_host import load_and_start, read_result_row
 
 SMALL = dict(buf_depth=1024, imem_depth=256, dir_depth=256, mask_depth=64, w_max=8, k_max=3)
 
@@ -193,7 +193,6 @@ def simulate_core(p: CoreParams, prog, img, masks=(), directory=(), dirs=(), max
     from amaranth.sim import Simulator
 
     import sparsetrain.hw.core as core_mod
-    from sparsetrain.arch.isa import dir_decode, entry_decode
     from sparsetrain.sim_tb.core_driver import _status_fields
 
     groups = []
@@ -223,17 +222,7 @@ def simulate_core(p: CoreParams, prog, img, masks=(), directory=(), dirs=(), max
         got.update(done=ctx.get(dut.done), error=ctx.get(dut.error), code=ctx.get(dut.error_code),
                    cycles=ctx.get(dut.cycles), total=ctx.get(dut.total_cycles))
         for d in dirs:
-            ctx.set(dut.host_rsel, 1)
-            ctx.set(dut.host_raddr, d)
-            await ctx.tick()
-            e = dir_decode(ctx.get(dut.host_rdata))
-            row = []
-            for a in range(e["start"], e["start"] + e["entries"]):
-                ctx.set(dut.host_rsel, 0)
-                ctx.set(dut.host_raddr, a)
-                await ctx.tick()
-                row.append(entry_decode(ctx.get(dut.host_rdata), p))
-            got["rows"][d] = row
+            got["rows"][d] = await read_result_row(ctx, dut, d, p)
         for g in range(p.groups):
             for slot in (0, 1):
                 ctx.set(dut.ppu_sel_group, g)
