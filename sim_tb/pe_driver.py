@@ -282,11 +282,7 @@ def run_pe_ops(ops: Sequence[PeOp], params: HwParams, sim: str = "verilator", *,
            "osrc_window": config.osrc_window,
            "serial": serial}
     env = {"PE_STIM": str(stim), "PE_RESULT": str(result), "PE_TB_CFG": json.dumps(cfg)}
-    try:
-        runner.run(b, TB_MODULE, seed=seed, env=env, test_dir=wdir / "tb")
-    except AssertionError as exc:
-        raise AssertionError(f"PE testbench failed (seed {seed}): {runner.tb_problems(result)}; "
-                             f"log and data in {wdir}") from exc
+    runner.run_explained(b, TB_MODULE, seed=seed, env=env, wdir=wdir, result=result, what="PE")
     return read_results(result, goldens, params)
 
 

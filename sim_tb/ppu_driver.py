@@ -131,11 +131,7 @@ def run_testbench(b: runner.Build, tb_module: str, cfg: PPUConfig, wdir: Path, s
     stim, result = wdir / "stim.npz", wdir / "result.npz"
     tbcfg = {"p_valid": p_valid, "p_ready": p_ready, "seed": seed, "cfg": cfg_dict(cfg)}
     env = {"PPU_STIM": str(stim), "PPU_RESULT": str(result), "PPU_TB_CFG": json.dumps(tbcfg)}
-    try:
-        runner.run(b, tb_module, seed=seed, env=env, test_dir=wdir / "tb")
-    except AssertionError as exc:
-        raise AssertionError(f"{what} testbench failed (seed {seed}): {runner.tb_problems(result)}; "
-                             f"log and data in {wdir}") from exc
+    runner.run_explained(b, tb_module, seed=seed, env=env, wdir=wdir, result=result, what=what)
     r = dict(np.load(result))
     entries: list[list[tuple[int, int, int]]] = [[] for _ in range(n_rows)]
     for row, v, o, last in r["entries"]:

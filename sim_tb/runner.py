@@ -191,6 +191,17 @@ def run_folder(b: Build, prefix: str, workdir: Path | None = None) -> Path:
     return wdir
 
 
+def run_explained(b: Build, test_module: str, *, seed: int, env: Mapping[str, str], wdir: Path,
+                  result: Path, what: str) -> None:
+    """``run`` in the run folder ``wdir`` (``wdir/tb``); a failure becomes one AssertionError naming
+    ``what``, the seed, the problems the testbench wrote into ``result`` and the folder."""
+    try:
+        run(b, test_module, seed=seed, env=env, test_dir=wdir / "tb")
+    except AssertionError as exc:
+        raise AssertionError(f"{what} testbench failed (seed {seed}): {tb_problems(result)}; "
+                             f"log and data in {wdir}") from exc
+
+
 def run(b: Build, test_module: str, *, testcase: str | None = None, seed: int | None = None,
         env: Mapping[str, str] | None = None, test_dir: Path | None = None) -> tuple[int, int]:
     """Run cocotb ``test_module`` on a build; returns (tests, failures) and raises on failure.
