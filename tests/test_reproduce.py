@@ -217,6 +217,44 @@ def test_update_doc_replaces_only_the_generated_section(sweep, tmp_path):
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
 
 
+def test_baseline_bars_and_the_budget_check_come_from_the_results(sweep):
+    results = json.loads(json.dumps(sweep["results"]))
+    base = [r for r in results["runs"] if r["setting"] == "baseline"]
+    mean = statistics.fmean(r["final_test_acc"] for r in base)
+    line = rtable.baseline_bars(results)[0]
+    assert line.startswith(f"* alexnet x0.0625 baseline: {mean:.2f} %")
+    assert line.endswith("bar 88 %: " + ("reached." if mean >= 88 else "not reached."))
+    for r in base:
+        r["final_test_acc"] = 88.0 + r["seed"]  # mean 88.5
+    assert rtable.baseline_bars(results)[0].endswith("bar 88 %: reached.")
+    base[0]["final_test_acc"] = 80.0
+    assert rtable.baseline_bars(results)[0].endswith("not reached.")
+    # the reference: seed 1's baseline trained for longer (here: the same run with a higher accuracy)
+    ref = json.loads(json.dumps(sweep["results"]))
+    ref["plan"]["epochs"] = 6
+    ref["runs"] = [dict(r, epochs_planned=6, final_test_acc=r["final_test_acc"] + 1.25) for r in ref["runs"]
+                   if r["setting"] == "baseline" and r["seed"] == 1]
+    mine = [r for r in sweep["results"]["runs"] if r["setting"] == "baseline" and r["seed"] == 1][0]
+    md = rtable.budget_table(sweep["results"], ref)
+    cols = _row(md, "alexnet x0.0625", "baseline")
+    assert cols[2] == "1" and cols[3] == f"{mine['final_test_acc']:.2f} (2/2)"
+    assert cols[4] == f"{mine['final_test_acc'] + 1.25:.2f} (2/6)" and cols[5] == "+1.25"
+    text = rtable.render(sweep["results"], reference=ref, reference_name="ref.json")
+    assert "from `ref.json` (plan: 6 epochs" in text and md in text
+    assert "Epoch budget check" not in rtable.render(sweep["results"])
+
+
+def test_cli_table_adds_the_budget_check_from_a_reference_file(sweep, tmp_path, capsys):
+    from sparsetrain.cli import main
+
+    path = rcollect.write_results(sweep["results"], tmp_path / "r.json")
+    assert main(["reproduce", "table", "--json", str(path), "--reference", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"Epoch budget check, from `{path}`" in out and "| +0.00 |" in out
+    assert main(["reproduce", "table", "--json", str(path), "--reference", str(tmp_path / "none.json")]) == 2
+    assert "is not a file" in capsys.readouterr().err
+
+
 def test_perf_table_uses_the_measured_densities(sweep):
     from sparsetrain.perf.densities import table_from_metrics
 
@@ -260,14 +298,20 @@ def test_cli_refuses_a_started_sweep_without_resume_and_names_bad_plan_fields(sw
 
 def test_the_committed_plans_load_and_cover_the_matrix():
     repo = Path(__file__).resolve().parent.parent
-    plans = sorted((repo / "docs" / "data").glob("reproduction_plan*.json"))
-    assert len(plans) >= 2
+    data = repo / "docs" / "data"
+    plans = [data / "reproduction_plan.json", data / "reproduction_plan_fullwidth.json"]
     for path in plans:
         plan = load_plan(path)
         runs = plan.runs()
         assert set(plan.settings) == {"baseline", "0.7", "0.9", "0.99"} and plan.seeds == (0, 1, 2)
         assert len(runs) == 12 * len(plan.networks) == len({r.name for r in runs})
         assert plan.train_samples is None and plan.test_samples is None  # the full 60,000 / 10,000 split
+    # the budget check trains some of the sweep's runs, with everything but the epochs the same, for longer
+    sweep, longer = load_plan(plans[0]), load_plan(data / "reproduction_plan_15ep.json")
+    assert longer.epochs > sweep.epochs
+    assert {r.name for r in longer.runs()} <= {r.name for r in sweep.runs()}
+    assert replace(longer, epochs=sweep.epochs, settings=sweep.settings, seeds=sweep.seeds, note="") == \
+        replace(sweep, note="")
 
 
 def test_a_run_directory_without_a_checkpoint_counts_as_started(tmp_path):

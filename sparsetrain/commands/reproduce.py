@@ -29,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t = sub.add_parser("table", help="print the tables from the results JSON; --doc / --plots write them")
     t.add_argument("--json", default=DEFAULT_RESULTS, help=f"results file (default {DEFAULT_RESULTS})")
     t.add_argument("--doc", default=None, help="replace the generated section of this markdown file")
+    t.add_argument("--reference", default=None, metavar="JSON",
+                   help="results file of the same runs with a longer epoch budget (docs/data/reproduction_15ep.json): "
+                        "adds the budget check")
     t.add_argument("--plots", default=None, metavar="PREFIX",
                    help="write PREFIX_accuracy.png and PREFIX_density.png (docs: docs/img/reproduction)")
 
@@ -67,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     from ..reproduce.collect import load_results
     from ..reproduce.table import plot_curves, render, update_doc
     res = load_results(args.json)
-    section = render(res)
+    ref = load_results(args.reference) if args.reference else None
+    section = render(res, reference=ref, reference_name=args.reference or "")
     if args.doc:
         print(f"wrote {update_doc(args.doc, section)}")
     else:
