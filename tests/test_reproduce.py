@@ -217,7 +217,7 @@ def test_update_doc_replaces_only_the_generated_section(sweep, tmp_path):
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
 
 
-def test_baseline_bars_and_the_budget_check_come_from_the_results(sweep):
+def test_baseline_bars_and_the_budget_check_come_from_the_results(sweep, tmp_path):
     results = json.loads(json.dumps(sweep["results"]))
     base = [r for r in results["runs"] if r["setting"] == "baseline"]
     mean = statistics.fmean(r["final_test_acc"] for r in base)
@@ -242,6 +242,8 @@ def test_baseline_bars_and_the_budget_check_come_from_the_results(sweep):
     text = rtable.render(sweep["results"], reference=ref, reference_name="ref.json")
     assert "from `ref.json` (plan: 6 epochs" in text and md in text
     assert "Epoch budget check" not in rtable.render(sweep["results"])
+    paths = rtable.plot_curves(sweep["results"], tmp_path / "rp", reference=ref)
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
 
 
 def test_cli_table_adds_the_budget_check_from_a_reference_file(sweep, tmp_path, capsys):

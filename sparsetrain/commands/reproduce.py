@@ -77,6 +77,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(section)
     if args.plots:
-        for path in plot_curves(res, args.plots):
+        for path in plot_curves(res, args.plots, reference=ref):
             print(f"wrote {path}")
     return 0

@@ -301,9 +301,10 @@ def update_doc(doc: str | Path, section: str) -> Path:
     return atomic_write_text(p, head + section + tail)
 
 
-def plot_curves(results: dict[str, Any], prefix: str | Path) -> list[Path]:
+def plot_curves(results: dict[str, Any], prefix: str | Path, reference: dict[str, Any] | None = None) -> list[Path]:
     """``<prefix>_accuracy.png`` (test accuracy per epoch) and ``<prefix>_density.png`` (pruned-gradient
-    and dO density per epoch); one panel per network, one line per run, colour = setting."""
+    and dO density per epoch); one panel per network, one line per run, colour = setting; the runs of
+    ``reference`` (the budget check) in grey."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -329,6 +330,16 @@ def plot_curves(results: dict[str, Any], prefix: str | Path) -> list[Path]:
                                 label=f"{c.label}, seed {r['seed']}: pruned gradient")
                         ax.plot(x, [e["dO_density"] for e in r["epochs"]], ls, marker="x", color=colours[c.setting],
                                 alpha=0.5, label=f"{c.label}, seed {r['seed']}: dO")
+            for r in (reference or {}).get("runs", []):
+                if r["model"] != model or float(r["width_mult"]) != w or not r["epochs_done"]:
+                    continue
+                x = [e["epoch"] for e in r["epochs"]]
+                label = f"{r['setting']}, seed {r['seed']}, {r['epochs_planned']} epochs"
+                if what == "accuracy":
+                    ax.plot(x, [e["test_acc"] for e in r["epochs"]], "-", marker=".", color="grey", label=label)
+                else:
+                    ax.plot(x, [e["dO_density"] for e in r["epochs"]], "-", marker="x", color="grey", alpha=0.5,
+                            label=f"{label}: dO")
             ax.set_title(f"{model} x{w:g}")
             ax.set_xlabel("epoch")
             ax.set_ylabel("test accuracy (%)" if what == "accuracy" else "density of non-zeros (mean over layers)")
