@@ -13,7 +13,8 @@ from sparsetrain.arch.group_timing import GroupClock
 from sparsetrain.arch.isa import CoreParams
 from sparsetrain.arch.microarch import MicroArch
 from sparsetrain.arch.schedule import ArchParams, schedule_units
-from sparsetrain.arch.schedule2 import UnitDispatch, schedule_units2
+from sparsetrain.arch.group_timing import UnitHandout
+from sparsetrain.arch.schedule2 import schedule_units2
 from sparsetrain.arch.steps import Step
 from sparsetrain.arch.timing import Mode
 from sparsetrain.compiler import compile_step
@@ -60,11 +61,11 @@ def test_a_group_takes_one_unit_a_cycle_and_the_lowest_free_group_wins():
     (the section 10 rule) lets group 0 take them all in cycle 0."""
     def hand_out(rate: int, n: int) -> list[tuple[int, int]]:
         groups = [GroupClock() for _ in range(3)]
-        d, out = UnitDispatch(groups, rate), []
+        h, out, c = UnitHandout(rate), [], 0
         for _ in range(n):
-            c, g = d.next()
+            c, g = h.take(c, groups)      # a block: each unit reached in the cycle of the previous one
             groups[g].free_at = c         # could take another in this cycle
-            d.taken(g)
+            h.took(groups[g], c)
             out.append((c, g))
         return out
     assert hand_out(2, 6) == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]

@@ -21,7 +21,7 @@ import numpy as np
 from ...arch.fixedpoint import SparseRow, sat, sat_unsigned
 from ...arch.isa import (FIELDS, N_STEPS, CoreParams, ErrorCode, Opcode, decode, dir_decode, dir_encode,
                          entry_decode, entry_encode)
-from ...arch.group_timing import GroupClock, PEState, dispatch_ops, unit_time  # noqa: F401 (the model's API)
+from ...arch.group_timing import GroupClock, PEState, UnitHandout, dispatch_ops, unit_time  # noqa: F401 (the model's API)
 from ...arch.microarch import op_times
 from ...arch.ppu import N_PE, PPU_LAT, Op, PPUCommand, command_cycles
 from ...arch.timing import Mode, lookahead_cycles, msrc_skips, op_timing, osrc_skips, pe_cycles, schedule
@@ -215,35 +215,6 @@ def unit_ops_time(op_cycles: Sequence[int], length: int, bias_en: bool) -> tuple
 # are one rule of the contract, ``sparsetrain.arch.group_timing``: the section 12 schedule uses
 # the same functions, so ``cycles_contract`` and ``cycles`` differ only in how units are handed
 # out (none with the core's UNIT_RATE, 12.9).
-
-
-@dataclass
-class UnitHandout:
-    """The controller's unit hand-out (sections 11.4, 12.9): unit ``i`` in cycle ``c_i``, the
-    earliest cycle no earlier than the controller reaches it in which a group can take a unit
-    (``GroupClock.free_at``) and fewer than ``rate`` (UNIT_RATE) units have been handed out; to the
-    lowest-index such group. A group that takes a unit in cycle ``c`` takes its next no earlier
-    than ``c + 1`` (``took``), so no group takes two units in one cycle. Bare units are reached one
-    cycle after the previous one (``c + 1``), block units in the cycle of the previous one."""
-
-    rate: int = 1
-    cycle: int = -1        # the cycle of the last hand-out
-    count: int = 0         # units handed out in that cycle
-
-    def take(self, t: int, clocks: Sequence["GroupClock"]) -> tuple[int, int]:
-        """(cycle, group) of the next unit, reached by the controller in cycle ``t``."""
-        c = max(t, min(k.free_at for k in clocks))
-        if c == self.cycle and self.count >= self.rate:
-            c = max(c + 1, min(k.free_at for k in clocks))
-        g = min(i for i, k in enumerate(clocks) if k.free_at <= c)
-        self.count = self.count + 1 if c == self.cycle else 1
-        self.cycle = c
-        return c, g
-
-    @staticmethod
-    def took(clock: "GroupClock", c: int) -> None:
-        """Group ``clock`` took a unit in cycle ``c`` (after ``GroupClock.unit``)."""
-        clock.free_at = max(clock.free_at, c + 1)
 
 
 def run_program(program: Sequence[int], buffer_image: Sequence[int] | np.ndarray, params: CoreParams,

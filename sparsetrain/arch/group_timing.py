@@ -5,8 +5,9 @@ through their cfg queues, D's op reader with its issue queue) and unit sequencer
 the PPU's ACCUM / FINISH, the ping-pong accumulators of C), cycle for cycle. The section 12
 schedule (``arch.schedule2.schedule_units2``, the performance model's event level) and the
 bit-accurate core model (``golden.bitexact.core_model``, whose ``cycles`` the RTL's counter
-equals) both take a unit's end from here, so the contract equals the RTL by construction; the
-step level (which group takes which unit when, 12.9) is ``schedule_units2``'s.
+equals) both take a unit's end from here, so the contract equals the RTL by construction. The step
+level, which group takes which unit when (the controller's hand-out, 12.9), is ``UnitHandout``,
+also used by both.
 
 A unit's ops come in issue order, issued or not, either as objects with ``issued``, ``mode``,
 ``load``, ``compute`` (``golden.bitexact.core_model.OpInfo``) or as one object with arrays
@@ -207,3 +208,36 @@ class GroupClock:
 
 
 __all__ = ["GroupClock", "Mode", "OpTimes", "PEState", "dispatch_ops", "op_columns", "unit_time"]
+
+
+@dataclass
+class UnitHandout:
+    """The controller's unit hand-out (sections 11.4, 12.9), for the contract and the core model:
+    unit ``i`` in cycle ``c_i``, the earliest cycle no earlier than the controller reaches it (``t``)
+    in which a group can take a unit (``GroupClock.free_at``) and fewer than ``rate`` (UNIT_RATE)
+    units have been handed out; to the lowest-index such group. A group that takes a unit in cycle
+    ``c`` takes its next no earlier than ``c + 1`` (``took``), so no group takes two units in one
+    cycle. The core reaches a bare unit one cycle after the previous one (``c + 1``) and a block's
+    units in the cycle of the previous one; a list of units (the contract) is one block from cycle
+    0. ``rate = 0``: unlimited, the section 10 rule (each unit to the group that can take one
+    first, ties to the lowest group)."""
+
+    rate: int = 1
+    cycle: int = -1        # the cycle of the last hand-out
+    count: int = 0         # units handed out in that cycle
+
+    def take(self, t: int, clocks: Sequence[GroupClock]) -> tuple[int, int]:
+        """(cycle, group) of the next unit, reached by the controller in cycle ``t``."""
+        first_free = min(k.free_at for k in clocks)
+        c = max(t, first_free)
+        if self.rate and c == self.cycle and self.count >= self.rate:
+            c = max(c + 1, first_free)
+        g = next(i for i, k in enumerate(clocks) if k.free_at <= c)
+        self.count = self.count + 1 if c == self.cycle else 1
+        self.cycle = c
+        return c, g
+
+    def took(self, clock: GroupClock, c: int) -> None:
+        """``clock``'s group took a unit in cycle ``c`` (after ``GroupClock.unit``)."""
+        if self.rate:
+            clock.free_at = max(clock.free_at, c + 1)

@@ -14,10 +14,9 @@ come in issue order, issued or not.
 """
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
 
-from .group_timing import GroupClock
+from .group_timing import GroupClock, UnitHandout
 from .microarch import MicroArch
 from .schedule import ArchParams, Schedule
 
@@ -49,53 +48,18 @@ def run_unit(g: GroupClock, ops, finish: int, micro: MicroArch, t0: int | None =
     return end, list(g.starts), g.busy - before
 
 
-class UnitDispatch:
-    """The controller's unit hand-out of 12.9: units in list order, unit ``i`` in cycle ``c_i``, the
-    earliest cycle ``>= c_{i-1}`` in which a group can take a unit and has not taken one in this
-    cycle, with fewer than ``U`` units handed out in it (``c_i >= c_{i-U} + 1``); it goes to the
-    lowest-index such group, which takes its next unit no earlier than ``c_i + 1``. ``U = 0``
-    (unlimited, the section 10 rule): each unit to the group that can take one first, ties to
-    the lowest group. The step's first unit is handed out in cycle 0."""
-
-    def __init__(self, groups: list[GroupClock], unit_rate: int):
-        self.groups, self.rate = groups, unit_rate
-        self.waiting = [(g.free_at, gi) for gi, g in enumerate(groups)]   # (can take at, group)
-        heapq.heapify(self.waiting)
-        self.free: list[int] = []        # groups that can take a unit in cycle ``c`` (by index)
-        self.c, self.count = 0, 0        # current cycle, units handed out in it
-
-    def next(self) -> tuple[int, int]:
-        """(cycle, group) of the next unit."""
-        if self.rate and self.count >= self.rate:
-            self.c, self.count = self.c + 1, 0
-        while self.waiting and self.waiting[0][0] <= self.c:
-            heapq.heappush(self.free, heapq.heappop(self.waiting)[1])
-        if not self.free:
-            self.c, self.count = self.waiting[0][0], 0
-            while self.waiting and self.waiting[0][0] <= self.c:
-                heapq.heappush(self.free, heapq.heappop(self.waiting)[1])
-        return self.c, heapq.heappop(self.free)
-
-    def taken(self, gi: int) -> None:
-        """Group ``gi`` took the unit of ``next()``: it waits until it can take another."""
-        self.count += 1
-        at = self.groups[gi].free_at
-        if self.rate:
-            at = max(at, self.c + 1)
-        heapq.heappush(self.waiting, (at, gi))
-
-
 def schedule_units2(units, rules: list, arch: ArchParams, micro: MicroArch) -> Schedule2:
-    """Units in issue order, handed out at the unit rate (``UnitDispatch``), each on its group as the
-    RTL runs it (``GroupClock``). A unit may say ``bias_en`` (its START, 12.4; default none)."""
+    """Units in issue order, handed out at the unit rate as one block from cycle 0 (``UnitHandout``),
+    each on its group as the RTL runs it (``GroupClock``). A unit may say ``bias_en`` (its START,
+    12.4; default none)."""
     groups = [GroupClock(micro.pingpong) for _ in range(arch.groups)]
-    disp = UnitDispatch(groups, micro.unit_rate)
-    ends, starts, useful, issued, last = [], [], 0, 0, 0
+    handout = UnitHandout(micro.unit_rate)
+    ends, starts, useful, issued, last, c = [], [], 0, 0, 0, 0
     for u, r in zip(units, rules):
-        c, gi = disp.next()
+        c, gi = handout.take(c, groups)
         end, st, _ = run_unit(groups[gi], r, arch.ppu_finish(u.row_len), micro, c,
                               bool(getattr(u, "bias_en", False)))
-        disp.taken(gi)
+        handout.took(groups[gi], c)
         ends.append(end)
         starts.append(st)
         useful += int(r.useful.sum())
