@@ -312,8 +312,9 @@ def test_the_committed_plans_load_and_cover_the_matrix():
     sweep, longer = load_plan(plans[0]), load_plan(data / "reproduction_plan_15ep.json")
     assert longer.epochs > sweep.epochs
     assert {r.name for r in longer.runs()} <= {r.name for r in sweep.runs()}
-    assert replace(longer, epochs=sweep.epochs, settings=sweep.settings, seeds=sweep.seeds, note="") == \
-        replace(sweep, note="")
+    assert set(longer.networks) <= set(sweep.networks)
+    assert replace(longer, epochs=sweep.epochs, networks=sweep.networks, settings=sweep.settings, seeds=sweep.seeds,
+                   note="") == replace(sweep, note="")
 
 
 def test_a_run_directory_without_a_checkpoint_counts_as_started(tmp_path):
