@@ -199,6 +199,9 @@ def test_one_seed_has_no_std_and_partial_runs_are_marked(sweep):
     cols = _row(md, "alexnet x0.0625", "baseline")
     assert cols[2] == "1 of 2" and cols[3] == "s0: 1/2, s1: 0/2" and cols[5] == "–"
     assert cols[4] == f"{sweep['partial']['runs'][0]['final_test_acc']:.2f}"
+    # a partial run's accuracy is never set against a finished one: no difference before both have finished
+    assert [r["status"] for r in sweep["partial"]["runs"]][:2] == ["partial", "missing"]
+    assert _row(md, "alexnet x0.0625", "p = 0.9")[6] == "–"
     assert "not decided yet" in "\n".join(rtable.verdicts(sweep["partial"]))
 
 
@@ -224,6 +227,7 @@ def test_baseline_bars_and_the_budget_check_come_from_the_results(sweep, tmp_pat
     line = rtable.baseline_bars(results)[0]
     assert line.startswith(f"* alexnet x0.0625 baseline: {mean:.2f} %")
     assert line.endswith("bar 88 %: " + ("reached." if mean >= 88 else "not reached."))
+    assert rtable.baseline_bars(sweep["partial"])[0].endswith("so far (not final).")
     for r in base:
         r["final_test_acc"] = 88.0 + r["seed"]  # mean 88.5
     assert rtable.baseline_bars(results)[0].endswith("bar 88 %: reached.")
@@ -328,3 +332,17 @@ def test_a_run_directory_without_a_checkpoint_counts_as_started(tmp_path):
     assert sweep_status(plan, tmp_path)[first] == "started (no epoch completed yet)"
     assert run_state(tmp_path / first) == "missing"  # the runner starts it afresh
     assert f"started, no epoch completed yet: `{first}`" in rtable.not_finished(res)
+
+
+def test_the_committed_doc_is_generated_from_the_committed_results():
+    """docs/reproduction.md's generated section is exactly what `reproduce table` makes of the committed
+    results files: every cell of the table comes from docs/data/reproduction.json."""
+    repo = Path(__file__).resolve().parent.parent
+    data = repo / "docs" / "data"
+    results = rcollect.load_results(data / "reproduction.json")
+    reference = rcollect.load_results(data / "reproduction_15ep.json")
+    assert results["plan"] == load_plan(data / "reproduction_plan.json").as_dict()
+    assert reference["plan"] == load_plan(data / "reproduction_plan_15ep.json").as_dict()
+    text = (repo / "docs" / "reproduction.md").read_text()
+    section = text[text.index(rtable.BEGIN):text.index(rtable.END) + len(rtable.END)]
+    assert section == rtable.render(results, reference=reference)

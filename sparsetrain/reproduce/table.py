@@ -46,6 +46,11 @@ class Cell:
         vals = [r[key] for r in self.done if r.get(key) is not None]
         return statistics.fmean(vals) if vals else None
 
+    def finished_mean(self) -> float | None:
+        """Mean test accuracy of the finished runs only (what a difference between cells may use)."""
+        vals = [r["final_test_acc"] for r in self.runs if r["status"] == "finished"]
+        return statistics.fmean(vals) if vals else None
+
     def std(self) -> float | None:
         return statistics.stdev(self.accs) if len(self.accs) >= 2 else None
 
@@ -94,15 +99,16 @@ def _paper(model: str, setting: str) -> str:
 
 def accuracy_table(results: dict[str, Any]) -> str:
     rows = ["| network | setting | seeds with results | epochs completed (per seed) | test acc % (mean) | std over seeds |"
-            " vs baseline (points) | pruned-gradient density | dO density | papers: acc % / ρ_nnz |",
+            " vs baseline (points, finished runs) | pruned-gradient density | dO density | papers: acc % / ρ_nnz |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     base: dict[tuple[str, float], float | None] = {}
     for c in cells(results):
-        m = c.mean()
+        m, fm = c.mean(), c.finished_mean()
         if c.setting == "baseline":
-            base[(c.model, c.width_mult)] = m
+            base[(c.model, c.width_mult)] = fm
         b = base.get((c.model, c.width_mult))
-        delta = None if (m is None or b is None or c.setting == "baseline") else m - b
+        # a partial run's accuracy is not comparable with a finished one: the difference uses finished runs only
+        delta = None if (fm is None or b is None or c.setting == "baseline") else fm - b
         epochs = ", ".join(f"s{r['seed']}: {r['epochs_done']}/{r['epochs_planned']}" for r in c.runs)
         rows.append(f"| {c.model} x{c.width_mult:g} | {c.label} | {len(c.done)} of {len(c.runs)} | {epochs} | "
                     f"{_f(m, '.2f')} | {_f(c.std(), '.2f')} | {_f(delta, '+.2f')} | {_f(c.mean('grad_density'), '.3f')} | "
@@ -146,9 +152,11 @@ def baseline_bars(results: dict[str, Any]) -> list[str]:
             lines.append(f"* {c.model} x{c.width_mult:g} baseline: no completed epoch yet (bar {bar:g} %).")
             continue
         n_fin = sum(r["status"] == "finished" for r in c.runs)
-        state = "" if n_fin == len(c.runs) else f", only {n_fin} of {len(c.runs)} runs finished"
+        final = n_fin == len(c.runs)
+        state = "" if final else f", only {n_fin} of {len(c.runs)} runs finished"
+        verdict = ("reached" if m >= bar else "not reached") + ("." if final else " so far (not final).")
         lines.append(f"* {c.model} x{c.width_mult:g} baseline: {m:.2f} % (min over seeds {min(c.accs):.2f} %, "
-                     f"{len(c.done)} seed(s){state}); bar {bar:g} %: " + ("reached." if m >= bar else "not reached."))
+                     f"{len(c.done)} seed(s){state}); bar {bar:g} %: {verdict}")
     return lines
 
 
