@@ -223,22 +223,27 @@ def density_table(c: Cell):
 
 
 def perf_table(results: dict[str, Any]) -> str:
-    """Modelled training speedup (full-width network, 32x32, 168 PEs) with our measured densities,
-    next to the same model with the papers' density (``sparsetrain perf`` without --densities)."""
+    """Modelled training speedup (full-width network, 32x32, 168 PEs, the microarchitecture the RTL
+    core is built with, ``BUILT``: what ``sparsetrain perf`` runs by default) with our measured
+    densities, next to the same model with the papers' density (``sparsetrain perf`` without --densities)."""
+    from ..arch.microarch import BUILT
+    from ..arch.schedule import ArchParams
     from ..perf.api import perf_network
     from ..perf.model import evaluate
     from ..perf.paper import reported_grad_density
     from ..perf.shapes import network_shapes
+    arch = ArchParams(micro=BUILT)
     rows = ["| network | setting | modelled speedup, our densities | papers' density (p = 0.9) | "
             "modelled speedup, papers' density |", "| --- | --- | --- | --- | --- |"]
     paper_speedup: dict[str, tuple[float, float]] = {}
     for c in cells(results):
         if not c.done:
             continue
-        ours = evaluate(network_shapes(c.model, "cifar"), density_table(c), model=c.model, input_kind="cifar").speedup
+        ours = evaluate(network_shapes(c.model, "cifar"), density_table(c), arch, model=c.model,
+                        input_kind="cifar").speedup
         if c.model not in paper_speedup:
             paper_speedup[c.model] = (reported_grad_density(c.model, "cifar")[0],
-                                      perf_network(c.model, "cifar", None).speedup)
+                                      perf_network(c.model, "cifar", None, arch).speedup)
         rho, sp = paper_speedup[c.model]
         rows.append(f"| {c.model} x{c.width_mult:g} | {c.label} | {ours:.2f} | {rho:g} | {sp:.2f} |")
     return "\n".join(rows)
@@ -289,8 +294,10 @@ def render(results: dict[str, Any], img_prefix: str = "img/reproduction", refere
             parts += [f"Per-layer densities of {net['model']} x{net['width_mult']:g} (last completed epoch, mean over "
                       f"seeds; pruned gradient / dO):", "", t, ""]
     if any(r["epochs_done"] for r in runs):
-        parts += ["Modelled speedup (`sparsetrain perf`, full-width network at 32x32, 168 PEs) with these densities "
-                  "and with the papers':", "", perf_table(results), "",
+        from ..arch.microarch import BUILT
+        parts += ["Modelled speedup (`sparsetrain perf`, full-width network at 32x32, 168 PEs, the microarchitecture "
+                  f"the RTL core is built with, {BUILT.name}) with "
+                  "these densities and with the papers':", "", perf_table(results), "",
                   f"![accuracy over epochs]({img_prefix}_accuracy.png)", "",
                   f"![density over epochs]({img_prefix}_density.png)", ""]
     parts.append(END)
