@@ -202,6 +202,14 @@ def test_one_seed_has_no_std_and_partial_runs_are_marked(sweep):
     # a partial run's accuracy is never set against a finished one: no difference before both have finished
     assert [r["status"] for r in sweep["partial"]["runs"]][:2] == ["partial", "missing"]
     assert _row(md, "alexnet x0.0625", "p = 0.9")[6] == "–"
+    # the difference pairs seeds: with the baseline finished at seeds 0 and 1 and p = 0.9 at seed 1 only,
+    # it is seed 1's difference, not p = 0.9's seed 1 against the baseline's mean
+    res = json.loads(json.dumps(sweep["results"]))
+    p09 = [r for r in res["runs"] if r["setting"] == "0.9"]
+    p09[0].update(status="partial")
+    by = {(r["setting"], r["seed"]): r["final_test_acc"] for r in res["runs"]}
+    got = _row(rtable.accuracy_table(res), "alexnet x0.0625", "p = 0.9")[6]
+    assert p09[0]["seed"] == 0 and got == f"{by[('0.9', 1)] - by[('baseline', 1)]:+.2f}"
     assert "not decided yet" in "\n".join(rtable.verdicts(sweep["partial"]))
 
 

@@ -46,10 +46,9 @@ class Cell:
         vals = [r[key] for r in self.done if r.get(key) is not None]
         return statistics.fmean(vals) if vals else None
 
-    def finished_mean(self) -> float | None:
-        """Mean test accuracy of the finished runs only (what a difference between cells may use)."""
-        vals = [r["final_test_acc"] for r in self.runs if r["status"] == "finished"]
-        return statistics.fmean(vals) if vals else None
+    def finished(self) -> dict[int, float]:
+        """Seed -> test accuracy of the finished runs only (what a difference between cells may use)."""
+        return {r["seed"]: r["final_test_acc"] for r in self.runs if r["status"] == "finished"}
 
     def std(self) -> float | None:
         return statistics.stdev(self.accs) if len(self.accs) >= 2 else None
@@ -57,6 +56,14 @@ class Cell:
     @property
     def label(self) -> str:
         return "baseline" if self.setting == "baseline" else f"p = {self.setting}"
+
+
+def paired_difference(cell: Cell, base: Cell) -> float | None:
+    """Mean over the seeds finished in both cells of (cell's accuracy - the baseline's), so that a
+    difference never sets one seed against another nor a partial run against a finished one."""
+    mine, theirs = cell.finished(), base.finished()
+    common = sorted(set(mine) & set(theirs))
+    return statistics.fmean(mine[s] - theirs[s] for s in common) if common else None
 
 
 def cells(results: dict[str, Any]) -> list[Cell]:
@@ -99,16 +106,15 @@ def _paper(model: str, setting: str) -> str:
 
 def accuracy_table(results: dict[str, Any]) -> str:
     rows = ["| network | setting | seeds with results | epochs completed (per seed) | test acc % (mean) | std over seeds |"
-            " vs baseline (points, finished runs) | pruned-gradient density | dO density | papers: acc % / ρ_nnz |",
+            " vs baseline (points, seeds finished in both) | pruned-gradient density | dO density | papers: acc % / ρ_nnz |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    base: dict[tuple[str, float], float | None] = {}
+    base: dict[tuple[str, float], Cell] = {}
     for c in cells(results):
-        m, fm = c.mean(), c.finished_mean()
+        m = c.mean()
         if c.setting == "baseline":
-            base[(c.model, c.width_mult)] = fm
+            base[(c.model, c.width_mult)] = c
         b = base.get((c.model, c.width_mult))
-        # a partial run's accuracy is not comparable with a finished one: the difference uses finished runs only
-        delta = None if (fm is None or b is None or c.setting == "baseline") else fm - b
+        delta = None if (b is None or c.setting == "baseline") else paired_difference(c, b)
         epochs = ", ".join(f"s{r['seed']}: {r['epochs_done']}/{r['epochs_planned']}" for r in c.runs)
         rows.append(f"| {c.model} x{c.width_mult:g} | {c.label} | {len(c.done)} of {len(c.runs)} | {epochs} | "
                     f"{_f(m, '.2f')} | {_f(c.std(), '.2f')} | {_f(delta, '+.2f')} | {_f(c.mean('grad_density'), '.3f')} | "
