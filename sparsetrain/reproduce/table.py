@@ -55,7 +55,19 @@ class Cell:
 
     @property
     def label(self) -> str:
-        return "baseline" if self.setting == "baseline" else f"p = {self.setting}"
+        return setting_label(self.setting)
+
+
+def setting_label(setting: str) -> str:
+    """``baseline`` or ``p = 0.9``: how a setting is written in the tables."""
+    return "baseline" if setting == "baseline" else f"p = {setting}"
+
+
+def _acc_epochs(run: dict[str, Any] | None) -> str:
+    """A run's final test accuracy and its completed / planned epochs."""
+    if run is None:
+        return "not in this sweep"
+    return f"{_f(run['final_test_acc'], '.2f')} ({run['epochs_done']}/{run['epochs_planned']})"
 
 
 def paired_difference(cell: Cell, base: Cell) -> float | None:
@@ -174,15 +186,10 @@ def budget_table(results: dict[str, Any], reference: dict[str, Any]) -> str:
             "longer minus this sweep (points) |", "| --- | --- | --- | --- | --- | --- |"]
     for ref in reference["runs"]:
         r = mine.get((ref["model"], float(ref["width_mult"]), ref["setting"], ref["seed"]))
-        label = "baseline" if ref["setting"] == "baseline" else f"p = {ref['setting']}"
-
-        def acc(run: dict[str, Any] | None) -> str:
-            if run is None:
-                return "not in this sweep"
-            return f"{_f(run['final_test_acc'], '.2f')} ({run['epochs_done']}/{run['epochs_planned']})"
         both = r is not None and r["epochs_done"] and ref["epochs_done"]
         delta = ref["final_test_acc"] - r["final_test_acc"] if both else None
-        rows.append(f"| {ref['model']} x{float(ref['width_mult']):g} | {label} | {ref['seed']} | {acc(r)} | {acc(ref)} | "
+        rows.append(f"| {ref['model']} x{float(ref['width_mult']):g} | {setting_label(ref['setting'])} | {ref['seed']} | "
+                    f"{_acc_epochs(r)} | {_acc_epochs(ref)} | "
                     f"{_f(delta, '+.2f')} |")
     return "\n".join(rows)
 
