@@ -25,7 +25,7 @@ from sparsetrain.reproduce.runner import run_state, run_sweep
 pytestmark = pytest.mark.xdist_group("reproduce")
 
 TINY = {"format": "sparsetrain-reproduction-plan", "version": 1,
-        "networks": [{"model": "alexnet", "width_mult": 0.0625}],
+        "networks": [{"model": "alexnet", "width_mult": 0.0625, "warmup_steps": 3}],
         "settings": ["baseline", 0.9], "seeds": [0, 1], "epochs": 2, "batch_size": 64, "lr_schedule": "cosine",
         "train_samples": 256, "test_samples": 200, "threads": 1}
 STEPS_PER_EPOCH = 4
@@ -49,7 +49,8 @@ def test_plan_orders_runs_seed_then_setting_then_network():
     ("epochs", 0, "epochs = 0 is out of range"), ("settings", ["baseline", 1.0], "settings = 1.0"),
     ("networks", [{"model": "vgg", "width_mult": 1}], "model = 'vgg'"), ("seeds", [0, 0], "seeds"),
     ("lr_schedule", "linear", "lr_schedule = 'linear'"), ("train_samples", 70000, "train_samples = 70000"),
-    ("bogus", 1, "unknown field 'bogus'")])
+    ("bogus", 1, "unknown field 'bogus'"),
+    ("networks", [{"model": "alexnet", "width_mult": 0.5, "warmup_steps": -1}], "networks[0].warmup_steps = -1")])
 def test_plan_rejects_bad_fields_naming_them(field, value, says):
     with pytest.raises(ValueError, match=re.escape(says)):
         plan_from_dict({**TINY, field: value})
@@ -110,6 +111,9 @@ def test_a_started_sweep_needs_resume_and_the_same_plan(sweep):
     lr = plan_from_dict({**TINY, "networks": [{"model": "alexnet", "width_mult": 0.0625, "lr": 0.05}]})
     with pytest.raises(ValueError, match=r"alexnet x0.0625 lr"):
         run_sweep(lr, out, resume=True)
+    warm = plan_from_dict({**TINY, "networks": [{"model": "alexnet", "width_mult": 0.0625, "warmup_steps": 5}]})
+    with pytest.raises(ValueError, match=r"alexnet x0.0625 warmup_steps\): 3 there, 5 now"):
+        run_sweep(warm, out, resume=True)
     with pytest.raises(FileNotFoundError, match="--resume needs the folder of a started sweep"):
         run_sweep(plan, sweep["root"] / "never-started", resume=True)
 
@@ -324,7 +328,10 @@ def test_the_committed_plans_load_and_cover_the_matrix():
     sweep, longer = load_plan(plans[0]), load_plan(data / "reproduction_plan_15ep.json")
     assert longer.epochs > sweep.epochs
     assert {r.name for r in longer.runs()} <= {r.name for r in sweep.runs()}
-    assert set(longer.networks) <= set(sweep.networks)
+    # the same networks and lrs; the warm-up may differ (the 15-epoch AlexNet run predates it, and the
+    # generated budget table says so: test_budget_table_names_a_difference_beyond_the_epochs)
+    assert {(n.model, n.width_mult, n.lr) for n in longer.networks} <= {(n.model, n.width_mult, n.lr)
+                                                                          for n in sweep.networks}
     assert replace(longer, epochs=sweep.epochs, networks=sweep.networks, settings=sweep.settings, seeds=sweep.seeds,
                    note="") == replace(sweep, note="")
 
@@ -357,3 +364,73 @@ def test_the_committed_doc_is_generated_from_the_committed_results():
         "docs/reproduction.md is stale (its table also holds the performance model's speedups); regenerate it: "
         "sparsetrain reproduce table --json docs/data/reproduction.json --reference docs/data/reproduction_15ep.json "
         "--doc docs/reproduction.md --plots docs/img/reproduction")
+
+
+def test_a_sweep_continues_on_a_machine_without_its_run_folders(sweep, tmp_path, capsys):
+    """The committed results file stands in for run folders that are gone: the runner skips its
+    finished runs and the collector keeps them, but only those the plan still trains the same way."""
+    from sparsetrain.cli import main
+
+    plan, results = sweep["plan"], sweep["results"]
+    names = [r.name for r in plan.runs()]
+    kept, dropped = rcollect.finished_with_plan(plan, results)
+    assert set(kept) == set(names) and dropped == []
+    rep = run_sweep(plan, tmp_path / "fresh", skip=set(kept), log=lambda s: None)
+    assert rep.actions == {n: "finished-elsewhere" for n in names}
+    assert not any((tmp_path / "fresh" / n).exists() and any((tmp_path / "fresh" / n).iterdir()) for n in names)
+    empty = rcollect.collect(plan, tmp_path / "fresh")
+    assert [r["status"] for r in empty["runs"]] == ["missing"] * 4
+    assert rcollect.merge_previous(empty, results, plan) == (names, [])
+    assert empty["runs"] == results["runs"]
+    # a plan that trains the runs differently (another warm-up) keeps none of them
+    other = plan_from_dict({**TINY, "networks": [{"model": "alexnet", "width_mult": 0.0625, "warmup_steps": 5}]})
+    assert rcollect.finished_with_plan(other, results) == ({}, names)
+    # the CLI: collect keeps by default, --replace does not; run --results skips
+    plan_path, res_path = tmp_path / "plan.json", tmp_path / "results.json"
+    plan_path.write_text(json.dumps(TINY))
+    rcollect.write_results(results, res_path)
+    assert main(["reproduce", "collect", "--plan", str(plan_path), "--out", str(tmp_path / "fresh"),
+                 "--json", str(res_path)]) == 0
+    assert "kept from the earlier" in capsys.readouterr().out
+    assert rcollect.load_results(res_path)["runs"] == results["runs"]
+    assert main(["reproduce", "run", "--plan", str(plan_path), "--out", str(tmp_path / "fresh2"),
+                 "--results", str(res_path)]) == 0
+    assert "4 finished-elsewhere" in capsys.readouterr().out
+    assert main(["reproduce", "collect", "--plan", str(plan_path), "--out", str(tmp_path / "fresh"),
+                 "--json", str(res_path), "--replace"]) == 0
+    assert [r["status"] for r in rcollect.load_results(res_path)["runs"]] == ["missing"] * 4
+
+
+def test_budget_table_names_a_difference_beyond_the_epochs(sweep):
+    results = sweep["results"]
+    longer = json.loads(json.dumps(results))
+    for r in longer["runs"]:
+        r["command"] = r["command"].replace("--epochs 2", "--epochs 6").replace(" --warmup-steps 3", "")
+    text = rtable.budget_table(results, longer)
+    assert text.count("differ in more than the epochs") == 4
+    assert "`--warmup-steps` 3 in this sweep, absent in the longer run" in text
+    same = json.loads(json.dumps(results))
+    for r in same["runs"]:
+        r["command"] = r["command"].replace("--epochs 2", "--epochs 6")
+    assert "differ" not in rtable.budget_table(results, same)
+
+
+def test_no_run_starts_after_the_deadline(tmp_path, capsys):
+    import datetime
+    import time
+
+    from sparsetrain.cli import main
+    from sparsetrain.commands.reproduce import parse_time
+
+    plan = plan_from_dict(TINY)
+    rep = run_sweep(plan, tmp_path / "late", start_before=time.time() - 1, log=lambda s: None)
+    assert set(rep.actions.values()) == {"not-started-too-late"}
+    assert not any((tmp_path / "late").glob("alexnet-*/*"))
+    noon = datetime.datetime(2026, 12, 2, 9, 30)
+    assert parse_time("11:40", noon) == datetime.datetime(2026, 12, 2, 11, 40).timestamp()
+    assert parse_time("2026-12-03T01:05", noon) == datetime.datetime(2026, 12, 3, 1, 5).timestamp()
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(json.dumps(TINY))
+    assert main(["reproduce", "run", "--plan", str(plan_path), "--out", str(tmp_path / "s"),
+                 "--no-start-after", "25:99"]) == 2
+    assert "no_start_after = '25:99' is out of range" in capsys.readouterr().err

@@ -89,3 +89,44 @@ def test_cosine_schedule_anneals_the_lr_over_the_epochs_and_step_decays_it(tmp_p
     cfg = TrainConfig(model="alexnet", width_mult=0.0625, epochs=3, batch_size=32, train_samples=32, test_samples=20,
                       lr=0.04, lr_decay_epochs=2, threads=1, progress=False)
     assert [e["lr"] for e in train(cfg, None)["epochs"]] == pytest.approx([0.04, 0.04, 0.004])  # the default: step
+
+
+def test_warmup_ramps_the_lr_linearly_then_follows_the_schedule_and_resumes_exactly(tmp_path: Path,
+                                                                                  monkeypatch) -> None:
+    """Every optimizer step's lr: (step + 1) / warmup x the cosine lr of its epoch; the lr recorded per
+    epoch (and the chained cosine) stays the scheduler's; a run interrupted in the warm-up and resumed
+    equals an uninterrupted one."""
+    import math
+
+    from sparsetrain.golden.training.train import INTERRUPT_ENV, TrainingInterrupted
+
+    seen: list[float] = []
+    real_step = torch.optim.SGD.step
+
+    def spy(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", spy)
+    # 4 steps per epoch, 3 epochs, warm-up over 6 steps (into the second epoch)
+    cfg = TrainConfig(model="alexnet", width_mult=0.0625, epochs=3, batch_size=16, train_samples=64, test_samples=20,
+                      lr=0.04, lr_schedule="cosine", warmup_steps=6, threads=1, progress=False)
+    fresh = train(cfg, tmp_path / "fresh")
+    cosine = [0.04 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)]
+    want = [cosine[s // 4] * min(1.0, (s + 1) / 6) for s in range(12)]
+    assert seen == pytest.approx(want, rel=1e-12)
+    assert [e["lr"] for e in fresh["epochs"]] == pytest.approx(cosine, rel=1e-12)
+    plain = train(replace(cfg, warmup_steps=0), None)
+    assert [e["loss"] for e in plain["epochs"]] != [e["loss"] for e in fresh["epochs"]]  # the warm-up acts
+
+    seen.clear()
+    monkeypatch.setenv(INTERRUPT_ENV, "3")  # in the warm-up, in the first epoch
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, tmp_path / "resumed")
+    monkeypatch.delenv(INTERRUPT_ENV)
+    resumed = train(cfg, tmp_path / "resumed", resume=True)
+    assert seen == pytest.approx(want, rel=1e-12)
+    for a, b in zip(fresh["epochs"], resumed["epochs"], strict=True):
+        assert (a["loss"], a["train_acc"], a["test_acc"], a["lr"]) == (b["loss"], b["train_acc"], b["test_acc"], b["lr"])
+    with pytest.raises(ValueError, match="warmup_steps = -1 is out of range"):
+        TrainConfig(warmup_steps=-1)

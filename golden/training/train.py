@@ -4,7 +4,9 @@ Momentum SGD as in the papers (momentum 0.9, weight decay 5e-4, lr 0.1 for ResNe
 MobileNet, lr x 0.1 every ``lr_decay_epochs`` epochs); AlexNet uses lr 0.01, not the papers' 0.05
 (with He initialisation 0.05 stalls near chance for the first epoch; docs/reproduction.md).
 ``lr_schedule="cosine"`` anneals the lr per epoch to 0 over ``epochs`` instead (its lr per epoch
-is in metrics.json, ``epochs[i].lr``). Writes ``metrics.json`` (config,
+is in metrics.json, ``epochs[i].lr``). ``warmup_steps`` > 0 scales the scheduled lr by
+(step + 1) / warmup_steps over the first optimizer steps (a linear warm-up; AlexNet needs it at
+5 epochs: without it one seed in three spends its first epoch near chance, docs/reproduction.md). Writes ``metrics.json`` (config,
 per-epoch loss / accuracies / per-layer densities and thresholds) and ``metrics.png`` into
 the run directory, and golden tensors under ``golden/step_NNNNNN/`` for the chosen steps.
 
@@ -44,6 +46,8 @@ from .tensors import GoldenRecorder, export_golden
 
 DEFAULT_LR = {"alexnet": 0.01}  # others: 0.1 (Ye et al. 2019, section 6.1; AlexNet there: 0.05, see docstring)
 LR_SCHEDULES = ("step", "cosine")
+# TrainConfig fields added after checkpoints and metrics were first written: what an older file means
+ADDED_LATER: dict[str, Any] = {"warmup_steps": 0}
 METRICS_NAME, PLOT_NAME = "metrics.json", "metrics.png"
 MODEL_NAME = "model.pt"  # state_dict, written with save_model (sparsetrain robustness reads it)
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -77,6 +81,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     lr_decay_epochs: int = 100
     lr_schedule: str = "step"  # "step": x 0.1 every lr_decay_epochs; "cosine": (1 + cos(pi e / epochs)) / 2 in epoch e
+    warmup_steps: int = 0  # linear lr warm-up over the first optimizer steps (0: none)
     seed: int = 0
     n_f: int = 4
     estimator: str = "unbiased"
@@ -116,6 +121,7 @@ class TrainConfig:
         check_param("lr_decay_epochs", self.lr_decay_epochs, 1, 1 << 30)
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule = {self.lr_schedule!r} is out of range; allowed: {', '.join(LR_SCHEDULES)}")
+        check_param("warmup_steps", self.warmup_steps, 0, 1 << 30)
         if self.lr is not None and not (math.isfinite(self.lr) and 0 < self.lr <= 10):
             raise ValueError(f"lr = {self.lr!r} is out of range; allowed: 0 < lr <= 10")
         if self.max_steps is not None:
@@ -416,6 +422,8 @@ def _train_loop(cfg: TrainConfig, out: Path | None, run_path: Path | None, run_d
                 if step in dump_steps and d.is_writer:
                     recorder = GoldenRecorder(model, cfg.dump_layers)
                     recorder.attach()
+                if cfg.warmup_steps and step < cfg.warmup_steps:
+                    _set_lr(opt, sched, (step + 1) / cfg.warmup_steps)
                 opt.zero_grad(set_to_none=True)
                 # Golden steps: this rank's own dW (summed over ranks only after it is recorded);
                 # DDP decides at the forward whether the backward all-reduces.
@@ -462,7 +470,9 @@ def _train_loop(cfg: TrainConfig, out: Path | None, run_path: Path | None, run_d
                     raise _Interrupt(stop.signum, epoch, bi + 1, epoch_start_state)
                 if cfg.max_steps is not None and step >= cfg.max_steps:
                     break
-            lr_epoch = opt.param_groups[0]["lr"]  # the lr this epoch trained with
+            if cfg.warmup_steps:
+                _set_lr(opt, sched, 1.0)  # the scheduler's own lr: its next step is chained on it
+            lr_epoch = opt.param_groups[0]["lr"]  # the lr this epoch trained with (after any warm-up)
             sched.step()
             loss_sum, correct, seen = _reduce_epoch_counts(d, acc, prune_layers, act_density)
             acc = [0.0, 0, 0]
@@ -546,6 +556,14 @@ class _StopFlag:
         self._old = {}
 
 
+def _set_lr(opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler, factor: float) -> None:
+    """Every group's lr = the scheduler's lr for this epoch x ``factor`` (warm-up). The scheduler's
+    lr is read from its state (``get_last_lr``), which a checkpoint holds, so a resumed run warms up
+    exactly as an uninterrupted one."""
+    for group, lr in zip(opt.param_groups, sched.get_last_lr()):
+        group["lr"] = lr * factor
+
+
 def _interrupt_step() -> int | None:
     text = os.environ.get(INTERRUPT_ENV, "").strip()
     if not text:
@@ -625,6 +643,7 @@ def _load_checkpoint(path: Path, cfg: TrainConfig, d: distributed.Dist) -> dict[
         raise ValueError(f"{path} was written by {ckpt['world_size']} process(es); resume it with world size "
                          f"{ckpt['world_size']} (--nproc-per-node or torchrun), not {d.world_size}")
     mine, theirs = asdict(cfg), ckpt["config"]
+    theirs = {**ADDED_LATER, **theirs}
     differ = [k for k in mine if k not in RESUME_MAY_CHANGE and mine[k] != theirs.get(k)]
     if differ:
         raise ValueError(f"{path}: the run was started with other settings ({', '.join(differ)}: "

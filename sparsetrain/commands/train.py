@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr-decay-epochs", type=int, default=100, help="lr x 0.1 every this many epochs")
     p.add_argument("--lr-schedule", choices=("step", "cosine"), default="step",
                    help="step: x 0.1 every --lr-decay-epochs; cosine: from --lr down to 0 over --epochs")
+    p.add_argument("--warmup-steps", type=int, default=0,
+                   help="linear lr warm-up over this many optimizer steps (default 0: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-f", "--N_F", dest="n_f", type=int, default=4, help="threshold FIFO depth")
     p.add_argument("--estimator", choices=ESTIMATORS, default="unbiased")
@@ -99,7 +101,7 @@ def config_from_args(args: argparse.Namespace):
     return TrainConfig(
         model=args.model, p=args.p, prune=not args.no_prune, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, lr_decay_epochs=args.lr_decay_epochs,
-        lr_schedule=args.lr_schedule,
+        lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
         seed=args.seed, n_f=args.n_f, estimator=args.estimator, two_pass=args.two_pass,
         train_samples=args.train_samples, test_samples=args.test_samples, max_steps=args.max_steps,
         width_mult=args.width_mult, input_size=args.input_size, threads=args.threads,

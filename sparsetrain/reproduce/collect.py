@@ -5,15 +5,22 @@ the epochs its last checkpoint holds; missing), accuracy per epoch, and the prun
 and dO densities per layer (last completed epoch) and averaged over layers (per epoch and
 last). A partial run's epochs come from its ``checkpoint.pt`` (written after every epoch),
 so a sweep can be collected while it is still running.
+
+Run folders live on the machine that trained them; the results file is what is committed. So a
+collection keeps the earlier results file's finished runs whose folders are not in this sweep
+folder (:func:`merge_previous`), provided they were trained with exactly the command this plan
+gives them: a sweep can be continued on a fresh machine, and a plan change drops the runs it
+invalidates.
 """
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
 from .. import outdir
-from ..golden.training.train import CHECKPOINT_NAME, METRICS_NAME
+from ..golden.training.train import ADDED_LATER, CHECKPOINT_NAME, METRICS_NAME
 from .plan import Plan, RunSpec
 from .runner import run_state
 
@@ -63,9 +70,9 @@ def run_record(spec: RunSpec, out_dir: str | Path) -> dict[str, Any]:
     if extra.get("config") is not None:
         # the run directory must hold this plan's run, not another one left in the folder
         mine = spec.config
-        theirs = extra["config"]
+        theirs = {**ADDED_LATER, **extra["config"]}
         for key in ("model", "width_mult", "prune", "p", "seed", "epochs", "batch_size", "lr", "lr_schedule",
-                    "train_samples", "test_samples"):
+                    "warmup_steps", "train_samples", "test_samples"):
             if key == "p" and not mine.prune:
                 continue
             if theirs.get(key) != getattr(mine, key):
@@ -89,6 +96,42 @@ def run_record(spec: RunSpec, out_dir: str | Path) -> dict[str, Any]:
             "grad_density": last.get("grad_density"), "dO_density": last.get("dO_density"),
             "activation_density": last.get("activation_density"),
             "epochs": per_epoch, "layers": last_layers}
+
+
+def _command_out(command: str) -> str | None:
+    """The sweep folder of a recorded run command (the parent of its ``--out``)."""
+    args = shlex.split(command)
+    return str(Path(args[args.index("--out") + 1]).parent) if "--out" in args[:-1] else None
+
+
+def finished_with_plan(plan: Plan, results: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """(run name -> record of the results file's finished runs trained with exactly the command ``plan``
+    gives them, names of its finished runs trained otherwise)."""
+    specs = {spec.name: spec for spec in plan.runs()}
+    kept, dropped = {}, []
+    for rec in results.get("runs", []):
+        if rec.get("status") != "finished":
+            continue
+        spec = specs.get(rec.get("name"))
+        out = _command_out(rec.get("command", ""))
+        if spec is not None and out is not None and rec["command"] == spec.command(out):
+            kept[spec.name] = rec
+        else:
+            dropped.append(rec.get("name", "?"))
+    return kept, dropped
+
+
+def merge_previous(results: dict[str, Any], previous: dict[str, Any], plan: Plan) -> tuple[list[str], list[str]]:
+    """Put ``previous``'s finished runs (same plan command) in place of this collection's records of the
+    same runs that are not finished (their folders are elsewhere). Returns (kept, dropped) run names;
+    dropped: finished runs of ``previous`` that the plan now trains differently."""
+    done, dropped = finished_with_plan(plan, previous)
+    kept = []
+    for i, rec in enumerate(results["runs"]):
+        if rec["status"] != "finished" and rec["name"] in done:
+            results["runs"][i] = done[rec["name"]]
+            kept.append(rec["name"])
+    return kept, dropped
 
 
 def collect(plan: Plan, out_dir: str | Path) -> dict[str, Any]:

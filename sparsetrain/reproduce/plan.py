@@ -3,7 +3,8 @@
 A plan is a JSON file (``docs/data/reproduction_plan.json``)::
 
     {"format": "sparsetrain-reproduction-plan", "version": 1,
-     "networks": [{"model": "resnet18", "width_mult": 0.25}, {"model": "alexnet", "width_mult": 0.5, "lr": 0.01}],
+     "networks": [{"model": "resnet18", "width_mult": 0.25},
+                  {"model": "alexnet", "width_mult": 0.5, "lr": 0.01, "warmup_steps": 200}],
      "settings": ["baseline", 0.9, 0.7, 0.99],   # run order within a seed (priority first)
      "seeds": [0, 1, 2], "epochs": 15, "batch_size": 128, "lr_schedule": "cosine",
      "train_samples": null, "test_samples": null, "threads": 1}
@@ -35,6 +36,11 @@ class Network:
     model: str
     width_mult: float
     lr: float | None = None  # None: golden.training.train's default for the model
+    warmup_steps: int = 0  # linear lr warm-up over the first optimizer steps (0: none)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "width_mult": self.width_mult, **({"lr": self.lr} if self.lr is not None else {}),
+                **({"warmup_steps": self.warmup_steps} if self.warmup_steps else {})}
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,8 @@ class RunSpec:
         args = ["sparsetrain", "train", "--model", c.model, "--width-mult", f"{c.width_mult:g}",
                 *(["--no-prune"] if not c.prune else ["--p", self.setting]),
                 "--epochs", str(c.epochs), "--batch-size", str(c.batch_size), "--lr-schedule", c.lr_schedule,
-                *(["--lr", f"{c.lr:g}"] if c.lr is not None else []), "--seed", str(c.seed),
+                *(["--lr", f"{c.lr:g}"] if c.lr is not None else []),
+                *(["--warmup-steps", str(c.warmup_steps)] if c.warmup_steps else []), "--seed", str(c.seed),
                 *(["--train-samples", str(c.train_samples)] if c.train_samples is not None else []),
                 *(["--test-samples", str(c.test_samples)] if c.test_samples is not None else []),
                 *(["--threads", str(c.threads)] if c.threads is not None else []),
@@ -95,7 +102,8 @@ class Plan:
 
     def config(self, net: Network, setting: str, seed: int) -> TrainConfig:
         prune = setting != BASELINE
-        return TrainConfig(model=net.model, width_mult=net.width_mult, lr=net.lr, prune=prune,
+        return TrainConfig(model=net.model, width_mult=net.width_mult, lr=net.lr, warmup_steps=net.warmup_steps,
+                           prune=prune,
                            p=float(setting) if prune else 0.9, seed=seed, epochs=self.epochs,
                            batch_size=self.batch_size, lr_schedule=self.lr_schedule,
                            train_samples=self.train_samples, test_samples=self.test_samples,
@@ -103,8 +111,7 @@ class Plan:
 
     def as_dict(self) -> dict[str, Any]:
         return {"format": PLAN_FORMAT, "version": PLAN_VERSION,
-                "networks": [{"model": n.model, "width_mult": n.width_mult, **({"lr": n.lr} if n.lr is not None else {})}
-                             for n in self.networks],
+                "networks": [n.as_dict() for n in self.networks],
                 "settings": [s if s == BASELINE else float(s) for s in self.settings], "seeds": list(self.seeds),
                 "epochs": self.epochs, "batch_size": self.batch_size, "lr_schedule": self.lr_schedule,
                 "train_samples": self.train_samples, "test_samples": self.test_samples, "threads": self.threads,
@@ -136,11 +143,11 @@ def plan_from_dict(obj: Any, where: str = "plan") -> Plan:
         raise ValueError(f"{where}: unknown field {unknown[0]!r}; allowed: {', '.join(sorted(_KEYS))}")
     nets = obj.get("networks")
     if not isinstance(nets, list) or not nets:
-        raise _err(where, "networks", nets, "a non-empty list of {model, width_mult[, lr]}")
+        raise _err(where, "networks", nets, "a non-empty list of {model, width_mult[, lr][, warmup_steps]}")
     networks = []
     for i, n in enumerate(nets):
-        if not isinstance(n, dict) or set(n) - {"model", "width_mult", "lr"} or "model" not in n:
-            raise _err(where, f"networks[{i}]", n, "an object with model, width_mult and optionally lr")
+        if not isinstance(n, dict) or set(n) - {"model", "width_mult", "lr", "warmup_steps"} or "model" not in n:
+            raise _err(where, f"networks[{i}]", n, "an object with model, width_mult and optionally lr, warmup_steps")
         try:
             check_model_name(n["model"])
         except ValueError as exc:
@@ -151,7 +158,8 @@ def plan_from_dict(obj: Any, where: str = "plan") -> Plan:
         lr = n.get("lr")
         if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr <= 10):
             raise _err(where, f"networks[{i}].lr", lr, "0 < lr <= 10 or absent (the model's default)")
-        networks.append(Network(n["model"], float(w), None if lr is None else float(lr)))
+        warmup = _int(where, f"networks[{i}].warmup_steps", n.get("warmup_steps", 0), 0, 1 << 30)
+        networks.append(Network(n["model"], float(w), None if lr is None else float(lr), warmup))
     if len({(n.model, n.width_mult) for n in networks}) != len(networks):
         raise ValueError(f"{where}: networks lists a (model, width_mult) twice; allowed: each once")
     settings = obj.get("settings")

@@ -80,18 +80,19 @@ def check_sweep_dir(plan: Plan, out: Path, *, resume: bool) -> outdir.OutDir:
             raise ValueError(f"{stored}: not JSON ({exc})") from None
         mine = plan.as_dict()
         # the matrix may grow (more networks, settings or seeds: new run directories); what every run
-        # trains with may not change, nor the lr of a network already in the sweep
-        differ = [k for k in sorted(set(mine) | set(theirs)) if k not in RESUME_MAY_CHANGE + MATRIX
-                  and mine.get(k) != theirs.get(k)]
-        lrs = {(n["model"], n["width_mult"]): n.get("lr") for n in theirs["networks"]}
-        differ += [f"networks ({n['model']} x{n['width_mult']:g} lr)" for n in mine["networks"]
-                   if (n["model"], n["width_mult"]) in lrs and lrs[(n["model"], n["width_mult"])] != n.get("lr")]
+        # trains with may not change, nor the lr or warm-up of a network already in the sweep
+        differ = [f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} now" for k in sorted(set(mine) | set(theirs))
+                  if k not in RESUME_MAY_CHANGE + MATRIX and mine.get(k) != theirs.get(k)]
+        nets = {(n["model"], n["width_mult"]): n for n in theirs["networks"]}
+        for n in mine["networks"]:
+            was = nets.get((n["model"], n["width_mult"]))
+            for key in ("lr", "warmup_steps"):
+                if was is not None and was.get(key) != n.get(key):
+                    differ.append(f"networks ({n['model']} x{n['width_mult']:g} {key}): {was.get(key)!r} there, "
+                                  f"{n.get(key)!r} now")
         if differ:
-            raise ValueError(f"{stored}: the sweep was started with another plan ({', '.join(differ)} differ: "
-                             + "; ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} now" for k in differ
-                                         if k in mine or k in theirs)
-                             + "); resume with the same plan (networks, settings and seeds may be added) or "
-                               "start a new --out")
+            raise ValueError(f"{stored}: the sweep was started with another plan ({'; '.join(differ)}); resume with "
+                             f"the same plan (networks, settings and seeds may be added) or start a new --out")
     elif stored.exists():
         raise FileExistsError(f"{stored} exists (a started sweep); pass --resume to continue it (finished runs are "
                               f"skipped) or choose another --out")
@@ -156,12 +157,15 @@ def _progress(spec: RunSpec, steps_per_epoch: int, every: int, log: Callable[[st
 
 
 def run_sweep(plan: Plan, out_dir: str | Path, *, resume: bool = False, only: list[str] | None = None,
-              max_runs: int | None = None, progress_every: int = 100,
+              skip: set[str] | frozenset[str] = frozenset(), max_runs: int | None = None,
+              start_before: float | None = None, progress_every: int = 100,
               log: Callable[[str], None] = lambda s: print(s, flush=True)) -> SweepReport:
     """Run the plan's runs (``only``: name patterns) in priority order into ``out_dir``.
 
-    Finished runs are skipped, interrupted ones resumed from their checkpoint, runs another
-    sweep process holds are passed over; at most ``max_runs`` runs are trained in this call.
+    Finished runs (and the runs named in ``skip``: finished elsewhere) are skipped, interrupted ones resumed from their checkpoint, runs another
+    sweep process holds are passed over; at most ``max_runs`` runs are trained in this call, and no
+    run is started or resumed after the time ``start_before`` (seconds since the epoch): a sitting
+    whose machine does not keep the sweep folder ends with finished runs, not partial ones.
     Stops at the first SIGINT/SIGTERM (the run's checkpoint is written; ``report.interrupted``).
     """
     from ..golden.training import plots  # noqa: F401  imported now: train() imports it lazily at a run's end, and a
@@ -179,12 +183,18 @@ def run_sweep(plan: Plan, out_dir: str | Path, *, resume: bool = False, only: li
     trained = 0
     for k, spec in enumerate(runs, 1):
         run_dir = out / spec.name
+        if spec.name in skip:
+            report.actions[spec.name] = "finished-elsewhere"
+            continue
         state = run_state(run_dir)
         if state == "finished":
             report.actions[spec.name] = "finished-before"
             continue
         if max_runs is not None and trained >= max_runs:
             report.actions[spec.name] = "not-reached"
+            continue
+        if start_before is not None and time.time() >= start_before:
+            report.actions[spec.name] = "not-started-too-late"
             continue
         lock = _Lock(out / LOCKS / f"{spec.name}.lock")
         holder = lock.acquire()

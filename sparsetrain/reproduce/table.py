@@ -9,6 +9,7 @@ epochs each seed had completed, so partial runs are never mistaken for converged
 from __future__ import annotations
 
 import io
+import shlex
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,7 +192,39 @@ def budget_table(results: dict[str, Any], reference: dict[str, Any]) -> str:
         rows.append(f"| {ref['model']} x{float(ref['width_mult']):g} | {setting_label(ref['setting'])} | {ref['seed']} | "
                     f"{_acc_epochs(r)} | {_acc_epochs(ref)} | "
                     f"{_f(delta, '+.2f')} |")
-    return "\n".join(rows)
+    notes = []
+    for ref in reference["runs"]:
+        r = mine.get((ref["model"], float(ref["width_mult"]), ref["setting"], ref["seed"]))
+        if r is not None and r["epochs_done"] and ref["epochs_done"]:
+            diff = command_difference(r["command"], ref["command"])
+            if diff:
+                notes.append(f"* {ref['model']} x{float(ref['width_mult']):g} {setting_label(ref['setting'])} seed "
+                             f"{ref['seed']}: the two runs differ in more than the epochs: " + "; ".join(diff) + ".")
+    return "\n".join(rows + ([""] + notes if notes else []))
+
+
+def _options(command: str) -> dict[str, str | None]:
+    """A ``sparsetrain train`` command's options (flag -> value, None for a flag without one)."""
+    args, opts = shlex.split(command)[2:], {}
+    for i, a in enumerate(args):
+        if a.startswith("--"):
+            nxt = args[i + 1] if i + 1 < len(args) else None
+            opts[a] = nxt if nxt is not None and not nxt.startswith("--") else None
+    return opts
+
+
+def command_difference(this: str, longer: str) -> list[str]:
+    """What differs between two runs' commands apart from ``--epochs`` and ``--out``."""
+    a, b = _options(this), _options(longer)
+    out = []
+    for flag in [f for f in dict.fromkeys([*a, *b]) if f not in ("--epochs", "--out")]:
+        if a.get(flag, "absent") != b.get(flag, "absent") or (flag in a) != (flag in b):
+            out.append(f"`{flag}` {_shown(a, flag)} in this sweep, {_shown(b, flag)} in the longer run")
+    return out
+
+
+def _shown(opts: dict[str, str | None], flag: str) -> str:
+    return "absent" if flag not in opts else ("set" if opts[flag] is None else opts[flag])
 
 
 def layer_table(results: dict[str, Any], model: str, width_mult: float) -> str:
