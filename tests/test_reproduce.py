@@ -214,6 +214,10 @@ def test_one_seed_has_no_std_and_partial_runs_are_marked(sweep):
     by = {(r["setting"], r["seed"]): r["final_test_acc"] for r in res["runs"]}
     got = _row(rtable.accuracy_table(res), "alexnet x0.0625", "p = 0.9")[6]
     assert p09[0]["seed"] == 0 and got == f"{by[('0.9', 1)] - by[('baseline', 1)]:+.2f}"
+    # the mean and std of a cell with a finished run leave its partial runs out
+    p09[0].update(final_test_acc=by[("0.9", 1)] - 40.0, epochs_done=1)
+    cols = _row(rtable.accuracy_table(res), "alexnet x0.0625", "p = 0.9")
+    assert cols[2] == "1 of 2" and cols[4] == f"{by[('0.9', 1)]:.2f}" and cols[5] == "–"
     assert "not decided yet" in "\n".join(rtable.verdicts(sweep["partial"]))
 
 

@@ -36,8 +36,10 @@ class Cell:
 
     @property
     def done(self) -> list[dict[str, Any]]:
-        """Runs with at least one completed epoch."""
-        return [r for r in self.runs if r["epochs_done"] > 0]
+        """The runs the cell's numbers come from: its finished runs, or while none has finished, the
+        runs with at least one completed epoch (a mean never mixes a partial run with finished ones)."""
+        finished = [r for r in self.runs if r["status"] == "finished"]
+        return finished or [r for r in self.runs if r["epochs_done"] > 0]
 
     @property
     def accs(self) -> list[float]:
@@ -118,7 +120,7 @@ def _paper(model: str, setting: str) -> str:
 
 
 def accuracy_table(results: dict[str, Any]) -> str:
-    rows = ["| network | setting | seeds with results | epochs completed (per seed) | test acc % (mean) | std over seeds |"
+    rows = ["| network | setting | seeds in the mean | epochs completed (per seed) | test acc % (mean) | std over seeds |"
             " vs baseline (points, seeds finished in both) | pruned-gradient density | dO density | papers: acc % / ρ_nnz |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     base: dict[tuple[str, float], Cell] = {}
