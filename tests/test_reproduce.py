@@ -438,3 +438,12 @@ def test_no_run_starts_after_the_deadline(tmp_path, capsys):
     assert main(["reproduce", "run", "--plan", str(plan_path), "--out", str(tmp_path / "s"),
                  "--no-start-after", "25:99"]) == 2
     assert "no_start_after = '25:99' is out of range" in capsys.readouterr().err
+
+
+def test_the_generated_section_names_its_results_file_and_the_warm_up(sweep):
+    text = rtable.render(sweep["results"], results_name="runs/mine.json")
+    assert "Generated from `runs/mine.json` (4 planned runs: 4 finished" in text
+    assert "test images; linear lr warm-up: alexnet x0.0625 3 steps)" in text
+    res = json.loads(json.dumps(sweep["results"]))
+    res["plan"]["networks"][0].pop("warmup_steps")
+    assert "warm-up" not in rtable.render(res)

@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from ..reproduce.table import plot_curves, render, update_doc
     res = load_results(args.json)
     ref = load_results(args.reference) if args.reference else None
-    section = render(res, reference=ref, reference_name=args.reference or "")
+    section = render(res, reference=ref, reference_name=args.reference or "", results_name=args.json)
     if args.doc:
         print(f"wrote {update_doc(args.doc, section)}")
     else:

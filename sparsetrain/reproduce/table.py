@@ -270,17 +270,23 @@ def density_table(c: Cell):
                                                                   f"mean of {len(c.done)} seed(s)")
 
 
-def perf_table(results: dict[str, Any]) -> str:
-    """Modelled training speedup (full-width network, 32x32, 168 PEs, the microarchitecture the RTL
-    core is built with, ``BUILT``: what ``sparsetrain perf`` runs by default) with our measured
-    densities, next to the same model with the papers' density (``sparsetrain perf`` without --densities)."""
+def built_arch():
+    """The architecture the tables model: 168 PEs and the microarchitecture the RTL core is built with
+    (``BUILT``), what ``sparsetrain perf`` runs by default."""
     from ..arch.microarch import BUILT
     from ..arch.schedule import ArchParams
+    return ArchParams(micro=BUILT)
+
+
+def perf_table(results: dict[str, Any], arch=None) -> str:
+    """Modelled training speedup (full-width network, 32x32, ``arch``: default :func:`built_arch`) with
+    our measured densities, next to the same model with the papers' density (``sparsetrain perf``
+    without --densities)."""
     from ..perf.api import perf_network
     from ..perf.model import evaluate
     from ..perf.paper import reported_grad_density
     from ..perf.shapes import network_shapes
-    arch = ArchParams(micro=BUILT)
+    arch = arch if arch is not None else built_arch()
     rows = ["| network | setting | modelled speedup, our densities | papers' density (p = 0.9) | "
             "modelled speedup, papers' density |", "| --- | --- | --- | --- | --- |"]
     paper_speedup: dict[str, tuple[float, float]] = {}
@@ -309,21 +315,23 @@ def not_finished(results: dict[str, Any]) -> str:
 
 
 def render(results: dict[str, Any], img_prefix: str = "img/reproduction", reference: dict[str, Any] | None = None,
-           reference_name: str = "docs/data/reproduction_15ep.json") -> str:
-    """The generated section of docs/reproduction.md; ``reference`` (a results file of the same cells
-    trained with another epoch budget, named ``reference_name`` in the text) adds the budget check."""
+           reference_name: str = "docs/data/reproduction_15ep.json",
+           results_name: str = "docs/data/reproduction.json") -> str:
+    """The generated section of docs/reproduction.md from ``results`` (named ``results_name`` in the
+    text); ``reference`` (a results file of the same cells trained with another epoch budget, named
+    ``reference_name``) adds the budget check."""
     runs = results["runs"]
     n_fin = sum(r["status"] == "finished" for r in runs)
     n_part = sum(r["status"] == "partial" for r in runs)
     n_started = sum(r["status"] == "started" for r in runs)
     plan = results["plan"]
     parts = [BEGIN, "",
-             f"Generated from `docs/data/reproduction.json` ({len(runs)} planned runs: {n_fin} finished, {n_part} "
+             f"Generated from `{results_name}` ({len(runs)} planned runs: {n_fin} finished, {n_part} "
              f"partial, {n_started} started without a completed epoch, {len(runs) - n_fin - n_part - n_started} "
              f"not started; plan: {plan['epochs']} epochs, batch "
              f"{plan['batch_size']}, lr schedule {plan['lr_schedule']}, "
              f"{'full 60,000' if plan['train_samples'] is None else plan['train_samples']} training / "
-             f"{'full 10,000' if plan['test_samples'] is None else plan['test_samples']} test images). "
+             f"{'full 10,000' if plan['test_samples'] is None else plan['test_samples']} test images{_warmups(plan)}). "
              "A partial run's accuracy is that of its last completed epoch, not a converged one.", "",
              accuracy_table(results), "",
              "Does pruning stay within 0.5 points of the baseline (mean over seeds)?", "",
@@ -342,14 +350,21 @@ def render(results: dict[str, Any], img_prefix: str = "img/reproduction", refere
             parts += [f"Per-layer densities of {net['model']} x{net['width_mult']:g} (last completed epoch, mean over "
                       f"seeds; pruned gradient / dO):", "", t, ""]
     if any(r["epochs_done"] for r in runs):
-        from ..arch.microarch import BUILT
+        arch = built_arch()
         parts += ["Modelled speedup (`sparsetrain perf`, full-width network at 32x32, 168 PEs, the microarchitecture "
-                  f"the RTL core is built with, {BUILT.name}) with "
-                  "these densities and with the papers':", "", perf_table(results), "",
+                  f"the RTL core is built with, {arch.micro.name}) with "
+                  "these densities and with the papers':", "", perf_table(results, arch), "",
                   f"![accuracy over epochs]({img_prefix}_accuracy.png)", "",
                   f"![density over epochs]({img_prefix}_density.png)", ""]
     parts.append(END)
     return "\n".join(parts)
+
+
+def _warmups(plan: dict[str, Any]) -> str:
+    """``; lr warm-up: alexnet x0.5 200 steps`` for the networks of the plan that warm up."""
+    warm = [f"{n['model']} x{float(n['width_mult']):g} {n['warmup_steps']} steps" for n in plan["networks"]
+            if n.get("warmup_steps")]
+    return f"; linear lr warm-up: {', '.join(warm)}" if warm else ""
 
 
 def update_doc(doc: str | Path, section: str) -> Path:
