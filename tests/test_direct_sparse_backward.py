@@ -188,25 +188,38 @@ def test_drop_in_module_counts_sparse_and_fallback_calls(seed):
         assert (stats.sparse_calls, stats.dense_calls) == ((1, 0) if sparse else (1, 1))
 
 
-def test_training_with_sparse_backward_follows_the_dense_run(seed):
-    """`sparsetrain train --sparse-backward` (TrainConfig.sparse_backward): same seed, same data,
-    a few pruned steps of a narrow AlexNet; only float rounding separates the two runs."""
+@pytest.mark.parametrize("prune", [False, True], ids=["unpruned", "p0.99"])
+def test_training_with_sparse_backward_follows_the_dense_run(seed, prune):
+    """`sparsetrain train --sparse-backward` (TrainConfig.sparse_backward): same seed, same data, six
+    steps of a narrow AlexNet, with the sparse kernels taking part.
+
+    Unpruned, only float rounding separates the two runs (measured: 1.5e-8 relative in the loss).
+    Pruned, the stochastic pruner compares each small gradient with a random draw, so a rounding
+    difference can flip a decision and the runs become two draws of the same process: measured 2e-5
+    to 2e-3 relative over seeds 1, 7, 99 and 1234 (1234 on two CPUs), bounded at 1e-2.
+    """
     from sparsetrain.golden.training.data import fashion_mnist
-    from sparsetrain.golden.training.train import TrainConfig, make_model, train
+    from sparsetrain.golden.training.train import TrainConfig, train
 
     train_split = fashion_mnist("train", samples=96, input_size=32, subset_seed=seed % 1000)
     test_split = fashion_mnist("test", samples=64, input_size=32, subset_seed=seed % 1000)
-    runs = []
+    runs, sparse_calls = [], []
+
+    def count_sparse_calls(step: int, model: nn.Module) -> None:
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+        assert convs and all(type(m) is sb.SparseBackwardConv2d for m in convs)
+        sparse_calls.append(sum(m.sparse_stats.sparse_calls for m in convs))
+
     for sparse in (False, True):
-        cfg = TrainConfig(model="alexnet", p=0.99, n_f=1, batch_size=16, width_mult=0.125, seed=seed % 1000,
-                          lr=0.01, progress=False, sparse_backward=sparse)
-        if sparse:
-            convs = [m for m in make_model(cfg).modules() if isinstance(m, nn.Conv2d)]
-            assert convs and all(type(m) is sb.SparseBackwardConv2d for m in convs)
-        runs.append(train(cfg, None, train_split=train_split, test_split=test_split)["epochs"][0])
+        cfg = TrainConfig(model="alexnet", p=0.99, prune=prune, n_f=1, batch_size=16, width_mult=0.125,
+                          seed=seed % 1000, lr=0.01, progress=False, sparse_backward=sparse)
+        runs.append(train(cfg, None, train_split=train_split, test_split=test_split,
+                          step_callback=count_sparse_calls if sparse else None)["epochs"][0])
+    assert sparse_calls and sparse_calls[-1] > 0  # the sparse kernels ran, not only the native fallback
     dense, sparse = runs
-    assert dense["loss"] == pytest.approx(sparse["loss"], rel=1e-4)
-    assert dense["test_loss"] == pytest.approx(sparse["test_loss"], rel=1e-3)
+    rel = 1e-2 if prune else 1e-6
+    assert dense["loss"] == pytest.approx(sparse["loss"], rel=rel)
+    assert dense["test_loss"] == pytest.approx(sparse["test_loss"], rel=rel)
 
 
 def test_depthwise_layers_of_the_drop_in_module_use_the_native_backward(seed):
