@@ -6,9 +6,9 @@ MobileNet, lr x 0.1 every ``lr_decay_epochs`` epochs); AlexNet uses lr 0.01, not
 ``lr_schedule="cosine"`` anneals the lr per epoch to 0 over ``epochs`` instead (its lr per epoch
 is in metrics.json, ``epochs[i].lr``). ``warmup_steps`` > 0 scales the scheduled lr by
 (step + 1) / warmup_steps over the first optimizer steps (a linear warm-up; AlexNet needs it at
-5 epochs: without it one seed in three spends its first epoch near chance, docs/reproduction.md). Writes ``metrics.json`` (config,
-per-epoch loss / accuracies / per-layer densities and thresholds) and ``metrics.png`` into
-the run directory, and golden tensors under ``golden/step_NNNNNN/`` for the chosen steps.
+5 epochs: without it one seed in three spends its first epoch near chance, docs/reproduction.md).
+Writes ``metrics.json`` (config, per-epoch loss / accuracies / per-layer densities and
+thresholds) and ``metrics.png`` into the run directory, and golden tensors under ``golden/step_NNNNNN/`` for the chosen steps.
 
 Runs as one process or under torch.distributed (``torchrun``, or :func:`train_distributed`
 for local workers): docs/distributed.md says what is reduced over ranks and why. A
@@ -642,8 +642,7 @@ def _load_checkpoint(path: Path, cfg: TrainConfig, d: distributed.Dist) -> dict[
     if ckpt["world_size"] != d.world_size:
         raise ValueError(f"{path} was written by {ckpt['world_size']} process(es); resume it with world size "
                          f"{ckpt['world_size']} (--nproc-per-node or torchrun), not {d.world_size}")
-    mine, theirs = asdict(cfg), ckpt["config"]
-    theirs = {**ADDED_LATER, **theirs}
+    mine, theirs = asdict(cfg), {**ADDED_LATER, **ckpt["config"]}
     differ = [k for k in mine if k not in RESUME_MAY_CHANGE and mine[k] != theirs.get(k)]
     if differ:
         raise ValueError(f"{path}: the run was started with other settings ({', '.join(differ)}: "

@@ -90,9 +90,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:40s} {state}")
         return 0
     if args.action == "collect":
-        from ..outdir import check_file_target
         from pathlib import Path
 
+        from ..outdir import check_file_target
         from ..reproduce.collect import collect, load_results, merge_previous, write_results
         check_file_target(args.json, "--json")
         plan = load_plan(args.plan)

@@ -85,9 +85,9 @@ def check_sweep_dir(plan: Plan, out: Path, *, resume: bool) -> outdir.OutDir:
                   if k not in RESUME_MAY_CHANGE + MATRIX and mine.get(k) != theirs.get(k)]
         nets = {(n["model"], n["width_mult"]): n for n in theirs["networks"]}
         for n in mine["networks"]:
-            was = nets.get((n["model"], n["width_mult"]))
-            for key in ("lr", "warmup_steps"):
-                if was is not None and was.get(key) != n.get(key):
+            was = nets.get((n["model"], n["width_mult"]), n)  # a new network: nothing to compare
+            for key in sorted((set(was) | set(n)) - {"model", "width_mult"}):
+                if was.get(key) != n.get(key):
                     differ.append(f"networks ({n['model']} x{n['width_mult']:g} {key}): {was.get(key)!r} there, "
                                   f"{n.get(key)!r} now")
         if differ:
@@ -162,8 +162,8 @@ def run_sweep(plan: Plan, out_dir: str | Path, *, resume: bool = False, only: li
               log: Callable[[str], None] = lambda s: print(s, flush=True)) -> SweepReport:
     """Run the plan's runs (``only``: name patterns) in priority order into ``out_dir``.
 
-    Finished runs (and the runs named in ``skip``: finished elsewhere) are skipped, interrupted ones resumed from their checkpoint, runs another
-    sweep process holds are passed over; at most ``max_runs`` runs are trained in this call, and no
+    Finished runs (and the runs named in ``skip``: finished elsewhere) are skipped, interrupted ones
+    resumed from their checkpoint, runs another sweep process holds are passed over; at most ``max_runs`` runs are trained in this call, and no
     run is started or resumed after the time ``start_before`` (seconds since the epoch): a sitting
     whose machine does not keep the sweep folder ends with finished runs, not partial ones.
     Stops at the first SIGINT/SIGTERM (the run's checkpoint is written; ``report.interrupted``).

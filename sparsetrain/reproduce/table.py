@@ -187,21 +187,18 @@ def budget_table(results: dict[str, Any], reference: dict[str, Any]) -> str:
     mine = {(r["model"], float(r["width_mult"]), r["setting"], r["seed"]): r for r in results["runs"]}
     rows = ["| network | setting | seed | this sweep: test acc % (epochs) | longer budget: test acc % (epochs) | "
             "longer minus this sweep (points) |", "| --- | --- | --- | --- | --- | --- |"]
+    notes = []
     for ref in reference["runs"]:
         r = mine.get((ref["model"], float(ref["width_mult"]), ref["setting"], ref["seed"]))
         both = r is not None and r["epochs_done"] and ref["epochs_done"]
         delta = ref["final_test_acc"] - r["final_test_acc"] if both else None
-        rows.append(f"| {ref['model']} x{float(ref['width_mult']):g} | {setting_label(ref['setting'])} | {ref['seed']} | "
-                    f"{_acc_epochs(r)} | {_acc_epochs(ref)} | "
-                    f"{_f(delta, '+.2f')} |")
-    notes = []
-    for ref in reference["runs"]:
-        r = mine.get((ref["model"], float(ref["width_mult"]), ref["setting"], ref["seed"]))
-        if r is not None and r["epochs_done"] and ref["epochs_done"]:
-            diff = command_difference(r["command"], ref["command"])
-            if diff:
-                notes.append(f"* {ref['model']} x{float(ref['width_mult']):g} {setting_label(ref['setting'])} seed "
-                             f"{ref['seed']}: the two runs differ in more than the epochs: " + "; ".join(diff) + ".")
+        name = f"{ref['model']} x{float(ref['width_mult']):g}"
+        rows.append(f"| {name} | {setting_label(ref['setting'])} | {ref['seed']} | {_acc_epochs(r)} | "
+                    f"{_acc_epochs(ref)} | {_f(delta, '+.2f')} |")
+        diff = command_difference(r["command"], ref["command"]) if both else []
+        if diff:
+            notes.append(f"* {name} {setting_label(ref['setting'])} seed {ref['seed']}: the two runs differ in more "
+                         f"than the epochs: " + "; ".join(diff) + ".")
     return "\n".join(rows + ([""] + notes if notes else []))
 
 
@@ -218,11 +215,9 @@ def _options(command: str) -> dict[str, str | None]:
 def command_difference(this: str, longer: str) -> list[str]:
     """What differs between two runs' commands apart from ``--epochs`` and ``--out``."""
     a, b = _options(this), _options(longer)
-    out = []
-    for flag in [f for f in dict.fromkeys([*a, *b]) if f not in ("--epochs", "--out")]:
-        if a.get(flag, "absent") != b.get(flag, "absent") or (flag in a) != (flag in b):
-            out.append(f"`{flag}` {_shown(a, flag)} in this sweep, {_shown(b, flag)} in the longer run")
-    return out
+    return [f"`{flag}` {_shown(a, flag)} in this sweep, {_shown(b, flag)} in the longer run"
+            for flag in dict.fromkeys([*a, *b]) if flag not in ("--epochs", "--out")
+            and _shown(a, flag) != _shown(b, flag)]
 
 
 def _shown(opts: dict[str, str | None], flag: str) -> str:
