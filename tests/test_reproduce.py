@@ -221,6 +221,14 @@ def test_one_seed_has_no_std_and_partial_runs_are_marked(sweep):
     assert "not decided yet" in "\n".join(rtable.verdicts(sweep["partial"]))
 
 
+def test_a_plan_with_one_seed_says_it_cannot_decide(sweep):
+    res = json.loads(json.dumps(sweep["results"]))
+    res["runs"] = [r for r in res["runs"] if r["seed"] == 0]  # a complete one-seed sweep
+    assert all(r["status"] == "finished" for r in res["runs"])
+    (line,) = rtable.verdicts(res)
+    assert "cannot be decided" in line and "needs at least 2" in line
+
+
 def test_update_doc_replaces_only_the_generated_section(sweep, tmp_path):
     doc = tmp_path / "doc.md"
     doc.write_text(f"intro\n{rtable.BEGIN}\nold\n{rtable.END}\noutro\n")
