@@ -236,7 +236,7 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one_bit_for_bit(
     assert not (parts / "metrics.json").exists()
     with pytest.raises(FileExistsError, match="resume"):  # an interrupted run is not silently replaced
         train(cfg, parts)
-    with pytest.raises(ValueError, match="seed"):  # resuming needs the same settings
+    with pytest.raises(ValueError, match=rf"other settings \(seed: {cfg.seed} there, 6 now\)"):  # the same settings
         train(replace(cfg, seed=6), parts, resume=True)
     assert _interrupted(cfg, parts, 8, monkeypatch, resume=True).step == 8
     m = train(cfg, parts, resume=True)

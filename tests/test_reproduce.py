@@ -141,6 +141,24 @@ def test_collect_marks_partial_and_missing_runs(sweep):
     assert rtable.not_finished(sweep["results"]) == "Runs not finished yet: none."
 
 
+def test_collect_refuses_a_run_folder_trained_with_other_settings(sweep, tmp_path):
+    """The collector's "same run" is resume's: every TrainConfig field but RESUME_MAY_CHANGE, so a field
+    no list names (momentum here) is compared too."""
+    import shutil
+    out = tmp_path / "sweep"
+    shutil.copytree(sweep["out"], out)
+    plan = sweep["plan"]
+    name = plan.runs()[1].name
+    metrics = json.loads((out / name / METRICS_NAME).read_text())
+    metrics["config"]["threads"] = 2  # how it was scheduled: the same run
+    (out / name / METRICS_NAME).write_text(json.dumps(metrics))
+    assert [r["status"] for r in rcollect.collect(plan, out)["runs"]] == ["finished"] * 4
+    metrics["config"]["momentum"] = 0.5
+    (out / name / METRICS_NAME).write_text(json.dumps(metrics))
+    with pytest.raises(ValueError, match=rf"{name}: momentum = 0.5 there, the plan says 0.9; allowed: the run"):
+        rcollect.collect(plan, out)
+
+
 def test_collected_records_equal_the_run_directories(sweep):
     from sparsetrain.commands import train as train_cmd
     import argparse

@@ -642,13 +642,20 @@ def _load_checkpoint(path: Path, cfg: TrainConfig, d: distributed.Dist) -> dict[
     if ckpt["world_size"] != d.world_size:
         raise ValueError(f"{path} was written by {ckpt['world_size']} process(es); resume it with world size "
                          f"{ckpt['world_size']} (--nproc-per-node or torchrun), not {d.world_size}")
-    mine, theirs = asdict(cfg), {**ADDED_LATER, **ckpt["config"]}
-    differ = [k for k in mine if k not in RESUME_MAY_CHANGE and mine[k] != theirs.get(k)]
+    differ = settings_differ(cfg, ckpt["config"])
     if differ:
         raise ValueError(f"{path}: the run was started with other settings ({', '.join(differ)}: "
-                         + ", ".join(f"{theirs.get(k)!r} there, {mine[k]!r} now" for k in differ)
+                         + ", ".join(f"{t!r} there, {m!r} now" for t, m in differ.values())
                          + "); resume with the same arguments")
     return ckpt
+
+
+def settings_differ(cfg: TrainConfig, recorded: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """field -> (recorded value, ``cfg``'s) for every field in which ``cfg`` is another run than the one a
+    checkpoint's or a metrics file's ``config`` records. The one rule for "the same run": every field but
+    RESUME_MAY_CHANGE; a field missing from an older file reads as its ADDED_LATER default."""
+    mine, theirs = asdict(cfg), {**ADDED_LATER, **recorded}
+    return {k: (theirs.get(k), v) for k, v in mine.items() if k not in RESUME_MAY_CHANGE and v != theirs.get(k)}
 
 
 def _save_checkpoint(run_dir: Path | None, d: distributed.Dist, cfg: TrainConfig, model: nn.Module,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import outdir
-from ..golden.training.train import ADDED_LATER, CHECKPOINT_NAME, METRICS_NAME
+from ..golden.training.train import CHECKPOINT_NAME, METRICS_NAME, settings_differ
 from .plan import Plan, RunSpec
 from .runner import run_state
 
@@ -68,16 +68,13 @@ def run_record(spec: RunSpec, out_dir: str | Path) -> dict[str, Any]:
     if state == "missing" and run_dir.is_dir():
         state = "started"  # training (or stopped) before its first epoch's checkpoint
     if extra.get("config") is not None:
-        # the run directory must hold this plan's run, not another one left in the folder
-        mine = spec.config
-        theirs = {**ADDED_LATER, **extra["config"]}
-        for key in ("model", "width_mult", "prune", "p", "seed", "epochs", "batch_size", "lr", "lr_schedule",
-                    "warmup_steps", "train_samples", "test_samples"):
-            if key == "p" and not mine.prune:
-                continue
-            if theirs.get(key) != getattr(mine, key):
-                raise ValueError(f"{run_dir}: {key} = {theirs.get(key)!r} there, the plan says {getattr(mine, key)!r}; "
-                                 f"allowed: the run directories the sweep of this plan wrote")
+        # the run directory must hold this plan's run, not another one left in the folder (the rule of resume)
+        differ = settings_differ(spec.config, extra["config"])
+        if differ:
+            key, (theirs, mine) = next(iter(differ.items()))
+            raise ValueError(f"{run_dir}: {key} = {theirs!r} there, the plan says {mine!r}"
+                             + (f" (and {len(differ) - 1} more field(s))" if len(differ) > 1 else "")
+                             + "; allowed: the run directories the sweep of this plan wrote")
     per_epoch = []
     for e in epochs:
         means = layer_means(e["layers"])
