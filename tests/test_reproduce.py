@@ -473,3 +473,22 @@ def test_the_generated_section_names_its_results_file_and_the_warm_up(sweep):
     res = json.loads(json.dumps(sweep["results"]))
     res["plan"]["networks"][0].pop("warmup_steps")
     assert "warm-up" not in rtable.render(res)
+
+
+def test_the_mobilenet_diagnosis_is_the_plans_command_at_another_lr_and_the_doc_quotes_its_results():
+    """docs/reproduction.md's MobileNet diagnosis: its runs are the main plan's with only the lr changed,
+    their results are in their own results file, and the doc's numbers are that file's."""
+    repo = Path(__file__).resolve().parent.parent
+    data = repo / "docs" / "data"
+    main = {r.name: r for r in load_plan(data / "reproduction_plan.json").runs()}
+    diag = load_plan(data / "reproduction_plan_mobilenet_lr005.json")
+    for run in diag.runs():
+        planned = main[run.name]
+        assert run.config.lr == 0.05 and planned.config.lr == 0.1
+        assert replace(run.config, lr=planned.config.lr) == planned.config
+    results = rcollect.load_results(data / "reproduction_mobilenet_lr005.json")
+    assert results["plan"] == diag.as_dict()
+    assert [r["status"] for r in results["runs"]] == ["finished"] * len(diag.runs())
+    doc = (repo / "docs" / "reproduction.md").read_text()
+    for r in results["runs"]:
+        assert f"{r['final_test_acc']:.2f} %" in doc, r["name"]
