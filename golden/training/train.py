@@ -8,7 +8,8 @@ is in metrics.json, ``epochs[i].lr``). ``warmup_steps`` > 0 scales the scheduled
 (step + 1) / warmup_steps over the first optimizer steps (a linear warm-up; AlexNet needs it at
 5 epochs: without it one seed in three spends its first epoch near chance, docs/reproduction.md).
 Writes ``metrics.json`` (config, per-epoch loss / accuracies / per-layer densities and
-thresholds) and ``metrics.png`` into the run directory, and golden tensors under ``golden/step_NNNNNN/`` for the chosen steps.
+thresholds) and ``metrics.png`` into the run directory, and golden tensors under
+``golden/step_NNNNNN/`` for the chosen steps.
 
 Runs as one process or under torch.distributed (``torchrun``, or :func:`train_distributed`
 for local workers): docs/distributed.md says what is reduced over ranks and why. A

@@ -148,14 +148,14 @@ def verdicts(results: dict[str, Any]) -> list[str]:
         for s, c in cs.items():
             if s == "baseline" or b is None:
                 continue
-            complete = all(r["status"] == "finished" for r in b.runs + c.runs)
-            if complete and min(len(b.runs), len(c.runs)) < 2:
+            complete = all(r["status"] == "finished" for r in b.runs + c.runs)  # then done == runs
+            seeds = min(len(b.runs), len(c.runs))
+            if complete and seeds < 2:
                 # waiting would not help: one seed has no spread to weigh the difference against
-                lines.append(f"* {model} x{w:g}, {c.label}: cannot be decided: the plan trains "
-                             f"{min(len(b.runs), len(c.runs))} seed(s) here; a verdict needs at least 2 "
-                             f"(the seeds' spread).")
+                lines.append(f"* {model} x{w:g}, {c.label}: cannot be decided: the plan trains {seeds} seed(s) "
+                             f"here; a verdict needs at least 2 (the seeds' spread).")
                 continue
-            if not complete or len(c.done) < 2 or len(b.done) < 2:
+            if not complete:
                 n_fin = sum(r["status"] == "finished" for r in b.runs + c.runs)
                 lines.append(f"* {model} x{w:g}, {c.label}: not decided yet ({n_fin} of {len(b.runs) + len(c.runs)} "
                              f"runs of the baseline and of this p have finished).")
