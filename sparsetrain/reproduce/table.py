@@ -387,28 +387,32 @@ def plot_curves(results: dict[str, Any], prefix: str | Path, reference: dict[str
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     nets = [(n["model"], float(n["width_mult"])) for n in results["plan"]["networks"]]
     all_cells = cells(results)
     settings = list(dict.fromkeys(c.setting for c in all_cells))
     colours = {s: plt.cm.viridis(i / max(1, len(settings) - 1)) for i, s in enumerate(settings)}
     styles = ["-", "--", ":", "-."]
+    style_names = ["solid", "dashed", "dotted", "dash-dot"]
     paths = []
     for what in ("accuracy", "density"):
         fig, axes = plt.subplots(1, len(nets), figsize=(6 * len(nets), 4), squeeze=False)
         for ax, (model, w) in zip(axes[0], nets):
             for c in (c for c in all_cells if c.model == model and c.width_mult == w):
-                for r in c.done:
+                for i, r in enumerate(c.done):
                     x = [e["epoch"] for e in r["epochs"]]
                     ls = styles[r["seed"] % len(styles)]
+                    # one legend entry per setting (the line style tells the seeds apart, legend title)
+                    name = c.label if i == 0 else "_nolegend_"
                     if what == "accuracy":
                         ax.plot(x, [e["test_acc"] for e in r["epochs"]], ls, marker=".", color=colours[c.setting],
-                                label=f"{c.label}, seed {r['seed']}")
+                                label=name)
                     else:
                         ax.plot(x, [e["grad_density"] for e in r["epochs"]], ls, marker=".", color=colours[c.setting],
-                                label=f"{c.label}, seed {r['seed']}: pruned gradient")
+                                label=f"{name}: pruned gradient" if i == 0 else name)
                         ax.plot(x, [e["dO_density"] for e in r["epochs"]], ls, marker="x", color=colours[c.setting],
-                                alpha=0.5, label=f"{c.label}, seed {r['seed']}: dO")
+                                alpha=0.5, label=f"{name}: dO" if i == 0 else name)
             for r in (reference or {}).get("runs", []):
                 if r["model"] != model or float(r["width_mult"]) != w or not r["epochs_done"]:
                     continue
@@ -421,12 +425,15 @@ def plot_curves(results: dict[str, Any], prefix: str | Path, reference: dict[str
                             label=f"{label}: dO")
             ax.set_title(f"{model} x{w:g}")
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
             ax.set_ylabel("test accuracy (%)" if what == "accuracy" else "density of non-zeros (mean over layers)")
             if what == "density":
                 ax.set_ylim(0, 1.05)
             ax.grid(alpha=0.3)
             if ax.lines:
-                ax.legend(fontsize=6)
+                seeds = sorted({r["seed"] for c in all_cells for r in c.done})
+                ax.legend(fontsize=6, title_fontsize=6,
+                          title="seed " + ", ".join(f"{seed} {style_names[seed % len(styles)]}" for seed in seeds))
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, dpi=90, format="png")
