@@ -164,8 +164,9 @@ def run_sweep(plan: Plan, out_dir: str | Path, *, resume: bool = False, only: li
 
     Finished runs (and the runs named in ``skip``: finished elsewhere) are skipped, interrupted ones
     resumed from their checkpoint, runs another sweep process holds are passed over; at most
-    ``max_runs`` runs are trained in this call, and no run is started or resumed after the time ``start_before`` (seconds since the epoch): a sitting
-    whose machine does not keep the sweep folder ends with finished runs, not partial ones.
+    ``max_runs`` runs are trained in this call, and no run is started or resumed after the time
+    ``start_before`` (seconds since the epoch): a sitting whose machine does not keep the sweep
+    folder ends with finished runs, not partial ones.
     Stops at the first SIGINT/SIGTERM (the run's checkpoint is written; ``report.interrupted``).
     """
     from ..golden.training import plots  # noqa: F401  imported now: train() imports it lazily at a run's end, and a

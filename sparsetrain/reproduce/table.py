@@ -393,8 +393,10 @@ def plot_curves(results: dict[str, Any], prefix: str | Path, reference: dict[str
     all_cells = cells(results)
     settings = list(dict.fromkeys(c.setting for c in all_cells))
     colours = {s: plt.cm.viridis(i / max(1, len(settings) - 1)) for i, s in enumerate(settings)}
-    styles = ["-", "--", ":", "-."]
-    style_names = ["solid", "dashed", "dotted", "dash-dot"]
+    styles = [("-", "solid"), ("--", "dashed"), (":", "dotted"), ("-.", "dash-dot")]  # by seed
+    seeds = sorted({r["seed"] for c in all_cells for r in c.done})
+    # one legend entry per setting; the legend's title says which line style is which seed
+    legend_title = "seed " + ", ".join(f"{seed} {styles[seed % len(styles)][1]}" for seed in seeds)
     paths = []
     for what in ("accuracy", "density"):
         fig, axes = plt.subplots(1, len(nets), figsize=(6 * len(nets), 4), squeeze=False)
@@ -402,17 +404,16 @@ def plot_curves(results: dict[str, Any], prefix: str | Path, reference: dict[str
             for c in (c for c in all_cells if c.model == model and c.width_mult == w):
                 for i, r in enumerate(c.done):
                     x = [e["epoch"] for e in r["epochs"]]
-                    ls = styles[r["seed"] % len(styles)]
-                    # one legend entry per setting (the line style tells the seeds apart, legend title)
-                    name = c.label if i == 0 else "_nolegend_"
+                    ls = styles[r["seed"] % len(styles)][0]
+                    label = c.label if i == 0 else None  # None: no legend entry
                     if what == "accuracy":
                         ax.plot(x, [e["test_acc"] for e in r["epochs"]], ls, marker=".", color=colours[c.setting],
-                                label=name)
+                                label=label)
                     else:
                         ax.plot(x, [e["grad_density"] for e in r["epochs"]], ls, marker=".", color=colours[c.setting],
-                                label=f"{name}: pruned gradient" if i == 0 else name)
+                                label=label and f"{label}: pruned gradient")
                         ax.plot(x, [e["dO_density"] for e in r["epochs"]], ls, marker="x", color=colours[c.setting],
-                                alpha=0.5, label=f"{name}: dO" if i == 0 else name)
+                                alpha=0.5, label=label and f"{label}: dO")
             for r in (reference or {}).get("runs", []):
                 if r["model"] != model or float(r["width_mult"]) != w or not r["epochs_done"]:
                     continue
@@ -431,9 +432,7 @@ def plot_curves(results: dict[str, Any], prefix: str | Path, reference: dict[str
                 ax.set_ylim(0, 1.05)
             ax.grid(alpha=0.3)
             if ax.lines:
-                seeds = sorted({r["seed"] for c in all_cells for r in c.done})
-                ax.legend(fontsize=6, title_fontsize=6,
-                          title="seed " + ", ".join(f"{seed} {style_names[seed % len(styles)]}" for seed in seeds))
+                ax.legend(fontsize=6, title_fontsize=6, title=legend_title)
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, dpi=90, format="png")
